@@ -1,0 +1,41 @@
+"""Where the embedded default's artifacts live. The build writes them; everything else only reads.
+
+    data/default/
+      manifest.json            what was built, from what, with which parameters and seeds
+      model/config.json        HookedTransformerConfig fields
+      model/model.safetensors  weights (float16 on disk, float32 in memory)
+      model/tokenizer/         transformers fast-tokenizer folder
+      dictionaries/<name>/     one SAE-Lens folder each (cfg.json + sae_weights.safetensors)
+      corpus/brown.jsonl.gz    the Brown Corpus as plain text, with its train/validation split
+      evaluation.json          the figures printed by `python -m core evaluate-default`
+      learning_curves.json     task accuracies and validation loss during model training
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("SAE_EXPLORER_DATA", PROJECT_ROOT / "data"))
+DEFAULT_DIR = DATA_DIR / "default"
+BUILD_CACHE_DIR = DATA_DIR / "_build"  # scratch space of the build (git-ignored)
+
+REBUILD_COMMAND = "python -m core build-default"
+
+
+def default_paths(root: Path | None = None) -> dict[str, Path]:
+    """Paths of the default's artifacts under `root` (default `data/default`)."""
+    root = root or DEFAULT_DIR
+    return {
+        "root": root,
+        "manifest": root / "manifest.json",
+        "model_dir": root / "model",
+        "model_config": root / "model" / "config.json",
+        "model_weights": root / "model" / "model.safetensors",
+        "tokenizer_dir": root / "model" / "tokenizer",
+        "dictionaries_dir": root / "dictionaries",
+        "corpus": root / "corpus" / "brown.jsonl.gz",
+        "evaluation": root / "evaluation.json",
+        "learning_curves": root / "learning_curves.json",
+    }

@@ -1,0 +1,307 @@
+"""Templated text for the seed paper's behaviours, and their held-out evaluation items.
+
+Three tasks, each an item `prompt -> (correct, incorrect)` judged by which of the two next tokens
+has the higher logit:
+- **ioi**: "When Mary and John went to the store, John gave a drink to" -> " Mary" over " John".
+- **sva**: "The keys to the old cabinet" -> " are" over " is" (distractor noun of the other number).
+- **brackets**: inside an open "(", a finished clause is followed by ")" rather than "."; outside
+  one, by "." rather than ")".
+
+Generalisation, not memorisation, is the point: names, nouns and templates are split into a
+training part and a held-out part. The held-out names and nouns still occur in training text, in
+*other* frames (name-copying lists and retrieval; determiners and pronouns that show a noun's
+number), so their embeddings are trained while the tasks' own sentences with them stay unseen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+TASKS = ("ioi", "sva", "brackets")
+
+# Common English first names; the build keeps those that are one token with a leading space.
+NAMES = (
+    "Mary John Tom James Anna Paul Mark Sarah David Lisa Peter Kate Jack Emma Sam Laura Mike Jane "
+    "Alex Chris Dan Ben Nick Amy Ann Rose Tim Joe Bill Bob Fred Frank George Henry Jim Ken Ruth Carl "
+    "Helen Alice Jean Joan Susan Linda Karen Nancy Betty Grace Lucy Julia Diana Carol Martha Kelly "
+    "Adam Eric Greg Ray Roy Ted Tony Steve Walter Arthur Harry Eddie Jerry Larry Louis Victor Oscar "
+    "Hugo Max Leo Ian Ryan Sean Kevin Brian Jason Scott Gary Dennis Bruce Roger Ralph Philip Simon "
+    "Jacob Luke Matt Nathan Owen Adrian Ellen Irene Judy Joyce Janet Diane Clara Eva Nora Vera Ida "
+    "Ella Ada Mabel Edith Agnes Hazel Pearl Sally Molly Polly Dolly Jenny Nina Tina Gina Rita Paula "
+    "Marie Louise Sophie Kate Jill Beth Meg Liz Sue Pat Joy Fay May June Hope"
+).split()
+
+# (singular, plural) nouns for agreement.
+NOUNS = tuple(
+    tuple(pair.split("/"))  # type: ignore[misc]
+    for pair in (
+        "key/keys book/books dog/dogs cat/cats car/cars boy/boys girl/girls house/houses tree/trees "
+        "bird/birds door/doors friend/friends teacher/teachers student/students doctor/doctors "
+        "letter/letters window/windows road/roads horse/horses ship/ships river/rivers table/tables "
+        "picture/pictures farmer/farmers officer/officers worker/workers child/children man/men "
+        "woman/women box/boxes city/cities story/stories idea/ideas plan/plans player/players "
+        "singer/singers writer/writers king/kings soldier/soldiers nurse/nurses lawyer/lawyers "
+        "engine/engines machine/machines song/songs flower/flowers garden/gardens village/villages "
+        "bridge/bridges chair/chairs lamp/lamps wall/walls report/reports judge/judges leader/leaders "
+        "member/members neighbor/neighbors brother/brothers sister/sisters church/churches "
+        "school/schools street/streets officer/officers girl/girls"
+    ).split()
+)
+NOUNS = tuple(dict.fromkeys(NOUNS))  # drop repeats, keep order
+
+PLACES = (
+    "store market park school office station church library hospital garden restaurant house beach "
+    "museum hotel theater bank farm river village"
+).split()
+OBJECTS = (
+    "drink book ball letter bag gift key ring pen cup hat box coin map ticket flower apple card "
+    "photo note"
+).split()
+ADJECTIVES = "old new small large red dark bright quiet heavy empty famous strange tall young".split()
+PREDICATES = "ready open closed broken missing lost clean late safe full here old new".split()
+
+# IOI: an introduction naming A and B, then an action by S ending before the indirect object.
+IOI_INTROS_TRAIN = (
+    "When {A} and {B} went to the {place},",
+    "After {A} and {B} arrived at the {place},",
+    "While {A} and {B} were working at the {place},",
+    "{A} and {B} went to the {place}. Then",
+    "Yesterday {A} and {B} had lunch at the {place}, and",
+    "When {A} and {B} got a {obj} at the {place},",
+    "Friends {A} and {B} found a {obj} at the {place}. Then",
+    "{A} and {B} were at the {place} all day, and",
+    "As {A} and {B} walked to the {place},",
+    "On Monday, {A} and {B} visited the {place}, and",
+)
+IOI_INTROS_HELDOUT = (
+    "Once {A} and {B} reached the {place},",
+    "{A} and {B} spent the evening at the {place}. Later",
+    "Before {A} and {B} left the {place},",
+)
+IOI_ACTIONS_TRAIN = (
+    " {S} gave a {obj} to",
+    " {S} handed the {obj} to",
+    " {S} passed the {obj} to",
+    " {S} sent a letter to",
+    " {S} said goodbye to",
+    " {S} threw the {obj} to",
+    " {S} showed the {obj} to",
+    " {S} offered a {obj} to",
+)
+IOI_ACTIONS_HELDOUT = (
+    " {S} brought the {obj} to",
+    " {S} lent the {obj} to",
+    " {S} wrote a note to",
+)
+
+SVA_PREPS_TRAIN = "near on by with under in of to from for".split()
+SVA_PREPS_HELDOUT = "beside above behind".split()
+SVA_REL_VERBS_TRAIN = "saw liked found met".split()
+SVA_REL_VERBS_HELDOUT = "knew helped".split()
+SVA_VERBS = (("is", "are"), ("was", "were"))
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One evaluation item: the model should give `correct` a higher logit than `incorrect` after `prompt`."""
+
+    task: str
+    prompt: str
+    correct: str
+    incorrect: str
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """Which names, nouns and templates are for training text and which are held out for evaluation."""
+
+    train_names: tuple[str, ...]
+    heldout_names: tuple[str, ...]
+    train_nouns: tuple[tuple[str, str], ...]
+    heldout_nouns: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict:
+        """Plain-JSON form for the build manifest."""
+        return {
+            "train_names": list(self.train_names),
+            "heldout_names": list(self.heldout_names),
+            "train_nouns": [list(n) for n in self.train_nouns],
+            "heldout_nouns": [list(n) for n in self.heldout_nouns],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> TaskSplit:
+        """Inverse of `to_json`."""
+        return cls(
+            train_names=tuple(obj["train_names"]),
+            heldout_names=tuple(obj["heldout_names"]),
+            train_nouns=tuple(tuple(n) for n in obj["train_nouns"]),  # type: ignore[misc]
+            heldout_nouns=tuple(tuple(n) for n in obj["heldout_nouns"]),  # type: ignore[misc]
+        )
+
+
+def make_split(names: list[str], nouns: list[tuple[str, str]], seed: int = 0, heldout_frac: float = 0.2) -> TaskSplit:
+    """Shuffle names and nouns with `seed` and hold out `heldout_frac` of each."""
+    rng = random.Random(seed)
+    names = list(dict.fromkeys(names))
+    nouns = list(dict.fromkeys(nouns))
+    rng.shuffle(names)
+    rng.shuffle(nouns)
+    n_names = max(2, round(len(names) * heldout_frac))
+    n_nouns = max(2, round(len(nouns) * heldout_frac))
+    return TaskSplit(
+        train_names=tuple(names[n_names:]),
+        heldout_names=tuple(names[:n_names]),
+        train_nouns=tuple(nouns[n_nouns:]),
+        heldout_nouns=tuple(nouns[:n_nouns]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Items (prompt, correct, incorrect)
+
+
+def ioi_item(rng: random.Random, names: tuple[str, ...], heldout_templates: bool) -> TaskItem:
+    """An IOI prompt whose answer is the name said once; ABBA and BABA orders equally often."""
+    intros = IOI_INTROS_HELDOUT if heldout_templates else IOI_INTROS_TRAIN
+    actions = IOI_ACTIONS_HELDOUT if heldout_templates else IOI_ACTIONS_TRAIN
+    a, b = rng.sample(names, 2)
+    subject, indirect = (b, a) if rng.random() < 0.5 else (a, b)
+    fill = {"A": a, "B": b, "place": rng.choice(PLACES), "obj": rng.choice(OBJECTS)}
+    intro = rng.choice(intros).format(**fill)
+    action = rng.choice(actions).format(S=subject, obj=rng.choice(OBJECTS))
+    return TaskItem("ioi", intro + action, " " + indirect, " " + subject)
+
+
+def sva_item(rng: random.Random, nouns: tuple[tuple[str, str], ...], distractors: tuple[tuple[str, str], ...], heldout_templates: bool) -> TaskItem:
+    """An agreement prompt 'The N1 <prep> the N2' or 'The N1 that the N2 <verb>'; N2 has the other number half the time."""
+    n1 = rng.choice(nouns)
+    n2 = rng.choice([d for d in distractors if d != n1])
+    plural1 = rng.random() < 0.5
+    plural2 = (not plural1) if rng.random() < 0.7 else plural1
+    subject = n1[1] if plural1 else n1[0]
+    distractor = n2[1] if plural2 else n2[0]
+    adj = rng.choice(ADJECTIVES) + " " if rng.random() < 0.5 else ""
+    if rng.random() < 0.7:
+        prep = rng.choice(SVA_PREPS_HELDOUT if heldout_templates else SVA_PREPS_TRAIN)
+        prompt = f"The {subject} {prep} the {adj}{distractor}"
+    else:
+        verb = rng.choice(SVA_REL_VERBS_HELDOUT if heldout_templates else SVA_REL_VERBS_TRAIN)
+        prompt = f"The {subject} that the {adj}{distractor} {verb}"
+    singular_verb, plural_verb = rng.choice(SVA_VERBS)
+    correct, incorrect = (plural_verb, singular_verb) if plural1 else (singular_verb, plural_verb)
+    return TaskItem("sva", prompt, " " + correct, " " + incorrect)
+
+
+def _clause(rng: random.Random, sentences: list[str], min_words: int, max_words: int) -> str:
+    """A run of words from a random sentence, cut to a random length, without end punctuation."""
+    for _ in range(100):
+        words = rng.choice(sentences).split()
+        if len(words) >= min_words:
+            break
+    n = rng.randint(min_words, min(max_words, len(words)))
+    start = rng.randint(0, len(words) - n)
+    text = " ".join(words[start : start + n])
+    return text.strip(" ,;:.!?()[]\"'")
+
+
+def bracket_item(rng: random.Random, sentences: list[str], inside: bool) -> TaskItem:
+    """'<prefix> (<clause>' -> ')' over '.', or, with no bracket open, '<prefix> <clause>' -> '.' over ')'."""
+    prefix = _clause(rng, sentences, 3, 10)
+    content = _clause(rng, sentences, 1, 16)
+    if inside:
+        return TaskItem("brackets", f"{prefix} ({content}", ")", ".")
+    return TaskItem("brackets", f"{prefix} {content}", ".", ")")
+
+
+def evaluation_items(task: str, split: TaskSplit, validation_sentences: list[str], n: int, seed: int = 1234) -> list[TaskItem]:
+    """`n` held-out items of `task`: held-out names, nouns and templates; bracket text from validation files."""
+    rng = random.Random(seed)
+    if task == "ioi":
+        return [ioi_item(rng, split.heldout_names, heldout_templates=True) for _ in range(n)]
+    if task == "sva":
+        distractors = split.train_nouns + split.heldout_nouns
+        return [sva_item(rng, split.heldout_nouns, distractors, heldout_templates=True) for _ in range(n)]
+    if task == "brackets":
+        return [bracket_item(rng, validation_sentences, inside=i % 2 == 0) for i in range(n)]
+    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training text: complete sentences built from the same generators, plus text that teaches the
+# mechanisms (copying names from context, a noun's number) with every name and noun.
+
+
+def _ioi_sentence(rng: random.Random, split: TaskSplit) -> str:
+    item = ioi_item(rng, split.train_names, heldout_templates=False)
+    return item.prompt + item.correct + "."
+
+
+def _sva_sentence(rng: random.Random, split: TaskSplit) -> str:
+    item = sva_item(rng, split.train_nouns, split.train_nouns, heldout_templates=False)
+    return item.prompt + item.correct + " " + rng.choice(PREDICATES) + "."
+
+
+def _bracket_sentence(rng: random.Random, sentences: list[str]) -> str:
+    prefix = _clause(rng, sentences, 2, 10)
+    content = _clause(rng, sentences, 1, 18)
+    rest = _clause(rng, sentences, 1, 8) if rng.random() < 0.6 else ""
+    opening, closing = ("(", ")") if rng.random() < 0.85 else ("[", "]")
+    return f"{prefix} {opening}{content}{closing}" + (f" {rest}." if rest else ".")
+
+
+def _copy_text(rng: random.Random, split: TaskSplit, sentences: list[str]) -> str:
+    """Text whose continuation is a name (or span) seen earlier in context: induction and retrieval."""
+    names = split.train_names + split.heldout_names
+    kind = rng.randrange(5)
+    if kind == 0:  # a list of names, repeated
+        group = rng.sample(names, rng.randint(2, 5))
+        listed = ", ".join(group[:-1]) + " and " + group[-1]
+        return f"{listed} came to the {rng.choice(PLACES)}. Later {listed} went home."
+    if kind == 1:  # who has what
+        people = rng.sample(names, rng.randint(2, 4))
+        things = rng.sample(OBJECTS, len(people))
+        facts = " ".join(f"{p} has the {t}." for p, t in zip(people, things, strict=True))
+        i = rng.randrange(len(people))
+        return f"{facts} The {things[i]} belongs to {people[i]}."
+    if kind == 2:  # a span of text, repeated (generic induction)
+        span = _clause(rng, sentences, 6, 16)
+        return f"{span}. {span}."
+    if kind == 3:  # a name said, then called again
+        a = rng.choice(names)
+        return f"{a} {rng.choice(['said', 'smiled', 'waited', 'laughed'])}. Everyone looked at {a}."
+    people = rng.sample(names, 2)
+    thing = rng.choice(OBJECTS)
+    return f"The {thing} was with {people[0]}, not {people[1]}. So the {thing} was with {people[0]}."
+
+
+def _number_text(rng: random.Random, split: TaskSplit) -> str:
+    """Frames where a noun's number shows without subject-verb agreement (determiners, pronouns)."""
+    singular, plural = rng.choice(split.train_nouns + split.heldout_nouns)
+    is_plural = rng.random() < 0.5
+    noun = plural if is_plural else singular
+    kind = rng.randrange(4)
+    if kind == 0:
+        det = rng.choice(["these", "those", "two", "many", "several", "both", "all the", "some"]) if is_plural else rng.choice(["this", "that", "one", "a", "every", "each", "the only"])
+        return f"She looked at {det} {noun} for a while."
+    if kind == 1:
+        pronoun = "them" if is_plural else "it"
+        return f"I saw the {noun} and liked {pronoun}."
+    if kind == 2:
+        pronoun = "themselves" if is_plural else "itself"
+        return f"He thought about the {noun} {pronoun}."
+    pronoun = "they" if is_plural else "it"
+    return f"We found the {noun} where {pronoun} had been left."
+
+
+def training_text_generators(split: TaskSplit, sentences: list[str]) -> dict[str, Callable[[random.Random], str]]:
+    """Named generators of one training sentence each, for the build's data mix."""
+    return {
+        "ioi": lambda rng: _ioi_sentence(rng, split),
+        "sva": lambda rng: _sva_sentence(rng, split),
+        "brackets": lambda rng: _bracket_sentence(rng, sentences),
+        "copy": lambda rng: _copy_text(rng, split, sentences),
+        "number": lambda rng: _number_text(rng, split),
+    }

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny tokenizer and a tiny random HookedTransformer built offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_TEXT = [
+    "When Mary and John went to the store, John gave a drink to Mary.",
+    "The keys to the old cabinet are here. The key to the cabinets is lost.",
+    "He left early (because it was late). She stayed.",
+    "Tom and Anna met at the park, and Anna gave a book to Tom.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A small BPE tokenizer folder trained on a few sentences."""
+    from core.tokenizer import save_tokenizer, train_bpe
+
+    d = tmp_path_factory.mktemp("tok")
+    save_tokenizer(train_bpe(TINY_TEXT, 400), d, model_max_length=32)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    """The tokenizer of `tiny_tokenizer_dir`, loaded as a transformers fast tokenizer."""
+    from core.tokenizer import load_tokenizer
+
+    return load_tokenizer(tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    """A random 2-layer HookedTransformer (d_model 32, n_ctx 32) with the tiny tokenizer."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=len(tiny_tokenizer),
+        act_fn="gelu_new", normalization_type="LN", device="cpu", seed=0,
+    )
+    model = HookedTransformer(cfg, tokenizer=tiny_tokenizer)
+    model.eval()
+    return model
