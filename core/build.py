@@ -97,6 +97,7 @@ def evaluate_default(root: Path | None = None, device: str | None = None, progre
 def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: bool = True) -> dict:
     """Run the build's stages into `out_root`, skipping stages already built with the same parameters."""
     from core.models import load_default_model
+    from core.overview import plot_learning_curves
     from core.train_dictionaries import DictionaryTrainingConfig, train_all_dictionaries
     from core.train_model import ModelTrainingConfig, load_default_data, mixed_rows, train_default_model
 
@@ -117,6 +118,7 @@ def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: b
         paths["manifest"].write_text(json.dumps(manifest, indent=1))
     else:
         log.info("stage 1: model up to date (%s)", model_hash)
+    plot_learning_curves(json.loads(paths["learning_curves"].read_text()), out_root / "learning_curves.png")
     t1 = time.time()
 
     dict_done = manifest.get("dictionaries_hash") == dict_hash and paths["dictionaries_dir"].exists()

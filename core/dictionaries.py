@@ -24,6 +24,7 @@ import json
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -379,11 +380,20 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
     url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    answered: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    # In a thread, so a resolver that hangs (no DNS server) cannot hold us past `timeout`.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answered and answered[0])
 
 
 @contextmanager

@@ -36,3 +36,36 @@ def default_overview(root: Path | None = None) -> DefaultOverview:
     evaluation = _read(paths["evaluation"]) if paths["evaluation"].exists() else None
     curves = _read(paths["learning_curves"]) if paths["learning_curves"].exists() else []
     return DefaultOverview(_read(paths["model_config"]), _read(paths["manifest"]), evaluation, curves)
+
+
+def learning_curve_markdown(curves: list[dict]) -> str:
+    """A Markdown table of the learning curves: tokens seen, held-out loss and each task's accuracy."""
+    tasks = [k for k in curves[0] if k.endswith("_accuracy")] if curves else []
+    head = "| step | tokens | held-out Brown loss | " + " | ".join(t.removesuffix("_accuracy") for t in tasks) + " |"
+    sep = "|" + "---|" * (3 + len(tasks))
+    rows = [
+        f"| {c['step']} | {c['tokens'] / 1e6:.2f}M | {c['val_loss']:.3f} | " + " | ".join(f"{c[t]:.2f}" for t in tasks) + " |"
+        for c in curves
+    ]
+    return "\n".join([head, sep, *rows])
+
+
+def plot_learning_curves(curves: list[dict], path: Path) -> None:
+    """Save a PNG of task accuracies and held-out loss against tokens seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = [c["tokens"] / 1e6 for c in curves]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in [k for k in curves[0] if k.endswith("_accuracy")]:
+        ax_acc.plot(tokens, [c[key] for c in curves], marker="o", label=key.removesuffix("_accuracy"))
+    ax_acc.axhline(0.9, color="grey", linestyle=":", linewidth=1)
+    ax_acc.set(xlabel="training tokens (M)", ylabel="held-out accuracy", ylim=(0, 1.02), title="tasks (held-out items)")
+    ax_acc.legend()
+    ax_loss.plot(tokens, [c["val_loss"] for c in curves], marker="o", color="black")
+    ax_loss.set(xlabel="training tokens (M)", ylabel="nats/token", title="held-out Brown loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
