@@ -21,9 +21,11 @@ Steps (each logs its wall time):
    tracking and activation-norm scaling) trains the 2 * n_layers SAEs in lockstep from one
    multi-hook `ActivationsStore`: one model forward per batch of prompts caches every SAE hook
    (`run_with_cache(names_filter=hooks, stop_at_layer=...)`) instead of one forward per SAE.
-   (Measured alternatives: one `LanguageModelSAETrainingRunner` per SAE repeats the forward for
-   each SAE; SAE-Lens's cached-activations route writes each hook to disk and then trains one SAE
-   per runner, and is not supported in multi-hook mode.)
+   Why this route: an SAE step (d_in 256, d_sae 2048) costs ~0.2 ms CPU per token and the forward
+   to layer 4 ~0.15-0.25 ms, so one `LanguageModelSAETrainingRunner` per SAE (a forward each)
+   would cost ~1.8x the CPU; SAE-Lens's cached-activations route caches one hook per
+   `CacheActivationsRunner` pass (8 passes, ~1 GB on disk per hook per 1M tokens) and is not
+   supported by the multi-SAE runner.
 3. Transcoders: SAE-Lens cannot train them (its runner only trains `hook_in == hook_out`), so a
    short torch loop here trains all n_layers BatchTopK transcoders in lockstep, fed by a second
    SAE-Lens multi-hook `ActivationsStore` over the `ln2.hook_normalized`/`hook_mlp_out` pairs of
@@ -32,6 +34,12 @@ Steps (each logs its wall time):
 4. Convert to SAE-Lens inference classes, fold decoder norms, save with
    `core.dictionaries.save_dictionary` as `<kind>-L<layer>/` folders.
 5. Metrics of each dictionary on the held-out rows (`core.dictionary_metrics`).
+
+Measured on the embedded default (4 layers, d_model 256; 1M tokens per dictionary, 2 threads,
+machine shared with other jobs): SAEs 1,098 s (911 tokens/s for each of the 8 at once, 1.9 ms
+CPU per token for all 8), transcoders 597 s (1,676 tokens/s, 1.0 ms CPU per token for all 4),
+metrics 33 s: 29 min in all. Every dictionary: L0 24-41, FVU 0.005-0.09, ce_loss_recovered
+0.93-0.998.
 
 Position 0 (BOS in every row) is excluded from training (`seqpos_slice=(1, None)`): its
 activations are one constant per hook, with a norm far above the rest in the residual stream.
@@ -381,7 +389,15 @@ def train_transcoders(model, dataset, cfg: DictionaryTrainingConfig, layers: lis
         if step % 20 == 0:
             bar.set_postfix({f"L{layer}": f"{v['mse']:.1f}" for layer, v in logs.items()})
 
-    metadata = {"model_name": "default", "context_size": model.cfg.n_ctx, "seqpos_slice": [1, None], "prepend_bos": False}
+    metadata = {
+        "model_name": "default",
+        "context_size": model.cfg.n_ctx,
+        "seqpos_slice": [1, None],
+        "prepend_bos": False,
+        "training_architecture": "batchtopk",
+        "training_architecture_details": {"k": cfg.k, "aux_loss_coefficient": cfg.aux_loss_coefficient, "topk_threshold_lr": cfg.topk_threshold_lr},
+        "trainer": "core.train_dictionaries.train_transcoders",
+    }
     return {layer: tcs[layer].to_sae_lens(*pairs[layer], metadata=metadata) for layer in layers}
 
 

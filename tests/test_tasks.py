@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from core.evaluate import TokenizationError, encode_prompts, logit_differences, single_token_id, task_accuracy
-from core.tasks import NAMES, NOUNS, TaskItem, bracket_item, evaluation_items, ioi_item, make_split, sva_item, training_text_generators
+from core.tasks import (
+    NAMES,
+    NOUNS,
+    TaskItem,
+    bracket_item,
+    evaluation_items,
+    ioi_item,
+    make_split,
+    sva_item,
+    training_text_generators,
+)
 
 SENTENCES = ["The jury said that the election was conducted well and fairly in every district of the city."] * 5
 
