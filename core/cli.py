@@ -16,6 +16,7 @@ import sys
 # Modules with a `register(subparsers)` function, in the order their commands are listed.
 COMMAND_MODULES = (
     "core.build",
+    "core.tracing.commands",
 )
 
 
