@@ -17,6 +17,7 @@ import sys
 COMMAND_MODULES = (
     "core.build",
     "core.tracing.commands",
+    "core.cache",
 )
 
 

@@ -1,0 +1,111 @@
+"""Throughput of the whole caching job against the forward pass and encoders alone.
+
+    python bench/cache_throughput.py [--tokens 16384] [--threads 1] [--root data/default]
+
+Measured in one run, on the same batches of Brown training text:
+- base: model forward (up to the last hook needed) + every dictionary's encoder, nothing kept;
+  timed before and after the job and averaged, so a drifting background load cancels out.
+- job: `run_cache` into a fresh workspace, start to finish: fingerprints, contexts, extraction of
+  positive activations, scratch chunks, merge into per-dictionary Parquet files, statistics
+  (deciles, histograms, top tokens, output tokens through W_U) and commits.
+ratio = (tokens/s of the job) / (tokens/s of base), by wall clock. The job's writer thread groups
+and writes chunks and a second thread computes output tokens while the main thread runs the model,
+and finalisation runs two dictionaries at a time: on a machine with a free second core that work
+overlaps. cpu_ratio = CPU seconds of base / CPU seconds of the job (all threads): the same figure
+without that overlap, and nearly unaffected by other processes. Check load_average: wall-clock
+figures taken while other jobs compete for the cores understate the job.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--root", help="default build folder (default data/default)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--no-raw-neurons", action="store_true", help="leave out the raw (dense-ish) neuron baselines")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from cache_subject import load_subject_model, subject_dictionaries
+
+    from core.cache import CacheParams, forward_hooks, plan_corpus_contexts, run_cache
+    from core.paths import default_paths
+
+    root = Path(args.root) if args.root else None
+    model, mroot = load_subject_model(root)
+    plan = plan_corpus_contexts(model.tokenizer, args.tokens, min(128, model.cfg.n_ctx), default_paths(mroot)["corpus"])
+    dicts, label = subject_dictionaries(model, root, torch.from_numpy(plan.tokens[:16].astype(np.int64)))
+    if args.no_raw_neurons:
+        dicts = [d for d in dicts if d.kind != "neurons"]
+    params = CacheParams(n_tokens=args.tokens, ctx_len=plan.ctx_len, batch_contexts=args.batch_size)
+    hooks = sorted({d.hook_in for d in dicts})
+
+    def base() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            for b0 in range(0, plan.n_contexts, params.batch_contexts):
+                toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
+                cache = forward_hooks(model, toks, hooks)
+                for d in dicts:
+                    d.encode(cache[d.hook_in][:, 1:, :].reshape(-1, d.d_in))
+        return time.perf_counter() - t, time.process_time() - c
+
+    with torch.inference_mode():  # warm-up
+        cache = forward_hooks(model, torch.from_numpy(plan.tokens[:2].astype(np.int64)), hooks)
+        for d in dicts:
+            d.encode(cache[d.hook_in][:, 1:, :].reshape(-1, d.d_in))
+    (t_base1, c_base1) = base()
+    with tempfile.TemporaryDirectory() as tmp:
+        t, c = time.perf_counter(), time.process_time()
+        result = run_cache(model, dicts, Path(tmp) / "bench.duckdb", plan, params, model_name="default")
+        t_job, c_job = time.perf_counter() - t, time.process_time() - c
+        ws_bytes = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
+    (t_base2, c_base2) = base()
+    t_base, c_base = (t_base1 + t_base2) / 2, (c_base1 + c_base2) / 2
+    load = os.getloadavg()[0]
+    n = plan.n_cached_tokens
+    rows = sum(result.rows.values())
+    act_bytes = sum(result.file_bytes.values())
+    print(f"subject: {label}")
+    print(f"load average {load:.1f} on {os.cpu_count()} cores; CPU seconds (all threads): base {c_base:.1f}, job {c_job:.1f} ("
+          + ", ".join(f"{k} {v:.1f}" for k, v in result.cpu_seconds.items()) + ")")
+    print(f"tokens {n:,}; base {t_base1:.1f} s / {t_base2:.1f} s; job {t_job:.1f} s; phases " +
+          ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
+    print(f"activations stored {rows:,} ({rows / n:.0f} per token); Parquet {act_bytes / rows:.2f} B/activation, "
+          f"whole workspace {ws_bytes / rows:.2f} B/activation")
+    print(json.dumps({
+        "ratio": round(t_base / t_job, 3),
+        "cpu_ratio": round(c_base / c_job, 3),
+        "load_average": round(load, 2),
+        "tokens": n,
+        "tokens_per_s_job": round(n / t_job, 1),
+        "tokens_per_s_base": round(n / t_base, 1),
+        "activations": rows,
+        "bytes_per_activation": round(act_bytes / rows, 3),
+        "workspace_bytes_per_activation": round(ws_bytes / rows, 3),
+        "dictionaries": len(dicts),
+        "threads": args.threads,
+        "subject": label,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Bulk activation files of a workspace: scratch chunks while a cache run works, one Parquet file per dictionary after.
+
+Layout under the workspace's data folder (`NAME.duckdb.data/`):
+
+    scratch/<run_id>/c000012/d003.npy         rows of chunk 12 for dictionary 3: (latent u4, token u4, value f4),
+                                               sorted by latent, then token (a stable sort of token order)
+    scratch/<run_id>/c000012/d003.counts.npy  [d_sae] int64: rows per latent in that chunk
+    activations/d003-<id>.parquet              the dictionary's rows (latent i32, value f32, context i32,
+                                               position i16), sorted by (latent, context, position)
+
+A chunk folder appears by an atomic rename only once all its files are written, and the catalog commits
+the chunk after that; so after a kill -9 a folder is either complete or absent, and one that exists
+but was never committed is simply rewritten. Final Parquet files are written under a temporary name,
+fsynced, then renamed; readers that hold the old file keep reading it.
+
+Scratch files are plain `.npy` arrays rather than Parquet: they are private, written once and read
+once by slices, and memory-mapping them makes the merge linear and cheap.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.store import WorkspaceError, data_dir
+
+ROW_DTYPE = np.dtype([("latent", "<u4"), ("token", "<u4"), ("value", "<f4")])
+PARQUET_ROW_GROUP = 32_768
+PARQUET_SCHEMA = pa.schema(
+    [("latent", pa.int32()), ("value", pa.float32()), ("context", pa.int32()), ("position", pa.int16())]
+)
+
+
+def _disk_error(exc: OSError, what: Path) -> WorkspaceError:
+    if exc.errno == errno.ENOSPC:
+        return WorkspaceError(
+            f"disk full while writing {what}; the partial file was removed and nothing stored before was changed. "
+            "Free space and rerun the same command to resume."
+        )
+    return WorkspaceError(f"cannot write {what}: {exc}")
+
+
+def scratch_dir(workspace: Path, run_id: str) -> Path:
+    """The scratch folder of cache run `run_id`."""
+    return data_dir(workspace) / "scratch" / run_id
+
+
+def chunk_dir(workspace: Path, run_id: str, chunk: int) -> Path:
+    """The folder of one committed (or about to be committed) chunk."""
+    return scratch_dir(workspace, run_id) / f"c{chunk:06d}"
+
+
+def activations_dir(workspace: Path) -> Path:
+    """The folder of finished per-dictionary Parquet files."""
+    return data_dir(workspace) / "activations"
+
+
+@dataclass
+class ChunkPart:
+    """One dictionary's rows of one chunk: `rows` [n] of ROW_DTYPE sorted by latent, `counts` [d_sae] rows per latent."""
+
+    rows: np.ndarray
+    counts: np.ndarray
+
+
+def sort_chunk_rows(latent: np.ndarray, token: np.ndarray, value: np.ndarray, d_sae: int) -> ChunkPart:
+    """Group a chunk's rows (`[n]` each) by latent, keeping token order within a latent (a stable sort)."""
+    import torch
+
+    counts = np.bincount(latent, minlength=d_sae).astype(np.int64)
+    order = torch.sort(torch.from_numpy(latent.astype(np.int32, copy=False)), stable=True).indices.numpy()
+    rows = np.empty(len(latent), dtype=ROW_DTYPE)
+    rows["latent"] = latent[order]
+    rows["token"] = token[order]
+    rows["value"] = value[order]
+    return ChunkPart(rows, counts)
+
+
+def write_chunk(workspace: Path, run_id: str, chunk: int, parts: dict[int, ChunkPart]) -> int:
+    """Write every dictionary's part of a chunk, then rename the folder into place; returns bytes written."""
+    final = chunk_dir(workspace, run_id, chunk)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        total = 0
+        for idx, part in parts.items():
+            np.save(tmp / f"d{idx:03d}.npy", part.rows)
+            np.save(tmp / f"d{idx:03d}.counts.npy", part.counts)
+            total += part.rows.nbytes + part.counts.nbytes
+        os.rename(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _disk_error(exc, tmp) from exc
+    return total
+
+
+def remove_chunk(workspace: Path, run_id: str, chunk: int) -> None:
+    """Delete a chunk folder (and any half-written temporary) if present."""
+    final = chunk_dir(workspace, run_id, chunk)
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.rmtree(final.with_name(final.name + ".tmp"), ignore_errors=True)
+
+
+def remove_scratch(workspace: Path, run_id: str) -> None:
+    """Delete all scratch files of a run."""
+    shutil.rmtree(scratch_dir(workspace, run_id), ignore_errors=True)
+
+
+@dataclass
+class ChunkReader:
+    """Memory-mapped rows of one dictionary in one chunk, with per-latent offsets `[d_sae + 1]`."""
+
+    rows: np.ndarray
+    offsets: np.ndarray
+
+
+def open_chunk(workspace: Path, run_id: str, chunk: int, dict_idx: int) -> ChunkReader:
+    """Memory-map one dictionary's rows of a committed chunk."""
+    folder = chunk_dir(workspace, run_id, chunk)
+    try:
+        rows = np.load(folder / f"d{dict_idx:03d}.npy", mmap_mode="r")
+        counts = np.load(folder / f"d{dict_idx:03d}.counts.npy")
+    except (OSError, ValueError) as exc:
+        raise WorkspaceError(
+            f"scratch chunk {folder} is missing or damaged ({exc}); rerun the same cache command with --restart"
+        ) from exc
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if offsets[-1] != len(rows):
+        raise WorkspaceError(f"scratch chunk {folder} is inconsistent; rerun the same cache command with --restart")
+    return ChunkReader(rows, offsets)
+
+
+def safe_file_name(dict_idx: int, dictionary_id: str) -> str:
+    """A file name for a dictionary's Parquet file (`d003-resid__blocks.0.hook_resid_pre.parquet`)."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in dictionary_id.replace(":", "__"))
+    return f"d{dict_idx:03d}-{cleaned}.parquet"
+
+
+class ParquetActivationWriter:
+    """Writes a dictionary's rows in (latent, context, position) order to a temporary file, then renames it into place."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # Rows are sorted by latent, then context: delta encoding makes those columns ~1 byte a row;
+            # float values hardly compress, so a fast codec costs little space.
+            self._writer = pq.ParquetWriter(
+                str(self.tmp),
+                PARQUET_SCHEMA,
+                compression="lz4",
+                use_dictionary=False,
+                column_encoding={"latent": "DELTA_BINARY_PACKED", "context": "DELTA_BINARY_PACKED",
+                                 "position": "DELTA_BINARY_PACKED", "value": "BYTE_STREAM_SPLIT"},
+                write_statistics=["latent", "context"],
+            )
+        except OSError as exc:
+            raise _disk_error(exc, self.tmp) from exc
+
+    def write(self, latent: np.ndarray, value: np.ndarray, context: np.ndarray, position: np.ndarray) -> None:
+        """Append rows (already in final order)."""
+        table = pa.Table.from_arrays(
+            [pa.array(latent.astype(np.int32, copy=False)), pa.array(value.astype(np.float32, copy=False)),
+             pa.array(context.astype(np.int32, copy=False)), pa.array(position.astype(np.int16, copy=False))],
+            schema=PARQUET_SCHEMA,
+        )
+        try:
+            self._writer.write_table(table, row_group_size=PARQUET_ROW_GROUP)
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc, self.tmp) from exc
+        self.rows += len(latent)
+
+    def close(self) -> int:
+        """Finish the file, fsync and rename it into place; returns its size in bytes."""
+        try:
+            self._writer.close()
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc, self.tmp) from exc
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - closing a broken writer may fail again; the file is removed anyway
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+class _ParquetIndex:
+    """An open Parquet file with the first row of each row group, cached per (path, mtime, size)."""
+
+    def __init__(self, path: Path):
+        self.file = pq.ParquetFile(str(path))
+        self.lock = threading.Lock()
+        sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+_index_cache: dict[tuple[str, int, int], _ParquetIndex] = {}
+_index_lock = threading.Lock()
+
+
+def _index(path: Path) -> _ParquetIndex:
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise WorkspaceError(f"activation file {path} is missing; rebuild the workspace with the cache command") from exc
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _index_lock:
+        idx = _index_cache.get(key)
+        if idx is None:
+            try:
+                idx = _ParquetIndex(path)
+            except (OSError, pa.ArrowException) as exc:
+                raise WorkspaceError(f"activation file {path} is unreadable ({exc}); rebuild the workspace") from exc
+            for k in [k for k in _index_cache if k[0] == str(path)]:
+                del _index_cache[k]
+            _index_cache[key] = idx
+        return idx
+
+
+def read_rows(path: Path, row_start: int, n_rows: int) -> dict[str, np.ndarray]:
+    """Rows `[row_start, row_start + n_rows)` of a dictionary's Parquet file as arrays latent, value, context, position."""
+    if n_rows == 0:
+        return {name: np.zeros(0, dtype=t.to_pandas_dtype()) for name, t in zip(PARQUET_SCHEMA.names, PARQUET_SCHEMA.types, strict=True)}
+    idx = _index(path)
+    first = int(np.searchsorted(idx.starts, row_start, side="right") - 1)
+    last = int(np.searchsorted(idx.starts, row_start + n_rows - 1, side="right") - 1)
+    try:
+        with idx.lock:  # one ParquetFile object is shared by threads
+            table = idx.file.read_row_groups(list(range(first, last + 1)))
+    except (OSError, pa.ArrowException) as exc:
+        raise WorkspaceError(f"activation file {path} is unreadable ({exc}); rebuild the workspace") from exc
+    table = table.slice(row_start - int(idx.starts[first]), n_rows)
+    return {name: table.column(name).to_numpy() for name in PARQUET_SCHEMA.names}

@@ -1,0 +1,930 @@
+"""The activation cache: run a model over corpus tokens and store every latent's sparse activations in a workspace.
+
+Steps (each logs its wall time):
+1. Plan contexts: tokenise the corpus split into one stream (documents separated by BOS), cut it into
+   contexts of `ctx_len` tokens, each BOS + `ctx_len - 1` corpus tokens. BOS positions are not cached
+   (they carry attention-sink activations, not text), so `n_tokens` counts corpus tokens.
+2. Open the workspace in a short write transaction: check it was built from the same model (weights
+   fingerprint) and corpus slice, store the contexts and vocabulary the first time, skip dictionaries
+   already cached from the same weights, and register or resume the run. A run is identified by a
+   hash of everything that determines its rows, so rerunning the same command finds it.
+3. Compute, one chunk of `chunk_contexts` contexts at a time, skipping committed chunks: batched
+   forward passes up to the last hook needed, each dictionary's encoder on its `hook_in`, and the
+   positive entries (`acts > 0`; raw MLP neurons thus keep GELU's positive part). A writer thread
+   groups each chunk's rows by latent, writes them as scratch files and commits the chunk in a
+   millisecond transaction, while the main thread computes the next chunk.
+   Meanwhile a second thread computes each dictionary's output tokens (`W_dec @ W_U`, weights only).
+4. Finalise each dictionary (two at a time): merge its chunks by latent ranges (a linear scatter;
+   chunks are already grouped by latent and ordered by token) into one Parquet file sorted by
+   (latent, context, position), computing per-latent statistics from the same slices (`core.stats`),
+   then commit the statistics and mark the dictionary ready.
+5. Mark the run finished and delete its scratch files.
+
+A kill at any point loses at most the uncommitted chunk or dictionary; rerunning the same command
+resumes there, and rerunning a finished command does nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core import activation_files as files
+from core import store
+from core.corpus import BrownDocument, read_corpus
+from core.dictionaries import Dictionary, neuron_dictionary
+from core.paths import DEFAULT_DIR, default_paths
+from core.stats import HIST_BINS, N_OUTPUT_TOKENS, TOP_ROWS, no_output_tokens, output_token_logits, range_stats
+from core.store import WorkspaceError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""progress(phase, done, total): phase 'caching' counts tokens, 'finalizing' counts dictionaries."""
+
+DEFAULT_NEURON_TOPK = 32
+FINALIZE_ROWS = 1 << 22  # rows merged at once while finalising (bounds memory to ~100 MB)
+ENCODE_ELEMENTS = 1 << 24  # largest dense [tokens, d_sae] block an encoder produces at once
+
+
+@dataclass(frozen=True)
+class CacheParams:
+    """Everything besides model, dictionaries and corpus text that determines a cache run's rows."""
+
+    n_tokens: int
+    ctx_len: int = 128
+    batch_contexts: int = 16
+    chunk_contexts: int = 64
+    hist_bins: int = HIST_BINS
+    top_rows: int = TOP_ROWS
+    n_output_tokens: int = N_OUTPUT_TOKENS
+
+    def __post_init__(self) -> None:
+        for name in ("n_tokens", "ctx_len", "batch_contexts", "chunk_contexts", "hist_bins", "top_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    """The contexts a run caches: `tokens: [n_contexts, ctx_len]` int32 (BOS first), their documents and stream offsets."""
+
+    tokens: np.ndarray
+    docs: list[str]
+    offsets: np.ndarray
+    source: dict  # corpus path, split, tokens available ...
+
+    @property
+    def n_contexts(self) -> int:
+        """Number of contexts."""
+        return self.tokens.shape[0]
+
+    @property
+    def ctx_len(self) -> int:
+        """Tokens per context, BOS included."""
+        return self.tokens.shape[1]
+
+    @property
+    def n_cached_tokens(self) -> int:
+        """Token positions whose activations are cached (BOS excluded)."""
+        return self.n_contexts * (self.ctx_len - 1)
+
+    def fingerprint(self) -> str:
+        """Hash of the token ids."""
+        return hashlib.blake2b(np.ascontiguousarray(self.tokens, dtype=np.int32).tobytes(), digest_size=16).hexdigest()
+
+
+@dataclass
+class CacheResult:
+    """What a cache run did."""
+
+    workspace: str
+    run_id: str | None
+    cached: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    n_tokens: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    file_bytes: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU time of the process (all threads) in some phases
+    chunks_computed: int = 0
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when every requested dictionary was already cached."""
+        return not self.cached
+
+
+def _encode_ids(tokenizer, text: str) -> list[int]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.encode(text, add_special_tokens=False).ids
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def bos_token_id(tokenizer) -> int:
+    """The id used as BOS and document separator (the tokenizer's BOS, else its EOS)."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if bos is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token")
+    return int(bos)
+
+
+def plan_contexts(tokenizer, docs: list[BrownDocument], n_tokens: int, ctx_len: int, source: dict | None = None) -> ContextPlan:
+    """Cut the first `n_tokens` corpus tokens of `docs` into contexts `[n, ctx_len]` (BOS + ctx_len - 1 tokens each).
+
+    The count is rounded up to whole contexts when the corpus has enough tokens, else down.
+    """
+    if ctx_len < 2:
+        raise ValueError(f"--ctx-len must be at least 2 (BOS + one token), got {ctx_len}")
+    if n_tokens < 1:
+        raise ValueError(f"--tokens must be positive, got {n_tokens}")
+    bos = bos_token_id(tokenizer)
+    per = ctx_len - 1
+    want = math.ceil(n_tokens / per) * per
+    pieces: list[np.ndarray] = []
+    starts: list[int] = []
+    names: list[str] = []
+    total = 0
+    for doc in docs:
+        if total >= want:
+            break
+        ids = np.asarray(_encode_ids(tokenizer, doc.text) + [bos], dtype=np.int32)
+        starts.append(total)
+        names.append(doc.name)
+        pieces.append(ids)
+        total += len(ids)
+    if total < n_tokens:
+        raise ValueError(
+            f"--tokens {n_tokens:,} is larger than the corpus: it has {total:,} tokens "
+            f"({len(docs)} documents); ask for at most {total:,}"
+        )
+    stream = np.concatenate(pieces)
+    n_contexts = min(want, total) // per
+    tokens = np.empty((n_contexts, ctx_len), dtype=np.int32)
+    tokens[:, 0] = bos
+    tokens[:, 1:] = stream[: n_contexts * per].reshape(n_contexts, per)
+    offsets = np.arange(n_contexts, dtype=np.int64) * per
+    doc_idx = np.searchsorted(np.asarray(starts), offsets, side="right") - 1
+    src = dict(source or {})
+    src.update({"documents_used": len(names)})
+    return ContextPlan(tokens, [names[i] for i in doc_idx], offsets, src)
+
+
+def plan_corpus_contexts(tokenizer, n_tokens: int, ctx_len: int, corpus: Path, split: str = "train") -> ContextPlan:
+    """`plan_contexts` over a corpus file written by `core.corpus.save_corpus`."""
+    docs = read_corpus(corpus, split)
+    if not docs:
+        raise ValueError(f"corpus {corpus} has no documents in split {split!r}")
+    return plan_contexts(tokenizer, docs, n_tokens, ctx_len, {"corpus": str(corpus), "split": split})
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def _hash_tensors(h, tensors: dict) -> None:
+    import torch
+
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+
+
+def model_fingerprint(model) -> str:
+    """Hash of a HookedTransformer's config-relevant shape and all its weights."""
+    from core.models import model_config_fields
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(model_config_fields(model.cfg), sort_keys=True, default=str).encode())
+    _hash_tensors(h, {k: v for k, v in model.state_dict().items() if not k.endswith((".IGNORE", ".mask"))})
+    return h.hexdigest()
+
+
+def dictionary_fingerprint(d: Dictionary) -> str:
+    """Hash of a dictionary's id, top-k and weights (for neurons: the MLP's weights)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{d.id}|{d.topk}|{d.d_sae}".encode())
+    _hash_tensors(h, dict(d.module.state_dict()))
+    return h.hexdigest()
+
+
+def _layer_of_hook(hook: str) -> int:
+    m = re.match(r"blocks\.(\d+)\.", hook)
+    if not m:
+        raise ValueError(f"cannot tell the layer of hook {hook!r}")
+    return int(m.group(1))
+
+
+def check_dictionaries(model, dictionaries: list[Dictionary]) -> None:
+    """Raise a clear error if a dictionary reads a hook the model lacks or has the wrong width."""
+    seen = set()
+    for d in dictionaries:
+        if d.id in seen:
+            raise ValueError(f"dictionary {d.id} is listed twice")
+        seen.add(d.id)
+        if d.hook_in not in model.hook_dict:
+            raise ValueError(
+                f"dictionary {d.id} reads hook {d.hook_in}, which this model ({model.cfg.n_layers} layers) does not have"
+            )
+        width = model.cfg.d_model
+        if d.hook_in.endswith("hook_z"):
+            width = model.cfg.n_heads * model.cfg.d_head
+        if d.d_in != width:
+            raise ValueError(f"dictionary {d.id} expects d_in {d.d_in} but {d.hook_in} has width {width}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The computing side
+
+
+def sparse_encode(d: Dictionary, x, max_elements: int = ENCODE_ELEMENTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positive entries of `d.encode(x)` for `x: [T, d_in]`: (token index in 0..T-1, latent, value), each `[n]`.
+
+    Encodes at most `max_elements` latent activations at a time so memory stays bounded for wide dictionaries.
+    """
+    import torch
+
+    step = max(1, max_elements // d.d_sae)
+    toks, lats, vals = [], [], []
+    with torch.inference_mode():
+        for s in range(0, x.shape[0], step):
+            flat = d.encode(x[s : s + step]).reshape(-1)
+            idx = torch.nonzero(flat > 0).squeeze(1)
+            vals.append(flat[idx].float().cpu())
+            toks.append((idx // d.d_sae + s).cpu())
+            lats.append((idx % d.d_sae).cpu())
+    if not toks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return torch.cat(toks).numpy(), torch.cat(lats).numpy(), torch.cat(vals).numpy()
+
+
+def forward_hooks(model, tokens, hooks: list[str]) -> dict:
+    """Activations at `hooks` for `tokens: [batch, ctx_len]`, running the model only up to the last layer needed."""
+    import torch
+
+    stop = max(_layer_of_hook(h) for h in hooks) + 1
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens, names_filter=list(hooks), stop_at_layer=min(stop, model.cfg.n_layers))
+    return cache
+
+
+class _ChunkWriter:
+    """Background thread: groups each chunk's rows by latent, writes scratch files, commits the chunk."""
+
+    def __init__(self, workspace: Path, run_id: str, records: dict[str, store.DictionaryRecord], max_pending: int = 2):
+        self.workspace = workspace
+        self.run_id = run_id
+        self.records = records
+        self.queue: queue.Queue = queue.Queue()
+        self.slots = threading.Semaphore(max_pending)
+        self.error: BaseException | None = None
+        self.write_seconds = 0.0
+        self.thread = threading.Thread(target=self._run, name="cache-writer", daemon=True)
+        self.thread.start()
+
+    def begin_chunk(self) -> None:
+        """Block until fewer than `max_pending` chunks wait to be written (bounds memory)."""
+        while not self.slots.acquire(timeout=0.2):
+            self.raise_if_failed()
+        self.raise_if_failed()
+
+    def put(self, chunk: int, dict_id: str, token: np.ndarray, latent: np.ndarray, value: np.ndarray) -> None:
+        """Queue one batch's rows of one dictionary."""
+        self.queue.put(("rows", chunk, dict_id, token, latent, value))
+
+    def end_chunk(self, chunk: int) -> None:
+        """Ask for chunk `chunk` to be written and committed."""
+        self.queue.put(("end", chunk))
+
+    def close(self) -> None:
+        """Wait for every queued chunk; re-raise the writer's error if it failed."""
+        self.queue.put(("stop",))
+        self.thread.join()
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        """Re-raise the writer thread's error in the caller."""
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        pending: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        while True:
+            item = self.queue.get()
+            if item[0] == "stop":
+                return
+            if self.error is not None:
+                if item[0] == "end":
+                    self.slots.release()
+                continue
+            try:
+                if item[0] == "rows":
+                    _, _chunk, dict_id, token, latent, value = item
+                    pending.setdefault(dict_id, []).append((token, latent, value))
+                else:
+                    t0 = time.perf_counter()
+                    chunk = item[1]
+                    parts = {}
+                    n_rows = 0
+                    for dict_id, rec in self.records.items():
+                        got = pending.pop(dict_id, [])
+                        token = np.concatenate([g[0] for g in got]) if got else np.zeros(0, np.uint32)
+                        latent = np.concatenate([g[1] for g in got]) if got else np.zeros(0, np.uint32)
+                        value = np.concatenate([g[2] for g in got]) if got else np.zeros(0, np.float32)
+                        parts[rec.index] = files.sort_chunk_rows(latent, token, value, rec.d_sae)
+                        n_rows += len(value)
+                    files.write_chunk(self.workspace, self.run_id, chunk, parts)
+                    with store.session(self.workspace, write=True) as con:
+                        store.commit_chunk(con, self.run_id, chunk, n_rows)
+                    self.write_seconds += time.perf_counter() - t0
+                    self.slots.release()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.error = exc
+                self.slots.release()
+
+
+def _compute_chunks(
+    model,
+    dictionaries: list[Dictionary],
+    plan: ContextPlan,
+    params: CacheParams,
+    chunks: list[int],
+    writer: _ChunkWriter,
+    progress: ProgressFn | None,
+    done_before: int,
+) -> None:
+    import torch
+
+    hooks = sorted({d.hook_in for d in dictionaries})
+    per = plan.ctx_len - 1
+    total = plan.n_cached_tokens
+    done = done_before
+    device = next(model.parameters()).device
+    if progress:
+        progress("caching", done, total)
+    for chunk in chunks:
+        writer.begin_chunk()
+        c0 = chunk * params.chunk_contexts
+        c1 = min(c0 + params.chunk_contexts, plan.n_contexts)
+        for b0 in range(c0, c1, params.batch_contexts):
+            b1 = min(b0 + params.batch_contexts, c1)
+            toks = torch.from_numpy(plan.tokens[b0:b1].astype(np.int64)).to(device)
+            cache = forward_hooks(model, toks, hooks)
+            for d in dictionaries:
+                x = cache[d.hook_in][:, 1:, :].reshape(-1, d.d_in)
+                tok, lat, val = sparse_encode(d, x)
+                global_token = (b0 + tok // per) * plan.ctx_len + tok % per + 1
+                writer.put(chunk, d.id, global_token.astype(np.uint32), lat.astype(np.uint32), val)
+            del cache
+            done += (b1 - b0) * per
+            if progress:
+                progress("caching", done, total)
+        writer.end_chunk(chunk)
+        writer.raise_if_failed()
+
+
+# ---------------------------------------------------------------------------------------------
+# Finalising a dictionary
+
+
+def _latent_ranges(counts: np.ndarray, max_rows: int, max_latents: int) -> list[tuple[int, int]]:
+    """Consecutive latent ranges of at most `max_rows` rows (or one latent) and `max_latents` latents."""
+    cs = np.cumsum(counts)
+    out = []
+    start = 0
+    d = len(counts)
+    while start < d:
+        before = cs[start - 1] if start else 0
+        end = int(np.searchsorted(cs, before + max_rows, side="right"))
+        end = min(max(end, start + 1), start + max_latents, d)
+        out.append((start, end))
+        start = end
+    return out
+
+
+class _OutputTokens:
+    """Computes every dictionary's output tokens (`W_dec @ W_U`, weights only) on a background thread,
+    so this fixed cost overlaps the forward passes instead of adding to the finalisation."""
+
+    def __init__(self, dictionaries: list[Dictionary], model, k: int):
+        self.results: dict[str, dict[str, np.ndarray]] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(dictionaries, model, k), name="output-tokens", daemon=True)
+        self.thread.start()
+
+    def _run(self, dictionaries: list[Dictionary], model, k: int) -> None:
+        try:
+            by_weights: dict[int, dict[str, np.ndarray]] = {}  # raw and top-k neurons share W_out
+            for d in dictionaries:
+                if d.d_out != model.cfg.d_model:
+                    self.results[d.id] = no_output_tokens(d.d_sae)
+                    continue
+                key = d.W_dec.data_ptr()
+                if key not in by_weights:
+                    by_weights[key] = output_token_logits(d.W_dec, model.W_U, k)
+                self.results[d.id] = by_weights[key]
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of get()
+            self.error = exc
+
+    def get(self, dict_id: str) -> dict[str, np.ndarray]:
+        """The output tokens of one dictionary (waits for the thread)."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.results[dict_id]
+
+
+def _finalize_dictionary(
+    workspace: Path,
+    run_id: str,
+    n_chunks: int,
+    rec: store.DictionaryRecord,
+    plan: ContextPlan,
+    params: CacheParams,
+    max_rows: int,
+    output_tokens: dict[str, np.ndarray],
+) -> tuple[int, int]:
+    """Merge a dictionary's chunks into its Parquet file, compute and commit its statistics; returns (rows, bytes)."""
+    readers = [files.open_chunk(workspace, run_id, c, rec.index) for c in range(n_chunks)]
+    counts = np.zeros(rec.d_sae, dtype=np.int64)
+    for r in readers:
+        counts += np.diff(r.offsets)
+    row_start = np.zeros(rec.d_sae, dtype=np.int64)
+    np.cumsum(counts[:-1], out=row_start[1:])
+    flat_tokens = plan.tokens.reshape(-1)
+    n_tokens = plan.n_cached_tokens
+
+    stats = {
+        "n_fires": counts,
+        "frequency": counts / n_tokens,
+        "max_activation": np.zeros(rec.d_sae, np.float32),
+        "mean_activation": np.zeros(rec.d_sae, np.float32),
+        "quantile_edges": np.zeros((rec.d_sae, 11), np.float32),
+        "hist_counts": np.zeros((rec.d_sae, params.hist_bins), np.int64),
+        "row_start": row_start,
+    }
+    top_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    name = files.safe_file_name(rec.index, rec.id)
+    writer = files.ParquetActivationWriter(files.activations_dir(workspace) / name)
+    try:
+        max_latents = max(1, (1 << 22) // max(1, n_chunks))
+        for a, b in _latent_ranges(counts, max_rows, max_latents):
+            m = b - a
+            cnt = np.stack([np.diff(r.offsets[a : b + 1]) for r in readers])  # [n_chunks, m]
+            n = int(cnt.sum())
+            merged = np.empty(n, dtype=files.ROW_DTYPE)
+            if n:
+                # Row of (latent l, chunk c) begins after latent l's rows in earlier chunks.
+                latent_start = np.concatenate([[0], np.cumsum(counts[a:b])[:-1]])
+                base = latent_start[None, :] + np.cumsum(cnt, axis=0) - cnt  # [n_chunks, m]
+                for ci, r in enumerate(readers):
+                    part = r.rows[r.offsets[a] : r.offsets[b]]
+                    if len(part) == 0:
+                        continue
+                    group_first = np.cumsum(cnt[ci]) - cnt[ci]
+                    local = part["latent"].astype(np.int64) - a
+                    dest = base[ci][local] + np.arange(len(part)) - group_first[local]
+                    merged[dest] = part
+            token = merged["token"].astype(np.int64)
+            if n:
+                writer.write(merged["latent"], merged["value"], token // plan.ctx_len, token % plan.ctx_len)
+            rs = range_stats(merged["latent"], merged["value"], flat_tokens[token], a, m, params.hist_bins, params.top_rows)
+            stats["max_activation"][a:b] = rs.max_activation
+            stats["mean_activation"][a:b] = rs.mean_activation
+            stats["quantile_edges"][a:b] = rs.quantile_edges
+            stats["hist_counts"][a:b] = rs.hist_counts
+            top_parts.append((rs.top_latent, rs.top_token, rs.top_n))
+        file_bytes = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    stats.update(output_tokens)
+    top = tuple(np.concatenate([p[i] for p in top_parts]) if top_parts else np.zeros(0, np.int64) for i in range(3))
+    with store.session(workspace, write=True) as con:
+        store.store_latent_stats(con, rec.index, stats, top)  # type: ignore[arg-type]
+        store.mark_dictionary_ready(con, rec.index, name, int(counts.sum()), file_bytes)
+    return int(counts.sum()), file_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+
+class _JobLock:
+    """An exclusive lock on a workspace for the length of one job (released by the OS if the process dies)."""
+
+    def __init__(self, workspace: Path):
+        self.path = store.data_dir(workspace) / "job.lock"
+
+    def __enter__(self) -> _JobLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise WorkspaceError(f"another job is writing this workspace ({holder}); wait for it to finish") from exc
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _vocab_texts(tokenizer, d_vocab: int) -> list[str]:
+    n = min(len(tokenizer), d_vocab)
+    texts = tokenizer.batch_decode([[i] for i in range(n)])
+    return texts + [f"<unused {i}>" for i in range(n, d_vocab)]
+
+
+def _run_key(model_fp: str, plan_fp: str, params: CacheParams, dicts: list[tuple[str, str]]) -> str:
+    payload = json.dumps({"model": model_fp, "contexts": plan_fp, "params": asdict(params), "dictionaries": sorted(dicts)}, sort_keys=True)
+    return hashlib.blake2b(payload.encode(), digest_size=6).hexdigest()
+
+
+def run_cache(
+    model,
+    dictionaries: list[Dictionary],
+    workspace: Path,
+    plan: ContextPlan,
+    params: CacheParams,
+    model_name: str = "custom",
+    progress: ProgressFn | None = None,
+    restart: bool = False,
+    finalize_rows: int = FINALIZE_ROWS,
+    finalize_workers: int = 2,
+) -> CacheResult:
+    """Cache the sparse activations of `dictionaries` over `plan`'s contexts into `workspace` (resuming if possible).
+
+    Returns what was cached or skipped, rows and bytes per dictionary, and the time of each phase.
+    """
+    workspace = Path(workspace)
+    if plan.ctx_len != params.ctx_len:
+        raise ValueError(f"plan has contexts of {plan.ctx_len} tokens but params say {params.ctx_len}")
+    if plan.ctx_len > model.cfg.n_ctx:
+        raise ValueError(f"contexts of {plan.ctx_len} tokens are longer than this model's context ({model.cfg.n_ctx}); use --ctx-len {model.cfg.n_ctx}")
+    check_dictionaries(model, dictionaries)
+    if plan.n_contexts * plan.ctx_len >= 1 << 32:
+        raise ValueError(f"{plan.n_contexts * plan.ctx_len:,} token positions exceed this cache's limit of 2**32; cache fewer tokens per workspace")
+    result = CacheResult(workspace=str(workspace), run_id=None, n_tokens=plan.n_cached_tokens)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with _JobLock(workspace):
+        model_fp = model_fingerprint(model)
+        plan_fp = plan.fingerprint()
+        fps = {d.id: dictionary_fingerprint(d) for d in dictionaries}
+        result.seconds["fingerprints"] = time.perf_counter() - t0
+        log.info("fingerprints: %.1f s", result.seconds["fingerprints"])
+
+        t = time.perf_counter()
+        corpus_info = {**plan.source, "n_contexts": plan.n_contexts, "ctx_len": plan.ctx_len,
+                       "n_tokens": plan.n_cached_tokens, "fingerprint": plan_fp, "bos_token": int(plan.tokens[0, 0])}
+        discarded: list[str] = []
+        with store.session(workspace, write=True) as con:
+            known_model = store.get_info(con, "model")
+            if known_model is None:
+                store.set_info(con, "model", {"name": model_name, "fingerprint": model_fp, "n_layers": model.cfg.n_layers,
+                                              "d_model": model.cfg.d_model, "d_vocab": model.cfg.d_vocab})
+            elif known_model["fingerprint"] != model_fp:
+                raise WorkspaceError(
+                    f"workspace {workspace} was built from another model ({known_model['name']}, weights {known_model['fingerprint'][:12]}) "
+                    f"than this one ({model_name}, weights {model_fp[:12]}); use a new --workspace"
+                )
+            known_corpus = store.get_info(con, "corpus")
+            if known_corpus is None:
+                store.set_info(con, "corpus", corpus_info)
+                store.store_contexts(con, plan.tokens, plan.docs, plan.offsets)
+                store.store_vocab(con, _vocab_texts(model.tokenizer, model.cfg.d_vocab) if model.tokenizer is not None
+                                  else [str(i) for i in range(model.cfg.d_vocab)])
+            elif known_corpus["fingerprint"] != plan_fp:
+                raise WorkspaceError(
+                    f"workspace {workspace} caches another corpus slice ({known_corpus.get('n_tokens'):,} tokens of "
+                    f"{known_corpus.get('corpus', '?')} {known_corpus.get('split', '')}, contexts of {known_corpus.get('ctx_len')}) "
+                    f"than this run ({plan.n_cached_tokens:,} tokens, contexts of {plan.ctx_len}); use the same --tokens/--ctx-len/--corpus or a new --workspace"
+                )
+            existing = {r.id: r for r in store.dictionaries(con)}
+            run_status = {r.run_id: r.status for r in store.runs(con)}
+            todo = []  # every dictionary of this run, including ones an interrupted finalisation already finished
+            for d in dictionaries:
+                rec = existing.get(d.id)
+                if rec is not None and rec.status == "ready" and rec.fingerprint != fps[d.id]:
+                    raise WorkspaceError(
+                        f"dictionary {d.id} is already cached in {workspace} from different weights; use a new --workspace"
+                    )
+                if rec is not None and rec.status == "ready" and run_status.get(rec.run_id) == "finished":
+                    result.skipped.append(d.id)
+                else:
+                    todo.append(d)
+            if todo:
+                run_id = _run_key(model_fp, plan_fp, params, [(d.id, fps[d.id]) for d in todo])
+                for r in store.unfinished_runs(con):
+                    if r.run_id != run_id or restart:
+                        if not restart:
+                            raise WorkspaceError(
+                                f"workspace {workspace} has an unfinished cache run ({len(r.dictionary_ids)} dictionaries: "
+                                f"{', '.join(r.dictionary_ids[:4])}{'...' if len(r.dictionary_ids) > 4 else ''}; "
+                                f"{r.committed_chunks}/{r.n_chunks} chunks, params {r.params}). Rerun that command to finish it, "
+                                "or add --restart to discard it"
+                            )
+                        store.discard_run(con, r.run_id)
+                        discarded.append(r.run_id)
+                n_chunks = math.ceil(plan.n_contexts / params.chunk_contexts)
+                if run_id not in {r.run_id for r in store.runs(con)}:
+                    store.start_run(con, run_id, {**asdict(params), "model": model_name, "corpus": corpus_info},
+                                    [d.id for d in todo], n_chunks)
+                    for d in todo:
+                        store.register_dictionary(con, d.describe(), fps[d.id], run_id)
+                records = {r.id: r for r in store.dictionaries(con) if r.id in {d.id for d in todo}}
+                done_chunks = store.committed_chunks(con, run_id)
+        for rid in discarded:
+            files.remove_scratch(workspace, rid)
+        if not todo:
+            log.info("nothing to do: %d dictionaries already cached", len(result.skipped))
+            return result
+        result.run_id = run_id
+        result.seconds["open"] = time.perf_counter() - t
+        log.info("open workspace (run %s, %d/%d chunks committed): %.1f s", run_id, len(done_chunks), n_chunks, result.seconds["open"])
+
+        # 3. compute the chunks not yet committed
+        t, c = time.perf_counter(), time.process_time()
+        to_finalize = [d for d in todo if records[d.id].status != "ready"]
+        outputs = _OutputTokens(to_finalize, model, params.n_output_tokens)
+        pending = [c for c in range(n_chunks) if c not in done_chunks]
+        for chunk in pending:
+            files.remove_chunk(workspace, run_id, chunk)
+        if pending:
+            compute_dicts = todo
+            writer = _ChunkWriter(workspace, run_id, {d.id: records[d.id] for d in compute_dicts})
+            done_before = sum(
+                (min((c + 1) * params.chunk_contexts, plan.n_contexts) - c * params.chunk_contexts) * (plan.ctx_len - 1)
+                for c in done_chunks
+            )
+            try:
+                _compute_chunks(model, compute_dicts, plan, params, pending, writer, progress, done_before)
+            finally:
+                writer.close()
+            result.seconds["writer_busy"] = writer.write_seconds
+        result.chunks_computed = len(pending)
+        result.seconds["compute"] = time.perf_counter() - t
+        result.cpu_seconds["compute"] = time.process_time() - c
+        log.info("compute %d chunks: %.1f s (writer busy %.1f s)", len(pending), result.seconds["compute"], result.seconds.get("writer_busy", 0.0))
+
+        # 4. finalise each dictionary
+        t, c = time.perf_counter(), time.process_time()
+        if progress:
+            progress("finalizing", 0, len(to_finalize))
+        # Dictionaries are independent; numpy, torch and pyarrow release the GIL, so two workers
+        # use a second core when there is one. Progress is reported from this (the caller's) thread.
+        with ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool:
+            futures = {
+                pool.submit(_finalize_dictionary, workspace, run_id, n_chunks, records[d.id], plan, params, finalize_rows,
+                            outputs.get(d.id)): d.id
+                for d in to_finalize
+            }
+            try:
+                for i, fut in enumerate(as_completed(futures), start=1):
+                    rows, nbytes = fut.result()
+                    dict_id = futures[fut]
+                    result.rows[dict_id] = rows
+                    result.file_bytes[dict_id] = nbytes
+                    log.info("finalised %s: %d rows, %.2f bytes/row", dict_id, rows, nbytes / max(rows, 1))
+                    if progress:
+                        progress("finalizing", i, len(to_finalize))
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        result.cached = [d.id for d in todo]
+        with store.session(workspace, write=True) as con:
+            store.finish_run(con, run_id)
+        files.remove_scratch(workspace, run_id)
+        result.seconds["finalize"] = time.perf_counter() - t
+        result.cpu_seconds["finalize"] = time.process_time() - c
+        log.info("finalise %d dictionaries: %.1f s", len(to_finalize), result.seconds["finalize"])
+    result.seconds["total"] = time.perf_counter() - t0
+    result.cpu_seconds["total"] = time.process_time() - c0
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing dictionaries
+
+
+_NEURON_ID = re.compile(r"^neurons(?:_topk(\d+))?:blocks\.(\d+)\.mlp\.hook_post$")
+
+
+def resolve_dictionaries(
+    model,
+    model_name: str,
+    ids: list[str] | None,
+    neurons: bool = True,
+    neuron_topk: int = DEFAULT_NEURON_TOPK,
+    neuron_layers: list[int] | None = None,
+    root: Path | None = None,
+    device: str | None = None,
+) -> list[Dictionary]:
+    """The dictionaries a cache command asks for, plus MLP-neuron baselines (raw and top-k) unless `neurons` is False.
+
+    `ids` None means every dictionary of the embedded default (none for other models). Neuron
+    baselines go to `neuron_layers`, by default the layers of the chosen dictionaries (all layers if none).
+    """
+    from core.dictionaries import load_default_dictionaries
+    from core.models import ArtifactError
+
+    out: list[Dictionary] = []
+    sae_ids: list[str] = []
+    for i in ids or []:
+        m = _NEURON_ID.match(i)
+        if m:
+            layer = int(m.group(2))
+            if layer >= model.cfg.n_layers:
+                raise ValueError(f"hook blocks.{layer}.mlp.hook_post does not exist: model {model_name} has {model.cfg.n_layers} layers (0..{model.cfg.n_layers - 1})")
+            out.append(neuron_dictionary(model, layer, int(m.group(1)) if m.group(1) else None))
+        elif i.startswith("neurons"):
+            raise ValueError(f"unknown dictionary {i!r}: neuron ids look like neurons:blocks.0.mlp.hook_post or neurons_topk32:blocks.0.mlp.hook_post")
+        else:
+            sae_ids.append(i)
+    if sae_ids or ids is None:
+        if model_name != "default":
+            if sae_ids:
+                raise ValueError(f"dictionaries {', '.join(sae_ids)} belong to the embedded default; model {model_name} has only neuron baselines here")
+        else:
+            try:
+                loaded = load_default_dictionaries(root=root, ids=sae_ids or None, device=device)
+            except ArtifactError:
+                if sae_ids:
+                    raise
+                log.warning("the embedded default has no dictionaries yet; caching neuron baselines only")
+                loaded = {}
+            out = list(loaded.values()) + out
+    if neurons:
+        layers = neuron_layers if neuron_layers is not None else sorted({d.layer for d in out}) or list(range(model.cfg.n_layers))
+        have = {d.id for d in out}
+        for layer in layers:
+            if not 0 <= layer < model.cfg.n_layers:
+                raise ValueError(f"--neuron-layers {layer}: model {model_name} has layers 0..{model.cfg.n_layers - 1}")
+            for topk in (None, neuron_topk):
+                nd = neuron_dictionary(model, layer, topk)
+                if nd.id not in have:
+                    out.append(nd)
+                    have.add(nd.id)
+    if not out:
+        raise ValueError("no dictionaries to cache")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded default's workspace
+
+DEFAULT_WORKSPACE = DEFAULT_DIR / "workspace.duckdb"
+# ~45M activations (raw neurons are most of them), ~300 MB; about a minute of forward passes on 2 cores.
+DEFAULT_WORKSPACE_PARAMS = CacheParams(n_tokens=32_768)
+
+
+def default_workspace_ready(path: Path = DEFAULT_WORKSPACE) -> bool:
+    """True if the default workspace exists and no cache run in it is unfinished."""
+    if not Path(path).exists():
+        return False
+    try:
+        with store.session(path) as con:
+            return bool(store.dictionaries(con)) and not store.unfinished_runs(con)
+    except WorkspaceError:
+        return False
+
+
+def ensure_default_workspace(
+    progress: ProgressFn | None = None,
+    path: Path = DEFAULT_WORKSPACE,
+    root: Path | None = None,
+    params: CacheParams = DEFAULT_WORKSPACE_PARAMS,
+) -> Path:
+    """Build (or finish building) the embedded default's workspace if needed; returns its path.
+
+    Caches `params.n_tokens` Brown training tokens for every default dictionary plus neuron
+    baselines; `progress(phase, done, total)` reports as it goes (the app passes st.progress).
+    An interrupted build resumes where it stopped.
+    """
+    if default_workspace_ready(path):
+        return Path(path)
+    from core.models import load_model
+
+    model = load_model("default", root=root)
+    dicts = resolve_dictionaries(model, "default", None, root=root)
+    plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, default_paths(root)["corpus"])
+    run_cache(model, dicts, Path(path), plan, params, model_name="default", progress=progress)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+class _Bars:
+    """tqdm bars for the progress callback."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            self.close()  # one bar at a time: the previous phase is over
+            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="tok" if phase == "caching" else "dict", unit_scale=phase == "caching")
+        bar.n = done  # type: ignore[attr-defined]
+        bar.refresh()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()  # type: ignore[attr-defined]
+
+
+def _run_cache_command(args) -> int:
+    import torch
+
+    from core.models import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = Path(args.root) if args.root else None
+    model = load_model(args.model, device=args.device, root=root)
+    dicts = resolve_dictionaries(
+        model, args.model, args.dictionaries, neurons=not args.no_neurons, neuron_topk=args.neuron_topk,
+        neuron_layers=args.neuron_layers, root=root, device=args.device,
+    )
+    params = CacheParams(n_tokens=args.tokens, ctx_len=args.ctx_len or min(128, model.cfg.n_ctx),
+                         batch_contexts=args.batch_size, chunk_contexts=args.chunk_contexts)
+    corpus = Path(args.corpus) if args.corpus else default_paths(root)["corpus"]
+    plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, corpus, args.split)
+    bars = _Bars()
+    try:
+        result = run_cache(model, dicts, Path(args.workspace), plan, params, model_name=args.model, progress=bars, restart=args.restart)
+    finally:
+        bars.close()
+    if result.nothing_to_do:
+        print(f"nothing to do: {len(result.skipped)} dictionaries already cached in {args.workspace}")
+        return 0
+    rows = sum(result.rows.values())
+    nbytes = sum(result.file_bytes.values())
+    print(json.dumps({
+        "workspace": args.workspace, "run_id": result.run_id, "dictionaries": len(result.cached), "skipped": len(result.skipped),
+        "tokens": result.n_tokens, "activations": rows, "bytes_per_activation": round(nbytes / max(rows, 1), 2),
+        "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+    }))
+    return 0
+
+
+def _run_info_command(args) -> int:
+    if args.migrate:
+        print(f"schema version {store.migrate(Path(args.workspace))}")
+    print(json.dumps(store.workspace_summary(Path(args.workspace)), indent=2, default=str))
+    return 0
+
+
+def register(sub) -> None:
+    """Add the `cache` and `workspace-info` commands."""
+    p = sub.add_parser("cache", help="cache sparse latent activations of a model's dictionaries in a DuckDB workspace")
+    p.add_argument("--model", default="default", help="default (embedded) or gpt2 (needs the hub)")
+    p.add_argument("--tokens", type=int, required=True, help="corpus tokens to cache (BOS excluded)")
+    p.add_argument("--workspace", required=True, help="the workspace file, e.g. runs/ws.duckdb")
+    p.add_argument("--dictionaries", nargs="+", help="dictionary ids (default: every dictionary of the model)")
+    p.add_argument("--no-neurons", action="store_true", help="do not add MLP-neuron baselines")
+    p.add_argument("--neuron-topk", type=int, default=DEFAULT_NEURON_TOPK, help="k of the top-k neuron baseline")
+    p.add_argument("--neuron-layers", type=int, nargs="+", help="layers of the neuron baselines (default: those of the dictionaries)")
+    p.add_argument("--ctx-len", type=int, help="tokens per context incl. BOS (default min(128, model n_ctx))")
+    p.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass")
+    p.add_argument("--chunk-contexts", type=int, default=64, help="contexts per resumable chunk")
+    p.add_argument("--corpus", help="corpus file (default: the embedded Brown corpus)")
+    p.add_argument("--split", default="train", choices=["train", "validation"])
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run with other parameters")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--root", help="folder of the embedded default's artifacts (default data/default)")
+    p.set_defaults(run=_run_cache_command)
+
+    q = sub.add_parser("workspace-info", help="print what a workspace holds")
+    q.add_argument("--workspace", required=True)
+    q.add_argument("--migrate", action="store_true", help="apply missing schema migrations first")
+    q.set_defaults(run=_run_info_command)

@@ -1,0 +1,781 @@
+"""The workspace store: the one module that speaks SQL.
+
+A workspace is a DuckDB file `NAME.duckdb` plus a sibling folder `NAME.duckdb.data/` for bulk files
+(see `core.activation_files`). The DuckDB file holds the catalog and every table a page joins:
+which model, corpus slice and dictionaries built it, the contexts (token ids), the vocabulary,
+per-latent statistics, the cache runs and their committed chunks. Sparse activations live in one
+Parquet file per dictionary in the data folder, sorted by latent, which DuckDB also reads.
+
+Concurrency. DuckDB lets one process write a file, and no process read it meanwhile. So nobody keeps
+the file open: every access is a short *session* that attaches the file to a process-wide in-memory
+DuckDB instance (attaching costs under a millisecond; opening a new instance costs ~30 ms), runs its
+queries and detaches. A writer's session is one transaction. A session that meets another process's
+lock retries with backoff until its timeout, then fails naming the process that holds the lock. A
+cache job therefore holds the file for milliseconds per chunk, and the app keeps reading while it runs.
+So that back-to-back readers can't starve a writer, a writer that finds the file locked raises a
+write-intent flag (`NAME.duckdb.data/write-intent`) until it gets in, and readers pause while the
+flag is fresh (a dead writer's flag goes stale after a few seconds and is ignored).
+
+Schema. `MIGRATIONS` is an append-only list; `schema_migrations` records which have been applied.
+Write sessions apply the missing ones first. Later issues add their tables by appending a migration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from core.cli import UserError
+
+
+class WorkspaceError(UserError):
+    """A workspace is missing, locked, corrupt, or does not fit the command (printed without a traceback)."""
+
+
+class WorkspaceLockedError(WorkspaceError):
+    """Another process held the workspace file for longer than the session's timeout."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: `version` (1, 2, ...), a name, and the statements that apply it."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "activation cache",
+        (
+            """CREATE TABLE workspace_info (key VARCHAR PRIMARY KEY, value JSON NOT NULL)""",
+            """CREATE TABLE vocab (token INTEGER PRIMARY KEY, text VARCHAR NOT NULL)""",
+            """CREATE TABLE contexts (
+                context INTEGER PRIMARY KEY,
+                doc VARCHAR NOT NULL,          -- corpus document of the context's first token
+                stream_offset BIGINT NOT NULL,  -- offset of that token in the concatenated corpus stream
+                tokens INTEGER[] NOT NULL       -- [ctx_len] token ids, BOS first
+            )""",
+            """CREATE TABLE dictionaries (
+                dict_idx SMALLINT PRIMARY KEY,
+                id VARCHAR NOT NULL UNIQUE,     -- e.g. resid:blocks.0.hook_resid_pre
+                kind VARCHAR NOT NULL,
+                layer SMALLINT NOT NULL,
+                hook_in VARCHAR NOT NULL,
+                hook_out VARCHAR NOT NULL,
+                d_in INTEGER NOT NULL,
+                d_sae INTEGER NOT NULL,
+                d_out INTEGER NOT NULL,
+                topk INTEGER,
+                source VARCHAR,
+                fingerprint VARCHAR NOT NULL,   -- hash of the weights the activations came from
+                run_id VARCHAR NOT NULL,
+                status VARCHAR NOT NULL,        -- 'caching' | 'ready'
+                activations_file VARCHAR,       -- relative to the data folder
+                n_activations BIGINT,
+                file_bytes BIGINT,
+                finished_at TIMESTAMP
+            )""",
+            """CREATE TABLE cache_runs (
+                run_id VARCHAR PRIMARY KEY,
+                params JSON NOT NULL,
+                dictionary_ids VARCHAR[] NOT NULL,
+                n_chunks INTEGER NOT NULL,
+                status VARCHAR NOT NULL,        -- 'running' | 'finished'
+                started_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP
+            )""",
+            """CREATE TABLE cache_chunks (
+                run_id VARCHAR NOT NULL,
+                chunk INTEGER NOT NULL,
+                n_rows BIGINT NOT NULL,
+                committed_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (run_id, chunk)
+            )""",
+            """CREATE TABLE latent_stats (
+                dict_idx SMALLINT NOT NULL,
+                latent INTEGER NOT NULL,
+                n_fires BIGINT NOT NULL,           -- tokens where the latent is > 0
+                frequency DOUBLE NOT NULL,         -- n_fires / tokens cached
+                max_activation FLOAT NOT NULL,
+                mean_activation FLOAT NOT NULL,    -- mean over firing tokens
+                quantile_edges FLOAT[] NOT NULL,   -- [11] deciles of non-zero activations: min, q10..q90, max
+                hist_counts INTEGER[] NOT NULL,    -- equal-width bins over (0, max]
+                row_start BIGINT NOT NULL,         -- first row of the latent in its Parquet file
+                top_output_tokens INTEGER[] NOT NULL,
+                top_output_logits FLOAT[] NOT NULL,
+                bottom_output_tokens INTEGER[] NOT NULL,
+                bottom_output_logits FLOAT[] NOT NULL
+            )""",
+            """CREATE TABLE latent_top_tokens (   -- tokens at each latent's highest activations
+                dict_idx SMALLINT NOT NULL,
+                latent INTEGER NOT NULL,
+                token INTEGER NOT NULL,
+                n INTEGER NOT NULL
+            )""",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+READ_TIMEOUT_S = 20.0
+WRITE_TIMEOUT_S = 120.0
+
+_instance: duckdb.DuckDBPyConnection | None = None
+_instance_lock = threading.RLock()
+_alias_ids = itertools.count()
+
+
+def data_dir(workspace: Path) -> Path:
+    """The folder of a workspace's bulk files: `NAME.duckdb` -> `NAME.duckdb.data/`."""
+    return Path(str(Path(workspace)) + ".data")
+
+
+def _db() -> duckdb.DuckDBPyConnection:
+    global _instance
+    if _instance is None:
+        # One thread: sessions run small queries, and on a busy machine a query that waits for a
+        # second worker thread is what makes latency spike.
+        _instance = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "2GB"})
+    return _instance
+
+
+def _lock_holder(message: str) -> str:
+    match = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    return f"process {match.group(2)} ({match.group(1)})" if match else "another process"
+
+
+def _intent_path(path: Path) -> Path:
+    return data_dir(path) / "write-intent"
+
+
+INTENT_FRESH_S = 3.0  # a write-intent flag older than this is a dead writer's and is ignored
+
+
+def _wait_for_waiting_writer(intent: Path, max_wait: float) -> None:
+    """Readers step aside while a writer waits for the file, so a busy reader can't starve a cache job."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        try:
+            age = time.time() - intent.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > INTENT_FRESH_S:
+            return
+        time.sleep(0.005)
+
+
+def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    mode = " (READ_ONLY)" if read_only else ""
+    intent = _intent_path(path)
+    flagged = False
+    try:
+        while True:
+            if read_only:
+                _wait_for_waiting_writer(intent, max_wait=min(INTENT_FRESH_S, max(0.0, deadline - time.monotonic())))
+            try:
+                con.execute(f"ATTACH '{_sql_str(str(path))}' AS {alias}{mode}")
+                return
+            except duckdb.IOException as exc:
+                msg = str(exc)
+                if "lock" in msg.lower() and time.monotonic() < deadline:
+                    if not read_only:
+                        intent.parent.mkdir(parents=True, exist_ok=True)
+                        intent.write_text(str(os.getpid()))  # (re)touch: fresh while we wait
+                        flagged = True
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02 if not read_only else 0.1)
+                    continue
+                if "lock" in msg.lower():
+                    raise WorkspaceLockedError(
+                        f"workspace {path} is locked by {_lock_holder(msg)} for more than {timeout:.0f} s; "
+                        "wait for that process to finish (a cache job holds it only briefly) or stop it"
+                    ) from exc
+                if "not a valid DuckDB database" in msg or "orrupt" in msg:
+                    raise WorkspaceError(
+                        f"{path} is not a readable DuckDB workspace (corrupt or another kind of file): {msg}; "
+                        "nothing was changed. Use another --workspace path or restore the file."
+                    ) from exc
+                raise WorkspaceError(f"cannot open workspace {path}: {msg}") from exc
+            except duckdb.Error as exc:
+                raise WorkspaceError(f"cannot open workspace {path}: {exc}") from exc
+    finally:
+        if flagged:
+            intent.unlink(missing_ok=True)
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("'", "''")
+
+
+@contextmanager
+def session(workspace: Path, write: bool = False, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short connection to `workspace` with its tables as the default schema.
+
+    A write session is one transaction (committed on exit, rolled back on error) and first applies
+    missing migrations; it creates the file if needed. A read session is read-only and fails if the
+    file does not exist. Sessions are serialised within a process; don't nest them.
+    """
+    path = Path(workspace).resolve()
+    if not write and not path.exists():
+        raise WorkspaceError(f"workspace {path} does not exist; build it with `python -m core cache --workspace {workspace} ...`")
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    timeout = timeout if timeout is not None else (WRITE_TIMEOUT_S if write else READ_TIMEOUT_S)
+    with _instance_lock:
+        con = _db().cursor()
+        alias = f"ws{next(_alias_ids)}"
+        try:
+            _attach(con, path, alias, read_only=not write, timeout=timeout)
+            try:
+                con.execute(f"USE {alias}")
+                if write:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        _migrate(con)
+                        yield con
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                else:
+                    stamp = _file_stamp(path)
+                    if _checked.get(str(path)) != stamp:
+                        _check_readable(con, path)
+                        _checked[str(path)] = stamp
+                    yield con
+            finally:
+                con.execute("USE memory")
+                con.execute(f"DETACH {alias}")
+        except duckdb.IOException as exc:
+            if "No space left" in str(exc):
+                raise WorkspaceError(f"disk full while writing workspace {path}; the last transaction was rolled back, nothing stored was changed") from exc
+            raise
+        finally:
+            con.close()
+
+
+_checked: dict[str, tuple[int, int, int]] = {}  # path -> file stamp at the last successful schema check
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _applied_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    has = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'schema_migrations'"
+    ).fetchone()[0]
+    if not has:
+        return None
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    version = _applied_version(con)
+    if version is None:
+        n_tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()").fetchone()[0]
+        if n_tables:
+            raise WorkspaceError("this DuckDB file has tables but is not an SAE Circuit Explorer workspace; use another path")
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+        version = 0
+    if version > SCHEMA_VERSION:
+        raise WorkspaceError(f"workspace schema v{version} is newer than this code (v{SCHEMA_VERSION}); update the code")
+    for m in MIGRATIONS:
+        if m.version > version:
+            for stmt in m.statements:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
+
+
+def _check_readable(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    version = _applied_version(con)
+    if version is None:
+        raise WorkspaceError(f"{path} is not an SAE Circuit Explorer workspace (no schema_migrations table)")
+    if version > SCHEMA_VERSION:
+        raise WorkspaceError(f"workspace {path} has schema v{version}, newer than this code (v{SCHEMA_VERSION}); update the code")
+    if version < SCHEMA_VERSION:
+        raise WorkspaceError(
+            f"workspace {path} has schema v{version}; this code needs v{SCHEMA_VERSION}. "
+            f"Upgrade it with `python -m core workspace-info --workspace {path} --migrate`"
+        )
+
+
+def migrate(workspace: Path) -> int:
+    """Apply missing migrations to an existing workspace; returns the schema version."""
+    if not Path(workspace).exists():
+        raise WorkspaceError(f"workspace {workspace} does not exist")
+    with session(workspace, write=True) as con:
+        return _applied_version(con) or 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class DictionaryRecord:
+    """A dictionary as the workspace knows it; `index` is the small integer used in tables and file names."""
+
+    index: int
+    id: str
+    kind: str
+    layer: int
+    hook_in: str
+    hook_out: str
+    d_in: int
+    d_sae: int
+    d_out: int
+    topk: int | None
+    source: str
+    fingerprint: str
+    run_id: str
+    status: str
+    activations_file: str | None = None
+    n_activations: int | None = None
+    file_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A cache run: its parameters, dictionaries, chunk count and status."""
+
+    run_id: str
+    params: dict
+    dictionary_ids: list[str]
+    n_chunks: int
+    status: str
+    committed_chunks: int
+
+
+@dataclass(frozen=True)
+class LatentStatsRecord:
+    """Per-latent statistics as stored (see `core.stats` for how each is computed)."""
+
+    dictionary: str
+    latent: int
+    n_fires: int
+    frequency: float
+    max_activation: float
+    mean_activation: float
+    quantile_edges: np.ndarray  # [11] float32
+    hist_counts: np.ndarray  # [n_bins] int
+    row_start: int
+    top_output_tokens: list[int]
+    top_output_logits: list[float]
+    bottom_output_tokens: list[int]
+    bottom_output_logits: list[float]
+
+
+_DICT_COLS = (
+    "dict_idx, id, kind, layer, hook_in, hook_out, d_in, d_sae, d_out, topk, source, fingerprint, run_id, status, "
+    "activations_file, n_activations, file_bytes"
+)
+
+
+def _dictionary_record(row: tuple) -> DictionaryRecord:
+    return DictionaryRecord(*row)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes (each takes an open write session)
+
+
+def get_info(con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
+    """The JSON value stored under `key` in workspace_info, or None."""
+    row = con.execute("SELECT value FROM workspace_info WHERE key = ?", [key]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def set_info(con: duckdb.DuckDBPyConnection, key: str, value: dict) -> None:
+    """Store `value` (JSON) under `key` in workspace_info, replacing any previous value."""
+    con.execute("DELETE FROM workspace_info WHERE key = ?", [key])
+    con.execute("INSERT INTO workspace_info VALUES (?, ?)", [key, json.dumps(value)])
+
+
+def store_vocab(con: duckdb.DuckDBPyConnection, texts: list[str]) -> None:
+    """Store the decoded text of every token id `0..len(texts)-1` (replacing the table)."""
+    con.execute("DELETE FROM vocab")
+    table = pa.table({"token": pa.array(np.arange(len(texts), dtype=np.int32)), "text": pa.array(texts, pa.string())})
+    con.register("_vocab_in", table)
+    try:
+        con.execute("INSERT INTO vocab SELECT token, text FROM _vocab_in")
+    finally:
+        con.unregister("_vocab_in")
+
+
+def store_contexts(con: duckdb.DuckDBPyConnection, tokens: np.ndarray, docs: list[str], offsets: np.ndarray) -> None:
+    """Store contexts `tokens: [n_contexts, ctx_len]` with their document names and stream offsets (replacing the table)."""
+    n, ctx_len = tokens.shape
+    con.execute("DELETE FROM contexts")
+    flat = pa.array(np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1))
+    lists = pa.ListArray.from_arrays(pa.array(np.arange(0, n * ctx_len + 1, ctx_len, dtype=np.int32)), flat)
+    table = pa.table(
+        {
+            "context": pa.array(np.arange(n, dtype=np.int32)),
+            "doc": pa.array(docs, pa.string()),
+            "stream_offset": pa.array(np.asarray(offsets, dtype=np.int64)),
+            "tokens": lists,
+        }
+    )
+    con.register("_contexts_in", table)
+    try:
+        con.execute("INSERT INTO contexts SELECT context, doc, stream_offset, tokens FROM _contexts_in")
+    finally:
+        con.unregister("_contexts_in")
+
+
+def context_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many contexts the workspace holds."""
+    return con.execute("SELECT count(*) FROM contexts").fetchone()[0]
+
+
+def dictionaries(con: duckdb.DuckDBPyConnection) -> list[DictionaryRecord]:
+    """Every dictionary registered in the workspace, by index."""
+    return [_dictionary_record(r) for r in con.execute(f"SELECT {_DICT_COLS} FROM dictionaries ORDER BY dict_idx").fetchall()]
+
+
+def register_dictionary(con: duckdb.DuckDBPyConnection, desc: dict, fingerprint: str, run_id: str) -> DictionaryRecord:
+    """Add a dictionary (or reset an unfinished one) with status 'caching' for `run_id`; returns its record.
+
+    `desc` is `Dictionary.describe()`.
+    """
+    row = con.execute("SELECT dict_idx FROM dictionaries WHERE id = ?", [desc["id"]]).fetchone()
+    if row is None:
+        idx = con.execute("SELECT coalesce(max(dict_idx) + 1, 0) FROM dictionaries").fetchone()[0]
+        con.execute(
+            "INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'caching', NULL, NULL, NULL, NULL)",
+            [idx, desc["id"], desc["kind"], desc["layer"], desc["hook_in"], desc["hook_out"], desc["d_in"],
+             desc["d_sae"], desc["d_out"], desc["topk"], desc["source"], fingerprint, run_id],
+        )
+    else:
+        idx = row[0]
+        con.execute(
+            "UPDATE dictionaries SET fingerprint = ?, run_id = ?, status = 'caching', activations_file = NULL, "
+            "n_activations = NULL, file_bytes = NULL, finished_at = NULL, source = ? WHERE dict_idx = ?",
+            [fingerprint, run_id, desc["source"], idx],
+        )
+    return _dictionary_record(con.execute(f"SELECT {_DICT_COLS} FROM dictionaries WHERE dict_idx = ?", [idx]).fetchone())
+
+
+def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[RunRecord]:
+    """Cache runs that started but did not finish (killed, failed, or running now)."""
+    return [r for r in runs(con) if r.status != "finished"]
+
+
+def runs(con: duckdb.DuckDBPyConnection) -> list[RunRecord]:
+    """Every cache run, oldest first, with its number of committed chunks."""
+    rows = con.execute(
+        """SELECT r.run_id, r.params, r.dictionary_ids, r.n_chunks, r.status,
+                  (SELECT count(*) FROM cache_chunks c WHERE c.run_id = r.run_id)
+           FROM cache_runs r ORDER BY r.started_at"""
+    ).fetchall()
+    return [RunRecord(r[0], json.loads(r[1]), list(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, params: dict, dictionary_ids: list[str], n_chunks: int) -> None:
+    """Record a new cache run (status 'running')."""
+    con.execute(
+        "INSERT INTO cache_runs VALUES (?, ?, ?, ?, 'running', now(), NULL)",
+        [run_id, json.dumps(params, sort_keys=True), dictionary_ids, n_chunks],
+    )
+
+
+def discard_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Forget an unfinished run: its chunks, its run row, and its dictionaries that are not ready."""
+    con.execute("DELETE FROM cache_chunks WHERE run_id = ?", [run_id])
+    con.execute("DELETE FROM cache_runs WHERE run_id = ?", [run_id])
+    idx = [r[0] for r in con.execute("SELECT dict_idx FROM dictionaries WHERE run_id = ? AND status <> 'ready'", [run_id]).fetchall()]
+    for i in idx:
+        con.execute("DELETE FROM latent_stats WHERE dict_idx = ?", [i])
+        con.execute("DELETE FROM latent_top_tokens WHERE dict_idx = ?", [i])
+        con.execute("DELETE FROM dictionaries WHERE dict_idx = ?", [i])
+
+
+def committed_chunks(con: duckdb.DuckDBPyConnection, run_id: str) -> set[int]:
+    """Chunk numbers of `run_id` whose activations are safely on disk."""
+    return {r[0] for r in con.execute("SELECT chunk FROM cache_chunks WHERE run_id = ?", [run_id]).fetchall()}
+
+
+def commit_chunk(con: duckdb.DuckDBPyConnection, run_id: str, chunk: int, n_rows: int) -> None:
+    """Record that chunk `chunk` of `run_id` is written (idempotent)."""
+    con.execute("DELETE FROM cache_chunks WHERE run_id = ? AND chunk = ?", [run_id, chunk])
+    con.execute("INSERT INTO cache_chunks VALUES (?, ?, ?, now())", [run_id, chunk, n_rows])
+
+
+def finish_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Mark a run finished."""
+    con.execute("UPDATE cache_runs SET status = 'finished', finished_at = now() WHERE run_id = ?", [run_id])
+
+
+def _list_array(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    """A list column from a 2-D array `[rows, width]`."""
+    rows, width = values.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(values).reshape(-1), type=dtype))
+
+
+def store_latent_stats(
+    con: duckdb.DuckDBPyConnection,
+    dict_idx: int,
+    stats: dict[str, np.ndarray],
+    top_tokens: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Replace the statistics of dictionary `dict_idx`.
+
+    `stats` holds arrays over latents `[d_sae]` (n_fires, frequency, max_activation, mean_activation,
+    row_start) and `[d_sae, k]` (quantile_edges, hist_counts, top/bottom_output_tokens/logits);
+    `top_tokens` is (latent, token, n) triples for `latent_top_tokens`.
+    """
+    d_sae = len(stats["n_fires"])
+    con.execute("DELETE FROM latent_stats WHERE dict_idx = ?", [dict_idx])
+    con.execute("DELETE FROM latent_top_tokens WHERE dict_idx = ?", [dict_idx])
+    table = pa.table(
+        {
+            "dict_idx": pa.array(np.full(d_sae, dict_idx, dtype=np.int16)),
+            "latent": pa.array(np.arange(d_sae, dtype=np.int32)),
+            "n_fires": pa.array(stats["n_fires"].astype(np.int64)),
+            "frequency": pa.array(stats["frequency"].astype(np.float64)),
+            "max_activation": pa.array(stats["max_activation"].astype(np.float32)),
+            "mean_activation": pa.array(stats["mean_activation"].astype(np.float32)),
+            "quantile_edges": _list_array(stats["quantile_edges"].astype(np.float32), pa.float32()),
+            "hist_counts": _list_array(stats["hist_counts"].astype(np.int32), pa.int32()),
+            "row_start": pa.array(stats["row_start"].astype(np.int64)),
+            "top_output_tokens": _list_array(stats["top_output_tokens"].astype(np.int32), pa.int32()),
+            "top_output_logits": _list_array(stats["top_output_logits"].astype(np.float32), pa.float32()),
+            "bottom_output_tokens": _list_array(stats["bottom_output_tokens"].astype(np.int32), pa.int32()),
+            "bottom_output_logits": _list_array(stats["bottom_output_logits"].astype(np.float32), pa.float32()),
+        }
+    )
+    con.register("_stats_in", table)
+    try:
+        con.execute("INSERT INTO latent_stats SELECT * FROM _stats_in")
+    finally:
+        con.unregister("_stats_in")
+    lat, tok, n = top_tokens
+    tt = pa.table(
+        {
+            "dict_idx": pa.array(np.full(len(lat), dict_idx, dtype=np.int16)),
+            "latent": pa.array(np.asarray(lat, dtype=np.int32)),
+            "token": pa.array(np.asarray(tok, dtype=np.int32)),
+            "n": pa.array(np.asarray(n, dtype=np.int32)),
+        }
+    )
+    con.register("_top_in", tt)
+    try:
+        con.execute("INSERT INTO latent_top_tokens SELECT * FROM _top_in ORDER BY token, latent")
+    finally:
+        con.unregister("_top_in")
+
+
+def mark_dictionary_ready(con: duckdb.DuckDBPyConnection, dict_idx: int, activations_file: str, n_activations: int, file_bytes: int) -> None:
+    """Point dictionary `dict_idx` at its finished Parquet file and mark it 'ready'."""
+    con.execute(
+        "UPDATE dictionaries SET status = 'ready', activations_file = ?, n_activations = ?, file_bytes = ?, "
+        "finished_at = now() WHERE dict_idx = ?",
+        [activations_file, n_activations, file_bytes, dict_idx],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads (each opens its own short read session unless given a connection)
+
+
+def workspace_summary(workspace: Path) -> dict:
+    """Model, corpus slice, schema version, dictionaries and unfinished runs of a workspace, as plain JSON."""
+    with session(workspace) as con:
+        return {
+            "path": str(Path(workspace)),
+            "schema_version": _applied_version(con),
+            "model": get_info(con, "model"),
+            "corpus": get_info(con, "corpus"),
+            "dictionaries": [d.__dict__ for d in dictionaries(con)],
+            "runs": [r.__dict__ for r in runs(con)],
+        }
+
+
+def list_dictionaries(workspace: Path, ready_only: bool = False) -> list[DictionaryRecord]:
+    """The dictionaries of a workspace (only those whose activations are complete if `ready_only`)."""
+    with session(workspace) as con:
+        out = dictionaries(con)
+    return [d for d in out if d.status == "ready"] if ready_only else out
+
+
+def dictionary_record(con: duckdb.DuckDBPyConnection, dictionary: str, ready: bool = True) -> DictionaryRecord:
+    """The record of dictionary id `dictionary`; raises a clear error if absent (or not ready when `ready`)."""
+    row = con.execute(f"SELECT {_DICT_COLS} FROM dictionaries WHERE id = ?", [dictionary]).fetchone()
+    if row is None:
+        known = [r[0] for r in con.execute("SELECT id FROM dictionaries ORDER BY dict_idx").fetchall()]
+        raise WorkspaceError(f"dictionary {dictionary!r} is not in this workspace; it has: {', '.join(known) or 'none'}")
+    rec = _dictionary_record(row)
+    if ready and rec.status != "ready":
+        raise WorkspaceError(f"dictionary {dictionary!r} is still being cached (run {rec.run_id}); its activations are not ready yet")
+    return rec
+
+
+_STATS_COLS = (
+    "latent, n_fires, frequency, max_activation, mean_activation, quantile_edges, hist_counts, row_start, "
+    "top_output_tokens, top_output_logits, bottom_output_tokens, bottom_output_logits"
+)
+
+
+def dictionary_and_latent(con: duckdb.DuckDBPyConnection, dictionary: str, latent: int) -> tuple[DictionaryRecord, LatentStatsRecord]:
+    """A ready dictionary's record and one latent's statistics in one query (clear errors if either is missing)."""
+    cols = ", ".join(f"d.{c.strip()}" for c in _DICT_COLS.split(",")) + ", " + ", ".join(f"s.{c.strip()}" for c in _STATS_COLS.split(","))
+    row = con.execute(
+        f"SELECT {cols} FROM dictionaries d JOIN latent_stats s ON s.dict_idx = d.dict_idx "
+        "WHERE d.id = ? AND s.latent = ? AND d.status = 'ready'",
+        [dictionary, latent],
+    ).fetchone()
+    if row is None:
+        rec = dictionary_record(con, dictionary)  # raises the specific error
+        return rec, latent_stats(con, rec, latent)
+    n = len(_DICT_COLS.split(","))
+    rec = _dictionary_record(row[:n])
+    return rec, _stats_record(rec.id, row[n:])
+
+
+def _stats_record(dictionary: str, row: tuple) -> LatentStatsRecord:
+    return LatentStatsRecord(
+        dictionary, row[0], row[1], row[2], row[3], row[4], np.asarray(row[5], dtype=np.float32),
+        np.asarray(row[6], dtype=np.int64), row[7], list(row[8]), list(row[9]), list(row[10]), list(row[11]),
+    )
+
+
+def latent_stats(con: duckdb.DuckDBPyConnection, dictionary: DictionaryRecord, latent: int) -> LatentStatsRecord:
+    """The stored statistics of one latent."""
+    if not 0 <= latent < dictionary.d_sae:
+        raise WorkspaceError(f"latent {latent} is out of range for {dictionary.id} (0..{dictionary.d_sae - 1})")
+    row = con.execute(
+        f"SELECT {_STATS_COLS} FROM latent_stats WHERE dict_idx = ? AND latent = ?", [dictionary.index, latent]
+    ).fetchone()
+    if row is None:
+        raise WorkspaceError(f"no statistics for latent {latent} of {dictionary.id}; rerun the cache command")
+    return _stats_record(dictionary.id, row)
+
+
+def latent_stats_frame(workspace: Path, dictionary: str):  # -> pandas.DataFrame
+    """All latents of a dictionary with frequency, max, mean and n_fires (one row per latent), as a DataFrame."""
+    with session(workspace) as con:
+        rec = dictionary_record(con, dictionary)
+        return con.execute(
+            "SELECT latent, n_fires, frequency, max_activation, mean_activation FROM latent_stats WHERE dict_idx = ? ORDER BY latent",
+            [rec.index],
+        ).df()
+
+
+def context_tokens(con: duckdb.DuckDBPyConnection, contexts: np.ndarray) -> np.ndarray:
+    """Token ids `[len(contexts), ctx_len]` of the given context ids (in the given order)."""
+    ids = np.unique(np.asarray(contexts, dtype=np.int64))
+    if len(ids) == 0:
+        return np.zeros((0, 0), dtype=np.int32)
+    got = con.execute(
+        "SELECT context, tokens FROM contexts WHERE context IN (SELECT unnest(?::INTEGER[])) ORDER BY context", [ids.tolist()]
+    ).fetchall()
+    if len(got) != len(ids):
+        raise WorkspaceError("the workspace lacks some contexts its activations refer to; rebuild it")
+    table = np.asarray([r[1] for r in got], dtype=np.int32)
+    return table[np.searchsorted(ids, np.asarray(contexts, dtype=np.int64))]
+
+
+def all_context_tokens(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Every context's token ids `[n_contexts, ctx_len]` (int32)."""
+    rel = con.execute("SELECT flatten(list(tokens ORDER BY context)), count(*) FROM contexts").fetchone()
+    flat = np.asarray(rel[0] or [], dtype=np.int32)
+    n = rel[1]
+    return flat.reshape(n, -1) if n else np.zeros((0, 0), dtype=np.int32)
+
+
+def positions_of_tokens(con: duckdb.DuckDBPyConnection, token_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(context, position) arrays of every occurrence of any of `token_ids` in the stored contexts."""
+    if not token_ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    res = con.execute(
+        """SELECT context, pos FROM (
+               SELECT context, unnest(tokens) AS tok, unnest(range(len(tokens))) AS pos FROM contexts)
+           WHERE tok IN (SELECT unnest(?::INTEGER[])) ORDER BY context, pos""",
+        [list(map(int, token_ids))],
+    ).fetchnumpy()
+    return res["context"].astype(np.int64), res["pos"].astype(np.int64)
+
+
+def token_texts(con: duckdb.DuckDBPyConnection, token_ids: np.ndarray | list[int]) -> dict[int, str]:
+    """Decoded text of each token id (from the vocab table)."""
+    ids = sorted({int(t) for t in np.asarray(token_ids).reshape(-1)})
+    if not ids:
+        return {}
+    rows = con.execute("SELECT token, text FROM vocab WHERE token IN (SELECT unnest(?::INTEGER[]))", [ids]).fetchall()
+    return dict(rows)
+
+
+def all_token_texts(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Decoded text of every token id, indexed by id."""
+    return [r[0] for r in con.execute("SELECT text FROM vocab ORDER BY token").fetchall()]
+
+
+def tokens_for_text(con: duckdb.DuckDBPyConnection, text: str) -> list[int]:
+    """Token ids whose decoded text equals `text`, or equals it after stripping spaces."""
+    rows = con.execute("SELECT token FROM vocab WHERE text = ? OR trim(text) = trim(?) ORDER BY token", [text, text]).fetchall()
+    return [r[0] for r in rows]
+
+
+def top_activating_tokens(con: duckdb.DuckDBPyConnection, dict_idx: int, latent: int, limit: int = 10) -> list[tuple[int, int]]:
+    """(token, count) pairs: the tokens most often at the latent's highest activations."""
+    rows = con.execute(
+        "SELECT token, n FROM latent_top_tokens WHERE dict_idx = ? AND latent = ? ORDER BY n DESC, token LIMIT ?",
+        [dict_idx, latent, limit],
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+@dataclass(frozen=True)
+class TokenMatch:
+    """A latent whose highest activations fall on a token: how many of its top activations do."""
+
+    dictionary: str
+    latent: int
+    token: int
+    n_top: int
+    frequency: float
+    max_activation: float
+
+
+def latents_by_token(con: duckdb.DuckDBPyConnection, token_ids: list[int], dictionary: str | None = None, limit: int = 50) -> list[TokenMatch]:
+    """Latents whose top activations are on any of `token_ids`, most such activations first."""
+    if not token_ids:
+        return []
+    sql = """SELECT d.id, t.latent, t.token, t.n, s.frequency, s.max_activation
+             FROM latent_top_tokens t
+             JOIN dictionaries d ON d.dict_idx = t.dict_idx AND d.status = 'ready'
+             JOIN latent_stats s ON s.dict_idx = t.dict_idx AND s.latent = t.latent
+             WHERE t.token IN (SELECT unnest(?::INTEGER[]))"""
+    params: list = [list(map(int, token_ids))]
+    if dictionary is not None:
+        sql += " AND d.id = ?"
+        params.append(dictionary)
+    sql += " ORDER BY t.n DESC, s.max_activation DESC LIMIT ?"
+    params.append(limit)
+    return [TokenMatch(*r) for r in con.execute(sql, params).fetchall()]
+
+
+def cache_status(workspace: Path) -> list[RunRecord]:
+    """Unfinished cache runs with their committed chunk counts (for a progress display while a job writes)."""
+    with session(workspace) as con:
+        return unfinished_runs(con)

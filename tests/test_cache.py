@@ -1,0 +1,429 @@
+"""The caching job on a tiny random model: stored rows and statistics against a direct recomputation,
+resume after kill -9, rerun does nothing, concurrent reader, and the bad-input errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tiny_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+HELPER = Path(tiny_cache.__file__)
+
+
+@pytest.fixture(scope="module")
+def tokdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tinytok")
+    tiny_cache.make_tokenizer(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def setup(tokdir):
+    import torch
+
+    torch.set_num_threads(1)
+    model, dicts = tiny_cache.build(tokdir)
+    plan, params = tiny_cache.plan_and_params(model)
+    return model, dicts, plan, params
+
+
+@pytest.fixture(scope="module")
+def reference(setup, tmp_path_factory) -> Path:
+    """An uninterrupted run of every tiny dictionary."""
+    from core.cache import run_cache
+
+    model, dicts, plan, params = setup
+    ws = tmp_path_factory.mktemp("ref") / "ws.duckdb"
+    result = run_cache(model, list(dicts.values()), ws, plan, params)
+    assert sorted(result.cached) == sorted(d.id for d in dicts.values())
+    return ws
+
+
+def _dense(model, d, plan, params) -> np.ndarray:
+    """Activations `[n_contexts, ctx_len - 1, d_sae]` computed directly, batch by batch as the job does."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for b0 in range(0, plan.n_contexts, params.batch_contexts):
+            toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
+            _, cache = model.run_with_cache(toks, names_filter=[d.hook_in])
+            out.append(d.encode(cache[d.hook_in][:, 1:, :]).numpy())
+    return np.concatenate(out)
+
+
+def _table(ws: Path, dict_id: str):
+    from core import activation_files as files
+    from core import store
+
+    rec = next(r for r in store.list_dictionaries(ws) if r.id == dict_id)
+    return pq.read_table(files.activations_dir(ws) / rec.activations_file)
+
+
+def _stats(ws: Path, dict_id: str) -> list[tuple]:
+    from core import store
+
+    with store.session(ws) as con:
+        rec = store.dictionary_record(con, dict_id)
+        return con.execute("SELECT * FROM latent_stats WHERE dict_idx = ? ORDER BY latent", [rec.index]).fetchall()
+
+
+def test_rows_and_statistics_match_direct_recomputation(setup, reference):
+    from core import store
+    from core.stats import N_OUTPUT_TOKENS
+
+    model, dicts, plan, params = setup
+    for name in ("resid1", "attn0", "neurons0", "neurons0_topk"):
+        d = dicts[name]
+        dense = _dense(model, d, plan, params)  # [n_ctx, L-1, d_sae]
+        ctx, pos, lat = np.nonzero(dense > 0)
+        table = _table(reference, d.id)
+        got = np.stack([table["latent"].to_numpy(), table["context"].to_numpy(), table["position"].to_numpy()], 1)
+        want = np.stack([lat, ctx, pos + 1], 1)
+        want = want[np.lexsort((want[:, 2], want[:, 1], want[:, 0]))]
+        np.testing.assert_array_equal(got, want)  # same rows, in (latent, context, position) order
+        np.testing.assert_allclose(table["value"].to_numpy(), dense[want[:, 1], want[:, 2] - 1, want[:, 0]], rtol=1e-6)
+
+        with store.session(reference) as con:
+            rec = store.dictionary_record(con, d.id)
+            assert rec.n_activations == len(want)
+            n_tokens = plan.n_contexts * (plan.ctx_len - 1)
+            flat = dense.reshape(-1, d.d_sae)
+            W = (d.W_dec.detach() @ model.W_U.detach()).numpy()
+            dead = 0
+            for latent in range(d.d_sae):
+                s = store.latent_stats(con, rec, latent)
+                v = flat[:, latent][flat[:, latent] > 0]
+                assert s.n_fires == len(v)
+                assert s.frequency == pytest.approx(len(v) / n_tokens)
+                if len(v) == 0:
+                    dead += 1
+                    assert s.max_activation == 0 and s.hist_counts.sum() == 0
+                    continue
+                assert s.max_activation == pytest.approx(v.max(), rel=1e-6)
+                assert s.mean_activation == pytest.approx(v.mean(), rel=1e-4)
+                np.testing.assert_allclose(s.quantile_edges, np.quantile(v, np.linspace(0, 1, 11), method="lower"), rtol=1e-6)
+                hist, _ = np.histogram(v, bins=params.hist_bins, range=(0, v.max()))
+                np.testing.assert_array_equal(s.hist_counts, hist)
+                assert s.top_output_tokens == np.argsort(-W[latent], kind="stable")[:N_OUTPUT_TOKENS].tolist()
+                assert s.bottom_output_tokens == np.argsort(W[latent], kind="stable")[:N_OUTPUT_TOKENS].tolist()
+                # row_start points at the latent's rows in the Parquet file
+                assert (table["latent"].to_numpy()[s.row_start : s.row_start + s.n_fires] == latent).all()
+        if name == "resid1":
+            assert dead > 0  # the fixture's bias makes some latents dead; they still get a stats row
+
+
+def test_top_tokens_table_counts_tokens_at_top_activations(setup, reference):
+    from core import store
+    from core.stats import TOP_ROWS
+
+    model, dicts, plan, params = setup
+    d = dicts["attn0"]
+    dense = _dense(model, d, plan, params).reshape(-1, d.d_sae)
+    token_ids = plan.tokens[:, 1:].reshape(-1)
+    with store.session(reference) as con:
+        rec = store.dictionary_record(con, d.id)
+        for latent in (0, 5, 17):
+            col = dense[:, latent]
+            fired = np.flatnonzero(col > 0)
+            top = fired[np.argsort(-col[fired], kind="stable")][:TOP_ROWS]
+            want = dict(zip(*np.unique(token_ids[top], return_counts=True), strict=True))
+            got = dict(store.top_activating_tokens(con, rec.index, latent, limit=100))
+            assert got == {int(k): int(v) for k, v in want.items()}
+
+
+def test_rerun_of_finished_run_does_nothing(setup, reference):
+    from core.cache import run_cache
+
+    model, dicts, plan, params = setup
+    before = {p: p.stat().st_mtime_ns for p in reference.parent.rglob("*") if p.is_file() and p.suffix == ".parquet"}
+    result = run_cache(model, list(dicts.values()), reference, plan, params)
+    assert result.nothing_to_do and len(result.skipped) == len(dicts)
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after
+
+
+def _assert_same(a: Path, b: Path, dict_ids: list[str]) -> None:
+    from core import activation_files as files
+    from core import store
+
+    for dict_id in dict_ids:
+        ta, tb = _table(a, dict_id), _table(b, dict_id)
+        assert ta.equals(tb), dict_id
+        assert _stats(a, dict_id) == _stats(b, dict_id)
+    ctx = []
+    for ws in (a, b):
+        with store.session(ws) as con:
+            ctx.append(store.all_context_tokens(con))
+            runs = store.runs(con)
+            assert all(r.status == "finished" and r.committed_chunks == r.n_chunks for r in runs)
+            n_chunk_rows = con.execute("SELECT count(*), count(DISTINCT (run_id, chunk)) FROM cache_chunks").fetchone()
+            assert n_chunk_rows[0] == n_chunk_rows[1]  # each chunk committed once
+        assert not (files.data_dir(ws) / "scratch").exists() or not any((files.data_dir(ws) / "scratch").iterdir())
+    np.testing.assert_array_equal(ctx[0], ctx[1])
+
+
+def _child(ws: Path, tokdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(HELPER), str(ws), str(tokdir), *extra], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(setup, reference, tokdir, tmp_path):
+    from core import store
+    from core.cache import run_cache
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+    n_chunks = -(-plan.n_contexts // params.chunk_contexts)
+
+    crashed = _child(ws, tokdir, "--kill-at", f"caching:{plan.n_cached_tokens // 2}")
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    (run,) = store.cache_status(ws)
+    assert 0 < run.committed_chunks < n_chunks  # killed mid-computation, some chunks safe
+
+    crashed = _child(ws, tokdir, "--kill-at", "finalizing:2")  # dies after finalising two dictionaries
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    recs = store.list_dictionaries(ws)
+    n_ready = sum(r.status == "ready" for r in recs)
+    assert 2 <= n_ready < len(dicts) and store.cache_status(ws)
+
+    result = run_cache(model, list(dicts.values()), ws, plan, params)
+    assert result.chunks_computed == 0  # the second child had computed everything
+    assert len(result.rows) == len(dicts) - n_ready  # only the unfinished dictionaries were finalised again
+    _assert_same(reference, ws, [d.id for d in dicts.values()])
+    assert run_cache(model, list(dicts.values()), ws, plan, params).nothing_to_do
+
+
+def test_resume_after_disk_full_and_no_damage(setup, reference, tmp_path, monkeypatch):
+    from core import activation_files as files
+    from core import store
+    from core.cache import run_cache
+    from core.store import WorkspaceError
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+    real_save = np.save
+    calls = {"n": 0}
+
+    def failing_save(path, arr, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 12:  # after a few chunks were written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, arr, *a, **k)
+
+    monkeypatch.setattr(files.np, "save", failing_save)
+    with pytest.raises(WorkspaceError, match="disk full"):
+        run_cache(model, list(dicts.values()), ws, plan, params)
+    monkeypatch.setattr(files.np, "save", real_save)
+    (run,) = store.cache_status(ws)
+    assert run.committed_chunks >= 1
+    assert not list(files.scratch_dir(ws, run.run_id).glob("*.tmp"))  # the partial chunk was removed
+    result = run_cache(model, list(dicts.values()), ws, plan, params)
+    assert 0 < result.chunks_computed < run.n_chunks
+    _assert_same(reference, ws, [d.id for d in dicts.values()])
+
+
+def test_reader_process_works_while_writer_process_writes(setup, reference, tokdir, tmp_path):
+    import shutil
+
+    from core import store
+    from core.cache import run_cache
+    from core.latents import latent_card
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+    run_cache(model, [dicts["attn0"]], ws, plan, params)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen(
+        [sys.executable, str(HELPER), str(ws), str(tokdir), "--dicts", "resid1,neurons0", "--sleep", "0.03"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    reads = 0
+    saw_running = False
+    try:
+        deadline = time.monotonic() + 240
+        while writer.poll() is None and time.monotonic() < deadline:
+            card = latent_card(ws, dicts["attn0"].id, reads % 80)
+            assert card.stats.latent == reads % 80
+            status = store.cache_status(ws)
+            saw_running |= bool(status and status[0].committed_chunks > 0)
+            reads += 1
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    out, err = writer.communicate()
+    assert writer.returncode == 0, err[-2000:]
+    assert saw_running and reads >= 10
+    ready = {r.id for r in store.list_dictionaries(ws, ready_only=True)}
+    assert ready == {dicts[n].id for n in ("attn0", "resid1", "neurons0")}
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_workspace_from_another_model_is_refused(setup, reference, tokdir):
+    from core.cache import run_cache
+    from core.store import WorkspaceError
+
+    _, _, plan, params = setup
+    other, other_dicts = tiny_cache.build(tokdir, model_seed=5)
+    with pytest.raises(WorkspaceError, match="another model"):
+        run_cache(other, [other_dicts["neurons0"]], reference, plan, params)
+
+
+def test_other_corpus_slice_is_refused(setup, reference):
+    from core.cache import CacheParams, plan_contexts, run_cache
+    from core.store import WorkspaceError
+
+    model, dicts, _, params = setup
+    plan = plan_contexts(model.tokenizer, tiny_cache.docs(), 600, params.ctx_len)
+    with pytest.raises(WorkspaceError, match="another corpus slice"):
+        run_cache(model, [dicts["neurons0"]], reference, plan, CacheParams(n_tokens=600, ctx_len=params.ctx_len))
+
+
+def test_unfinished_run_with_other_parameters_needs_restart(setup, tmp_path):
+    from core import store
+    from core.cache import run_cache
+    from core.store import WorkspaceError
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+
+    def stop(phase, done, total):
+        if done > 300:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cache(model, [dicts["resid1"]], ws, plan, params, progress=stop)
+    with pytest.raises(WorkspaceError, match="unfinished cache run"):
+        run_cache(model, [dicts["attn0"]], ws, plan, params)
+    result = run_cache(model, [dicts["attn0"]], ws, plan, params, restart=True)
+    assert result.cached == [dicts["attn0"].id]
+    assert [r.id for r in store.list_dictionaries(ws)] == [dicts["attn0"].id]
+
+
+def test_corrupt_workspace_is_reported_and_left_alone(setup, tmp_path):
+    from core.cache import run_cache
+    from core.latents import latent_card
+    from core.store import WorkspaceError
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+    ws.write_bytes(b"not a database" * 500)
+    with pytest.raises(WorkspaceError, match="not a readable DuckDB workspace"):
+        run_cache(model, [dicts["neurons0"]], ws, plan, params)
+    with pytest.raises(WorkspaceError, match="not a readable DuckDB workspace"):
+        latent_card(ws, dicts["neurons0"].id, 0)
+    assert ws.read_bytes() == b"not a database" * 500
+
+
+def test_bad_inputs_give_clear_errors(setup, tmp_path):
+    from core.cache import check_dictionaries, plan_contexts, resolve_dictionaries
+    from core.dictionaries import neuron_dictionary
+
+    model, dicts, _, _ = setup
+    with pytest.raises(ValueError, match="larger than the corpus"):
+        plan_contexts(model.tokenizer, tiny_cache.docs(), 10_000_000, 24)
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_dictionaries(model, "custom", ["neurons:blocks.7.mlp.hook_post"])
+    with pytest.raises(ValueError, match="unknown dictionary"):
+        resolve_dictionaries(model, "custom", ["neurons_top:blocks.0.mlp.hook_post"])
+    with pytest.raises(ValueError, match="belong to the embedded default"):
+        resolve_dictionaries(model, "custom", ["resid:blocks.0.hook_resid_pre"])
+    got = resolve_dictionaries(model, "custom", ["neurons:blocks.1.mlp.hook_post"], neuron_topk=4)
+    assert [d.id for d in got] == ["neurons:blocks.1.mlp.hook_post", "neurons_topk4:blocks.1.mlp.hook_post"]
+    bad = neuron_dictionary(model, 1)
+    bad.hook_in = "blocks.5.ln2.hook_normalized"
+    with pytest.raises(ValueError, match="does not have"):
+        check_dictionaries(model, [bad])
+
+
+def test_cli_reports_unknown_model_and_missing_workspace(tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["cache", "--model", "nope", "--tokens", "10", "--workspace", str(tmp_path / "w.duckdb")]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["workspace-info", "--workspace", str(tmp_path / "missing.duckdb")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_latent_card_and_find_by_token(setup, reference):
+    from core.latents import find_latents_by_token, latent_card
+    from core.store import WorkspaceError
+
+    model, dicts, plan, params = setup
+    d = dicts["attn0"]
+    dense = _dense(model, d, plan, params).reshape(-1, d.d_sae)
+    latent = int(np.argsort((dense > 0).sum(0))[-3])  # a frequent latent, so every decile has examples
+    assert (dense[:, latent] > 0).sum() > 50
+    card = latent_card(reference, d.id, latent, k_top=5, k_per_decile=2)
+    assert len(card.top_examples) == 5
+    acts = [e.activation for e in card.top_examples]
+    assert acts == sorted(acts, reverse=True) and acts[0] == pytest.approx(card.stats.max_activation)
+    for dec, exs in card.decile_examples.items():
+        assert len(exs) == 2 and all(e.decile == dec for e in exs)
+    for ex in card.top_examples:
+        np.testing.assert_array_equal(ex.tokens, plan.tokens[ex.context, ex.start : ex.start + len(ex.tokens)])
+        assert all(t in card.token_text for t in ex.tokens.tolist())
+    assert card.hist_counts.sum() == card.stats.n_fires
+    assert len(card.top_output) == 10
+
+    tok_id = int(card.top_examples[0].tokens[card.top_examples[0].center])
+    matches = find_latents_by_token(reference, tok_id, dictionary=d.id)
+    assert any(m.latent == latent for m in matches)
+    text = card.token_text[tok_id]
+    assert any(m.latent == latent for m in find_latents_by_token(reference, text.strip(), dictionary=d.id, limit=500))
+    with pytest.raises(WorkspaceError, match="not in this workspace"):
+        latent_card(reference, "resid:blocks.9.hook_resid_pre", 0)
+    with pytest.raises(WorkspaceError, match="out of range"):
+        latent_card(reference, d.id, 10_000)
+
+
+def test_second_job_on_the_same_workspace_is_refused(setup, tmp_path):
+    from core.cache import _JobLock, run_cache
+    from core.store import WorkspaceError
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+    with _JobLock(ws):  # as if another cache job were running
+        with pytest.raises(WorkspaceError, match="another job is writing this workspace"):
+            run_cache(model, [dicts["neurons0"]], ws, plan, params)
+    assert run_cache(model, [dicts["neurons0"]], ws, plan, params).cached == [dicts["neurons0"].id]
+
+
+def test_default_workspace_is_built_once_with_progress(setup, tmp_path):
+    from core.cache import CacheParams, default_workspace_ready, ensure_default_workspace
+    from core.corpus import save_corpus
+    from core.latents import latent_card
+    from core.models import save_model
+    from core.paths import default_paths
+    from core.tokenizer import load_tokenizer
+
+    model, _, _, _ = setup
+    root = tmp_path / "default"
+    paths = default_paths(root)
+    save_model(model, paths["model_dir"])
+    tok = model.tokenizer
+    tok.save_pretrained(str(paths["tokenizer_dir"]))
+    load_tokenizer(paths["tokenizer_dir"])
+    save_corpus(tiny_cache.docs(), paths["corpus"])  # names ending in 0 are validation, the rest train
+    ws = root / "workspace.duckdb"
+    seen: list[tuple[str, int, int]] = []
+    params = CacheParams(n_tokens=400, ctx_len=24, chunk_contexts=4)
+    assert not default_workspace_ready(ws)
+    assert ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=root, params=params) == ws
+    assert default_workspace_ready(ws)
+    assert seen[-1][0] == "finalizing" and seen[-1][1] == seen[-1][2]
+    assert any(p == "caching" and done == total for p, done, total in seen)
+    n_before = len(seen)
+    ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=root, params=params)
+    assert len(seen) == n_before  # nothing to do the second time
+    card = latent_card(ws, "neurons_topk32:blocks.0.mlp.hook_post", 1)
+    assert card.stats.n_fires > 0

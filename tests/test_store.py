@@ -1,0 +1,100 @@
+"""The workspace store: migrations, schema checks, locks held by another process, foreign files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core import store
+from core.store import Migration, WorkspaceError, WorkspaceLockedError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_new_workspace_gets_every_migration(tmp_path):
+    ws = tmp_path / "w.duckdb"
+    with store.session(ws, write=True) as con:
+        store.set_info(con, "model", {"name": "x"})
+    with store.session(ws) as con:
+        assert con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == store.SCHEMA_VERSION
+        assert store.get_info(con, "model") == {"name": "x"}
+        assert store.dictionaries(con) == []
+
+
+def test_added_migration_is_applied_by_the_next_write(tmp_path, monkeypatch):
+    ws = tmp_path / "w.duckdb"
+    with store.session(ws, write=True) as con:
+        store.set_info(con, "k", {"v": 1})
+    extra = Migration(store.SCHEMA_VERSION + 1, "explanations", ("CREATE TABLE explanations (latent INTEGER, text VARCHAR)",))
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + (extra,))
+    monkeypatch.setattr(store, "SCHEMA_VERSION", extra.version)
+    with pytest.raises(WorkspaceError, match="--migrate"):
+        with store.session(ws):
+            pass
+    assert store.migrate(ws) == extra.version
+    with store.session(ws) as con:
+        assert con.execute("SELECT count(*) FROM explanations").fetchone()[0] == 0
+        assert store.get_info(con, "k") == {"v": 1}  # old content kept
+
+
+def test_newer_workspace_and_foreign_files_are_refused(tmp_path):
+    import duckdb
+
+    ws = tmp_path / "w.duckdb"
+    with store.session(ws, write=True) as con:
+        con.execute("INSERT INTO schema_migrations VALUES (99, 'future', now())")
+    with pytest.raises(WorkspaceError, match="newer than this code"):
+        with store.session(ws):
+            pass
+    other = tmp_path / "other.duckdb"
+    c = duckdb.connect(str(other))
+    c.execute("CREATE TABLE t (i INTEGER)")
+    c.close()
+    with pytest.raises(WorkspaceError, match="not an SAE Circuit Explorer workspace"):
+        with store.session(other, write=True):
+            pass
+    with pytest.raises(WorkspaceError, match="does not exist"):
+        with store.session(tmp_path / "missing.duckdb"):
+            pass
+
+
+def test_write_session_rolls_back_on_error(tmp_path):
+    ws = tmp_path / "w.duckdb"
+    with store.session(ws, write=True) as con:
+        store.set_info(con, "a", {"v": 1})
+    with pytest.raises(RuntimeError):
+        with store.session(ws, write=True) as con:
+            store.set_info(con, "a", {"v": 2})
+            raise RuntimeError("boom")
+    with store.session(ws) as con:
+        assert store.get_info(con, "a") == {"v": 1}
+
+
+def test_lock_held_by_another_process_gives_a_clear_error(tmp_path):
+    ws = tmp_path / "w.duckdb"
+    with store.session(ws, write=True) as con:
+        store.set_info(con, "a", {"v": 1})
+    code = (
+        "import sys, time; from pathlib import Path; from core import store\n"
+        "with store.session(Path(sys.argv[1]), write=True) as con:\n"
+        "    print('holding', flush=True); time.sleep(float(sys.argv[2]))\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(ws), "6"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(WorkspaceLockedError, match=f"process {holder.pid}"):
+            with store.session(ws, timeout=0.3):
+                pass
+        t0 = time.monotonic()
+        with store.session(ws, timeout=60) as con:  # waits until the holder lets go
+            assert store.get_info(con, "a") == {"v": 1}
+        assert time.monotonic() - t0 > 0.5
+    finally:
+        holder.kill()
+        holder.wait()
