@@ -21,20 +21,16 @@ and, for either, any local directory of SAE-Lens folders (e.g. transcoders, whic
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 import torch
 
-from core.models import MODEL_NAMES, ArtifactError, HubUnreachableError, pick_device
+from core.models import MODEL_NAMES, ArtifactError, HubUnreachableError, hub_reachable, pick_device
 from core.paths import REBUILD_COMMAND, default_paths
 
 DictionaryKind = Literal["resid", "attn", "transcoder", "mlp", "neurons", "neurons_topk"]
@@ -371,29 +367,6 @@ def local_specs(directory: Path) -> dict[str, DictionarySpec]:
     if not out:
         raise ArtifactError(f"no SAE-Lens folders (cfg.json + sae_weights.safetensors) in {directory}")
     return out
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection within `timeout` seconds (False when HF_HUB_OFFLINE)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    url = urlparse(constants.ENDPOINT)
-    answered: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-            answered.append(True)
-        except OSError:
-            answered.append(False)
-
-    # In a thread, so a resolver that hangs (no DNS server) cannot hold us past `timeout`.
-    probe = threading.Thread(target=connect, daemon=True)
-    probe.start()
-    probe.join(timeout)
-    return bool(answered and answered[0])
 
 
 @contextmanager

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -98,18 +100,27 @@ def load_default_model(root: Path | None = None, device: str | None = None):
     return model.to(device)
 
 
-HUB_HOST = "huggingface.co"
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within `timeout` seconds (False when HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
 
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(constants.ENDPOINT)
+    answered: list[bool] = []
 
-def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection within `timeout_s` (False when HF_HUB_OFFLINE is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+    def connect() -> None:
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    # In a thread, so a resolver that hangs (no DNS server) cannot hold us past `timeout`.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answered and answered[0])
 
 
 def hub_cached(repo_id: str) -> bool:

@@ -60,8 +60,14 @@ def test_unknown_model_lists_valid_names():
         load_model("gpt-7")
 
 
-def test_hub_model_fails_offline_with_guidance(monkeypatch):
-    # The probe itself must notice there is no hub (bench/offline_hub.py times it).
+def test_hub_model_fails_offline_with_guidance(monkeypatch, tmp_path):
+    # The connection probe itself must notice there is no hub (bench/offline_hub.py times it):
+    # no offline switch, an endpoint that refuses connections, an empty HF cache.
+    from huggingface_hub import constants
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     with pytest.raises(HubUnreachableError, match="Hub is unreachable.*embedded default"):
         load_model("gpt2")
