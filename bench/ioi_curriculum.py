@@ -99,13 +99,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    from tokenizers import Tokenizer
-
-    from core.tokenizer import load_tokenizer
+    from core.tokenizer import load_bpe, load_tokenizer
 
     paths = default_paths()
     tokenizer = load_tokenizer(paths["tokenizer_dir"])
-    bpe = Tokenizer.from_file(str(paths["tokenizer_dir"] / "tokenizer.json"))
+    bpe = load_bpe(paths["tokenizer_dir"])
     split = TaskSplit.from_json(json.loads(paths["manifest"].read_text())["task_split"])
     item_rng = random.Random(5)
     evals = {

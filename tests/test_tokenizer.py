@@ -34,3 +34,20 @@ def test_hooked_transformer_to_tokens_and_back(tiny_model):
     tokens = tiny_model.to_tokens("John gave a drink to Mary.")
     assert tokens[0, 0].item() == tiny_model.tokenizer.bos_token_id
     assert tiny_model.to_string(tokens[0, 1:]) == "John gave a drink to Mary."
+
+
+def test_raw_bpe_and_transformers_tokenizer_agree(tiny_tokenizer, tiny_tokenizer_dir):
+    from core.tokenizer import load_bpe
+
+    text = "When Mary and John went to the store (late), John gave a drink to Mary."
+    assert load_bpe(tiny_tokenizer_dir).encode(text).ids == tiny_tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_missing_tokenizer_names_file_and_rebuild_command(tmp_path):
+    import pytest
+
+    from core.tokenizer import load_bpe, load_tokenizer
+
+    for load in (load_bpe, load_tokenizer):
+        with pytest.raises(FileNotFoundError, match=r"tokenizer\.json.*python -m core build-default"):
+            load(tmp_path)
