@@ -30,7 +30,7 @@ def test_added_migration_is_applied_by_the_next_write(tmp_path, monkeypatch):
     ws = tmp_path / "w.duckdb"
     with store.session(ws, write=True) as con:
         store.set_info(con, "k", {"v": 1})
-    extra = Migration(store.SCHEMA_VERSION + 1, "explanations", ("CREATE TABLE explanations (latent INTEGER, text VARCHAR)",))
+    extra = Migration(store.SCHEMA_VERSION + 1, "extra", ("CREATE TABLE extra_table (latent INTEGER, text VARCHAR)",))
     monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + (extra,))
     monkeypatch.setattr(store, "SCHEMA_VERSION", extra.version)
     with pytest.raises(WorkspaceError, match="--migrate"):
@@ -38,7 +38,7 @@ def test_added_migration_is_applied_by_the_next_write(tmp_path, monkeypatch):
             pass
     assert store.migrate(ws) == extra.version
     with store.session(ws) as con:
-        assert con.execute("SELECT count(*) FROM explanations").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM extra_table").fetchone()[0] == 0
         assert store.get_info(con, "k") == {"v": 1}  # old content kept
 
 
