@@ -1,18 +1,148 @@
-"""SAE Circuit Explorer: landing page. Shows the embedded default model, its dictionaries and their figures."""
+"""SAE Circuit Explorer: home page. Choose the workspace, model set and LLM; see what the workspace holds
+and the embedded default's figures. The choices reach every page through ui.state."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.models import ArtifactError
+from core import store
+from core.cache import DEFAULT_WORKSPACE, default_workspace_ready, ensure_default_workspace
+from core.models import MODEL_NAMES, ArtifactError
 from core.overview import default_overview
+from ui.state import (
+    core_errors,
+    current_workspace,
+    llm_model,
+    model_set,
+    set_llm_model,
+    set_model_set,
+    set_workspace,
+    workspace_model_name,
+)
 
 st.set_page_config(page_title="SAE Circuit Explorer", layout="wide")
 st.title("SAE Circuit Explorer")
 st.caption("Browse SAE and transcoder latents, their explanations and scores, and trace sparse circuits.")
 
+# ---------------------------------------------------------------------------------------------
+# Workspace. Widget state is dropped when another page runs, so each widget starts from ui.state.
+DEFAULT_CHOICE, OTHER_CHOICE = "Embedded default", "Another workspace file"
+if "ws_choice" not in st.session_state:
+    st.session_state["ws_choice"] = DEFAULT_CHOICE if current_workspace() == DEFAULT_WORKSPACE else OTHER_CHOICE
+if "ws_path" not in st.session_state:
+    st.session_state["ws_path"] = "" if current_workspace() == DEFAULT_WORKSPACE else str(current_workspace())
+
+st.subheader("Workspace")
+choice = st.radio(
+    "Workspace", [DEFAULT_CHOICE, OTHER_CHOICE], key="ws_choice", horizontal=True, label_visibility="collapsed"
+)
+workspace_ok = True
+if choice == OTHER_CHOICE:
+    typed = st.text_input("Path to a workspace (.duckdb file made by `python -m core cache`)", key="ws_path").strip()
+    path = Path(typed).expanduser() if typed else None
+    if path is None:
+        st.info("Type the path of a workspace file; the pages keep using the current one until then.")
+        workspace_ok = False
+    elif path.suffix != ".duckdb":
+        st.error(
+            f"{typed!r} is not a .duckdb file; a workspace is a NAME.duckdb file made by `python -m core cache --workspace NAME.duckdb`."
+        )
+        workspace_ok = False
+    elif not path.is_file():
+        st.error(
+            f"{path} does not exist; build one with `python -m core cache --model default --tokens N --workspace {path}`."
+        )
+        workspace_ok = False
+    else:
+        set_workspace(path.resolve())
+else:
+    set_workspace(DEFAULT_WORKSPACE)
+    if not default_workspace_ready(DEFAULT_WORKSPACE):
+        with st.status(
+            "Building the default workspace (first start: caching activations of every dictionary)…", expanded=True
+        ) as status:
+            bar = st.progress(0.0, text="loading the model and dictionaries")
+
+            def progress(phase: str, done: int, total: int) -> None:
+                bar.progress(min(done / max(total, 1), 1.0), text=f"{phase}: {done:,} / {total:,}")
+
+            with core_errors("Building the default workspace (reload this page once the other job has finished)"):
+                ensure_default_workspace(progress, path=DEFAULT_WORKSPACE)
+            status.update(label="Default workspace built", state="complete", expanded=False)
+
+workspace = current_workspace()
+if workspace_ok:
+    with core_errors(f"Reading workspace {workspace}", stop=False):
+        summary = store.workspace_summary(workspace)
+        corpus = summary["corpus"] or {}
+        dicts = summary["dictionaries"]
+        ready = [d for d in dicts if d["status"] == "ready"]
+        st.caption(f"`{workspace}` · schema v{summary['schema_version']}")
+        cols = st.columns(4)
+        cols[0].metric("model", (summary["model"] or {}).get("name", "unknown"))
+        cols[1].metric("cached tokens", f"{corpus.get('n_tokens', 0):,}")
+        cols[2].metric("dictionaries ready", f"{len(ready)} / {len(dicts)}")
+        cols[3].metric("stored activations", f"{sum(d['n_activations'] or 0 for d in ready):,}")
+        unfinished = [r for r in summary["runs"] if r["status"] != "finished"]
+        for run in unfinished:
+            st.warning(
+                f"Cache run {run['run_id']} is unfinished ({run['committed_chunks']} / {run['n_chunks']} chunks); "
+                "rerun its `python -m core cache` command to resume it."
+            )
+        if dicts:
+            table = pd.DataFrame(dicts)[
+                ["id", "kind", "layer", "d_sae", "status", "n_activations", "file_bytes", "source"]
+            ]
+            table["MB"] = (table.pop("file_bytes").fillna(0) / 1e6).round(1)
+            st.dataframe(table, hide_index=True, width="stretch")
+        st.markdown("**Explanations and scores**")
+        st.info("No explanations or scores: this build has no explain/score engine yet, so no workspace holds them.")
+
+# ---------------------------------------------------------------------------------------------
+# Model set and LLM
+st.subheader("Model set and LLM")
+left, right = st.columns(2)
+built_from = workspace_model_name(workspace)
+if "model_set_choice" not in st.session_state:
+    st.session_state["model_set_choice"] = model_set()
+chosen = left.selectbox(
+    "Model set (for live tracing)",
+    list(MODEL_NAMES),
+    key="model_set_choice",
+    format_func={
+        "default": "default: embedded tiny GPT-2 and its dictionaries",
+        "gpt2": "gpt2: GPT-2 small + SAE-Lens releases (needs the hub or its cache)",
+    }.get,
+)
+set_model_set(chosen)
+if built_from in MODEL_NAMES and chosen != built_from:
+    left.warning(
+        f"This workspace was built from model {built_from!r}; its latents belong to that model's dictionaries."
+    )
+
+if "llm_model_input" not in st.session_state:
+    st.session_state["llm_model_input"] = llm_model() or ""
+typed_llm = right.text_input(
+    "LLM for explanations and scoring (a litellm model id)",
+    key="llm_model_input",
+    placeholder="e.g. openai/gpt-4o-mini",
+)
+set_llm_model(typed_llm)
+right.caption(
+    "API keys are read from the environment (for example OPENAI_API_KEY) when a job runs; they are never stored."
+)
+if llm_model() is None:
+    right.info("No LLM set: explaining and scoring need one.")
+else:
+    right.info(f"LLM {llm_model()!r} is set; its credentials can't be checked yet (no LLM module in this build).")
+
+# ---------------------------------------------------------------------------------------------
+# The embedded default's figures
+st.subheader("Model: embedded default")
 try:
     overview = default_overview()
 except ArtifactError as exc:
@@ -20,7 +150,6 @@ except ArtifactError as exc:
     st.stop()
 
 cfg = overview.model_config
-st.subheader("Model: embedded default")
 st.write(
     f"GPT-2 architecture, {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
     f"d_mlp {cfg['d_mlp']}, context {cfg['n_ctx']} tokens, vocabulary {cfg['d_vocab']} (BPE trained on its corpus). "
@@ -38,11 +167,16 @@ else:
     cols[3].metric("subject-verb agreement", f"{evaluation['sva_accuracy']:.3f}")
     cols[4].metric("brackets accuracy", f"{evaluation['bracket_accuracy']:.3f}")
     st.caption("Accuracies on held-out names, nouns and templates: the correct token has the higher logit of the pair.")
-    st.subheader("Dictionaries")
-    st.dataframe(pd.DataFrame(evaluation["dictionaries"]), hide_index=True, use_container_width=True)
+    st.markdown("**Dictionaries of the embedded default**")
+    st.dataframe(pd.DataFrame(evaluation["dictionaries"]), hide_index=True, width="stretch", key="default_dictionaries")
 
 if overview.learning_curves:
     st.subheader("Learning curves")
     curves = pd.DataFrame(overview.learning_curves)
-    acc = curves.melt(id_vars=["tokens"], value_vars=[c for c in curves if c.endswith("_accuracy")], var_name="task", value_name="accuracy")
-    st.plotly_chart(px.line(acc, x="tokens", y="accuracy", color="task", markers=True), use_container_width=True)
+    acc = curves.melt(
+        id_vars=["tokens"],
+        value_vars=[c for c in curves if c.endswith("_accuracy")],
+        var_name="task",
+        value_name="accuracy",
+    )
+    st.plotly_chart(px.line(acc, x="tokens", y="accuracy", color="task", markers=True), width="stretch")

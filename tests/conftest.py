@@ -45,9 +45,26 @@ def tiny_model(tiny_tokenizer):
 
     torch.manual_seed(0)
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=len(tiny_tokenizer),
-        act_fn="gelu_new", normalization_type="LN", device="cpu", seed=0,
+        n_layers=2,
+        d_model=32,
+        n_ctx=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=len(tiny_tokenizer),
+        act_fn="gelu_new",
+        normalization_type="LN",
+        device="cpu",
+        seed=0,
     )
     model = HookedTransformer(cfg, tokenizer=tiny_tokenizer)
     model.eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def app_workspace(tmp_path_factory) -> Path:
+    """A tiny cached workspace whose text holds an HTML probe token (see tests/app_workspace.py)."""
+    from app_workspace import build_app_workspace
+
+    return build_app_workspace(tmp_path_factory.mktemp("app-workspace"))

@@ -1,31 +1,108 @@
-"""The landing page, driven by Streamlit's AppTest on the embedded default."""
+"""The home page (app.py), driven by Streamlit's AppTest: workspace choice and overview, LLM setting,
+the embedded default's figures, building a missing default workspace."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import store
 from core.paths import DEFAULT_DIR
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
-def test_landing_page_shows_the_default_and_its_figures():
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
-    evaluation = json.loads((DEFAULT_DIR / "evaluation.json").read_text())
+def _home(workspace: Path | None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    if workspace is not None:
+        at.session_state["workspace"] = str(workspace)
+    return at.run()
+
+
+def test_home_shows_the_workspace_and_the_default_figures(app_workspace):
+    at = _home(app_workspace)
+    assert not at.exception and not at.error
+    summary = store.workspace_summary(app_workspace)
     metrics = {m.label: m.value for m in at.metric}
+    assert metrics["model"] == "tiny-test"
+    assert metrics["cached tokens"] == f"{summary['corpus']['n_tokens']:,}"
+    assert metrics["dictionaries ready"] == f"{len(summary['dictionaries'])} / {len(summary['dictionaries'])}"
+    assert metrics["stored activations"] == f"{sum(d['n_activations'] for d in summary['dictionaries']):,}"
+    tables = [df.value for df in at.dataframe]
+    ws_table = next(t for t in tables if "status" in t)
+    assert sorted(ws_table["id"]) == sorted(d["id"] for d in summary["dictionaries"])
+
+    evaluation = json.loads((DEFAULT_DIR / "evaluation.json").read_text())
     assert metrics["IOI accuracy"] == f"{evaluation['ioi_accuracy']:.3f}"
     assert metrics["brackets accuracy"] == f"{evaluation['bracket_accuracy']:.3f}"
-    table = at.dataframe[0].value
-    assert len(table) == len(evaluation["dictionaries"])
-    assert "transcoder:blocks.0.ln2.hook_normalized" in set(table["id"])
+    default_table = next(t for t in tables if "status" not in t)
+    assert len(default_table) == len(evaluation["dictionaries"])
+    assert "transcoder:blocks.0.ln2.hook_normalized" in set(default_table["id"])
 
 
-def test_landing_page_explains_a_missing_default(tmp_path, monkeypatch):
+def test_choosing_a_workspace_checks_the_path(app_workspace, tmp_path):
+    at = _home(app_workspace)
+    assert at.radio[0].value == "Another workspace file"  # starts from the session's workspace
+    assert at.text_input(key="ws_path").value == str(app_workspace)
+
+    at.text_input(key="ws_path").set_value(str(tmp_path / "missing.duckdb")).run()
+    assert any("does not exist" in e.value for e in at.error)
+    assert at.session_state["workspace"] == str(app_workspace)  # the pages keep the last good one
+
+    (tmp_path / "notes.txt").write_text("x")
+    at.text_input(key="ws_path").set_value(str(tmp_path / "notes.txt")).run()
+    assert any("is not a .duckdb file" in e.value for e in at.error)
+
+    bogus = tmp_path / "bogus.duckdb"
+    bogus.write_bytes(b"not a database" * 100)
+    at.text_input(key="ws_path").set_value(str(bogus)).run()
+    assert not at.exception
+    assert any("not a readable DuckDB workspace" in e.value or "cannot open workspace" in e.value for e in at.error)
+
+    at.text_input(key="ws_path").set_value(str(app_workspace)).run()
+    assert not at.error and at.session_state["workspace"] == str(app_workspace.resolve())
+
+
+def test_llm_setting_is_shared_and_never_a_key(app_workspace, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
+    at = _home(app_workspace)
+    assert at.session_state["llm_model"] is None
+    at.text_input(key="llm_model_input").set_value("  openai/gpt-4o-mini ").run()
+    assert at.session_state["llm_model"] == "openai/gpt-4o-mini"
+    assert any("openai/gpt-4o-mini" in i.value for i in at.info)
+    shown = [e.value for kind in (at.markdown, at.info, at.caption, at.error, at.warning) for e in kind]
+    stored = [str(at.session_state[k]) for k in ("llm_model", "llm_model_input", "workspace", "model_set")]
+    assert not any("sk-test-secret-123" in text for text in shown + stored)
+
+
+def test_missing_default_artifacts_show_the_rebuild_command(app_workspace, tmp_path, monkeypatch):
     monkeypatch.setattr("core.paths.DEFAULT_DIR", tmp_path)
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = _home(app_workspace)
     assert not at.exception
     assert any("build-default" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_a_missing_default_workspace_is_built_with_progress(tmp_path, monkeypatch):
+    """The real build of the default workspace (default model, every dictionary), on few tokens."""
+    import functools
+
+    import core.cache
+    from core.cache import CacheParams
+
+    target = tmp_path / "workspace.duckdb"
+    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", target)
+    monkeypatch.setattr(
+        "core.cache.ensure_default_workspace",
+        functools.partial(core.cache.ensure_default_workspace, params=CacheParams(n_tokens=1024, ctx_len=64)),
+    )
+    at = AppTest.from_file(APP, default_timeout=900).run()
+    assert not at.exception and not at.error
+    assert core.cache.default_workspace_ready(target)
+    assert at.status[0].proto.label == "Default workspace built"
+    assert {m.label: m.value for m in at.metric}[
+        "cached tokens"
+    ] == f"{store.workspace_summary(target)['corpus']['n_tokens']:,}"

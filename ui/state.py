@@ -8,18 +8,21 @@ server process (`st.cache_resource`) and shared by all sessions; nothing here wr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import streamlit as st
 
-from core.cache import DEFAULT_WORKSPACE
+import core.cache
 from core.cli import UserError
 from core.models import ArtifactError, HubUnreachableError
 
 WORKSPACE_KEY = "workspace"
 LLM_MODEL_KEY = "llm_model"
+MODEL_SET_KEY = "model_set"
+WORKSPACE_ENV = "SAE_EXPLORER_WORKSPACE"  # e.g. `SAE_EXPLORER_WORKSPACE=my.duckdb ./dev app`
 
 # Errors the engine raises for bad input or missing/locked/corrupt data: shown as st.error, never a traceback.
 # (WorkspaceError and WorkspaceLockedError are UserError subclasses.)
@@ -32,10 +35,16 @@ CORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def startup_workspace() -> Path:
+    """The workspace a new session starts on: $SAE_EXPLORER_WORKSPACE if set, else the embedded default's."""
+    value = os.environ.get(WORKSPACE_ENV, "").strip()
+    return Path(value).expanduser() if value else core.cache.DEFAULT_WORKSPACE
+
+
 def current_workspace() -> Path:
-    """The workspace chosen on the landing page (`st.session_state["workspace"]`), else the embedded default's."""
+    """The workspace chosen on the landing page (`st.session_state["workspace"]`), else `startup_workspace()`."""
     value = st.session_state.get(WORKSPACE_KEY)
-    return Path(value) if value else DEFAULT_WORKSPACE
+    return Path(value) if value else startup_workspace()
 
 
 def set_workspace(path: Path | str | None) -> None:
@@ -52,6 +61,22 @@ def llm_model() -> str | None:
 def set_llm_model(model_id: str | None) -> None:
     """Set the litellm model id the explain/score and circuit-summary buttons use (keys stay in the environment)."""
     st.session_state[LLM_MODEL_KEY] = (model_id or "").strip() or None
+
+
+def model_set() -> str:
+    """The model set chosen on the landing page ('default' | 'gpt2'), else the one the workspace was built from."""
+    from core.models import MODEL_NAMES
+
+    value = st.session_state.get(MODEL_SET_KEY)
+    if value in MODEL_NAMES:
+        return value
+    built_from = workspace_model_name()
+    return built_from if built_from in MODEL_NAMES else "default"
+
+
+def set_model_set(name: str) -> None:
+    """Choose the model set ('default' | 'gpt2') the pages load for live work such as tracing."""
+    st.session_state[MODEL_SET_KEY] = name
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)

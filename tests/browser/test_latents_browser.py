@@ -1,0 +1,49 @@
+"""The served app in headless Chromium: the latents page highlights tokens, shows an HTML probe as text,
+and the page requests nothing outside localhost."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from app_workspace import PROBE
+
+from core.latents import find_latents_by_token
+
+
+@pytest.mark.browser
+def test_latents_page_highlights_tokens_and_escapes_html(app_workspace, browser_page):
+    match = find_latents_by_token(app_workspace, PROBE)[0]  # a latent whose top activations are on the probe token
+    browser_page.open(f"/Latents?dictionary={quote(match.dictionary)}&latent={match.latent}")
+    page = browser_page.page
+    browser_page.screenshot("latents-page")
+
+    assert page.query_selector('[data-testid="stException"]') is None
+    assert page.get_by_text(f"{match.dictionary} · latent {match.latent}").count() == 1
+    lit = page.query_selector_all("span.tok.act")
+    assert len(lit) >= 10  # top examples and deciles, each with at least its chosen token lit
+    titles = [s.get_attribute("title") for s in lit[:20]]
+    assert all(t and float(t.rsplit(": ", 1)[1]) > 0 for t in titles)  # the activation on hover
+    shaded = page.evaluate("getComputedStyle(document.querySelector('span.tok.act')).backgroundColor")
+    assert shaded.startswith("rgba(255, 140, 0")
+
+    # The probe token is in the examples as text: no <img> element was injected and no script ran.
+    probes = [s for s in page.query_selector_all("span.tok") if s.inner_text() == PROBE]
+    assert probes, "the probe token should appear in this latent's examples"
+    assert page.query_selector("img[src='x']") is None
+    assert browser_page.dialogs == []
+    assert browser_page.foreign_requests() == []
+    assert any(
+        "/_stcore/" in url or "/static/" in url for url in browser_page.requests
+    )  # the recorder saw the app's own requests
+
+
+@pytest.mark.browser
+def test_home_page_shows_the_workspace_overview(app_workspace, browser_page):
+    browser_page.open("/")
+    page = browser_page.page
+    browser_page.screenshot("home-page")
+    assert page.query_selector('[data-testid="stException"]') is None
+    assert page.get_by_text(str(app_workspace)).count() >= 1
+    assert page.get_by_text("tiny-test").count() >= 1  # the model the workspace was built from
+    assert browser_page.foreign_requests() == []

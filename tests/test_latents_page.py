@@ -1,0 +1,125 @@
+"""The latents page (pages/1_Latents.py) driven by AppTest on the tiny app workspace: its widgets make the
+real engine calls, and what it shows is checked against the engine's own answer."""
+
+from __future__ import annotations
+
+import html
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from app_workspace import PROBE
+from streamlit.testing.v1 import AppTest
+
+from core import store
+from core.latents import find_latents_by_token, latent_card
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "1_Latents.py")
+
+
+def _page(workspace: Path) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["workspace"] = str(workspace)
+    return at
+
+
+def _html(at: AppTest) -> str:
+    return "".join(m.value for m in at.markdown)
+
+
+def test_card_by_dictionary_and_id_matches_the_engine(app_workspace):
+    dictionary = "resid:blocks.1.hook_resid_pre"
+    at = _page(app_workspace).run()
+    assert not at.exception
+    at.selectbox(key="lat_dict").set_value(dictionary)
+    at.number_input(key="lat_id").set_value(10).run()
+    assert not at.exception and not at.error
+    card = latent_card(app_workspace, dictionary, 10)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["tokens fired"] == f"{card.stats.n_fires:,}"
+    assert metrics["max activation"] == f"{card.stats.max_activation:.3g}"
+    page = _html(at)
+    examples = card.top_examples + [ex for d in range(1, 11) for ex in card.decile_examples[d]]
+    assert page.count('class="tok act"') == sum(int(np.count_nonzero(ex.activations)) for ex in examples)
+    assert page.count('class="tok') == sum(len(ex.tokens) for ex in examples)
+    assert page.count('class="decile"') == 10
+    assert at.query_params["latent"] == "10" and at.query_params["dictionary"] == dictionary
+
+
+def test_probe_token_is_escaped(app_workspace):
+    match = find_latents_by_token(app_workspace, PROBE)[0]
+    at = _page(app_workspace)
+    at.query_params["dictionary"] = match.dictionary
+    at.query_params["latent"] = str(match.latent)
+    at.run()
+    assert not at.exception
+    page = _html(at)
+    assert html.escape(PROBE) in page
+    assert PROBE not in page
+
+
+def test_dead_latent_and_out_of_range(app_workspace):
+    at = _page(app_workspace).run()
+    at.selectbox(key="lat_dict").set_value("resid:blocks.1.hook_resid_pre")
+    at.number_input(key="lat_id").set_value(0).run()  # tiny_cache kills latents 0..3 of this SAE
+    assert not at.exception
+    assert any("never fires" in w.value for w in at.warning)
+    at.number_input(key="lat_id").set_value(96).run()
+    assert not at.exception
+    assert any("out of range" in e.value and "0 – 95" in e.value for e in at.error)
+
+
+def test_find_by_token(app_workspace):
+    at = _page(app_workspace).run()
+    at.radio(key="lat_mode").set_value("by token").run()
+    at.text_input(key="lat_token").set_value(PROBE).run()
+    assert not at.exception and not at.error
+    expected = find_latents_by_token(app_workspace, PROBE)
+    table = at.dataframe[0].value
+    assert list(zip(table["dictionary"], table["latent"], strict=True)) == [(m.dictionary, m.latent) for m in expected]
+    assert at.header[0].value == f"{expected[0].dictionary} · latent {expected[0].latent}"
+    at.selectbox(key="lat_token_pick").set_value(1).run()
+    assert at.header[0].value == f"{expected[1].dictionary} · latent {expected[1].latent}"
+
+    at.text_input(key="lat_token").set_value("zzqqxx").run()
+    assert not at.exception
+    assert any("no token of this workspace's vocabulary" in e.value for e in at.error)
+
+
+def test_search_by_meaning_says_why_it_is_unavailable(app_workspace):
+    at = _page(app_workspace).run()
+    at.radio(key="lat_mode").set_value("by meaning").run()
+    assert not at.exception
+    assert any("not available" in i.value for i in at.info)
+
+
+def test_missing_and_locked_workspaces_give_messages(app_workspace, tmp_path, monkeypatch):
+    at = _page(tmp_path / "nothing.duckdb").run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom core import store\nwith store.session(sys.argv[1], write=True):\n"
+            "    print('locked', flush=True)\n    time.sleep(60)\n",
+            str(app_workspace),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(store, "READ_TIMEOUT_S", 0.5)
+        at = _page(app_workspace).run()
+        assert not at.exception
+        assert any("locked by process" in e.value for e in at.error)
+    finally:
+        holder.kill()
+        holder.wait()
+    at = _page(app_workspace).run()  # nothing was lost: the page works again once the writer is gone
+    assert not at.exception and not at.error and at.header
