@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.evaluate import task_accuracy  # noqa: E402
 from core.paths import default_paths  # noqa: E402
-from core.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN, OBJECTS, PLACES, TaskSplit, evaluation_items, ioi_item  # noqa: E402
+from core.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN, TaskSplit, evaluation_items, ioi_item  # noqa: E402
 
 STAGES = ((150, 4, 1, 1), (300, 12, 3, 3), (450, 40, 10, 8))  # (until step, names, intros, actions)
 BATCH, N_CTX, EVAL_EVERY = 16, 128, 75
@@ -47,11 +47,8 @@ def ioi_text(rng: random.Random, names: tuple[str, ...], n_intros: int, n_action
     """Complete IOI sentences (prompt + answer) from the first templates, until `chars` characters."""
     sentences: list[str] = []
     while sum(len(s) for s in sentences) < chars:
-        a, b = rng.sample(names, 2)
-        subject, indirect = (b, a) if rng.random() < 0.5 else (a, b)
-        intro = rng.choice(IOI_INTROS_TRAIN[:n_intros]).format(A=a, B=b, place=rng.choice(PLACES), obj=rng.choice(OBJECTS))
-        action = rng.choice(IOI_ACTIONS_TRAIN[:n_actions]).format(S=subject, obj=rng.choice(OBJECTS))
-        sentences.append(f"{intro}{action} {indirect}.")
+        item = ioi_item(rng, names, False, n_intros, n_actions)
+        sentences.append(f"{item.prompt}{item.correct}.")
     return " ".join(sentences)
 
 
@@ -60,8 +57,17 @@ def train_arm(curriculum: bool, steps: int, split: TaskSplit, tokenizer, bpe, ev
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=128, n_ctx=N_CTX, d_head=32, n_heads=4, d_mlp=512, d_vocab=len(tokenizer),
-        act_fn="gelu_new", normalization_type="LN", device="cpu", seed=0,
+        n_layers=2,
+        d_model=128,
+        n_ctx=N_CTX,
+        d_head=32,
+        n_heads=4,
+        d_mlp=512,
+        d_vocab=len(tokenizer),
+        act_fn="gelu_new",
+        normalization_type="LN",
+        device="cpu",
+        seed=0,
     )
     torch.manual_seed(0)
     model = HookedTransformer(cfg, tokenizer=tokenizer)
@@ -113,14 +119,18 @@ def main() -> None:
     flat = train_arm(False, args.steps, split, tokenizer, bpe, evals)
     curriculum = train_arm(True, args.steps, split, tokenizer, bpe, evals)
     final = "train_names_templates"
-    print(json.dumps({
-        "steps": args.steps,
-        "flat_final": flat[-1][final],
-        "curriculum_final": curriculum[-1][final],
-        "ratio": round(curriculum[-1][final] / max(flat[-1][final], 1e-9), 3),
-        "flat": flat,
-        "curriculum": curriculum,
-    }))
+    print(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "flat_final": flat[-1][final],
+                "curriculum_final": curriculum[-1][final],
+                "ratio": round(curriculum[-1][final] / max(flat[-1][final], 1e-9), 3),
+                "flat": flat,
+                "curriculum": curriculum,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,10 @@ def evaluate_default(root: Path | None = None, device: str | None = None, progre
     n_tokens = int(lm_windows[:, 1:].numel())
     # characters covered by the evaluated windows, pro rata of the whole validation split
     chars = text_stats["characters"] * n_tokens / text_stats["tokens"]
-    result: dict = {"val_loss": round(val_loss, 4), "val_bits_per_char": round(bits_per_character(val_loss, n_tokens, int(chars)), 4)}
+    result: dict = {
+        "val_loss": round(val_loss, 4),
+        "val_bits_per_char": round(bits_per_character(val_loss, n_tokens, int(chars)), 4),
+    }
     for task in TASKS:
         items = evaluation_items(task, split, sentences, EVAL_ITEMS_PER_TASK)
         result[ACCURACY_KEYS[task]] = round(task_accuracy(model, items), 4)
@@ -92,7 +95,7 @@ def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: b
     """Run the build's stages into `out_root`, skipping stages already built with the same parameters."""
     from core.models import load_default_model
     from core.overview import plot_learning_curves
-    from core.train_dictionaries import DictionaryTrainingConfig, train_all_dictionaries
+    from core.train_dictionaries import DictionaryTrainingConfig, rows_needed, train_all_dictionaries
     from core.train_model import ModelTrainingConfig, load_default_data, mixed_rows, train_default_model
 
     paths = default_paths(out_root)
@@ -104,7 +107,9 @@ def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: b
     dict_hash = _config_hash({"model": model_hash, **asdict(dict_cfg)})
     t0 = time.time()
 
-    model_done = manifest.get("model_hash") == model_hash and paths["model_weights"].exists() and paths["tokenizer_dir"].exists()
+    model_done = (
+        manifest.get("model_hash") == model_hash and paths["model_weights"].exists() and paths["tokenizer_dir"].exists()
+    )
     if force or not model_done:
         log.info("stage 1: training the model")
         info = train_default_model(out_root, model_cfg, progress=progress)
@@ -123,10 +128,12 @@ def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: b
         split = TaskSplit.from_json(manifest["task_split"])
         data = load_default_data(out_root, split)
         # Dictionaries see the model's own training mix, from a different seed than its training rows.
-        n_rows = -(-dict_cfg.training_tokens // model_cfg.n_ctx)
+        n_rows = rows_needed(dict_cfg, model_cfg.n_ctx)
         tokens = mixed_rows(data, n_rows, model_cfg.n_ctx, task_share=0.5, seed=model_cfg.seed + 100)
         dict_info = train_all_dictionaries(model, tokens, paths["dictionaries_dir"], dict_cfg, progress=progress)
-        manifest.update({"dictionaries_hash": dict_hash, "dictionary_training": asdict(dict_cfg), "dictionaries": dict_info})
+        manifest.update(
+            {"dictionaries_hash": dict_hash, "dictionary_training": asdict(dict_cfg), "dictionaries": dict_info}
+        )
         manifest.setdefault("timings", {})["dictionaries_s"] = time.time() - t1
         paths["manifest"].write_text(json.dumps(manifest, indent=1))
     else:
@@ -153,7 +160,9 @@ def _run_evaluate(args) -> int:
 
 def register(sub) -> None:
     """Add `build-default` and `evaluate-default` to the CLI."""
-    p = sub.add_parser("build-default", help="train the embedded default (model, tokenizer, dictionaries) into data/default")
+    p = sub.add_parser(
+        "build-default", help="train the embedded default (model, tokenizer, dictionaries) into data/default"
+    )
     p.add_argument("--out", default=str(DEFAULT_DIR), help="output folder (default: data/default)")
     p.add_argument("--force", action="store_true", help="retrain every stage even if up to date")
     p.set_defaults(run=_run_build)

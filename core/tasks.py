@@ -56,8 +56,7 @@ PLACES = (
     "museum hotel theater bank farm river village"
 ).split()
 OBJECTS = (
-    "drink book ball letter bag gift key ring pen cup hat box coin map ticket flower apple card "
-    "photo note"
+    "drink book ball letter bag gift key ring pen cup hat box coin map ticket flower apple card photo note"
 ).split()
 ADJECTIVES = "old new small large red dark bright quiet heavy empty famous strange tall young".split()
 PREDICATES = "ready open closed broken missing lost clean late safe full here old new".split()
@@ -74,6 +73,12 @@ IOI_INTROS_TRAIN = (
     "{A} and {B} were at the {place} all day, and",
     "As {A} and {B} walked to the {place},",
     "On Monday, {A} and {B} visited the {place}, and",
+    "{A} and {B} met at the {place}, where",
+    "Later that day {A} and {B} cleaned the {place}, and",
+    "Since {A} and {B} were late for the {place},",
+    "{A} met {B} at the {place}, and",
+    "In the morning {A} and {B} drove to the {place}. There",
+    "After a long day at the {place}, {A} and {B} sat down, and",
 )
 IOI_INTROS_HELDOUT = (
     "Once {A} and {B} reached the {place},",
@@ -89,6 +94,11 @@ IOI_ACTIONS_TRAIN = (
     " {S} threw the {obj} to",
     " {S} showed the {obj} to",
     " {S} offered a {obj} to",
+    " {S} read a story to",
+    " {S} sold the {obj} to",
+    " {S} returned the {obj} to",
+    " {S} waved to",
+    " {S} took the {obj} and gave it to",
 )
 IOI_ACTIONS_HELDOUT = (
     " {S} brought the {obj} to",
@@ -163,10 +173,16 @@ def make_split(names: list[str], nouns: list[tuple[str, str]], seed: int = 0, he
 # Items (prompt, correct, incorrect)
 
 
-def ioi_item(rng: random.Random, names: tuple[str, ...], heldout_templates: bool) -> TaskItem:
-    """An IOI prompt whose answer is the name said once; ABBA and BABA orders equally often."""
+def ioi_item(
+    rng: random.Random, names: tuple[str, ...], heldout_templates: bool, n_intros: int = 0, n_actions: int = 0
+) -> TaskItem:
+    """An IOI prompt whose answer is the name said once; ABBA and BABA orders equally often.
+
+    `n_intros`/`n_actions` > 0 restrict the templates to the first ones of the list (a curriculum).
+    """
     intros = IOI_INTROS_HELDOUT if heldout_templates else IOI_INTROS_TRAIN
     actions = IOI_ACTIONS_HELDOUT if heldout_templates else IOI_ACTIONS_TRAIN
+    intros, actions = intros[: n_intros or None], actions[: n_actions or None]
     a, b = rng.sample(names, 2)
     subject, indirect = (b, a) if rng.random() < 0.5 else (a, b)
     fill = {"A": a, "B": b, "place": rng.choice(PLACES), "obj": rng.choice(OBJECTS)}
@@ -175,7 +191,12 @@ def ioi_item(rng: random.Random, names: tuple[str, ...], heldout_templates: bool
     return TaskItem("ioi", intro + action, " " + indirect, " " + subject)
 
 
-def sva_item(rng: random.Random, nouns: tuple[tuple[str, str], ...], distractors: tuple[tuple[str, str], ...], heldout_templates: bool) -> TaskItem:
+def sva_item(
+    rng: random.Random,
+    nouns: tuple[tuple[str, str], ...],
+    distractors: tuple[tuple[str, str], ...],
+    heldout_templates: bool,
+) -> TaskItem:
     """An agreement prompt 'The N1 <prep> the N2' or 'The N1 that the N2 <verb>'; N2 has the other number half the time."""
     n1 = rng.choice(nouns)
     n2 = rng.choice([d for d in distractors if d != n1])
@@ -216,7 +237,9 @@ def bracket_item(rng: random.Random, sentences: list[str], inside: bool) -> Task
     return TaskItem("brackets", f"{prefix} {content}", ".", ")")
 
 
-def evaluation_items(task: str, split: TaskSplit, validation_sentences: list[str], n: int, seed: int = 1234) -> list[TaskItem]:
+def evaluation_items(
+    task: str, split: TaskSplit, validation_sentences: list[str], n: int, seed: int = 1234
+) -> list[TaskItem]:
     """`n` held-out items of `task`: held-out names, nouns and templates; bracket text from validation files."""
     rng = random.Random(seed)
     if task == "ioi":
@@ -229,13 +252,24 @@ def evaluation_items(task: str, split: TaskSplit, validation_sentences: list[str
     raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
+def training_items(task: str, split: TaskSplit, n: int, seed: int = 4321) -> list[TaskItem]:
+    """`n` items of `task` ('ioi' or 'sva') from training names, nouns and templates: what was learned, not generalised."""
+    rng = random.Random(seed)
+    if task == "ioi":
+        return [ioi_item(rng, split.train_names, heldout_templates=False) for _ in range(n)]
+    if task == "sva":
+        return [sva_item(rng, split.train_nouns, split.train_nouns, heldout_templates=False) for _ in range(n)]
+    raise ValueError(f"training items exist for ioi and sva, not {task!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Training text: complete sentences built from the same generators, plus text that teaches the
 # mechanisms (copying names from context, a noun's number) with every name and noun.
 
 
-def _ioi_sentence(rng: random.Random, split: TaskSplit) -> str:
-    item = ioi_item(rng, split.train_names, heldout_templates=False)
+def _ioi_sentence(rng: random.Random, split: TaskSplit, stage: tuple[int, int, int]) -> str:
+    n_names, n_intros, n_actions = stage
+    item = ioi_item(rng, split.train_names[: n_names or None], False, n_intros, n_actions)
     return item.prompt + item.correct + "."
 
 
@@ -277,29 +311,57 @@ def _copy_text(rng: random.Random, split: TaskSplit, sentences: list[str]) -> st
     return f"The {thing} was with {people[0]}, not {people[1]}. So the {thing} was with {people[0]}."
 
 
-def _number_text(rng: random.Random, split: TaskSplit) -> str:
-    """Frames where a noun's number shows without subject-verb agreement (determiners, pronouns)."""
-    singular, plural = rng.choice(split.train_nouns + split.heldout_nouns)
+NUMBER_DETERMINERS = (
+    ("this", "that", "one", "a", "every", "each", "the only", "another"),
+    ("these", "those", "two", "many", "several", "both", "all the", "some", "three", "few"),
+)
+NUMBER_PRONOUNS = (("it", "itself", "its"), ("them", "themselves", "their"))
+
+
+def _number_text(rng: random.Random, split: TaskSplit, heldout_share: float = 0.5) -> str:
+    """Frames where a noun's number shows without subject-verb agreement (determiners, pronouns).
+
+    Held-out nouns are drawn `heldout_share` of the time: this is where their number is learned,
+    since their agreement sentences are held out.
+    """
+    pool = (
+        split.heldout_nouns
+        if split.heldout_nouns and rng.random() < heldout_share
+        else split.train_nouns + split.heldout_nouns
+    )
+    singular, plural = rng.choice(pool)
     is_plural = rng.random() < 0.5
     noun = plural if is_plural else singular
-    kind = rng.randrange(4)
+    det = rng.choice(NUMBER_DETERMINERS[is_plural])
+    obj, reflexive, possessive = NUMBER_PRONOUNS[is_plural]
+    kind = rng.randrange(7)
     if kind == 0:
-        det = rng.choice(["these", "those", "two", "many", "several", "both", "all the", "some"]) if is_plural else rng.choice(["this", "that", "one", "a", "every", "each", "the only"])
         return f"She looked at {det} {noun} for a while."
     if kind == 1:
-        pronoun = "them" if is_plural else "it"
-        return f"I saw the {noun} and liked {pronoun}."
+        return f"I saw the {noun} and liked {obj}."
     if kind == 2:
-        pronoun = "themselves" if is_plural else "itself"
-        return f"He thought about the {noun} {pronoun}."
-    pronoun = "they" if is_plural else "it"
-    return f"We found the {noun} where {pronoun} had been left."
+        return f"He thought about the {noun} {reflexive}."
+    if kind == 3:
+        return f"We found the {noun} where {'they' if is_plural else 'it'} had been left."
+    if kind == 4:
+        head = det.capitalize() if rng.random() < 0.5 else "The"
+        return f"{head} {noun} near the {rng.choice(PLACES)} lost {possessive} {rng.choice(['color', 'place', 'name', 'shape'])}."
+    if kind == 5:
+        many = rng.choice(NUMBER_DETERMINERS[1][1:])
+        return f"I had one {singular} once, and now I have {many} {plural}."
+    return f"{det.capitalize()} {noun} {rng.choice(['of mine', 'by the road', 'in the picture', 'we saw'])}, and {det} {noun} only."
 
 
-def training_text_generators(split: TaskSplit, sentences: list[str]) -> dict[str, Callable[[random.Random], str]]:
-    """Named generators of one training sentence each, for the build's data mix."""
+def training_text_generators(
+    split: TaskSplit, sentences: list[str], ioi_stage: tuple[int, int, int] = (0, 0, 0)
+) -> dict[str, Callable[[random.Random], str]]:
+    """Named generators of one training sentence each, for the build's data mix.
+
+    `ioi_stage = (names, intro templates, action templates)`: IOI sentences use only the first of
+    each (0 = all), the build's IOI curriculum.
+    """
     return {
-        "ioi": lambda rng: _ioi_sentence(rng, split),
+        "ioi": lambda rng: _ioi_sentence(rng, split, ioi_stage),
         "sva": lambda rng: _sva_sentence(rng, split),
         "brackets": lambda rng: _bracket_sentence(rng, sentences),
         "copy": lambda rng: _copy_text(rng, split, sentences),

@@ -6,7 +6,11 @@ Steps (each logs its wall time):
    name and noun, so held-out names are single tokens with trained embeddings.
 3. Keep the names that are one token; split names and nouns into training and held-out parts.
 4. Build training rows of `n_ctx` tokens, each BOS + either a Brown window or a run of task
-   sentences. The share of task rows falls linearly from `task_share_start` to `task_share_end`.
+   sentences. First an IOI curriculum (`ioi_curriculum`): IOI-dense rows (`curriculum_task_share`,
+   `curriculum_task_weights`) whose IOI sentences use few names and templates, then more, then all
+   (a small model learns to suppress the repeated name this way and not from the flat mix, see
+   bench/ioi_curriculum.py). After it, the share of task rows falls linearly from
+   `task_share_start` to `task_share_end` over the whole run.
 5. AdamW with warm-up and cosine decay; every `eval_every` steps record validation loss and the
    held-out accuracy of each task (the learning curves).
 Everything is seeded: the same arguments give the same rows, the same order and the same init.
@@ -37,7 +41,17 @@ from core.corpus import (
 )
 from core.evaluate import language_model_loss, task_accuracy
 from core.paths import BUILD_CACHE_DIR, default_paths
-from core.tasks import NAMES, NOUNS, TASKS, TaskSplit, evaluation_items, make_split, training_text_generators
+from core.tasks import (
+    NAMES,
+    NOUNS,
+    TASKS,
+    TaskSplit,
+    evaluation_items,
+    ioi_item,
+    make_split,
+    training_items,
+    training_text_generators,
+)
 from core.tokenizer import END_OF_TEXT, load_bpe, save_tokenizer, single_token_words, train_bpe
 
 log = logging.getLogger(__name__)
@@ -63,9 +77,18 @@ class ModelTrainingConfig:
     task_share_start: float = 0.6
     task_share_end: float = 0.4
     task_weights: dict[str, float] = field(
-        default_factory=lambda: {"ioi": 0.3, "sva": 0.2, "brackets": 0.12, "copy": 0.23, "number": 0.15}
+        default_factory=lambda: {"ioi": 0.35, "sva": 0.17, "brackets": 0.1, "copy": 0.2, "number": 0.18}
     )
-    eval_every: int = 250
+    # (until step, IOI names, intro templates, action templates); 0 = all of them
+    ioi_curriculum: tuple[tuple[int, int, int, int], ...] = (
+        (400, 4, 1, 1),
+        (700, 12, 3, 3),
+        (1000, 40, 10, 8),
+        (1200, 0, 0, 0),
+    )
+    curriculum_task_share: float = 0.875
+    curriculum_task_weights: dict[str, float] = field(default_factory=lambda: {"ioi": 0.9, "copy": 0.1})
+    eval_every: int = 200
     eval_items: int = 200
     threads: int = 2
 
@@ -83,25 +106,43 @@ def _task_text_sample(split: TaskSplit, sentences: list[str], n: int, seed: int)
     return [gens[names[i % len(names)]](rng) for i in range(n)]
 
 
-def _build_rows(cfg: ModelTrainingConfig, tokenizer, brown_train_ids: np.ndarray, split: TaskSplit, sentences: list[str]) -> np.ndarray:
+def curriculum_stage(cfg: ModelTrainingConfig, step: int) -> tuple[int, int, int] | None:
+    """(IOI names, intro templates, action templates) of the IOI curriculum at `step`, or None after it."""
+    for until, names, intros, actions in cfg.ioi_curriculum:
+        if step < until:
+            return names, intros, actions
+    return None
+
+
+def _build_rows(
+    cfg: ModelTrainingConfig, tokenizer, brown_train_ids: np.ndarray, split: TaskSplit, sentences: list[str]
+) -> np.ndarray:
     """All training rows `[steps * batch, n_ctx]` (int32), deterministic in `cfg.seed`."""
     rng = random.Random(cfg.seed + 1)
     bos = tokenizer.token_to_id(END_OF_TEXT)
-    gens = training_text_generators(split, sentences)
-    kinds = list(cfg.task_weights)
-    weights = [cfg.task_weights[k] for k in kinds]
     n_rows = cfg.steps * cfg.batch_size
     rows = np.zeros((n_rows, cfg.n_ctx), dtype=np.int32)
     is_task = np.zeros(n_rows, dtype=bool)
+    row_stage: dict[int, tuple[int, int, int] | None] = {}  # task row -> its curriculum stage
     for step in range(cfg.steps):
+        stage = curriculum_stage(cfg, step)
         share = cfg.task_share_start + (cfg.task_share_end - cfg.task_share_start) * step / max(1, cfg.steps - 1)
-        n_task = round(share * cfg.batch_size)
-        is_task[step * cfg.batch_size : step * cfg.batch_size + n_task] = True
+        n_task = round((cfg.curriculum_task_share if stage else share) * cfg.batch_size)
+        first = step * cfg.batch_size
+        is_task[first : first + n_task] = True
+        row_stage.update(dict.fromkeys(range(first, first + n_task), stage))
     # Task rows: sentences until the row is full (tokenised in one batch for speed).
     task_idx = np.flatnonzero(is_task)
     per_row = 14  # enough sentences to overflow n_ctx=128 tokens
+    generators: dict = {}
     texts = []
-    for _ in task_idx:
+    for i in task_idx:
+        stage = row_stage[int(i)]
+        if stage not in generators:
+            gens = training_text_generators(split, sentences, stage or (0, 0, 0))
+            weights = cfg.curriculum_task_weights if stage else cfg.task_weights
+            generators[stage] = (gens, list(weights), list(weights.values()))
+        gens, kinds, weights = generators[stage]
         sents = [gens[k](rng) for k in rng.choices(kinds, weights=weights, k=per_row)]
         texts.append(" ".join(sents))
     for i, enc in zip(task_idx, tokenizer.encode_batch(texts), strict=True):
@@ -221,7 +262,16 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
     rows = _build_rows(cfg, bpe, data.brown_train_ids, split, data.train_sentences)
     bos = bpe.token_to_id(END_OF_TEXT)
     val = validation_windows(data.validation_ids, cfg.n_ctx, bos, limit=64)
-    eval_sets = {t: evaluation_items(t, split, data.validation_sentences, cfg.eval_items) for t in TASKS}
+    eval_sets = {f"{t}_accuracy": evaluation_items(t, split, data.validation_sentences, cfg.eval_items) for t in TASKS}
+    # The same tasks on training names, nouns and templates: learned at all, or only not generalised?
+    eval_sets.update({f"{t}_training_items": training_items(t, split, cfg.eval_items) for t in ("ioi", "sva")})
+    if cfg.ioi_curriculum:  # IOI as in the curriculum's first stage: is the mechanism there at all?
+        names, intros, actions = cfg.ioi_curriculum[0][1:]
+        rng = random.Random(cfg.seed + 3)
+        first_names = split.train_names[: names or None]
+        eval_sets["ioi_first_stage_items"] = [
+            ioi_item(rng, first_names, False, intros, actions) for _ in range(cfg.eval_items)
+        ]
     t3 = _timed("rows", t2)
     timings["rows_s"] = t3 - t2
 
@@ -260,10 +310,15 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
 
     def record(step: int, train_loss: float) -> None:
         model.eval()
-        point = {"step": step, "tokens": step * cfg.batch_size * cfg.n_ctx, "seconds": round(time.time() - t3, 1), "train_loss": train_loss}
+        point = {
+            "step": step,
+            "tokens": step * cfg.batch_size * cfg.n_ctx,
+            "seconds": round(time.time() - t3, 1),
+            "train_loss": train_loss,
+        }
         point["val_loss"] = language_model_loss(model, val)
-        for task, items in eval_sets.items():
-            point[f"{task}_accuracy"] = task_accuracy(model, items)
+        for key, items in eval_sets.items():
+            point[key] = task_accuracy(model, items)
         curves.append(point)
         log.info("eval %s", json.dumps(point))
         model.train()
@@ -322,9 +377,19 @@ def load_default_data(out_root: Path, split: TaskSplit) -> DefaultData:
     )
 
 
-def mixed_rows(data: DefaultData, n_rows: int, n_ctx: int, task_share: float, seed: int, batch_size: int = 16) -> torch.Tensor:
+def mixed_rows(
+    data: DefaultData, n_rows: int, n_ctx: int, task_share: float, seed: int, batch_size: int = 16
+) -> torch.Tensor:
     """`[n_rows, n_ctx]` int64 rows of the training mix (Brown windows and task text), seeded by `seed`."""
     steps = -(-n_rows // batch_size)
-    cfg = ModelTrainingConfig(seed=seed, n_ctx=n_ctx, batch_size=batch_size, steps=steps, task_share_start=task_share, task_share_end=task_share)
+    cfg = ModelTrainingConfig(
+        seed=seed,
+        n_ctx=n_ctx,
+        batch_size=batch_size,
+        steps=steps,
+        task_share_start=task_share,
+        task_share_end=task_share,
+        ioi_curriculum=(),
+    )
     rows = _build_rows(cfg, data.bpe, data.brown_train_ids, data.split, data.train_sentences)
     return torch.from_numpy(rows[:n_rows].astype(np.int64))

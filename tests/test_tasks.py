@@ -17,6 +17,7 @@ from core.tasks import (
     ioi_item,
     make_split,
     sva_item,
+    training_items,
     training_text_generators,
 )
 
@@ -113,3 +114,20 @@ def test_encode_prompts_pads_right_and_marks_last(tiny_tokenizer):
 def test_multi_token_target_is_refused_with_its_pieces(tiny_tokenizer):
     with pytest.raises(TokenizationError, match="tokens"):
         single_token_id(tiny_tokenizer, " Bartholomew-Smythe")
+
+
+def test_training_items_use_training_names_and_number_frames_show_heldout_nouns():
+    split = make_split(list(NAMES), list(NOUNS), seed=0)
+    for item in training_items("ioi", split, 100):
+        assert {item.correct.strip(), item.incorrect.strip()} <= set(split.train_names)
+    train_words = {w for pair in split.train_nouns for w in pair}
+    assert all(item.prompt.split()[1] in train_words for item in training_items("sva", split, 100))
+    with pytest.raises(ValueError, match="ioi and sva"):
+        training_items("brackets", split, 1)
+    # held-out nouns get their number shown (determiners, pronouns) in about half the number frames
+    gens = training_text_generators(split, SENTENCES)
+    rng = random.Random(2)
+    heldout_words = {w for pair in split.heldout_nouns for w in pair}
+    texts = [gens["number"](rng) for _ in range(400)]
+    share = sum(bool(set(t.replace(".", " ").replace(",", " ").split()) & heldout_words) for t in texts) / len(texts)
+    assert 0.45 < share < 0.75
