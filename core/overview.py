@@ -44,7 +44,9 @@ def learning_curve_markdown(curves: list[dict]) -> str:
     head = "| step | tokens | held-out Brown loss | " + " | ".join(t.removesuffix("_accuracy") for t in tasks) + " |"
     sep = "|" + "---|" * (3 + len(tasks))
     rows = [
-        f"| {c['step']} | {c['tokens'] / 1e6:.2f}M | {c['val_loss']:.3f} | " + " | ".join(f"{c[t]:.2f}" for t in tasks) + " |"
+        f"| {c['step']} | {c['tokens'] / 1e6:.2f}M | {c['val_loss']:.3f} | "
+        + " | ".join(f"{c[t]:.2f}" for t in tasks)
+        + " |"
         for c in curves
     ]
     return "\n".join([head, sep, *rows])
@@ -60,10 +62,25 @@ def plot_learning_curves(curves: list[dict], path: Path) -> None:
     tokens = [c["tokens"] / 1e6 for c in curves]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in [k for k in curves[0] if k.endswith("_accuracy")]:
-        ax_acc.plot(tokens, [c[key] for c in curves], marker="o", label=key.removesuffix("_accuracy"))
+        task = key.removesuffix("_accuracy")
+        (line,) = ax_acc.plot(tokens, [c[key] for c in curves], marker="o", label=task)
+        train_key = f"{task}_training_items"  # the same task on training names/nouns/templates, if recorded
+        if train_key in curves[0]:
+            ax_acc.plot(
+                tokens,
+                [c[train_key] for c in curves],
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{task} (training items)",
+            )
     ax_acc.axhline(0.9, color="grey", linestyle=":", linewidth=1)
-    ax_acc.set(xlabel="training tokens (M)", ylabel="held-out accuracy", ylim=(0, 1.02), title="tasks (held-out items)")
-    ax_acc.legend()
+    ax_acc.set(
+        xlabel="training tokens (M)",
+        ylabel="accuracy",
+        ylim=(0, 1.02),
+        title="tasks (held-out items; dashed: training items)",
+    )
+    ax_acc.legend(fontsize="small")
     ax_loss.plot(tokens, [c["val_loss"] for c in curves], marker="o", color="black")
     ax_loss.set(xlabel="training tokens (M)", ylabel="nats/token", title="held-out Brown loss")
     fig.tight_layout()
