@@ -26,6 +26,7 @@ litellm is imported lazily: importing this module is cheap.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -532,12 +533,17 @@ def supports_logprobs(model: str) -> bool:
 
 
 def run_sync(coro):
-    """Run a coroutine to completion from synchronous code (CLI, Streamlit script thread)."""
+    """Run a coroutine to completion from synchronous code (CLI, Streamlit script thread).
+
+    If this thread already runs an event loop (Jupyter, a test harness such as Playwright's sync
+    API), the coroutine runs on a fresh loop in a worker thread instead, so callers never need to know.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
-    raise RuntimeError("run_sync called inside a running event loop; await the coroutine instead")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def complete(workspace: Path | None, model: str, messages: list[dict], **params: Any) -> LLMReply:

@@ -129,3 +129,21 @@ def test_concurrency_is_bounded():
 
     replies = llm.run_sync(main())
     assert all(r.ok for r in replies) and running["max"] == 3
+
+
+def test_run_sync_works_inside_a_running_event_loop():
+    """Callers inside a running loop (Jupyter, Playwright's sync API in the test session) still get a result."""
+    import concurrent.futures
+
+    from core.llm import run_sync
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    async def caller() -> int:
+        return run_sync(answer())
+
+    # A thread of its own, so the test also holds when the session already runs a loop in the main thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(asyncio.run, caller()).result() == 42
