@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "core.build",
     "core.tracing.commands",
     "core.cache",
+    "core.autointerp.commands",
 )
 
 

@@ -172,7 +172,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 score_id VARCHAR NOT NULL,
                 example INTEGER NOT NULL,            -- index within the score
                 decile SMALLINT NOT NULL,            -- 1..10 activating; 0 non-activating (and intervention rows)
-                kind VARCHAR NOT NULL,               -- activating | random-negative | hard-negative | intervened | clean
+                kind VARCHAR NOT NULL,               -- activating | random-negative | hard-negative | intervened | clean | other-latent
                 prediction DOUBLE,                   -- the scorer's prediction; NULL if its reply was unusable
                 truth DOUBLE NOT NULL,               -- 1/0 for classifiers; the target the prediction is scored against
                 context INTEGER,                     -- the example's window in the cached contexts (NULL for generated text)
@@ -1350,3 +1350,45 @@ def read_explanation_embeddings(
     if not rows:
         return [], np.zeros((0, 0), np.float32)
     return [r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.float32)
+
+
+def dictionary_latent_arrays(con: duckdb.DuckDBPyConnection, dictionary: DictionaryRecord) -> dict[str, np.ndarray]:
+    """Per-latent arrays of one dictionary, indexed by latent: n_fires, row_start, frequency, max_activation `[d_sae]`
+    and quantile_edges `[d_sae, 11]` (zeros for latents without statistics)."""
+    res = con.execute(
+        "SELECT latent, n_fires, row_start, frequency, max_activation, quantile_edges FROM latent_stats WHERE dict_idx = ? ORDER BY latent",
+        [dictionary.index],
+    ).fetchnumpy()
+    d = dictionary.d_sae
+    lat = res["latent"].astype(np.int64)
+    out = {
+        "n_fires": np.zeros(d, np.int64),
+        "row_start": np.zeros(d, np.int64),
+        "frequency": np.zeros(d, np.float64),
+        "max_activation": np.zeros(d, np.float32),
+        "quantile_edges": np.zeros((d, 11), np.float32),
+    }
+    for k in ("n_fires", "row_start", "frequency", "max_activation"):
+        out[k][lat] = np.asarray(res[k])
+    if len(lat):
+        out["quantile_edges"][lat] = np.stack([np.asarray(e, dtype=np.float32) for e in res["quantile_edges"]])
+    return out
+
+
+def dictionary_top_tokens(con: duckdb.DuckDBPyConnection, dictionary: DictionaryRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latent, token, n) arrays of `latent_top_tokens` for one dictionary: the tokens at each latent's highest activations."""
+    res = con.execute(
+        "SELECT latent, token, n FROM latent_top_tokens WHERE dict_idx = ? ORDER BY latent, n DESC, token", [dictionary.index]
+    ).fetchnumpy()
+    return res["latent"].astype(np.int64), res["token"].astype(np.int64), res["n"].astype(np.int64)
+
+
+def explanations_by_id(workspace: Path, explanation_ids: list[str]) -> list[ExplanationRecord]:
+    """The stored explanations with the given ids (any status), in no particular order."""
+    if not explanation_ids:
+        return []
+    with session(workspace) as con:
+        rows = con.execute(
+            f"SELECT {_EXPL_COLS} FROM explanations WHERE explanation_id IN (SELECT unnest(?::VARCHAR[]))", [list(explanation_ids)]
+        ).fetchall()
+    return [_explanation_record(r) for r in rows]

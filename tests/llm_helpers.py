@@ -69,35 +69,55 @@ def _response(model: str, reply):
     )
 
 
-@contextmanager
-def scripted_llm(fn: Callable[[list, dict], object], latency_s: float = 0.0):
-    """Register provider `scripted` answering with `fn(messages, optional_params)` for the duration of the block."""
+_state: dict = {"fn": None, "calls": None, "latency": 0.0}
+_registered = False
+
+
+def _register() -> None:
+    """Register provider `scripted` once per process (litellm keeps the first handler of a name)."""
+    global _registered
+    if _registered:
+        return
     import asyncio
 
     import litellm
     from litellm import CustomLLM
+    from litellm.utils import custom_llm_setup
 
-    calls = Calls()
+    def answer(model, messages, kwargs):
+        fn, calls = _state["fn"], _state["calls"]
+        if fn is None:
+            raise RuntimeError("scripted provider called outside scripted_llm()")
+        params = dict(kwargs.get("optional_params") or {})
+        calls.requests.append((model, messages, params))
+        return _response(model, fn(messages, params))
 
     class _Provider(CustomLLM):
         def completion(self, model, messages, *args, **kwargs):
-            calls.requests.append((model, messages, dict(kwargs.get("optional_params") or {})))
-            if latency_s:
-                time.sleep(latency_s)
-            return _response(model, fn(messages, kwargs.get("optional_params") or {}))
+            if _state["latency"]:
+                time.sleep(_state["latency"])
+            return answer(model, messages, kwargs)
 
         async def acompletion(self, model, messages, *args, **kwargs):
-            calls.requests.append((model, messages, dict(kwargs.get("optional_params") or {})))
-            if latency_s:
-                await asyncio.sleep(latency_s)
-            return _response(model, fn(messages, kwargs.get("optional_params") or {}))
+            if _state["latency"]:
+                await asyncio.sleep(_state["latency"])
+            return answer(model, messages, kwargs)
 
-    old = list(litellm.custom_provider_map)
-    litellm.custom_provider_map = old + [{"provider": "scripted", "custom_handler": _Provider()}]
-    from litellm.utils import custom_llm_setup
-
+    litellm.custom_provider_map = list(litellm.custom_provider_map) + [
+        {"provider": "scripted", "custom_handler": _Provider()}
+    ]
     custom_llm_setup()
+    _registered = True
+
+
+@contextmanager
+def scripted_llm(fn: Callable[[list, dict], object], latency_s: float = 0.0):
+    """Make model `scripted/<anything>` answer with `fn(messages, optional_params)` for the duration of the block."""
+    _register()
+    calls = Calls()
+    old = dict(_state)
+    _state.update(fn=fn, calls=calls, latency=latency_s)
     try:
         yield calls
     finally:
-        litellm.custom_provider_map = old
+        _state.update(old)

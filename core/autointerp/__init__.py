@@ -1,0 +1,12 @@
+"""Automated interpretability: explain latents from sampled examples and score the explanations.
+
+    examples.py        latents of a dictionary → example sets (train by strategy, test, negatives) → text
+    explainers.py      LLM explainer (prompts/explainer.py) and the baseline:token-stats explainer
+    scorers/           detection, fuzzing (shared ClassifierScorer base), simulation, surprisal, embedding, intervention
+    judges.py          the offline judge judge:minilm-similarity; embedder.py: all-MiniLM-L6-v2 and window embeddings
+    random_latents.py  the random-direction baseline
+    engine.py          the resumable pipeline; explain_and_score_latent for the app
+    default.py         ensure_default_explanations for the default workspace
+    commands.py        `python -m core explain` / `python -m core score`
+LLM calls go through core/llm.py; rows are stored by core/store.py (migration 2).
+"""

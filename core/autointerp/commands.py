@@ -1,0 +1,169 @@
+"""CLI: `python -m core explain ...` and `python -m core score ...` (registered in core/cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.cli import UserError
+
+
+class Bars:
+    """tqdm progress bars for the engine's `progress(phase, done, total)` callback, one bar per phase."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="latent")
+        bar.n = done  # type: ignore[attr-defined]
+        bar.refresh()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Close every bar."""
+        for bar in self.bars.values():
+            bar.close()  # type: ignore[attr-defined]
+
+
+def _latent_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UserError(f"--latents takes comma-separated integers, e.g. 1,2,3 (got {text!r})") from None
+
+
+def _dictionaries(workspace: Path, given: list[str] | None) -> list[str]:
+    from core import store
+
+    if not workspace.exists():
+        raise UserError(
+            f"workspace {workspace} does not exist; build it with `python -m core cache --workspace {workspace} ...`"
+        )
+    ready = [d.id for d in store.list_dictionaries(workspace, ready_only=True)]
+    if given:
+        return given
+    if not ready:
+        raise UserError(f"{workspace} has no cached dictionaries")
+    return ready
+
+
+def _spec(args, scorers: tuple[str, ...], explain_missing: bool):
+    from core.autointerp.engine import RunSpec
+    from core.autointerp.examples import SamplingParams
+    from core.autointerp.explainers import BASELINE_EXPLAINER, ExplainerParams
+
+    explainer = BASELINE_EXPLAINER if args.explainer in (None, "baseline", BASELINE_EXPLAINER) else args.explainer
+    try:
+        sampling = SamplingParams(strategy=args.strategy, n_train=args.n_train, window=args.window, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    options = {}
+    if getattr(args, "n_per_prompt", None):
+        options = {"detection": {"n_per_prompt": args.n_per_prompt}, "fuzzing": {"n_per_prompt": args.n_per_prompt}}
+    return RunSpec(
+        explainer=explainer,
+        sampling=sampling,
+        explainer_params=ExplainerParams(activations=not args.no_activations, chain_of_thought=args.cot),
+        scorers=scorers,
+        scorer_model=None if getattr(args, "model", None) in (None, "judge") else args.model,
+        scorer_options=options,
+        random_explanations=not args.no_random_explanations,
+        random_latents=args.random_latents,
+        concurrency=args.concurrency,
+        explain_missing=explain_missing,
+    )
+
+
+def _run(args, scorers: tuple[str, ...], explain_missing: bool) -> int:
+    from core.autointerp.engine import run
+
+    workspace = Path(args.workspace)
+    dicts = _dictionaries(workspace, args.dictionary)
+    spec = _spec(args, scorers, explain_missing)
+    bars = Bars()
+    try:
+        report = run(workspace, dicts, spec, latents=_latent_list(args.latents), sample=args.sample, progress=bars)
+    finally:
+        bars.close()
+    out = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in report.__dict__.items() if k != "timings"}
+    out["timings"] = {k: round(v, 1) for k, v in report.timings.items()}
+    print(json.dumps(out, default=str))
+    return 0
+
+
+def _run_explain(args) -> int:
+    args.explainer = args.model
+    return _run(args, (), True)
+
+
+def _run_score(args) -> int:
+    scorers = tuple(s.strip() for s in args.scorers.split(",") if s.strip())
+    if not scorers:
+        raise UserError("--scorers needs at least one of detection,fuzzing,simulation,surprisal,embedding,intervention")
+    return _run(args, scorers, explain_missing=False)
+
+
+def _common(p) -> None:
+    p.add_argument("--workspace", required=True, help="the workspace file (built by `python -m core cache`)")
+    p.add_argument("--dictionary", nargs="+", help="dictionary ids (default: every cached dictionary)")
+    p.add_argument("--latents", help="comma-separated latent ids, e.g. 1,2,3 (default: every live latent)")
+    p.add_argument("--sample", type=int, help="a seeded random sample of N live latents per dictionary")
+    p.add_argument(
+        "--strategy",
+        default="top",
+        choices=["top", "random", "quantile"],
+        help="how the explainer's examples are sampled",
+    )
+    p.add_argument("--n-train", type=int, default=20, help="examples shown to the explainer")
+    p.add_argument("--window", type=int, default=32, help="tokens per example window")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-activations", action="store_true", help="LLM explainer: do not show activation values")
+    p.add_argument("--cot", action="store_true", help="LLM explainer: ask for chain of thought")
+    p.add_argument("--no-random-explanations", action="store_true", help="skip the random-explanation baseline rows")
+    p.add_argument(
+        "--random-latents",
+        type=int,
+        default=0,
+        help="also explain/score N random-direction latents per dictionary (baseline)",
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="LLM calls in flight at once")
+
+
+def register(sub) -> None:
+    """Add the `explain` and `score` commands."""
+    p = sub.add_parser(
+        "explain", help="explain latents with an LLM (any litellm model id) or the offline token-statistics baseline"
+    )
+    _common(p)
+    p.add_argument(
+        "--model",
+        default="baseline",
+        help="litellm model id (e.g. openai/gpt-4o-mini; key from the environment) or 'baseline'",
+    )
+    p.set_defaults(run=_run_explain)
+
+    q = sub.add_parser(
+        "score", help="score stored explanations: detection, fuzzing, simulation, surprisal, embedding, intervention"
+    )
+    _common(q)
+    q.add_argument(
+        "--scorers",
+        required=True,
+        help="comma-separated: detection,fuzzing,simulation,surprisal,embedding,intervention",
+    )
+    q.add_argument(
+        "--model",
+        default="judge",
+        help="LLM for detection/fuzzing/simulation (litellm id), or 'judge' for the offline judges",
+    )
+    q.add_argument(
+        "--explainer", default="baseline", help="whose explanations to score: 'baseline' or the explainer's litellm id"
+    )
+    q.add_argument("--n-per-prompt", type=int, default=5, help="detection/fuzzing examples per prompt")
+    q.set_defaults(run=_run_score)

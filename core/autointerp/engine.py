@@ -1,0 +1,536 @@
+"""The explain/score engine: latents → example sets → explanations → scores, resumable, in chunks.
+
+`run(workspace, dictionaries, spec, latents=..., sample=..., progress=...)` for each dictionary:
+1. loads every cached activation of the dictionary once (`DictionaryLatents`) and picks the latents
+   (explicit ids, or a seeded sample of n, or every live latent);
+2. per chunk of latents: draws example sets (`examples.example_sets`), explains each latent (the
+   `baseline:token-stats` explainer, or an LLM through one `LLMClient`: cache, bounded concurrency,
+   retries), and stores the explanations;
+3. scores every ok explanation with each requested scorer and stores score + per-example rows;
+4. baselines, scored the same way: `random-explanation` rows (another latent's explanation for this
+   latent) and `random-latent` rows (random directions, `random_latents.py`).
+
+Resumable: explanation and score ids are hashes of everything that defines them, so a rerun skips
+whatever is stored (ok, or failed for a non-transient reason) and pays for nothing twice (LLM replies
+are also cached by prompt). Work is written per chunk, so an interrupted run loses at most one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from core import store
+from core.autointerp.examples import DictionaryLatents, ExampleSets, SamplingParams, example_sets, workspace_tokens
+from core.autointerp.explainers import (
+    BASELINE_EXPLAINER,
+    RANDOM_LATENT,
+    ExplainerParams,
+    explainer_messages,
+    llm_explanation_record,
+    random_explanations,
+    token_stats_explanation,
+)
+from core.autointerp.random_latents import RANDOM_LATENT_SEED, RandomLatents, build_random_latents
+from core.autointerp.scorers import LLM_SCORERS, SCORERS, make_scorer
+from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv, failed_outcome
+from core.cli import UserError
+from core.store import ExplanationRecord
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+MIN_TEST_EXAMPLES = 2  # activating test windows a latent needs to be scored
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to do: which explainer, how to sample, which scorers with which model, which baselines."""
+
+    explainer: str = BASELINE_EXPLAINER
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    explainer_params: ExplainerParams = field(default_factory=ExplainerParams)
+    scorers: tuple[str, ...] = ()
+    scorer_model: str | None = None  # None: each scorer's offline default
+    scorer_options: dict = field(default_factory=dict)  # scorer name -> constructor options
+    random_explanations: bool = True
+    random_latents: int = 0  # random-direction latents per dictionary
+    concurrency: int = 8
+    chunk: int = 256
+    explain_missing: bool = True  # False (`score` command): score only explanations already stored
+
+    @property
+    def explainer_is_llm(self) -> bool:
+        """True unless the explainer is the token-statistics baseline."""
+        return self.explainer != BASELINE_EXPLAINER
+
+
+@dataclass
+class RunReport:
+    """Counts of a run (what was done now vs found done) and its LLM usage."""
+
+    explained: int = 0
+    explanations_found: int = 0
+    explanations_failed: int = 0
+    scored: int = 0
+    scores_found: int = 0
+    scores_failed: int = 0
+    seconds: float = 0.0
+    llm: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        """Accumulate wall time per phase."""
+        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent sources: real dictionary latents or random directions
+
+
+class _Source:
+    """Latents of one dictionary as the engine needs them: activations, max, decoder direction, baseline kind."""
+
+    baseline: str | None = None
+
+    def __init__(self, dictionary: str, hook_out: str):
+        self.dictionary = dictionary
+        self.hook_out = hook_out
+
+    def activations(self, latent: int):  # -> LatentActivations
+        raise NotImplementedError
+
+    def max_activation(self, latent: int) -> float:
+        raise NotImplementedError
+
+    def decoder(self, latent: int) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def extra_params(self) -> dict:
+        return {}
+
+
+class _RealSource(_Source):
+    def __init__(self, workspace: Path, dictionary: str, model_name: str):
+        self.dl = DictionaryLatents(workspace, dictionary)
+        super().__init__(dictionary, self.dl.record.hook_out)
+        self.model_name = model_name
+        self._w_dec: np.ndarray | None = None
+
+    def activations(self, latent: int):
+        return self.dl.activations(latent)
+
+    def max_activation(self, latent: int) -> float:
+        return float(self.dl.edges[latent][-1])
+
+    def decoder(self, latent: int) -> np.ndarray | None:
+        if self._w_dec is None:
+            self._w_dec = load_decoder(self.model_name, self.dictionary)
+        return self._w_dec[latent]
+
+
+class _RandomSource(_Source):
+    baseline = RANDOM_LATENT
+
+    def __init__(self, rl: RandomLatents):
+        super().__init__(rl.dictionary, rl.hook_out)
+        self.rl = rl
+
+    def activations(self, latent: int):
+        return self.rl.activations(latent)
+
+    def max_activation(self, latent: int) -> float:
+        return self.rl.max_activation(latent)
+
+    def decoder(self, latent: int) -> np.ndarray | None:
+        return self.rl.decoders[latent]
+
+    def extra_params(self) -> dict:
+        return {"random_latent": {"seed": self.rl.seed, "n": self.rl.n, "frequency": round(self.rl.frequency, 8)}}
+
+
+def subject_model(name: str):
+    """The workspace's subject model by name (loaded once per process, CPU, eval mode)."""
+    from core.autointerp.scorers.surprisal import load_lm
+
+    return load_lm(f"lm:{name}")
+
+
+def load_decoder(model_name: str, dictionary: str) -> np.ndarray:
+    """Decoder directions `[d_sae, d_out]` of a dictionary of the workspace's model (neurons: the MLP's W_out)."""
+    from core.cache import resolve_dictionaries
+
+    model = subject_model(model_name)
+    d = resolve_dictionaries(model, model_name, [dictionary], neurons=False, device="cpu")[0]
+    return d.W_dec.detach().float().cpu().numpy()
+
+
+def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, tokens) -> _RandomSource:
+    live = real.dl.frequency[real.dl.n_fires > 0]
+    freq = float(np.median(live)) if len(live) else 1e-3
+    rec = real.dl.record
+    rl = build_random_latents(
+        subject_model(model_name),
+        tokens.tokens,
+        rec.id,
+        rec.hook_in,
+        rec.hook_out,
+        rec.d_out,
+        freq,
+        n,
+        RANDOM_LATENT_SEED,
+    )
+    return _RandomSource(rl)
+
+
+# ---------------------------------------------------------------------------------------------
+# Explaining
+
+
+def _with_source(rec: ExplanationRecord, source: _Source) -> ExplanationRecord:
+    """Mark a record made from a random-latent source as such (id recomputed so it differs from a real latent's)."""
+    if source.baseline is None:
+        return rec
+    from core.autointerp.explainers import explanation_id
+
+    params = {**rec.params, **source.extra_params()}
+    eid = explanation_id(
+        rec.dictionary, rec.latent, rec.explainer, source.baseline, rec.strategy, rec.prompt_version, params
+    )
+    return replace(rec, explanation_id=eid, is_baseline=True, baseline=source.baseline, params=params)
+
+
+async def _explain_chunk(
+    spec: RunSpec,
+    source: _Source,
+    sets: list[ExampleSets],
+    texts: list[str],
+    client,
+    workspace: Path,
+    report: RunReport,
+) -> list[ExplanationRecord]:
+    """Explanations of a chunk of latents: stored ones are read back, missing ones made and stored."""
+    if not spec.explain_missing:
+        if spec.explainer_is_llm:
+            ids = [
+                _with_source(
+                    llm_explanation_record(
+                        s, spec.explainer, spec.sampling, spec.explainer_params, None, "probe", False
+                    ),
+                    source,
+                ).explanation_id
+                for s in sets
+            ]
+        else:
+            ids = [_with_source(token_stats_explanation(s, texts, spec.sampling), source).explanation_id for s in sets]
+        stored = [r for r in store.explanations_by_id(workspace, ids) if r.status == "ok"]
+        report.explanations_found += len(stored)
+        return stored
+    if not spec.explainer_is_llm:
+        recs = [_with_source(token_stats_explanation(s, texts, spec.sampling), source) for s in sets]
+        done = store.done_ids(workspace, "explanations", [r.explanation_id for r in recs])
+        new = [r for r in recs if r.explanation_id not in done]
+        report.explanations_found += len(recs) - len(new)
+        store.write_explanations(workspace, new)
+        report.explained += len(new)
+        report.explanations_failed += sum(r.status != "ok" for r in new)
+        return [r for r in recs if r.status == "ok"]
+
+    from core.llm import LLMRequest
+
+    # ids do not depend on the reply: compute them from an empty reply to find what is stored
+    probes = [
+        _with_source(
+            llm_explanation_record(s, spec.explainer, spec.sampling, spec.explainer_params, None, "probe", False),
+            source,
+        )
+        for s in sets
+    ]
+    done = store.done_ids(workspace, "explanations", [p.explanation_id for p in probes])
+    redo = [
+        i
+        for i, p in enumerate(probes)
+        if p.explanation_id not in done or (done[p.explanation_id][0] != "ok" and done[p.explanation_id][1])
+    ]
+    report.explanations_found += len(sets) - len(redo)
+    requests = [
+        LLMRequest(
+            spec.explainer,
+            explainer_messages(sets[i], texts, source.max_activation(sets[i].latent), spec.explainer_params),
+            spec.explainer_params.litellm_params(),
+            "explain",
+            source.dictionary,
+            sets[i].latent,
+        )
+        for i in redo
+    ]
+    replies = await client.acomplete_many(requests)
+    new = [
+        _with_source(
+            llm_explanation_record(
+                sets[i], spec.explainer, spec.sampling, spec.explainer_params, r.text, r.problem(), r.transient
+            ),
+            source,
+        )
+        for i, r in zip(redo, replies, strict=True)
+    ]
+    store.write_explanations(workspace, new)
+    report.explained += len(new)
+    report.explanations_failed += sum(r.status != "ok" for r in new)
+    ids = [p.explanation_id for p in probes]
+    stored = {r.explanation_id: r for r in store.explanations_by_id(workspace, ids)}
+    return [stored[i] for i in ids if i in stored and stored[i].status == "ok"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+async def _score(
+    scorers: list[Scorer],
+    tasks: list[ScoreTask],
+    env: ScoringEnv,
+    workspace: Path,
+    report: RunReport,
+    progress: ProgressFn | None,
+    label: str,
+) -> None:
+    """Score `tasks` with every scorer, skipping stored scores; writes each scorer's results at once."""
+    for scorer in scorers:
+        t0 = time.perf_counter()
+        ids = [scorer.score_id(t) for t in tasks]
+        done = store.done_ids(workspace, "scores", ids)
+        todo = [t for t, i in zip(tasks, ids, strict=True) if i not in done or (done[i][0] != "ok" and done[i][1])]
+        report.scores_found += len(tasks) - len(todo)
+        scorable = [t for t in todo if len(t.sets.test) >= MIN_TEST_EXAMPLES]
+        outcomes: list[Outcome] = [
+            failed_outcome(
+                scorer,
+                t,
+                f"latent has {len(t.sets.test)} activating test windows outside its training examples; need {MIN_TEST_EXAMPLES}",
+            )
+            for t in todo
+            if len(t.sets.test) < MIN_TEST_EXAMPLES
+        ]
+        if scorable:
+            outcomes += await scorer.score(scorable, env)
+        store.write_scores(workspace, outcomes)
+        report.scored += len(outcomes)
+        report.scores_failed += sum(o[0].status != "ok" for o in outcomes)
+        report.add_time(scorer.name, time.perf_counter() - t0)
+        if progress is not None:
+            progress(f"{label} {scorer.name}", len(tasks), len(tasks))
+
+
+def _tasks(
+    explanations: list[ExplanationRecord], sets_by_latent: dict[int, ExampleSets], source: _Source, need_decoder: bool
+) -> list[ScoreTask]:
+    out = []
+    for e in explanations:
+        s = sets_by_latent.get(e.latent)
+        if s is None:
+            continue
+        out.append(
+            ScoreTask(
+                e,
+                s,
+                source.max_activation(e.latent),
+                source.decoder(e.latent) if need_decoder else None,
+                source.hook_out,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def select_latents(
+    n_fires: np.ndarray, latents: list[int] | None = None, sample: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """The latents to work on: `latents` if given (checked against `n_fires: [d_sae]`), else every live one,
+    or a seeded random `sample` of n live ones (ascending)."""
+    d_sae = len(n_fires)
+    if latents is not None:
+        bad = [int(x) for x in latents if not 0 <= int(x) < d_sae]
+        if bad:
+            raise UserError(f"latent {bad[0]} is out of range (0..{d_sae - 1})")
+        return np.asarray(sorted(set(int(x) for x in latents)), dtype=np.int64)
+    live = np.flatnonzero(n_fires > 0)
+    if sample is not None and sample < len(live):
+        live = np.sort(np.random.default_rng([seed, 3]).choice(live, size=sample, replace=False))
+    return live
+
+
+def _check_models(spec: RunSpec, subject: str = "default") -> list[Scorer]:
+    from core.llm import check_credentials
+
+    unknown = [s for s in spec.scorers if s not in SCORERS]
+    if unknown:
+        raise UserError(f"unknown scorer {unknown[0]!r}; valid: {', '.join(SCORERS)}")
+    if spec.explainer_is_llm and spec.explain_missing:
+        check_credentials(spec.explainer)
+    try:
+        scorers = []
+        for name in spec.scorers:
+            options = dict(spec.scorer_options.get(name, {}))
+            model = spec.scorer_model if name in LLM_SCORERS else None
+            if name == "surprisal":
+                model = options.pop("lm", f"lm:{subject}")  # the causal LM: the workspace's own model by default
+            if name == "intervention":
+                options.setdefault("lm", f"lm:{subject}")
+            scorers.append(make_scorer(name, model, **options))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for s in scorers:
+        if s.uses_llm:
+            check_credentials(s.model)
+    return scorers
+
+
+async def arun(
+    workspace: Path,
+    dictionaries: list[str],
+    spec: RunSpec,
+    latents: list[int] | None = None,
+    sample: int | None = None,
+    progress: ProgressFn | None = None,
+) -> RunReport:
+    """Explain and score latents of `dictionaries` as `spec` says (see the module docstring); returns counts."""
+    from core.llm import LLMClient
+
+    t_start = time.perf_counter()
+    workspace = Path(workspace)
+    if not workspace.exists():
+        raise UserError(
+            f"workspace {workspace} does not exist; build it with `python -m core cache --workspace {workspace} ...`"
+        )
+    with store.session(workspace) as con:
+        corpus = store.get_info(con, "corpus")
+        model_info = store.get_info(con, "model") or {"name": "default"}
+        known = [d.id for d in store.dictionaries(con) if d.status == "ready"]
+    scorers = _check_models(spec, model_info["name"])  # before any work: unknown scorers, missing keys
+    missing = [d for d in dictionaries if d not in known]
+    if missing:
+        raise UserError(f"dictionary {missing[0]!r} is not cached in {workspace}; it has: {', '.join(known) or 'none'}")
+    if corpus is None:
+        raise UserError(f"{workspace} has no cached contexts; run `python -m core cache` first")
+    tokens, texts = workspace_tokens(workspace)
+    client = LLMClient(workspace, concurrency=spec.concurrency)
+    env = ScoringEnv(workspace, texts, tokens, client, int(corpus["n_contexts"]), int(corpus["ctx_len"]))
+    need_decoder = any(s.name == "intervention" for s in scorers)
+    report = RunReport()
+    try:
+        for dictionary in dictionaries:
+            t0 = time.perf_counter()
+            source = _RealSource(workspace, dictionary, model_info["name"])
+            report.add_time("load", time.perf_counter() - t0)
+            chosen = select_latents(source.dl.n_fires, latents, sample, spec.sampling.seed)
+            explanations, sets_by_latent = await _explain_and_score(
+                spec, source, chosen, env, scorers, need_decoder, report, progress, dictionary
+            )
+            if spec.random_explanations and explanations:
+                rnd = random_explanations(explanations, seed=spec.sampling.seed)
+                found = store.done_ids(workspace, "explanations", [r.explanation_id for r in rnd])
+                store.write_explanations(workspace, [r for r in rnd if r.explanation_id not in found])
+                report.explained += len(rnd) - len(found)
+                report.explanations_found += len(found)
+                await _score(
+                    scorers,
+                    _tasks(rnd, sets_by_latent, source, need_decoder),
+                    env,
+                    workspace,
+                    report,
+                    progress,
+                    f"{dictionary} random-explanation",
+                )
+            if spec.random_latents:
+                t0 = time.perf_counter()
+                rsource = _random_source(workspace, source, model_info["name"], spec.random_latents, tokens)
+                report.add_time("random latents", time.perf_counter() - t0)
+                await _explain_and_score(
+                    spec,
+                    rsource,
+                    np.arange(rsource.rl.n),
+                    env,
+                    scorers,
+                    need_decoder,
+                    report,
+                    progress,
+                    f"{dictionary} random-latent",
+                )
+    finally:
+        await asyncio.to_thread(client.flush)
+    report.llm = dict(client.stats)
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+async def _explain_and_score(
+    spec, source: _Source, chosen: np.ndarray, env: ScoringEnv, scorers, need_decoder, report, progress, label
+) -> tuple[list, dict]:
+    explanations: list[ExplanationRecord] = []
+    sets_by_latent: dict[int, ExampleSets] = {}
+    for a in range(0, len(chosen), spec.chunk):
+        chunk = chosen[a : a + spec.chunk]
+        t0 = time.perf_counter()
+        sets = [example_sets(source.activations(int(lat)), env.tokens, spec.sampling) for lat in chunk]
+        report.add_time("sampling", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        got = await _explain_chunk(spec, source, sets, env.texts, env.client, env.workspace, report)
+        report.add_time("explain", time.perf_counter() - t0)
+        for s in sets:
+            sets_by_latent[s.latent] = s
+        explanations += got
+        if scorers:
+            await _score(
+                scorers, _tasks(got, sets_by_latent, source, need_decoder), env, env.workspace, report, None, label
+            )
+        if progress is not None:
+            progress(label, min(a + spec.chunk, len(chosen)), len(chosen))
+    return explanations, sets_by_latent
+
+
+def run(
+    workspace: Path,
+    dictionaries: list[str],
+    spec: RunSpec,
+    latents: list[int] | None = None,
+    sample: int | None = None,
+    progress: ProgressFn | None = None,
+) -> RunReport:
+    """Synchronous `arun` (CLI, Streamlit)."""
+    from core.llm import run_sync
+
+    return run_sync(arun(workspace, dictionaries, spec, latents, sample, progress))
+
+
+def explain_and_score_latent(
+    workspace: Path,
+    dictionary: str,
+    latent: int,
+    explainer_model: str | None = None,
+    scorers: list[str] | tuple[str, ...] = SCORERS,
+    progress: ProgressFn | None = None,
+    strategy: str = "top",
+    scorer_model: str | None = None,
+) -> list[ExplanationRecord]:
+    """Explain one latent now (LLM `explainer_model`, or the baseline when None) and score it with `scorers`
+    (`scorer_model` for those that can use an LLM, else offline judges); returns the latent's explanations.
+    For the app: a missing API key raises a UserError naming the variable before any work."""
+    spec = RunSpec(
+        explainer=explainer_model or BASELINE_EXPLAINER,
+        sampling=SamplingParams(strategy=strategy),
+        scorers=tuple(scorers),
+        scorer_model=scorer_model,
+        random_explanations=False,
+    )
+    run(workspace, [dictionary], spec, latents=[int(latent)], progress=progress)
+    return store.explanations_for_latent(workspace, dictionary, int(latent))

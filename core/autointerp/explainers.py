@@ -1,0 +1,232 @@
+"""Explainers: an LLM explainer (any litellm model) and the offline token-statistics baseline.
+
+Both turn one latent's training examples (`ExampleSets.train`) into one `ExplanationRecord`.
+
+LLM explainer: the seed paper's prompt (`prompts/explainer.py`): each example window with its
+activating tokens marked <<like this>>, optionally followed by their activations on a 0-9 scale and
+optionally asking for chain of thought; the explanation is the reply's last `[EXPLANATION]:` line.
+A reply without one (or empty, or cut off at the token limit) is stored as a failed row with the raw text.
+
+Baseline `baseline:token-stats` (no LLM): from the same training examples, the latent's
+characteristic activating tokens (weighted by activation) and the token that most often precedes
+them, written as a sentence, e.g. `the token "of" (often after "one")`. It is labelled a baseline
+(`is_baseline = true`) in every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from core.autointerp.examples import ExampleSets, SamplingParams, activation_listing, example_token_texts, render
+from core.autointerp.prompts import explainer as explainer_prompt
+from core.sampling import Example
+from core.store import ExplanationRecord
+
+BASELINE_EXPLAINER = "baseline:token-stats"
+TOKEN_STATS_VERSION = "token-stats-v1"
+RANDOM_EXPLANATION = "random-explanation"
+RANDOM_LATENT = "random-latent"
+
+
+@dataclass(frozen=True)
+class ExplainerParams:
+    """Options of the LLM explainer (stored in each row's params)."""
+
+    activations: bool = True
+    chain_of_thought: bool = False
+    temperature: float = 0.0
+    max_tokens: int = 400
+
+    def to_dict(self) -> dict:
+        """Plain JSON."""
+        return asdict(self)
+
+    def litellm_params(self) -> dict:
+        """The params passed to litellm."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens * (4 if self.chain_of_thought else 1)}
+
+
+def stable_id(*parts: object) -> str:
+    """A short deterministic id (16 hex digits) of JSON-serialisable parts."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def explanation_id(
+    dictionary: str, latent: int, explainer: str, baseline: str | None, strategy: str, prompt_version: str, params: dict
+) -> str:
+    """The id of the explanation these inputs define (a rerun with the same inputs finds it)."""
+    return stable_id("explanation", dictionary, int(latent), explainer, baseline, strategy, prompt_version, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-statistics baseline
+
+
+def _quote(token_text: str) -> str:
+    t = token_text.replace("\n", "\\n").strip() or token_text.replace(" ", "␣")
+    return f'"{t}"'
+
+
+def token_stats_summary(
+    train: list[Example], n_tokens: int = 3, coverage: float = 0.8
+) -> tuple[list[int], list[int], float]:
+    """The characteristic tokens of a latent's examples: (activating token ids, preceding token ids, share of the top preceding token).
+
+    Activating tokens: ids at positions where the latent is > 0, weighted by activation, most weight
+    first, as many as needed to cover `coverage` of the weight (at most `n_tokens`). Preceding tokens:
+    the ids just before those positions, weighted the same way, kept while each has ≥ 25% of the weight (at most 2).
+    """
+    act: Counter[int] = Counter()
+    prev: Counter[int] = Counter()
+    for ex in train:
+        for i in np.flatnonzero(ex.activations > 0):
+            w = float(ex.activations[i])
+            act[int(ex.tokens[i])] += w
+            if i > 0:
+                prev[int(ex.tokens[i - 1])] += w
+    total = sum(act.values())
+    tokens: list[int] = []
+    covered = 0.0
+    for tok, w in act.most_common(n_tokens):
+        tokens.append(tok)
+        covered += w
+        if covered >= coverage * total:
+            break
+    ptotal = sum(prev.values())
+    before = [tok for tok, w in prev.most_common(2) if ptotal and w / ptotal >= 0.25]
+    share = prev.most_common(1)[0][1] / ptotal if ptotal else 0.0
+    return tokens, before, share
+
+
+def token_stats_text(train: list[Example], texts: list[str]) -> str | None:
+    """The baseline's explanation sentence, or None if the examples have no activating token."""
+    tokens, before, _ = token_stats_summary(train)
+    if not tokens:
+        return None
+    names = [_quote(texts[t]) for t in tokens]
+    head = f"the token {names[0]}" if len(names) == 1 else "the tokens " + ", ".join(names[:-1]) + f" and {names[-1]}"
+    if before:
+        head += " (often after " + " or ".join(_quote(texts[t]) for t in before) + ")"
+    return head
+
+
+def token_stats_explanation(sets: ExampleSets, texts: list[str], sampling: SamplingParams) -> ExplanationRecord:
+    """The `baseline:token-stats` explanation of one latent from its training examples."""
+    params = {"sampling": sampling.to_dict()}
+    eid = explanation_id(
+        sets.dictionary, sets.latent, BASELINE_EXPLAINER, None, sets.strategy, TOKEN_STATS_VERSION, params
+    )
+    text = token_stats_text(sets.train, texts)
+    return ExplanationRecord(
+        eid,
+        sets.dictionary,
+        sets.latent,
+        BASELINE_EXPLAINER,
+        True,
+        None,
+        sets.strategy,
+        text,
+        TOKEN_STATS_VERSION,
+        params,
+        status="ok" if text else "failed",
+        error=None if text else "no activating examples",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# LLM explainer
+
+
+def explainer_messages(
+    sets: ExampleSets, texts: list[str], max_activation: float, params: ExplainerParams
+) -> list[dict]:
+    """The explainer's chat messages for one latent: its training windows, activating tokens marked."""
+    rendered = [render(example_token_texts(ex, texts), ex.activations > 0) for ex in sets.train]
+    listings = [activation_listing(ex, texts, max_activation) for ex in sets.train] if params.activations else None
+    return explainer_prompt.build_messages(rendered, listings, params.chain_of_thought)
+
+
+def llm_explanation_record(
+    sets: ExampleSets,
+    model: str,
+    sampling: SamplingParams,
+    params: ExplainerParams,
+    reply_text: str | None,
+    problem: str | None,
+    transient: bool,
+) -> ExplanationRecord:
+    """The row for an LLM explainer's reply: ok with the parsed explanation, or failed with the raw reply and why."""
+    p = {"sampling": sampling.to_dict(), "explainer": params.to_dict()}
+    eid = explanation_id(sets.dictionary, sets.latent, model, None, sets.strategy, explainer_prompt.VERSION, p)
+    text = None if problem else explainer_prompt.parse_reply(reply_text)
+    if problem is None and text is None:
+        problem = "reply has no [EXPLANATION]: line"
+    return ExplanationRecord(
+        eid,
+        sets.dictionary,
+        sets.latent,
+        model,
+        False,
+        None,
+        sets.strategy,
+        text,
+        explainer_prompt.VERSION,
+        p,
+        status="ok" if text else "failed",
+        error=problem,
+        raw=reply_text,
+        transient=transient,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Baseline explanations for scoring
+
+
+def random_explanations(explanations: list[ExplanationRecord], seed: int = 0) -> list[ExplanationRecord]:
+    """For each explanation, a `random-explanation` row for the same latent carrying another latent's text.
+
+    A seeded derangement over the given (ok) explanations: nobody keeps their own text. Needs ≥ 2.
+    """
+    ok = [e for e in explanations if e.status == "ok" and e.text]
+    if len(ok) < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ok))
+    shift = np.roll(perm, 1)  # each perm[i] borrows from perm[i-1]: a derangement
+    donor = np.empty(len(ok), dtype=np.int64)
+    donor[perm] = shift
+    out = []
+    for e, j in zip(ok, donor, strict=True):
+        src = ok[int(j)]
+        params = {**e.params, "random_explanation_seed": seed}
+        eid = explanation_id(
+            e.dictionary,
+            e.latent,
+            e.explainer,
+            RANDOM_EXPLANATION,
+            e.strategy,
+            e.prompt_version,
+            {**params, "source": src.explanation_id},
+        )
+        out.append(
+            ExplanationRecord(
+                eid,
+                e.dictionary,
+                e.latent,
+                e.explainer,
+                True,
+                RANDOM_EXPLANATION,
+                e.strategy,
+                src.text,
+                e.prompt_version,
+                params,
+                source_explanation_id=src.explanation_id,
+            )
+        )
+    return out
