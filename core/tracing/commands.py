@@ -20,19 +20,49 @@ def _add_trace_params(p) -> None:
     from core.tracing.hierarchical import TraceParams
 
     d = TraceParams()
-    p.add_argument("--node-threshold", type=float, default=d.node_threshold, help=f"keep parents with a larger share of |direct effect| (default {d.node_threshold})")
-    p.add_argument("--max-parents", type=int, default=d.max_parents, help=f"at most this many parents per node (default {d.max_parents})")
-    p.add_argument("--edge-threshold", type=float, default=d.edge_threshold, help=f"keep edges with at least this share (default {d.edge_threshold})")
-    p.add_argument("--max-depth", type=int, default=d.max_depth, help=f"levels below the target (default {d.max_depth})")
-    p.add_argument("--max-latents", type=int, default=d.max_latents, help=f"stop expanding after this many latents (default {d.max_latents})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"targets per backward pass (default {d.batch_size})")
+    p.add_argument(
+        "--node-threshold",
+        type=float,
+        default=d.node_threshold,
+        help=f"keep parents with a larger share of |direct effect| (default {d.node_threshold})",
+    )
+    p.add_argument(
+        "--max-parents",
+        type=int,
+        default=d.max_parents,
+        help=f"at most this many parents per node (default {d.max_parents})",
+    )
+    p.add_argument(
+        "--edge-threshold",
+        type=float,
+        default=d.edge_threshold,
+        help=f"keep edges with at least this share (default {d.edge_threshold})",
+    )
+    p.add_argument(
+        "--max-depth", type=int, default=d.max_depth, help=f"levels below the target (default {d.max_depth})"
+    )
+    p.add_argument(
+        "--max-latents",
+        type=int,
+        default=d.max_latents,
+        help=f"stop expanding after this many latents (default {d.max_latents})",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"targets per backward pass (default {d.batch_size})"
+    )
 
 
 def _params(args):
     from core.tracing.hierarchical import TraceParams
 
-    return TraceParams(node_threshold=args.node_threshold, max_parents=args.max_parents, edge_threshold=args.edge_threshold,
-                       max_depth=args.max_depth, max_latents=args.max_latents, batch_size=args.batch_size)
+    return TraceParams(
+        node_threshold=args.node_threshold,
+        max_parents=args.max_parents,
+        edge_threshold=args.edge_threshold,
+        max_depth=args.max_depth,
+        max_latents=args.max_latents,
+        batch_size=args.batch_size,
+    )
 
 
 def _load(args):
@@ -43,7 +73,9 @@ def _load(args):
 
     torch.set_num_threads(args.threads)
     if args.model != "default":
-        raise ValueError(f"tracing needs transcoders for the model; only the embedded default has them (got --model {args.model})")
+        raise ValueError(
+            f"tracing needs transcoders for the model; only the embedded default has them (got --model {args.model})"
+        )
     root = Path(args.root) if args.root else None
     model = load_model("default", root=root)
     dicts = [d for d in load_default_dictionaries(root).values() if d.kind in ("attn", "transcoder")]
@@ -69,7 +101,9 @@ def _parse_latent(text: str | None) -> tuple[str, int] | None:
         return None
     dict_id, _, latent = text.rpartition(":")
     if not dict_id or not latent.lstrip("-").isdigit():
-        raise ValueError(f"--latent must be DICTIONARY_ID:LATENT (e.g. transcoder:blocks.1.ln2.hook_normalized:42), got {text!r}")
+        raise ValueError(
+            f"--latent must be DICTIONARY_ID:LATENT (e.g. transcoder:blocks.1.ln2.hook_normalized:42), got {text!r}"
+        )
     return dict_id, int(latent)
 
 
@@ -81,9 +115,19 @@ def run_trace(args) -> int:
     model, dicts, root = _load(args)
     means = _means(args, model, dicts, root) if not args.no_faithfulness else None
     result = trace_prompt(
-        model, dicts, args.prompt, target=args.target, contrast=args.contrast, latent=_parse_latent(args.latent),
-        position=args.position, params=_params(args), faithfulness=not args.no_faithfulness, means=means,
-        ablation=args.ablation, with_full_graph=args.full, active_only=args.active_only,
+        model,
+        dicts,
+        args.prompt,
+        target=args.target,
+        contrast=args.contrast,
+        latent=_parse_latent(args.latent),
+        position=args.position,
+        params=_params(args),
+        faithfulness=not args.no_faithfulness,
+        means=means,
+        ablation=args.ablation,
+        with_full_graph=args.full,
+        active_only=args.active_only,
     )
     if args.out:
         save_graph(result.graph, Path(args.out))
@@ -94,15 +138,19 @@ def run_trace(args) -> int:
     g = result.graph.graph
     print(f"prompt: {g['prompt']!r} ({len(g['prompt_tokens'])} tokens with BOS)")
     print(f"target: {g['target']['node_id']} = {g['target_value']:.4f}")
-    print(f"graph: {summary['n_nodes']} nodes ({summary['n_latents']} latents), {summary['n_edges']} edges, "
-          f"{summary['n_backward']} backward passes, {summary['timings'].get('total', 0):.2f} s")
+    print(
+        f"graph: {summary['n_nodes']} nodes ({summary['n_latents']} latents), {summary['n_edges']} edges, "
+        f"{summary['n_backward']} backward passes, {summary['timings'].get('total', 0):.2f} s"
+    )
     for e in summary["top_edges_into_target"]:
         print(f"  {e['source']:<32} {e['weight']:+.4f}")
     f = summary["faithfulness"]
     if f:
-        print(f"faithfulness {f['faithfulness']:.3f}, complement {f['complement_faithfulness']:.3f} "
-              f"(m(M)={f['metric_full']:.3f}, m(C)={f['metric_circuit']:.3f}, m(M\\C)={f['metric_complement']:.3f}, "
-              f"m(empty)={f['metric_empty']:.3f}; {f['ablation']} ablation)")
+        print(
+            f"faithfulness {f['faithfulness']:.3f}, complement {f['complement_faithfulness']:.3f} "
+            f"(m(M)={f['metric_full']:.3f}, m(C)={f['metric_circuit']:.3f}, m(M\\C)={f['metric_complement']:.3f}, "
+            f"m(empty)={f['metric_empty']:.3f}; {f['ablation']} ablation)"
+        )
     if args.out:
         print(f"graph written to {args.out}")
     return 0
@@ -122,13 +170,16 @@ def run_circuits(args) -> int:
     rm = ReplacementModel(model, dicts)
     sweep = DEFAULT_SWEEP
     if args.thresholds:
-        sweep = tuple(TraceParams(node_threshold=float(t), max_parents=args.max_parents) for t in args.thresholds.split(","))
+        sweep = tuple(
+            TraceParams(node_threshold=float(t), max_parents=args.max_parents) for t in args.thresholds.split(",")
+        )
     out = []
     for task in tasks:
         items = load_task_items(task, args.n, root, tokenizer=model.tokenizer)
         prepared, skipped = prepare_items(rm, items)
-        comparison, graphs = compare_methods(rm, prepared, sweep, means, args.ablation, task=task, n_skipped=skipped,
-                                             active_only=args.active_only)
+        comparison, graphs = compare_methods(
+            rm, prepared, sweep, means, args.ablation, task=task, n_skipped=skipped, active_only=args.active_only
+        )
         mid = len(sweep) // 2
         aggregate = aggregate_graphs(graphs[mid])
         record = comparison.to_json()
@@ -164,11 +215,15 @@ def register(subparsers) -> None:
     p.add_argument("--position", type=int, default=-1, help="position of the target (default: the last)")
     _add_common(p)
     p.add_argument("--no-faithfulness", action="store_true", help="skip the ablation runs")
-    p.add_argument("--full", action="store_true", help="also build the full attribution graph (counts its backward passes)")
+    p.add_argument(
+        "--full", action="store_true", help="also build the full attribution graph (counts its backward passes)"
+    )
     p.add_argument("--out", help="write the graph JSON here")
     p.set_defaults(run=run_trace)
 
-    c = subparsers.add_parser("circuits", help="compare hierarchical tracing, attribution patching and random circuits on a task")
+    c = subparsers.add_parser(
+        "circuits", help="compare hierarchical tracing, attribution patching and random circuits on a task"
+    )
     c.add_argument("--task", default="ioi", choices=["ioi", "sva", "brackets", "all"])
     c.add_argument("--n", type=int, default=16, help="prompts per task (default 16)")
     c.add_argument("--thresholds", help="comma-separated node thresholds for the sweep (default: the built-in sweep)")
@@ -181,9 +236,18 @@ def _add_common(p) -> None:
     p.add_argument("--model", default="default", help="subject model (only 'default' has transcoders)")
     p.add_argument("--root", help="folder of the default build (default data/default)")
     _add_trace_params(p)
-    p.add_argument("--ablation", choices=["mean", "zero"], default="mean", help="how ablated latents are replaced (default mean over corpus text)")
+    p.add_argument(
+        "--ablation",
+        choices=["mean", "zero"],
+        default="mean",
+        help="how ablated latents are replaced (default mean over corpus text)",
+    )
     p.add_argument("--means-windows", type=int, default=64, help="corpus windows for latent means (default 64)")
-    p.add_argument("--active-only", action="store_true", help="ablate only latents active in the run (inactive ones stay 0, not their mean)")
+    p.add_argument(
+        "--active-only",
+        action="store_true",
+        help="ablate only latents active in the run (inactive ones stay 0, not their mean)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
