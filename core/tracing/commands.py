@@ -158,6 +158,10 @@ def run_trace(args) -> int:
 
 def run_circuits(args) -> int:
     """`circuits`: dataset-level comparison of hierarchical tracing, attribution patching and random."""
+    if args.compare_pruning:
+        from core.pruning_comparison import run_compare_pruning
+
+        return run_compare_pruning(args)
     from core.tasks import TASKS
     from core.tracing.dataset import DEFAULT_SWEEP, aggregate_graphs, compare_methods, load_task_items, prepare_items
     from core.tracing.graph import graph_to_json
@@ -229,6 +233,9 @@ def register(subparsers) -> None:
     c.add_argument("--thresholds", help="comma-separated node thresholds for the sweep (default: the built-in sweep)")
     _add_common(c)
     c.add_argument("--out", help="folder for <task>-comparison.json and <task>-aggregate-graph.json")
+    from core.pruning_comparison import add_arguments
+
+    add_arguments(c)
     c.set_defaults(run=run_circuits)
 
 

@@ -1,0 +1,234 @@
+"""LLM circuit pruning: strict reply validation, prompt building, hierarchical splitting, verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import pytest
+
+from core.circuit_llm import (
+    Decision,
+    NodeSuggestion,
+    PruneConfig,
+    PruneReplyError,
+    PruneSuggestion,
+    graph_influence,
+    parse_prune_reply,
+    parse_summary_reply,
+    resolve_suggestion,
+    single_prompt,
+    split_to_fit,
+    task_for_graph,
+)
+
+TARGET = "logit@5:')'-'.'"
+
+
+def toy_graph(n_per_layer: int = 2, n_layers: int = 3) -> nx.DiGraph:
+    """A layered graph: embed@1 -> layer-0 latents -> ... -> the logit; every latent feeds every latent of the next layer."""
+    G = nx.DiGraph()
+    G.graph.update({"prompt": "He left (because", "target": {"label": "')' - '.'"}, "target_value": 1.5})
+    G.add_node(
+        TARGET, kind="logit", layer=n_layers, position=5, latent=None, activation=1.5, is_target=True, token="')'-'.'"
+    )
+    G.add_node("embed@1", kind="embed", layer=-1, position=1, latent=None, activation=3.0, token=" (")
+    below = ["embed@1"]
+    for layer in range(n_layers):
+        here = []
+        for i in range(n_per_layer):
+            v = f"transcoder.{layer}/{10 * layer + i}@5"
+            G.add_node(
+                v,
+                kind="transcoder",
+                layer=layer,
+                position=5,
+                latent=10 * layer + i,
+                activation=1.0 + i,
+                dictionary=f"transcoder:blocks.{layer}.ln2.hook_normalized",
+                token=" because",
+                feature_key=v.split("@")[0],
+            )
+            for u in below:
+                G.add_edge(u, v, weight=0.5 + 0.1 * i)
+            here.append(v)
+        below = here
+    for u in below:
+        G.add_edge(u, TARGET, weight=1.0)
+    return G
+
+
+def reply(keep: dict[str, str], drop: list[str], summary: str = "Copies the open bracket forward.") -> str:
+    return json.dumps({"keep": [{"id": k, "role": r} for k, r in keep.items()], "drop": drop, "summary": summary})
+
+
+NODES = ["a", "b", "c"]
+
+
+def test_valid_reply_is_parsed_in_order_and_a_fence_is_tolerated():
+    text = reply({"b": "detects the bracket", TARGET: "the output"}, ["a", "c"])
+    parsed = parse_prune_reply(text, NODES, TARGET)
+    assert list(parsed.keep) == ["b", TARGET] and parsed.keep["b"] == "detects the bracket"
+    assert parsed.drop == ("a", "c") and parsed.summary.startswith("Copies")
+    assert parse_prune_reply(f"```json\n{text}\n```", NODES, TARGET) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Sure! Here is the pruning: keep b.", "not valid JSON"),
+        ("", "empty"),
+        ('["a", "b"]', "not an object"),
+        ('{"keep": [], "drop": ["a", "b", "c"]}', "missing 'summary'"),
+        ('{"keep": [], "drop": ["a", "b", "c"], "summary": "s", "notes": "x"}', "unexpected 'notes'"),
+        ('{"keep": {"a": "x"}, "drop": ["b", "c"], "summary": "s"}', '"keep" must be a list'),
+        ('{"keep": ["a"], "drop": ["b", "c"], "summary": "s"}', '"keep"[0] must be an object'),
+        ('{"keep": [{"id": "a"}], "drop": ["b", "c"], "summary": "s"}', "missing 'role'"),
+        ('{"keep": [{"id": "a", "role": "two\\nlines"}], "drop": ["b", "c"], "summary": "s"}', "must be one line"),
+        ('{"keep": [{"id": "a", "role": "  "}], "drop": ["b", "c"], "summary": "s"}', "is empty"),
+        ('{"keep": [{"id": 3, "role": "x"}], "drop": ["b", "c"], "summary": "s"}', "must be a string"),
+        ('{"keep": [], "drop": ["a", "b", 7], "summary": "s"}', '"drop"[2] must be a node id string'),
+        ('{"keep": [], "drop": ["a", "b", "c"], "summary": ""}', '"summary" is empty'),
+    ],
+)
+def test_malformed_replies_are_rejected_with_the_reason(text, reason):
+    with pytest.raises(PruneReplyError) as exc:
+        parse_prune_reply(text, NODES, TARGET)
+    assert reason in exc.value.reason
+    assert "nothing was applied" in str(exc.value)
+
+
+def test_semantic_errors_are_rejected_with_the_reason():
+    cases = [
+        (reply({"a": "x", "transcoder.9/999@2": "made up"}, ["b", "c"]), "not in the graph: 'transcoder.9/999@2'"),
+        (reply({"a": "x"}, ["b", "c", TARGET]), "drops the target node"),
+        (reply({"a": "x", "b": "y"}, ["b", "c"]), "in both keep and drop: 'b'"),
+        (reply({"a": "x"}, ["b"]), "neither keep nor drop: 'c'"),
+        (reply({"a": "x"}, ["b", "c", "b"]), "lists 'b' twice"),
+        (
+            '{"keep": [{"id": "a", "role": "x"}, {"id": "a", "role": "y"}], "drop": ["b", "c"], "summary": "s"}',
+            "lists 'a' twice",
+        ),
+        (reply({"a": "x" * 201}, ["b", "c"]), "at most 200"),
+    ]
+    for text, reason in cases:
+        with pytest.raises(PruneReplyError) as exc:
+            parse_prune_reply(text, NODES, TARGET)
+        assert reason in exc.value.reason, (reason, exc.value.reason)
+    # A node of the graph that was not listed in this part is named as such, not as invented.
+    with pytest.raises(PruneReplyError, match="not listed in this prompt: 'z'"):
+        parse_prune_reply(reply({"a": "x", "z": "y"}, ["b", "c"]), NODES, TARGET, elsewhere={"z"})
+
+
+def test_summary_reply_schema():
+    assert parse_summary_reply('{"summary": "Line one.\\nLine two."}') == "Line one.\nLine two."
+    with pytest.raises(PruneReplyError, match="unexpected 'keep'"):
+        parse_summary_reply('{"summary": "s", "keep": []}')
+    with pytest.raises(PruneReplyError, match="not valid JSON"):
+        parse_summary_reply("The circuit copies brackets.")
+
+
+def test_single_prompt_lists_every_node_with_its_explanation_and_the_rules():
+    G = toy_graph()
+    target = TARGET
+    infl = graph_influence(G, target)
+    expl = {"transcoder.2/20@5": "fires inside parentheses\nand on commas"}
+    msgs = single_prompt(G, task_for_graph(G, "brackets"), expl, infl, PruneConfig())
+    user = msgs[1]["content"]
+    for v in G:
+        if v != target:
+            assert f"\n{v} |" in user
+    assert "fires inside parentheses and on commas" in user  # one line
+    assert "(no explanation)" in user  # the other latents
+    assert f"Never drop the target node ({target})" in user
+    assert "He left (because" in user and "Bracket closing" in user
+
+
+def test_graph_influence_follows_paths_to_the_target():
+    G = toy_graph(n_per_layer=1, n_layers=2)
+    infl = graph_influence(G, TARGET)
+    # A chain with one parent per node: every node's normalised influence is 1 (all of its child's input).
+    assert infl["transcoder.1/10@5"] == pytest.approx(1.0)
+    assert infl["transcoder.0/0@5"] == pytest.approx(1.0)
+    assert infl["embed@1"] == pytest.approx(1.0)
+    G.add_node("attn.0/3@2", kind="attn", layer=0, position=2)
+    G.add_edge("attn.0/3@2", "transcoder.1/10@5", weight=-1.5)  # |-1.5| against 0.5 from transcoder.0/0: a 3:1 share
+    infl = graph_influence(G, TARGET)
+    assert infl["attn.0/3@2"] == pytest.approx(0.75) and infl["transcoder.0/0@5"] == pytest.approx(0.25)
+    assert infl["embed@1"] == pytest.approx(0.25)
+
+
+def test_split_to_fit_halves_until_each_part_fits():
+    nodes = [f"n{i}" for i in range(10)]
+
+    def build(chunk):
+        return [{"role": "user", "content": "x" * (400 * len(chunk))}]  # 100 tokens a node
+
+    parts = split_to_fit(nodes, build, budget=320)
+    assert [len(p) for p in parts] == [2, 3, 2, 3]
+    assert [v for p in parts for v in p] == nodes
+    assert split_to_fit(nodes, build, budget=10_000) == [nodes]
+    assert split_to_fit(["only"], build, budget=1) == [["only"]]  # cannot split further
+
+
+def suggestion() -> PruneSuggestion:
+    return PruneSuggestion(
+        model="openai/scripted",
+        prompt_version="circuit-prune-v1",
+        target_id=TARGET,
+        mode="single prompt",
+        nodes=[
+            NodeSuggestion("a", "keep", "reads the bracket"),
+            NodeSuggestion("b", "drop"),
+            NodeSuggestion("c", "keep", "writes ')'"),
+        ],
+        summary="a then c.",
+        target_role="the output",
+    )
+
+
+def test_verdicts_accept_edit_reject():
+    s = suggestion()
+    all_accepted = resolve_suggestion(s)
+    assert all_accepted.removed_nodes == ["b"]
+    assert all_accepted.node_annotations == {
+        "a": {"text": "reads the bracket", "author": "openai/scripted"},
+        "c": {"text": "writes ')'", "author": "openai/scripted"},
+        TARGET: {"text": "the output", "author": "openai/scripted"},
+    }
+    assert all_accepted.summary == {"text": "a then c.", "author": "openai/scripted"}
+    assert all_accepted.created_by == "openai/scripted"
+
+    mixed = resolve_suggestion(
+        s,
+        {"a": Decision("edit", "  reads the\nopen bracket "), "b": Decision("reject"), "c": Decision("reject")},
+        Decision("edit", "Hand-written summary."),
+    )
+    assert mixed.removed_nodes == []  # rejecting the drop keeps b
+    assert mixed.node_annotations["a"] == {"text": "reads the open bracket", "author": "hand"}
+    assert "c" not in mixed.node_annotations
+    assert mixed.summary == {"text": "Hand-written summary.", "author": "hand"}
+    assert mixed.pruning["verdicts"] == {"accept": 1, "edit": 1, "reject": 2}  # the target's role was accepted
+
+    none = resolve_suggestion(s, {v: Decision("reject") for v in ["a", "b", "c", TARGET]}, Decision("reject"))
+    assert (
+        none.removed_nodes == [] and none.node_annotations == {} and none.summary is None and none.created_by == "hand"
+    )
+
+    with pytest.raises(ValueError, match="no role to edit"):
+        resolve_suggestion(s, {"b": Decision("edit", "x")})
+    with pytest.raises(ValueError, match="does not cover: 'zzz'"):
+        resolve_suggestion(s, {"zzz": Decision("accept")})
+    with pytest.raises(ValueError, match="edited to nothing"):
+        resolve_suggestion(s, {"a": Decision("edit", " ")})
+
+
+def test_applied_pruning_leaves_the_original_graph_untouched():
+    G = toy_graph()
+    nodes = [NodeSuggestion(v, "drop" if v.startswith("transcoder.0") else "keep", "role") for v in G if v != TARGET]
+    s = PruneSuggestion("m", "v", TARGET, "single prompt", nodes, "summary")
+    applied = resolve_suggestion(s)
+    H = applied.apply_to(G)
+    assert set(H) == set(G) - {"transcoder.0/0@5", "transcoder.0/1@5"}
+    assert G.number_of_nodes() == 8 and G.has_node("transcoder.0/0@5")
+    assert PruneSuggestion.from_json(json.loads(json.dumps(s.to_json()))) == s
