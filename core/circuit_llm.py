@@ -450,12 +450,30 @@ def _kept_lines(G: nx.DiGraph, kept: Mapping[str, str], influence: Mapping[str, 
         pos = a.get("position")
         where = f"pos {pos} {a.get('token', '')!r}" if pos is not None else "-"
         line = f"{v} | {a.get('kind')} | L{a.get('layer')} | {where} | {kept[v]}"
-        if used + len(line) + 1 > char_limit and lines:
+        if used + len(line) + 1 > char_limit:
             lines.append(f"... and {len(order) - j} more kept node(s) with weaker influence, not shown")
             break
         lines.append(line)
         used += len(line) + 1
     return "\n".join(lines)
+
+
+def _fit_kept(
+    user_with: Callable[[str], str],
+    G: nx.DiGraph,
+    kept: Mapping[str, str],
+    influence: Mapping[str, float],
+    config: PruneConfig,
+    share: float,
+    squeeze: bool,
+) -> list[dict[str, str]]:
+    """Messages whose kept-node section gets `share` of the budget, or, when `squeeze`, whatever room the rest leaves."""
+    budget_chars = config.max_prompt_tokens * CHARS_PER_TOKEN
+    limit = int(budget_chars * share)
+    if squeeze:
+        rest = sum(len(m["content"]) for m in _messages(user_with(""))) + 16 * CHARS_PER_TOKEN
+        limit = min(limit, max(0, budget_chars - rest))
+    return _messages(user_with(_kept_lines(G, kept, influence, limit)))
 
 
 def part_prompt(
@@ -470,27 +488,34 @@ def part_prompt(
     part_label: str,
     mode: str,
 ) -> list[dict[str, str]]:
-    """Chat messages asking to prune one part of a hierarchical pruning (the kept context cut to half the budget)."""
+    """Chat messages asking to prune one part of a hierarchical pruning.
+
+    The nodes kept downstream get up to half the budget (strongest first); a part of one node gets
+    what room is left, so the smallest part fits whenever anything can.
+    """
     target = target_node(G)
     downstream = set(kept) | {target} | set(part_nodes)
     edges, total = _edge_lines(G, part_nodes, downstream, config.edges_per_node * max(1, len(part_nodes)))
-    user = prompts.USER_PART.format(
-        task=task.text(),
-        target_id=target,
-        target_label=_target_label(G, target),
-        mode=mode,
-        part=part,
-        part_label=part_label,
-        kept_lines=_kept_lines(G, kept, influence, config.max_prompt_tokens * CHARS_PER_TOKEN // 2),
-        n_nodes=len(part_nodes),
-        node_lines="\n".join(node_line(G, v, influence[v], explanations.get(v)) for v in part_nodes),
-        n_edges=len(edges),
-        n_edges_total=total,
-        edge_lines="\n".join(edges) or "(none)",
-        schema=prompts.SCHEMA,
-        rules=prompts.RULES.format(target_id=target),
-    )
-    return _messages(user)
+
+    def user_with(kept_lines: str) -> str:
+        return prompts.USER_PART.format(
+            task=task.text(),
+            target_id=target,
+            target_label=_target_label(G, target),
+            mode=mode,
+            part=part,
+            part_label=part_label,
+            kept_lines=kept_lines,
+            n_nodes=len(part_nodes),
+            node_lines="\n".join(node_line(G, v, influence[v], explanations.get(v)) for v in part_nodes),
+            n_edges=len(edges),
+            n_edges_total=total,
+            edge_lines="\n".join(edges) or "(none)",
+            schema=prompts.SCHEMA,
+            rules=prompts.RULES.format(target_id=target),
+        )
+
+    return _fit_kept(user_with, G, kept, influence, config, 0.5, squeeze=len(part_nodes) <= 1)
 
 
 def summary_prompt(
@@ -502,19 +527,23 @@ def summary_prompt(
     notes: Sequence[str],
     mode: str,
 ) -> list[dict[str, str]]:
-    """Chat messages asking for the closing summary of a hierarchical pruning."""
+    """Chat messages asking for the closing summary of a hierarchical pruning (notes and kept nodes cut to the budget)."""
     target = target_node(G)
-    user = prompts.USER_SUMMARY.format(
-        task=task.text(),
-        target_id=target,
-        target_label=_target_label(G, target),
-        mode=mode,
-        n_parts=len(notes),
-        kept_lines=_kept_lines(G, kept, influence, config.max_prompt_tokens * CHARS_PER_TOKEN * 2 // 3),
-        part_notes="\n".join(f"- part {i + 1}: {_single_line(n, 400)}" for i, n in enumerate(notes)),
-        schema=prompts.SUMMARY_SCHEMA,
-    )
-    return _messages(user)
+    note_chars = max(80, config.max_prompt_tokens * CHARS_PER_TOKEN // (4 * max(1, len(notes))))
+
+    def user_with(kept_lines: str) -> str:
+        return prompts.USER_SUMMARY.format(
+            task=task.text(),
+            target_id=target,
+            target_label=_target_label(G, target),
+            mode=mode,
+            n_parts=len(notes),
+            kept_lines=kept_lines,
+            part_notes="\n".join(f"- part {i + 1}: {_single_line(n, note_chars)}" for i, n in enumerate(notes)),
+            schema=prompts.SUMMARY_SCHEMA,
+        )
+
+    return _fit_kept(user_with, G, kept, influence, config, 1.0, squeeze=True)
 
 
 def split_to_fit(
@@ -544,7 +573,7 @@ class _Calls:
     usage: dict[str, float] = field(default_factory=dict)
 
 
-def _ask(
+async def _ask(
     model: str,
     messages: list[dict[str, str]],
     config: PruneConfig,
@@ -553,11 +582,7 @@ def _ask(
     part: str = "",
 ) -> Any:
     """One call through core.llm, parsed by `parse`; a rejected reply names the part it belonged to."""
-    from core import llm
-
-    reply = llm.run_sync(
-        calls.client.acomplete(model, messages, purpose="circuit-prune", temperature=config.temperature)
-    )
+    reply = await calls.client.acomplete(model, messages, purpose="circuit-prune", temperature=config.temperature)
     calls.n += 1
     calls.cached += int(reply.cached)
     if not reply.cached:
@@ -606,12 +631,14 @@ def suggest_pruning(
         influence = graph_influence(G, target)
     calls = _Calls(llm.LLMClient(workspace, use_cache=use_cache))
     try:
-        return _suggest(G, model, task, explanations, config, progress, calls, target, others, influence, timings)
+        return llm.run_sync(
+            _suggest(G, model, task, explanations, config, progress, calls, target, others, influence, timings)
+        )
     finally:
         calls.client.flush()  # replies that arrived stay cached, even when one was rejected
 
 
-def _suggest(
+async def _suggest(
     G: nx.DiGraph,
     model: str,
     task: PruneTask,
@@ -632,11 +659,11 @@ def _suggest(
         mode = "single prompt"
         report(progress, f"asking {model} to prune {len(others)} nodes", 0.1)
         with phase("llm_single", timings, log):
-            parsed = _ask(model, whole, config, lambda t: parse_prune_reply(t, others, target), calls)
+            parsed = await _ask(model, whole, config, lambda t: parse_prune_reply(t, others, target), calls)
         target_role = parsed.keep.pop(target, "")
         kept, summary = parsed.keep, parsed.summary
     else:
-        kept, target_role, summary, mode = _prune_hierarchically(
+        kept, target_role, summary, mode = await _prune_hierarchically(
             G, model, task, explanations, influence, config, calls, estimated, progress, timings
         )
     nodes = [
@@ -668,7 +695,7 @@ def _suggest(
     )
 
 
-def _prune_hierarchically(
+async def _prune_hierarchically(
     G: nx.DiGraph,
     model: str,
     task: PruneTask,
@@ -729,7 +756,7 @@ def _prune_hierarchically(
                 )
                 part = len(notes) + 1
                 report(progress, f"asking {model} about part {part}: {label}", 0.05 + 0.85 * j / len(layers))
-                parsed = _ask(
+                parsed = await _ask(
                     model,
                     build(chunk, label, part),
                     config,
@@ -744,7 +771,7 @@ def _prune_hierarchically(
         mode += f", with {len(split_layers)} layer(s) too large for one prompt split into subgraphs ({', '.join(_layer_name(x) for x in split_layers)})"
     report(progress, f"asking {model} for the summary", 0.92)
     with phase("llm_summary", timings, log):
-        closing = _ask(
+        closing = await _ask(
             model,
             summary_prompt(G, task, influence, config, kept, notes, mode),
             config,

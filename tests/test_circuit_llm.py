@@ -232,3 +232,188 @@ def test_applied_pruning_leaves_the_original_graph_untouched():
     assert set(H) == set(G) - {"transcoder.0/0@5", "transcoder.0/1@5"}
     assert G.number_of_nodes() == 8 and G.has_node("transcoder.0/0@5")
     assert PruneSuggestion.from_json(json.loads(json.dumps(s.to_json()))) == s
+
+
+# ---------------------------------------------------------------------------------------------
+# Through core.llm with a scripted in-process provider
+
+
+def listed_ids(user: str, header: str = "NODES") -> list[str]:
+    """Node ids of the NODES section of a prompt (each line starts 'id | kind | ...')."""
+    lines = user.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    out = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        out.append(line.split(" | ")[0])
+    return out
+
+
+def keep_top_layers(messages, params) -> str:
+    """A scripted pruner: keeps the latents of layers 1 and up and the target, drops the rest."""
+    user = messages[-1]["content"]
+    if "Summarise the algorithm" in user:
+        return json.dumps({"summary": "Layer-2 latents read the bracket state from layer 1."})
+    ids = listed_ids(user, "NODES OF THIS PART" if "NODES OF THIS PART" in user else "NODES")
+    keep = {v: f"carries the bracket state ({v})" for v in ids if v.startswith(("transcoder.1", "transcoder.2"))}
+    keep[TARGET] = "the traced logit difference"
+    return reply(keep, [v for v in ids if v not in keep], "Layer-1 and layer-2 latents carry the open bracket.")
+
+
+def test_missing_key_fails_before_any_call(tmp_path, monkeypatch):
+    import litellm
+
+    from core.circuit_llm import suggest_pruning
+    from core.llm import MissingCredentialsError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("no call may be made without credentials")
+
+    monkeypatch.setattr(litellm, "acompletion", forbidden)
+    monkeypatch.setattr(litellm, "completion", forbidden)
+    ws = tmp_path / "ws.duckdb"
+    with pytest.raises(MissingCredentialsError, match="OPENAI_API_KEY"):
+        suggest_pruning(ws, toy_graph(), "openai/gpt-4o-mini")
+    assert not ws.exists()  # nothing was written either
+
+
+def test_single_prompt_suggestion_is_validated_and_cached(tmp_path):
+    from core.circuit_llm import suggest_pruning
+    from tests.llm_helpers import scripted_llm
+
+    G = toy_graph()
+    ws = tmp_path / "ws.duckdb"
+    with scripted_llm(keep_top_layers) as calls:
+        s = suggest_pruning(
+            ws, G, "scripted/pruner", task_for_graph(G, "brackets"), {"transcoder.2/20@5": "open bracket"}
+        )
+        again = suggest_pruning(
+            ws, G, "scripted/pruner", task_for_graph(G, "brackets"), {"transcoder.2/20@5": "open bracket"}
+        )
+    assert len(calls) == 1 and again.n_cached == 1 and s.n_cached == 0
+    assert s.mode == "single prompt" and s.n_calls == 1 and s.prompt_version == "circuit-prune-v1"
+    assert set(s.kept_ids) == {"transcoder.2/20@5", "transcoder.2/21@5", "transcoder.1/10@5", "transcoder.1/11@5"}
+    assert set(s.dropped_ids) == {"transcoder.0/0@5", "transcoder.0/1@5", "embed@1"}
+    assert s.target_role == "the traced logit difference" and s.summary.startswith("Layer-1 and layer-2")
+    assert again.nodes == s.nodes
+    sent = calls.requests[0][1][-1]["content"]
+    assert "open bracket" in sent and calls.requests[0][2].get("temperature") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (lambda ids: "I would keep the layer-2 latents.", "not valid JSON"),
+        (
+            lambda ids: reply({ids[0]: "x", "transcoder.7/7@5": "invented"}, ids[1:]),
+            "not in the graph: 'transcoder.7/7@5'",
+        ),
+        (lambda ids: reply({ids[0]: "x"}, [*ids[1:], TARGET]), "drops the target node"),
+    ],
+)
+def test_bad_replies_are_rejected_with_the_reason(tmp_path, bad, reason):
+    from core.circuit_llm import suggest_pruning
+    from tests.llm_helpers import scripted_llm
+
+    G = toy_graph()
+    before = nx.node_link_data(G, edges="links")
+    with scripted_llm(lambda m, p: bad(listed_ids(m[-1]["content"]))):
+        with pytest.raises(PruneReplyError, match="nothing was applied") as exc:
+            suggest_pruning(tmp_path / "ws.duckdb", G, "scripted/pruner")
+    assert reason in exc.value.reason
+    assert nx.node_link_data(G, edges="links") == before  # the graph was not touched
+
+
+def test_large_graph_is_pruned_layer_by_layer_then_summarised(tmp_path):
+    from core.circuit_llm import estimate_tokens, suggest_pruning
+    from tests.llm_helpers import scripted_llm
+
+    G = toy_graph(n_per_layer=6, n_layers=3)
+    expl = {v: "fires on tokens inside an open parenthesis, " * 3 for v in G if v.startswith("transcoder")}
+    task = task_for_graph(G, "brackets")
+    whole = estimate_tokens(single_prompt(G, task, expl, graph_influence(G, TARGET), PruneConfig()))
+    config = PruneConfig(max_prompt_tokens=whole - 1)
+    with scripted_llm(keep_top_layers) as calls:
+        s = suggest_pruning(tmp_path / "ws.duckdb", G, "scripted/pruner", task, expl, config)
+    users = [r[1][-1]["content"] for r in calls.requests]
+    # One call per layer, from the output down (layers 2, 1, 0, embeddings), then the summary.
+    assert s.n_calls == len(users) == 5 and "Summarise the algorithm" in users[-1]
+    assert [listed_ids(u, "NODES OF THIS PART")[0].split("/")[0] for u in users[:3]] == [
+        "transcoder.2",
+        "transcoder.1",
+        "transcoder.0",
+    ]
+    assert listed_ids(users[3], "NODES OF THIS PART") == ["embed@1"]
+    assert all(estimate_tokens(r[1]) <= config.max_prompt_tokens for r in calls.requests)
+    # Later parts see what was kept downstream, with its role.
+    assert "transcoder.2/20@5 | transcoder | L2 | pos 5 ' because' | carries the bracket state" in users[1]
+    assert s.mode == "hierarchical: layer by layer"
+    assert s.summary.startswith("Pruned hierarchically, layer by layer, in 4 parts")
+    assert s.summary.endswith("Layer-2 latents read the bracket state from layer 1.")
+    assert len(s.kept_ids) == 12 and len(s.dropped_ids) == 7
+
+    # A budget too small for one layer splits the layers into subgraphs, and the summary says so.
+    small = PruneConfig(max_prompt_tokens=max(500, estimate_tokens(calls.requests[0][1]) - 150))
+    with scripted_llm(keep_top_layers) as calls2:
+        s2 = suggest_pruning(tmp_path / "ws.duckdb", G, "scripted/pruner", task, expl, small)
+    assert s2.n_calls > 5 and "split into subgraphs" in s2.mode and "split into subgraphs" in s2.summary
+    assert set(s2.kept_ids) == set(s.kept_ids)
+    assert all(estimate_tokens(r[1]) <= small.max_prompt_tokens for r in calls2.requests)
+
+
+def test_a_rejected_part_rejects_the_whole_pruning(tmp_path):
+    from core.circuit_llm import estimate_tokens, suggest_pruning
+    from tests.llm_helpers import scripted_llm
+
+    G = toy_graph(n_per_layer=6, n_layers=3)
+    task = task_for_graph(G, "brackets")
+    whole = estimate_tokens(single_prompt(G, task, {}, graph_influence(G, TARGET), PruneConfig()))
+
+    def second_part_invents(messages, params):
+        user = messages[-1]["content"]
+        if "This is part 2:" in user:
+            ids = listed_ids(user, "NODES OF THIS PART")
+            return reply({"transcoder.2/20@5": "already decided"}, ids)  # a node of part 1
+        return keep_top_layers(messages, params)
+
+    with scripted_llm(second_part_invents), pytest.raises(PruneReplyError) as exc:
+        suggest_pruning(
+            tmp_path / "ws.duckdb", G, "scripted/pruner", task, {}, PruneConfig(max_prompt_tokens=whole - 1)
+        )
+    assert (
+        exc.value.part.startswith("part 2, layer 1")
+        and "not listed in this prompt: 'transcoder.2/20@5'" in exc.value.reason
+    )
+
+
+def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
+    from core import store
+    from core.circuit_llm import node_explanations
+
+    ws = tmp_path / "ws.duckdb"
+    d2 = "transcoder:blocks.2.ln2.hook_normalized"
+
+    def rec(i, latent, explainer, is_baseline, text, baseline=None):
+        return store.ExplanationRecord(f"e{i}", d2, latent, explainer, is_baseline, baseline, "top", text, "v1", {})
+
+    store.write_explanations(
+        ws,
+        [
+            rec(1, 20, "baseline:token-stats", True, "tokens: ' ('"),
+            rec(2, 20, "openai/gpt-4o", False, "inside\nparentheses"),
+            rec(3, 21, "baseline:token-stats", True, "tokens: ','"),
+            rec(4, 21, "openai/gpt-4o", False, "another latent's text", baseline="random-explanation"),
+        ],
+    )
+    G = toy_graph()
+    assert node_explanations(ws, G) == {
+        "transcoder.2/20@5": "inside parentheses [openai/gpt-4o]",
+        "transcoder.2/21@5": "tokens: ',' [baseline:token-stats]",
+    }
+    assert (
+        node_explanations(ws, G, explainer="baseline:token-stats")["transcoder.2/20@5"]
+        == "tokens: ' (' [baseline:token-stats]"
+    )

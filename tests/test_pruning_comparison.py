@@ -107,3 +107,15 @@ def test_kept_keys_map_to_each_prompts_own_positions():
     assert [len(influence_circuit(G, n)) for G, n in zip(graphs, sizes, strict=True)] == sizes
     res = compare_pruning(rm, prepared, graphs, keys, ablation="zero", random_seeds=(0,))
     assert all(r.size == pytest.approx(sum(sizes) / 2) for r in res.rows if r.method != "traced")
+
+
+def test_command_fails_clearly_without_an_llm(monkeypatch, capsys):
+    """Offline there is no LLM: the command stops before loading anything, naming what is missing."""
+    from core.cli import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["circuits", "--compare-pruning", "--task", "brackets"]) == 2
+    assert "--compare-pruning needs --llm MODEL" in capsys.readouterr().err
+    assert main(["circuits", "--compare-pruning", "--task", "sva", "--llm", "openai/gpt-4o-mini"]) == 2
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "Traceback" not in err
