@@ -309,7 +309,7 @@ def run_compare_pruning(args) -> int:
             "--compare-pruning needs --llm MODEL, a litellm model id with its API key set (e.g. --llm openai/gpt-4o-mini "
             "with OPENAI_API_KEY); no LLM is available offline, so the comparison cannot run without one"
         )
-    from core import llm
+    from core import llm, store
 
     llm.check_credentials(args.llm)
     from tqdm import tqdm
@@ -328,6 +328,7 @@ def run_compare_pruning(args) -> int:
         raise UserError(
             f"workspace {workspace} does not exist; build one with `python -m core cache ...` or pass --workspace"
         )
+    store.migrate(workspace)  # explanations and the response cache need the current schema
     config = PruneConfig(max_prompt_tokens=args.prompt_budget)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     model, dicts, root = _load(args)
