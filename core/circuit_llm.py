@@ -416,19 +416,33 @@ def single_prompt(
     target = target_node(G)
     nodes = _ordered(G, [v for v in G if v != target], influence)
     edges, total = _edge_lines(G, G.nodes, G.nodes, config.edges_per_node * max(1, len(nodes)))
-    user = prompts.USER_SINGLE.format(
-        task=task.text(),
-        target_id=target,
-        target_label=_target_label(G, target),
-        n_nodes=len(nodes),
-        node_lines="\n".join(node_line(G, v, influence[v], explanations.get(v)) for v in nodes),
-        n_edges=len(edges),
-        n_edges_total=total,
-        edge_lines="\n".join(edges) or "(none)",
-        schema=prompts.SCHEMA,
-        rules=prompts.RULES.format(target_id=target),
-    )
+    user = prompts.USER_SINGLE.format(**_prompt_fields(G, task, explanations, influence, nodes, edges, total))
     return _messages(user)
+
+
+def _prompt_fields(
+    G: nx.DiGraph,
+    task: PruneTask,
+    explanations: Mapping[str, str],
+    influence: Mapping[str, float],
+    nodes: Sequence[str],
+    edges: Sequence[str],
+    n_edges_total: int,
+) -> dict[str, Any]:
+    """The placeholders the single and the part prompts share: task, target, the listed nodes and edges, schema, rules."""
+    target = target_node(G)
+    return {
+        "task": task.text(),
+        "target_id": target,
+        "target_label": _target_label(G, target),
+        "n_nodes": len(nodes),
+        "node_lines": "\n".join(node_line(G, v, influence[v], explanations.get(v)) for v in nodes),
+        "n_edges": len(edges),
+        "n_edges_total": n_edges_total,
+        "edge_lines": "\n".join(edges) or "(none)",
+        "schema": prompts.SCHEMA,
+        "rules": prompts.RULES.format(target_id=target),
+    }
 
 
 def _target_label(G: nx.DiGraph, target: str) -> str:
@@ -497,23 +511,10 @@ def part_prompt(
     downstream = set(kept) | {target} | set(part_nodes)
     edges, total = _edge_lines(G, part_nodes, downstream, config.edges_per_node * max(1, len(part_nodes)))
 
+    fields = _prompt_fields(G, task, explanations, influence, part_nodes, edges, total)
+
     def user_with(kept_lines: str) -> str:
-        return prompts.USER_PART.format(
-            task=task.text(),
-            target_id=target,
-            target_label=_target_label(G, target),
-            mode=mode,
-            part=part,
-            part_label=part_label,
-            kept_lines=kept_lines,
-            n_nodes=len(part_nodes),
-            node_lines="\n".join(node_line(G, v, influence[v], explanations.get(v)) for v in part_nodes),
-            n_edges=len(edges),
-            n_edges_total=total,
-            edge_lines="\n".join(edges) or "(none)",
-            schema=prompts.SCHEMA,
-            rules=prompts.RULES.format(target_id=target),
-        )
+        return prompts.USER_PART.format(**fields, mode=mode, part=part, part_label=part_label, kept_lines=kept_lines)
 
     return _fit_kept(user_with, G, kept, influence, config, 0.5, squeeze=len(part_nodes) <= 1)
 
@@ -810,13 +811,17 @@ class AppliedPruning:
     node_annotations: dict[str, dict[str, str]]  # node id -> {"text", "author"}
     summary: dict[str, str] | None  # {"text", "author"} or None when rejected
     created_by: str  # the model id (its suggestions were applied), or 'hand' if every one was rejected or edited
-    pruning: dict[str, Any]  # method, model, prompt version, mode, verdict counts: stored with the version
+    provenance: dict[str, Any]  # model, prompt version, mode, verdict counts
 
-    def apply_to(self, G: nx.DiGraph) -> nx.DiGraph:
-        """A copy of `G` without the removed nodes (and their edges); `G` is untouched."""
-        H = G.copy()
-        H.remove_nodes_from(self.removed_nodes)
-        return H
+    def note(self) -> str:
+        """One line for the version's note: who suggested what and what the user did with it."""
+        p = self.provenance
+        v = p["verdicts"]
+        return (
+            f"LLM pruning by {p['model']} ({p['mode']}; prompt {p['prompt_version']}): "
+            f"{p['suggested_drop']} of {p['suggested_drop'] + p['suggested_keep']} nodes suggested for dropping; "
+            f"suggestions {v['accept']} accepted, {v['edit']} edited, {v['reject']} rejected; summary {p['summary_verdict']}ed"
+        )
 
 
 def resolve_suggestion(
@@ -870,18 +875,74 @@ def resolve_suggestion(
     elif sd.verdict != "reject":
         raise ValueError(f"summary verdict must be accept, edit or reject, got {sd.verdict!r}")
     used_model = counts["accept"] > 0 or sd.verdict == "accept"
-    pruning = {
-        "method": "llm",
+    provenance = {
         "model": suggestion.model,
         "prompt_version": suggestion.prompt_version,
         "mode": suggestion.mode,
-        "removed_nodes": removed,
         "verdicts": counts,
         "summary_verdict": sd.verdict,
         "suggested_keep": len(suggestion.kept_ids),
         "suggested_drop": len(suggestion.dropped_ids),
     }
-    return AppliedPruning(removed, annotations, summary, suggestion.model if used_model else HAND, pruning)
+    return AppliedPruning(removed, annotations, summary, suggestion.model if used_model else HAND, provenance)
+
+
+def save_pruned_version(
+    workspace: Path,
+    name: str,
+    applied: AppliedPruning,
+    base: Any = None,
+    parent_version: int | None = None,
+    faithfulness: Any = None,
+    timeout: float | None = None,
+) -> Any:
+    """Save `applied` as a new version of saved circuit `name` (`core.circuits`); returns that CircuitVersion.
+
+    `base` (a `core.circuits.CircuitVersion`, default the circuit's latest version; may be an unsaved
+    one from `circuits.unsaved_version`) is what the suggestion was made on: its pruning gains the
+    accepted drops, its annotations gain (or swap for) the accepted roles, its summary is replaced
+    unless the summary was rejected. Nodes the LLM kept that lose every path to the target once
+    the drops are applied leave with their annotations (the circuits' pruning drops orphans); the
+    note says how many. Earlier versions are never changed; a failed save stores nothing.
+    """
+    from core import circuits as C
+
+    base = base if base is not None else C.load_circuit(workspace, name, timeout=timeout)
+    original = C.load_circuit(workspace, name, 1, timeout=timeout).graph
+    pruning = C.Pruning(
+        removed_nodes=(*base.pruning.removed_nodes, *applied.removed_nodes),
+        removed_edges=base.pruning.removed_edges,
+        node_threshold=base.pruning.node_threshold,
+        edge_threshold=base.pruning.edge_threshold,
+        pinned=base.pruning.pinned,
+    )
+    try:
+        pruned = C.prune_graph(original, pruning)
+    except ValueError as exc:
+        raise C.CircuitError(f"the suggestion does not fit circuit {name!r}: {exc}; nothing was saved") from None
+    notes = dict(base.node_annotations)
+    notes.update({k: C.Annotation(a["text"], a["author"]) for k, a in applied.node_annotations.items()})
+    orphaned = [k for k in applied.node_annotations if k not in pruned and k not in applied.removed_nodes]
+    notes = {k: a for k, a in notes.items() if k in pruned}
+    annotation = (
+        C.Annotation(applied.summary["text"], applied.summary["author"]) if applied.summary else base.annotation
+    )
+    note = applied.note()
+    if orphaned:
+        note += f"; {len(orphaned)} kept node(s) lost their last path to the target and were dropped with them"
+    parent = parent_version if parent_version is not None else (base.version or None)
+    return C.save_version(
+        workspace,
+        name,
+        pruning,
+        notes,
+        annotation,
+        faithfulness,
+        created_by=applied.created_by,
+        parent_version=parent,
+        note=note,
+        timeout=timeout,
+    )
 
 
 def _edited(text: str, what: str, limit: int, multiline: bool = False) -> str:

@@ -6,6 +6,7 @@ import json
 
 import networkx as nx
 import pytest
+from circuit_llm_helpers import listed_ids
 
 from core.circuit_llm import (
     Decision,
@@ -208,7 +209,11 @@ def test_verdicts_accept_edit_reject():
     assert mixed.node_annotations["a"] == {"text": "reads the open bracket", "author": "hand"}
     assert "c" not in mixed.node_annotations
     assert mixed.summary == {"text": "Hand-written summary.", "author": "hand"}
-    assert mixed.pruning["verdicts"] == {"accept": 1, "edit": 1, "reject": 2}  # the target's role was accepted
+    assert mixed.provenance["verdicts"] == {"accept": 1, "edit": 1, "reject": 2}  # the target's role was accepted
+    assert (
+        "1 of 3 nodes suggested for dropping; suggestions 1 accepted, 1 edited, 2 rejected; summary edited"
+        in mixed.note()
+    )
 
     none = resolve_suggestion(s, {v: Decision("reject") for v in ["a", "b", "c", TARGET]}, Decision("reject"))
     assert (
@@ -223,14 +228,8 @@ def test_verdicts_accept_edit_reject():
         resolve_suggestion(s, {"a": Decision("edit", " ")})
 
 
-def test_applied_pruning_leaves_the_original_graph_untouched():
-    G = toy_graph()
-    nodes = [NodeSuggestion(v, "drop" if v.startswith("transcoder.0") else "keep", "role") for v in G if v != TARGET]
-    s = PruneSuggestion("m", "v", TARGET, "single prompt", nodes, "summary")
-    applied = resolve_suggestion(s)
-    H = applied.apply_to(G)
-    assert set(H) == set(G) - {"transcoder.0/0@5", "transcoder.0/1@5"}
-    assert G.number_of_nodes() == 8 and G.has_node("transcoder.0/0@5")
+def test_suggestion_round_trips_through_json():
+    s = suggestion()
     assert PruneSuggestion.from_json(json.loads(json.dumps(s.to_json()))) == s
 
 
@@ -238,24 +237,12 @@ def test_applied_pruning_leaves_the_original_graph_untouched():
 # Through core.llm with a scripted in-process provider
 
 
-def listed_ids(user: str, header: str = "NODES") -> list[str]:
-    """Node ids of the NODES section of a prompt (each line starts 'id | kind | ...')."""
-    lines = user.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
-    out = []
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        out.append(line.split(" | ")[0])
-    return out
-
-
 def keep_top_layers(messages, params) -> str:
     """A scripted pruner: keeps the latents of layers 1 and up and the target, drops the rest."""
     user = messages[-1]["content"]
     if "Summarise the algorithm" in user:
         return json.dumps({"summary": "Layer-2 latents read the bracket state from layer 1."})
-    ids = listed_ids(user, "NODES OF THIS PART" if "NODES OF THIS PART" in user else "NODES")
+    ids = listed_ids(user)
     keep = {v: f"carries the bracket state ({v})" for v in ids if v.startswith(("transcoder.1", "transcoder.2"))}
     keep[TARGET] = "the traced logit difference"
     return reply(keep, [v for v in ids if v not in keep], "Layer-1 and layer-2 latents carry the open bracket.")

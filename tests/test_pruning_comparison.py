@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from circuit_llm_helpers import listed_ids
 from tracing_helpers import exact_dictionaries, planted_model, relu_model
 
 
@@ -119,3 +120,66 @@ def test_command_fails_clearly_without_an_llm(monkeypatch, capsys):
     assert main(["circuits", "--compare-pruning", "--task", "sva", "--llm", "openai/gpt-4o-mini"]) == 2
     err = capsys.readouterr().err
     assert "OPENAI_API_KEY" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_command_runs_end_to_end_on_the_default_with_a_scripted_llm(tmp_path, capsys):
+    """The whole command on the embedded default, with a scripted LLM that keeps every other listed latent."""
+    import json
+
+    from core import store
+    from core.cli import main
+    from tests.llm_helpers import scripted_llm
+
+    def every_other_latent(messages, params):
+        user = messages[-1]["content"]
+        if "Summarise the algorithm" in user:
+            return json.dumps({"summary": "scripted summary"})
+        ids = listed_ids(user)
+        keep = [v for v in ids if v.startswith(("attn.", "transcoder."))][::2]
+        return json.dumps(
+            {
+                "keep": [{"id": v, "role": "scripted role"} for v in keep],
+                "drop": [v for v in ids if v not in keep],
+                "summary": "part",
+            }
+        )
+
+    ws = tmp_path / "ws.duckdb"
+    with store.session(ws, write=True):  # an empty workspace: no explanations, the response cache only
+        pass
+    out = tmp_path / "out"
+    with scripted_llm(every_other_latent):
+        code = main(
+            [
+                "circuits",
+                "--compare-pruning",
+                "--task",
+                "brackets",
+                "--n",
+                "2",
+                "--llm",
+                "scripted/pruner",
+                "--workspace",
+                str(ws),
+                "--out",
+                str(out),
+                "--json",
+                "--threads",
+                "1",
+            ]
+        )
+    assert code == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = {r["method"]: r for r in record["rows"]}
+    assert list(rows) == ["llm", "threshold", "attribution_patching", "random", "traced"]
+    assert rows["llm"]["size"] > 0
+    assert (
+        rows["threshold"]["size"]
+        == rows["attribution_patching"]["size"]
+        == rows["random"]["size"]
+        == rows["llm"]["size"]
+    )
+    assert rows["traced"]["size"] > rows["llm"]["size"]
+    assert record["llm"]["model"] == "scripted/pruner" and record["llm"]["n_calls"] >= 1
+    assert (out / "brackets-pruning-comparison.json").exists() and (out / "brackets-pruning-suggestion.json").exists()
