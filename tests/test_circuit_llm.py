@@ -404,3 +404,75 @@ def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
         node_explanations(ws, G, explainer="baseline:token-stats")["transcoder.2/20@5"]
         == "tokens: ' (' [baseline:token-stats]"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved circuits: the accepted suggestion is a new version, the original is kept
+
+
+def saved_toy(ws):
+    from core import circuits as C
+    from core.tracing.nodes import LogitTarget
+
+    C.save_circuit(ws, "brackets", toy_graph(), target=LogitTarget(1, 5, 2, ")", "."))
+    return C.load_circuit(ws, "brackets", 1)
+
+
+def test_accepted_suggestion_becomes_a_new_version_and_the_original_is_kept(tmp_path):
+    from core import circuits as C
+    from core.circuit_llm import save_pruned_version, suggest_pruning
+    from tests.llm_helpers import scripted_llm
+
+    ws = tmp_path / "ws.duckdb"
+    v1 = saved_toy(ws)
+    with scripted_llm(keep_top_layers):
+        s = suggest_pruning(ws, v1.graph, "scripted/pruner")
+    applied = resolve_suggestion(
+        s, {"transcoder.2/21@5": Decision("edit", "a hand-written role"), "transcoder.1/11@5": Decision("reject")}
+    )
+    v2 = save_pruned_version(ws, "brackets", applied)
+    assert v2.version == 2 and v2.parent_version == 1 and v2.created_by == "scripted/pruner"
+    assert set(v2.graph) == {TARGET, "transcoder.2/20@5", "transcoder.2/21@5", "transcoder.1/10@5", "transcoder.1/11@5"}
+    assert v2.pruning.removed_nodes == ("embed@1", "transcoder.0/0@5", "transcoder.0/1@5")
+    notes = v2.node_annotations
+    assert notes["transcoder.2/20@5"] == C.Annotation(
+        "carries the bracket state (transcoder.2/20@5)", "scripted/pruner"
+    )
+    assert notes["transcoder.2/21@5"] == C.Annotation("a hand-written role", "hand")
+    assert "transcoder.1/11@5" not in notes  # rejected: left as it was
+    assert v2.annotation == C.Annotation(s.summary, "scripted/pruner")
+    assert "LLM pruning by scripted/pruner" in v2.note
+    # Version 1 is untouched, and both are listed.
+    again = C.load_circuit(ws, "brackets", 1)
+    assert set(again.graph) == set(v1.graph) and set(again.graph.edges) == set(v1.graph.edges)
+    assert again.node_annotations == {} and again.annotation is None
+    assert sorted(v.version for v in C.list_versions(ws, "brackets")) == [1, 2]
+
+
+def test_rejected_reply_saves_nothing(tmp_path):
+    from core import circuits as C
+    from core.circuit_llm import suggest_pruning
+    from tests.llm_helpers import scripted_llm
+
+    ws = tmp_path / "ws.duckdb"
+    v1 = saved_toy(ws)
+    invented = reply({"transcoder.9/9@5": "made up"}, [v for v in v1.graph if v != TARGET])
+    with scripted_llm(lambda m, p: invented), pytest.raises(PruneReplyError, match="not in the graph"):
+        suggest_pruning(ws, v1.graph, "scripted/pruner")
+    assert [v.version for v in C.list_versions(ws, "brackets")] == [1]
+
+
+def test_kept_nodes_cut_off_from_the_target_leave_with_a_note(tmp_path):
+    from core.circuit_llm import save_pruned_version
+
+    ws = tmp_path / "ws.duckdb"
+    v1 = saved_toy(ws)
+    nodes = [
+        NodeSuggestion(v, "drop" if v.startswith("transcoder.1") else "keep", "role") for v in v1.graph if v != TARGET
+    ]
+    s = PruneSuggestion("scripted/pruner", "circuit-prune-v1", TARGET, "single prompt", nodes, "summary")
+    v2 = save_pruned_version(ws, "brackets", resolve_suggestion(s))
+    # Without layer 1 nothing below it reaches the target: layer 0 and the embedding go too.
+    assert set(v2.graph) == {TARGET, "transcoder.2/20@5", "transcoder.2/21@5"}
+    assert set(v2.node_annotations) == {"transcoder.2/20@5", "transcoder.2/21@5"}
+    assert "3 kept node(s) lost their last path to the target" in v2.note
