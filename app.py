@@ -14,6 +14,7 @@ from core.cache import DEFAULT_WORKSPACE, default_workspace_ready, ensure_defaul
 from core.models import MODEL_NAMES, ArtifactError
 from core.overview import default_overview
 from ui.state import (
+    CORE_ERRORS,
     core_errors,
     current_workspace,
     llm_model,
@@ -21,6 +22,7 @@ from ui.state import (
     set_llm_model,
     set_model_set,
     set_workspace,
+    show_error,
     workspace_model_name,
 )
 
@@ -61,6 +63,9 @@ if choice == OTHER_CHOICE:
         set_workspace(path.resolve())
 else:
     set_workspace(DEFAULT_WORKSPACE)
+    if DEFAULT_WORKSPACE.exists() and not default_workspace_ready(DEFAULT_WORKSPACE):
+        with core_errors("Upgrading the default workspace", stop=False):
+            store.migrate(DEFAULT_WORKSPACE)  # built by older code: add the newer tables (nothing stored changes)
     if not default_workspace_ready(DEFAULT_WORKSPACE):
         with st.status(
             "Building the default workspace (first start: caching activations of every dictionary)…", expanded=True
@@ -74,33 +79,53 @@ else:
                 ensure_default_workspace(progress, path=DEFAULT_WORKSPACE)
             status.update(label="Default workspace built", state="complete", expanded=False)
 
-workspace = current_workspace()
-if workspace_ok:
-    with core_errors(f"Reading workspace {workspace}", stop=False):
-        summary = store.workspace_summary(workspace)
-        corpus = summary["corpus"] or {}
-        dicts = summary["dictionaries"]
-        ready = [d for d in dicts if d["status"] == "ready"]
-        st.caption(f"`{workspace}` · schema v{summary['schema_version']}")
-        cols = st.columns(4)
-        cols[0].metric("model", (summary["model"] or {}).get("name", "unknown"))
-        cols[1].metric("cached tokens", f"{corpus.get('n_tokens', 0):,}")
-        cols[2].metric("dictionaries ready", f"{len(ready)} / {len(dicts)}")
-        cols[3].metric("stored activations", f"{sum(d['n_activations'] or 0 for d in ready):,}")
-        unfinished = [r for r in summary["runs"] if r["status"] != "finished"]
-        for run in unfinished:
+
+def render_overview(workspace: Path, summary: dict) -> None:
+    """What a workspace holds: model, corpus slice, dictionaries, unfinished runs, who produced its explanations and scores."""
+    corpus = summary["corpus"] or {}
+    dicts = summary["dictionaries"]
+    ready = [d for d in dicts if d["status"] == "ready"]
+    st.caption(f"`{workspace}` · schema v{summary['schema_version']}")
+    cols = st.columns(4)
+    cols[0].metric("model", (summary["model"] or {}).get("name", "unknown"))
+    cols[1].metric("cached tokens", f"{corpus.get('n_tokens', 0):,}")
+    cols[2].metric("dictionaries ready", f"{len(ready)} / {len(dicts)}")
+    cols[3].metric("stored activations", f"{sum(d['n_activations'] or 0 for d in ready):,}")
+    for run in summary["runs"]:
+        if run["status"] != "finished":
             st.warning(
                 f"Cache run {run['run_id']} is unfinished ({run['committed_chunks']} / {run['n_chunks']} chunks); "
                 "rerun its `python -m core cache` command to resume it."
             )
-        if dicts:
-            table = pd.DataFrame(dicts)[
-                ["id", "kind", "layer", "d_sae", "status", "n_activations", "file_bytes", "source"]
-            ]
-            table["MB"] = (table.pop("file_bytes").fillna(0) / 1e6).round(1)
-            st.dataframe(table, hide_index=True, width="stretch")
-        st.markdown("**Explanations and scores**")
-        st.info("No explanations or scores: this build has no explain/score engine yet, so no workspace holds them.")
+    if dicts:
+        table = pd.DataFrame(dicts)[["id", "kind", "layer", "d_sae", "status", "n_activations", "file_bytes", "source"]]
+        table["MB"] = (table.pop("file_bytes").fillna(0) / 1e6).round(1)
+        st.dataframe(table, hide_index=True, width="stretch")
+    st.markdown("**Explanations and scores: who produced them**")
+    explained, scored = store.explain_score_summary(workspace)
+    if explained.empty:
+        st.info("No explanations are stored in this workspace yet.")
+        return
+    left, right = st.columns(2)
+    left.dataframe(explained, hide_index=True, width="stretch", key="explainers")
+    right.dataframe(scored, hide_index=True, width="stretch", key="scorers")
+    st.caption(
+        "Rows with is_baseline / of_baseline are baselines: a baseline explainer, a random explanation or a random latent."
+    )
+
+
+workspace = current_workspace()
+if workspace_ok:
+    try:
+        render_overview(workspace, store.workspace_summary(workspace))
+    except store.WorkspaceOutdatedError as exc:
+        st.warning(str(exc))
+        if st.button("Upgrade this workspace now (adds the new tables; nothing stored changes)"):
+            with core_errors("Upgrading the workspace"), st.spinner("Upgrading…"):
+                store.migrate(workspace)
+            st.rerun()
+    except CORE_ERRORS as exc:
+        show_error(exc, f"Reading workspace {workspace}")
 
 # ---------------------------------------------------------------------------------------------
 # Model set and LLM
@@ -136,9 +161,15 @@ right.caption(
     "API keys are read from the environment (for example OPENAI_API_KEY) when a job runs; they are never stored."
 )
 if llm_model() is None:
-    right.info("No LLM set: explaining and scoring need one.")
+    right.info("No LLM set: the offline baseline explainer and judges are used; an LLM explainer or scorer needs one.")
 else:
-    right.info(f"LLM {llm_model()!r} is set; its credentials can't be checked yet (no LLM module in this build).")
+    from core.llm import LLMConfigError, check_credentials
+
+    try:
+        check_credentials(llm_model())
+        right.success(f"{llm_model()}: its credentials are in the environment.")
+    except LLMConfigError as exc:
+        right.error(str(exc))
 
 # ---------------------------------------------------------------------------------------------
 # The embedded default's figures

@@ -48,6 +48,10 @@ class WorkspaceLockedError(WorkspaceError):
     """Another process held the workspace file for longer than the session's timeout."""
 
 
+class WorkspaceOutdatedError(WorkspaceError):
+    """The workspace's schema is older than this code's; `migrate(workspace)` adds the missing tables."""
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step: `version` (1, 2, ...), a name, and the statements that apply it."""
@@ -406,7 +410,7 @@ def _check_readable(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise WorkspaceError(f"workspace {path} has schema v{version}, newer than this code (v{SCHEMA_VERSION}); update the code")
     if version < SCHEMA_VERSION:
-        raise WorkspaceError(
+        raise WorkspaceOutdatedError(
             f"workspace {path} has schema v{version}; this code needs v{SCHEMA_VERSION}. "
             f"Upgrade it with `python -m core workspace-info --workspace {path} --migrate`"
         )
@@ -1274,6 +1278,23 @@ def llm_usage_summary(workspace: Path, by: str = "purpose"):  # -> pandas.DataFr
                        sum(completion_tokens) AS completion_tokens, sum(cost) AS cost, sum((error IS NOT NULL)::INT) AS errors
                 FROM llm_usage GROUP BY {group} ORDER BY {group}"""
         ).df()
+
+
+def explain_score_summary(workspace: Path) -> tuple:  # -> (pandas.DataFrame, pandas.DataFrame)
+    """Who produced a workspace's explanations and scores: (explanations counted by explainer, is_baseline,
+    baseline, strategy, status; scores counted by scorer, scorer_model, status with the mean value of ok ones)."""
+    with session(workspace) as con:
+        explanations = con.execute(
+            """SELECT explainer, is_baseline, baseline, strategy, status, count(*) AS n, count(DISTINCT dictionary || ':' || latent) AS latents
+               FROM explanations GROUP BY ALL ORDER BY is_baseline, explainer, baseline NULLS FIRST, strategy, status"""
+        ).df()
+        scores = con.execute(
+            """SELECT s.scorer, s.scorer_model, e.is_baseline OR e.baseline IS NOT NULL AS of_baseline, s.status, count(*) AS n,
+                      avg(s.value) FILTER (WHERE s.status = 'ok') AS mean_value
+               FROM scores s JOIN explanations e ON e.explanation_id = s.explanation_id
+               GROUP BY ALL ORDER BY s.scorer, s.scorer_model, of_baseline, s.status"""
+        ).df()
+    return explanations, scores
 
 
 def read_window_embeddings(workspace: Path, model: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import store
 from core.latents import find_latents_by_token, latent_card
+from ui.explanations import render_explanations
 from ui.latent_card import render_examples, render_plots, render_stats, render_tokens
 from ui.state import core_errors, current_workspace
 
@@ -104,8 +105,15 @@ if card.stats.n_fires == 0:
     st.warning("This latent never fires on the cached tokens (dead or very rare): no examples to show.")
 
 st.subheader("Explanations and scores")
-st.info("No explanations yet: the explain/score engine has not landed, so this workspace has no explanation tables.")
-st.button("Explain now", disabled=True, help="Not available yet: needs the explain/score engine (core.explain).")
+with core_errors("Reading the latent's explanations"):
+    explanations = store.explanations_for_latent(workspace, dictionary, latent)
+    scores = store.scores_for_explanations(workspace, [e.explanation_id for e in explanations])
+render_explanations(explanations, scores)
+st.button(
+    "Explain now",
+    disabled=True,
+    help="Not available in this build: the explain/score engine (explain_and_score_latent) has not landed yet.",
+)
 
 render_examples(card)
 render_plots(card, freq["frequency"].to_numpy())

@@ -31,3 +31,36 @@ def build_app_workspace(directory: Path) -> Path:
     workspace = directory / "app.duckdb"
     run_cache(model, list(dicts.values()), workspace, plan, params, model_name="tiny-test")
     return workspace
+
+
+def copy_workspace(src: Path, directory: Path) -> Path:
+    """A copy of workspace `src` (its .duckdb file and data folder) in `directory`, for tests that write to it."""
+    import shutil
+
+    from core import store
+
+    dst = directory / src.name
+    shutil.copy2(src, dst)
+    shutil.copytree(store.data_dir(src), store.data_dir(dst))
+    return dst
+
+
+def store_explanations(workspace: Path, dictionary: str, latent: int) -> tuple[list, list]:
+    """Store two explanations of one latent through core.store (an LLM one whose text holds the probe, and a
+    baseline) and three scores of them; returns (explanations, scores) as written."""
+    from core import store
+
+    llm = store.ExplanationRecord(
+        "e-llm", dictionary, latent, "openai/gpt-4o-mini", False, None, "top", f"the token {PROBE} in quotes", "v1", {}
+    )
+    base = store.ExplanationRecord(
+        "e-base", dictionary, latent, "baseline:token-stats", True, None, "top", "fires on: Mary, John", "v1", {}
+    )
+    scores = [
+        store.ScoreRecord("s1", "e-llm", "detection", "openai/gpt-4o-mini", 0.8125, "v1", {}, n_examples=40),
+        store.ScoreRecord("s2", "e-llm", "embedding", "embedding:all-MiniLM-L6-v2", 0.6, "v1", {}, n_examples=40),
+        store.ScoreRecord("s3", "e-base", "detection", "judge:minilm-similarity", 0.55, "v1", {}, n_examples=40),
+    ]
+    store.write_explanations(workspace, [llm, base])
+    store.write_scores(workspace, [(s, []) for s in scores])
+    return [llm, base], scores

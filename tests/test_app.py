@@ -4,6 +4,7 @@ the embedded default's figures, building a missing default workspace."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,12 @@ def test_llm_setting_is_shared_and_never_a_key(app_workspace, monkeypatch):
     assert at.session_state["llm_model"] is None
     at.text_input(key="llm_model_input").set_value("  openai/gpt-4o-mini ").run()
     assert at.session_state["llm_model"] == "openai/gpt-4o-mini"
-    assert any("openai/gpt-4o-mini" in i.value for i in at.info)
-    shown = [e.value for kind in (at.markdown, at.info, at.caption, at.error, at.warning) for e in kind]
+    assert any("openai/gpt-4o-mini: its credentials are in the environment" in m.value for m in at.success)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    at.text_input(key="llm_model_input").set_value("anthropic/claude-3-5-haiku-latest").run()
+    assert any("ANTHROPIC_API_KEY" in e.value for e in at.error)  # names the missing variable
+    assert not at.exception
+    shown = [e.value for kind in (at.markdown, at.info, at.caption, at.error, at.warning, at.success) for e in kind]
     stored = [str(at.session_state[k]) for k in ("llm_model", "llm_model_input", "workspace", "model_set")]
     assert not any("sk-test-secret-123" in text for text in shown + stored)
 
@@ -106,3 +111,44 @@ def test_a_missing_default_workspace_is_built_with_progress(tmp_path, monkeypatc
     assert {m.label: m.value for m in at.metric}[
         "cached tokens"
     ] == f"{store.workspace_summary(target)['corpus']['n_tokens']:,}"
+
+
+def test_home_lists_who_produced_explanations_and_scores(app_workspace, tmp_path):
+    from app_workspace import copy_workspace, store_explanations
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    store_explanations(workspace, "resid:blocks.1.hook_resid_pre", 10)
+    at = _home(workspace)
+    assert not at.exception and not at.error
+    explained = next(df.value for df in at.dataframe if "explainer" in df.value)
+    assert sorted(zip(explained["explainer"], explained["is_baseline"], explained["n"], strict=True)) == [
+        ("baseline:token-stats", True, 1),
+        ("openai/gpt-4o-mini", False, 1),
+    ]
+    scored = next(df.value for df in at.dataframe if "scorer_model" in df.value)
+    assert sorted(
+        zip(scored["scorer"], scored["scorer_model"], scored["of_baseline"], scored["mean_value"], strict=True)
+    ) == [
+        ("detection", "judge:minilm-similarity", True, 0.55),
+        ("detection", "openai/gpt-4o-mini", False, 0.8125),
+        ("embedding", "embedding:all-MiniLM-L6-v2", False, 0.6),
+    ]
+
+
+def test_an_older_workspace_can_be_upgraded_from_the_page(app_workspace, tmp_path):
+    """A workspace with schema v1 (made by older code): the page says so and its button applies the migrations."""
+    from app_workspace import copy_workspace
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    newer = [m for m in store.MIGRATIONS if m.version > 1]
+    tables = [t for m in newer for stmt in m.statements for t in re.findall(r"CREATE TABLE (\w+)", stmt)]
+    with store.session(workspace, write=True) as con:  # roll the file back to v1: drop every newer table
+        for name in tables:
+            con.execute(f"DROP TABLE {name}")
+        con.execute("DELETE FROM schema_migrations WHERE version > 1")
+    at = _home(workspace)
+    assert not at.exception
+    assert any("has schema v1" in w.value for w in at.warning)
+    at.button[0].click().run()
+    assert not at.exception and not at.warning
+    assert store.workspace_summary(workspace)["schema_version"] == store.SCHEMA_VERSION

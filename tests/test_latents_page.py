@@ -26,7 +26,8 @@ def _page(workspace: Path) -> AppTest:
 
 
 def _html(at: AppTest) -> str:
-    return "".join(m.value for m in at.markdown)
+    """Everything the page rendered as Markdown or HTML."""
+    return "".join(m.value for m in at.markdown) + "".join(h.proto.body for h in at.html)
 
 
 def test_card_by_dictionary_and_id_matches_the_engine(app_workspace):
@@ -42,8 +43,8 @@ def test_card_by_dictionary_and_id_matches_the_engine(app_workspace):
     assert metrics["max activation"] == f"{card.stats.max_activation:.3g}"
     page = _html(at)
     examples = card.top_examples + [ex for d in range(1, 11) for ex in card.decile_examples[d]]
-    assert page.count('class="tok act"') == sum(int(np.count_nonzero(ex.activations)) for ex in examples)
-    assert page.count('class="tok') == sum(len(ex.tokens) for ex in examples)
+    assert page.count('<span class="tok act') == sum(int(np.count_nonzero(ex.activations)) for ex in examples)
+    assert page.count('<span class="tok') == sum(len(ex.tokens) for ex in examples)
     assert page.count('class="decile"') == 10
     assert at.query_params["latent"] == "10" and at.query_params["dictionary"] == dictionary
 
@@ -123,3 +124,24 @@ def test_missing_and_locked_workspaces_give_messages(app_workspace, tmp_path, mo
         holder.wait()
     at = _page(app_workspace).run()  # nothing was lost: the page works again once the writer is gone
     assert not at.exception and not at.error and at.header
+
+
+def test_explanations_with_scores_and_producers(app_workspace, tmp_path):
+    from app_workspace import copy_workspace, store_explanations
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    dictionary, latent = "resid:blocks.1.hook_resid_pre", 10
+    explanations, scores = store_explanations(workspace, dictionary, latent)
+    at = _page(workspace)
+    at.query_params["dictionary"] = dictionary
+    at.query_params["latent"] = str(latent)
+    at.run()
+    assert not at.exception and not at.error
+    page = _html(at)
+    assert f"the token {html.escape(PROBE)} in quotes" in page and PROBE not in page
+    assert page.count("BASELINE") == 1 and "by baseline: baseline:token-stats" in page
+    assert "by openai/gpt-4o-mini" in page
+    table = next(df.value for df in at.dataframe if "scorer model" in df.value)
+    got = sorted(zip(table["explanation"], table["scorer"], table["scorer model"], table["value"], strict=True))
+    number = {"e-llm": "#1", "e-base": "#2"}  # real explanations first, then baselines
+    assert got == sorted((number[s.explanation_id], s.scorer, s.scorer_model, s.value) for s in scores)

@@ -7,15 +7,20 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from core.latents import LatentCard
 from core.sampling import Example
-from ui.tokens import example_html
+from ui.tokens import TOKEN_CSS, example_html, token_display
 
 _PLOT_HEIGHT = 260
+_TABLE_CSS = (
+    "<style>.tts{display:flex;gap:2em;flex-wrap:wrap}.tt table{border-collapse:collapse;font-size:0.9em}"
+    ".tt td,.tt th{padding:1px 8px;border-bottom:1px solid #eee;text-align:left}.tt td.tok{font-family:monospace}</style>"
+)
+_DECILE_CSS = "<style>.decile .dh{font-weight:600;margin-top:0.5em}.decile .lb{color:#888}</style>"
 
 
 def examples_html(card: LatentCard, examples: list[Example]) -> str:
@@ -41,44 +46,69 @@ def decile_sections_html(card: LatentCard) -> str:
         examples = card.decile_examples.get(d, [])
         lo, hi = (float(edges[d - 1]), float(edges[d])) if len(edges) == 11 else (np.nan, np.nan)
         head = f"decile {d} ({lo:.3g} – {hi:.3g})"
-        body = examples_html(card, examples) if examples else '<div style="color:#888">no examples in this decile</div>'
-        parts.append(
-            f'<div class="decile" data-decile="{d}"><div style="font-weight:600; margin-top:0.5em">{html.escape(head)}</div>{body}</div>'
-        )
+        body = examples_html(card, examples) if examples else '<div class="lb">no examples in this decile</div>'
+        parts.append(f'<div class="decile" data-decile="{d}"><div class="dh">{html.escape(head)}</div>{body}</div>')
     return "".join(parts)
 
 
-def histogram_figure(card: LatentCard) -> go.Figure:
-    """Bar chart of the latent's non-zero activations over equal-width bins (`card.hist_counts`)."""
+def distribution_figure(card: LatentCard, frequencies: np.ndarray | None) -> go.Figure:
+    """One figure, two panels: the latent's activation histogram over equal-width bins (`card.hist_counts`),
+    and the density: log10 firing frequency of the dictionary's live latents (`frequencies: [d_sae]`), this one marked."""
     edges = np.asarray(card.hist_edges, dtype=np.float64)
-    centers = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure(go.Bar(x=centers, y=card.hist_counts, width=np.diff(edges), marker_color="darkorange"))
-    fig.update_layout(
-        title="Activation histogram (firing tokens)",
-        xaxis_title="activation",
-        yaxis_title="tokens",
-        height=_PLOT_HEIGHT,
-        margin=dict(l=10, r=10, t=40, b=10),
-        bargap=0,
-    )
-    return fig
-
-
-def density_figure(frequencies: np.ndarray, frequency: float, dictionary: str) -> go.Figure:
-    """Histogram of log10 firing frequency over a dictionary's firing latents, with this latent's marked."""
-    live = np.asarray(frequencies, dtype=np.float64)
+    live = np.asarray(frequencies if frequencies is not None else [], dtype=np.float64)
     live = live[live > 0]
-    fig = go.Figure(go.Histogram(x=np.log10(live), nbinsx=40, marker_color="steelblue"))
-    if frequency > 0:
-        fig.add_vline(x=float(np.log10(frequency)), line_color="darkorange", line_width=3)
-    fig.update_layout(
-        title=f"Density: log10 firing frequency of {len(live):,} live latents of {dictionary}",
-        xaxis_title="log10(frequency)",
-        yaxis_title="latents",
-        height=_PLOT_HEIGHT,
-        margin=dict(l=10, r=10, t=40, b=10),
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.08,
+        subplot_titles=(
+            "Activation histogram (firing tokens)",
+            f"Density: log10 firing frequency of {len(live):,} live latents",
+        ),
     )
+    fig.add_trace(
+        go.Bar(
+            x=(edges[:-1] + edges[1:]) / 2,
+            y=card.hist_counts,
+            width=np.diff(edges),
+            marker_color="darkorange",
+            name="tokens",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(go.Histogram(x=np.log10(live), nbinsx=40, marker_color="steelblue", name="latents"), row=1, col=2)
+    if card.stats.frequency > 0:
+        fig.add_vline(x=float(np.log10(card.stats.frequency)), line_color="darkorange", line_width=3, row=1, col=2)
+    fig.update_xaxes(title_text="activation", row=1, col=1)
+    fig.update_xaxes(title_text="log10(frequency)", row=1, col=2)
+    fig.update_yaxes(title_text="tokens", row=1, col=1)
+    fig.update_yaxes(title_text="latents", row=1, col=2)
+    fig.update_layout(height=_PLOT_HEIGHT, margin=dict(l=10, r=10, t=40, b=10), bargap=0, showlegend=False)
     return fig
+
+
+def token_tables_html(card: LatentCard) -> str:
+    """Three small escaped HTML tables side by side: top positive and negative output tokens (logits) and the
+    tokens at the latent's highest activations (counts)."""
+
+    def table(title: str, rows: list[tuple[str, float]], head: str, fmt: str) -> str:
+        body = "".join(
+            f'<tr><td class="tok">{html.escape(token_display(t))}</td><td>{format(v, fmt)}</td></tr>' for t, v in rows
+        )
+        return (
+            f'<div class="tt"><b>{html.escape(title)}</b><table><tr><th>token</th><th>{head}</th></tr>'
+            f"{body or '<tr><td colspan=2>none</td></tr>'}</table></div>"
+        )
+
+    return (
+        _TABLE_CSS
+        + '<div class="tts">'
+        + table("Top positive output tokens", card.top_output, "logit", ".3f")
+        + table("Top negative output tokens", card.bottom_output, "logit", ".3f")
+        + table("Tokens at its highest activations", card.top_tokens, "count", "d")
+        + "</div>"
+    )
 
 
 def render_stats(card: LatentCard) -> None:
@@ -95,31 +125,18 @@ def render_examples(card: LatentCard) -> None:
     """Top examples, then examples of every decile (token-highlighted HTML)."""
     st.markdown("#### Top activating examples")
     st.caption("Each token is shaded by the latent's activation (hover for the value); the chosen token is underlined.")
-    st.markdown(examples_html(card, card.top_examples) or "no examples", unsafe_allow_html=True)
+    st.html(TOKEN_CSS + (examples_html(card, card.top_examples) or "no examples"))
     st.markdown("#### Examples by activation decile")
-    st.markdown(decile_sections_html(card), unsafe_allow_html=True)
+    st.html(TOKEN_CSS + _DECILE_CSS + decile_sections_html(card))
 
 
 def render_plots(card: LatentCard, frequencies: np.ndarray | None) -> None:
-    """Activation histogram and density among the dictionary's latents, side by side."""
-    left, right = st.columns(2)
-    left.plotly_chart(histogram_figure(card), width="stretch", config={"displayModeBar": False})
-    if frequencies is not None:
-        right.plotly_chart(
-            density_figure(frequencies, card.stats.frequency, card.dictionary),
-            width="stretch",
-            config={"displayModeBar": False},
-        )
+    """Activation histogram and density among the dictionary's latents (one plotly figure)."""
+    st.plotly_chart(distribution_figure(card, frequencies), width="stretch", config={"displayModeBar": False})
 
 
 def render_tokens(card: LatentCard) -> None:
     """Output tokens the decoder direction promotes and suppresses, and the tokens it fires on most."""
-    cols = st.columns(3)
-    cols[0].markdown("**Top positive output tokens**")
-    cols[0].dataframe(pd.DataFrame(card.top_output, columns=["token", "logit"]), hide_index=True, width="stretch")
-    cols[1].markdown("**Top negative output tokens**")
-    cols[1].dataframe(pd.DataFrame(card.bottom_output, columns=["token", "logit"]), hide_index=True, width="stretch")
-    cols[2].markdown("**Tokens at its highest activations**")
-    cols[2].dataframe(pd.DataFrame(card.top_tokens, columns=["token", "count"]), hide_index=True, width="stretch")
+    st.html(token_tables_html(card))
     if not card.top_output and not card.bottom_output:
         st.caption("This dictionary has no output direction through the unembedding (no output tokens stored).")

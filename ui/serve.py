@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +57,22 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -
     raise TimeoutError(f"streamlit did not answer /_stcore/health within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+@dataclass(frozen=True)
+class ServedApp:
+    """A running `streamlit run` server: its base URL and process id."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def serve_app(log: Path, env: dict[str, str] | None = None, timeout: float = 180.0) -> Iterator[str]:
-    """Run `streamlit run app.py` headless on a free 127.0.0.1 port (output to `log`); yields its URL once
+def serve_app(log: Path, env: dict[str, str] | None = None, timeout: float = 180.0) -> Iterator[ServedApp]:
+    """Run `streamlit run app.py` headless on a free 127.0.0.1 port (output to `log`); yields it once
     /_stcore/health answers, and stops the server (its whole process group) on exit."""
     port = free_port()
     cmd = [
@@ -90,7 +104,7 @@ def serve_app(log: Path, env: dict[str, str] | None = None, timeout: float = 180
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, Path(log), timeout)
-        yield url
+        yield ServedApp(url, proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -34,8 +34,8 @@ def served_app(app_workspace, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (`apt-get install -y chromium`; ./dev test does it as root)")
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    with serve_app(log, env={"SAE_EXPLORER_WORKSPACE": str(app_workspace)}) as url:
-        yield url
+    with serve_app(log, env={"SAE_EXPLORER_WORKSPACE": str(app_workspace)}) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,85 @@
+"""Render a latent's stored explanations with every score and who produced each (baselines labelled).
+
+Explanation texts are model output and may contain anything: they reach HTML only through html.escape.
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from core.store import ExplanationRecord, ScoreRecord
+
+
+def explainer_label(rec: ExplanationRecord) -> str:
+    """Who made an explanation, with its baseline kind: e.g. 'openai/gpt-4o-mini', 'baseline: baseline:token-stats',
+    'baseline (random explanation, borrowed from another latent)'."""
+    if rec.baseline == "random-explanation":
+        return f"baseline (random explanation: another latent's, by {rec.explainer})"
+    if rec.baseline == "random-latent":
+        return f"baseline (random latent, by {rec.explainer})"
+    return f"baseline: {rec.explainer}" if rec.is_baseline else rec.explainer
+
+
+def explanation_html(index: int, rec: ExplanationRecord) -> str:
+    """One explanation as an escaped HTML block: number, text (or the failure), producer, strategy, prompt version, time."""
+    badge = (
+        '<span style="background:#eee; color:#555; border-radius:3px; padding:0 4px; margin-left:6px; font-size:0.8em">BASELINE</span>'
+        if rec.is_baseline or rec.baseline
+        else ""
+    )
+    if rec.status == "ok":
+        body = f"<span>{html.escape(rec.text or '')}</span>"
+    else:
+        body = f'<span style="color:#b00">failed: {html.escape(rec.error or "unknown error")}</span>'
+    when = f" · {rec.created_at:%Y-%m-%d %H:%M}" if hasattr(rec.created_at, "strftime") else ""
+    meta = html.escape(f"by {explainer_label(rec)} · strategy {rec.strategy} · prompt {rec.prompt_version}{when}")
+    return (
+        f'<div class="explanation" style="margin: 4px 0 8px 0"><b>#{index}</b>{badge} {body}'
+        f'<div style="color:#888; font-size:0.8em">{meta}</div></div>'
+    )
+
+
+def scores_table(explanations: list[ExplanationRecord], scores: list[ScoreRecord]) -> pd.DataFrame:
+    """One row per score: explanation number (as listed), scorer, scorer model, value, status, error, examples, prompt version."""
+    number = {rec.explanation_id: i for i, rec in enumerate(explanations, start=1)}
+    rows = [
+        {
+            "explanation": f"#{number[s.explanation_id]}",
+            "scorer": s.scorer,
+            "scorer model": s.scorer_model,
+            "value": s.value,
+            "status": s.status,
+            "error": s.error or "",
+            "examples": s.n_examples,
+            "prompt": s.prompt_version,
+        }
+        for s in scores
+        if s.explanation_id in number
+    ]
+    columns = ["explanation", "scorer", "scorer model", "value", "status", "error", "examples", "prompt"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["explanation", "scorer"], kind="stable")
+
+
+def render_explanations(explanations: list[ExplanationRecord], scores: list[ScoreRecord]) -> None:
+    """The explanations (escaped HTML) and a table of every score of them."""
+    if not explanations:
+        st.info("No explanations of this latent are stored yet.")
+        return
+    st.html("".join(explanation_html(i, rec) for i, rec in enumerate(explanations, start=1)))
+    table = scores_table(explanations, scores)
+    if table.empty:
+        st.caption("No scores of these explanations yet.")
+    else:
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={"value": st.column_config.NumberColumn(format="%.3f")},
+        )
+        st.caption(
+            "value: balanced accuracy (detection, fuzzing), AUROC (surprisal, embedding) or correlation (simulation); "
+            "intervention as the scorer defines it. Scores of baseline explanations are the floor to compare against."
+        )
