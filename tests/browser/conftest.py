@@ -28,7 +28,9 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server and the browser stop before the rest of the suite runs. Playwright's sync API
+# keeps an asyncio loop running in the main thread while it is open, which code under test must not see.
+@pytest.fixture(scope="package")
 def served_app(app_workspace, tmp_path_factory):
     """The app served by `streamlit run app.py` on a free localhost port with the tiny workspace; yields its URL."""
     if not Path(CHROMIUM).exists():
@@ -38,7 +40,7 @@ def served_app(app_workspace, tmp_path_factory):
         yield served.url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(served_app):
     """One headless Chromium for the session (Debian's binary; `playwright install` is not used)."""
     sync_api = pytest.importorskip("playwright.sync_api")
