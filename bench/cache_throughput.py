@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from cache_subject import load_subject_model, subject_dictionaries
 
-    from core.cache import CacheParams, forward_hooks, plan_corpus_contexts, run_cache
+    from core.cache import CacheParams, dictionary_input, encode_slices, forward_hooks, plan_corpus_contexts, run_cache, source_hooks
     from core.paths import default_paths
 
     root = Path(args.root) if args.root else None
@@ -56,7 +56,7 @@ def main() -> None:
     if args.no_raw_neurons:
         dicts = [d for d in dicts if d.kind != "neurons"]
     params = CacheParams(n_tokens=args.tokens, ctx_len=plan.ctx_len, batch_contexts=args.batch_size)
-    hooks = sorted({d.hook_in for d in dicts})
+    hooks = source_hooks(dicts)
 
     def base() -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
@@ -65,13 +65,15 @@ def main() -> None:
                 toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
                 cache = forward_hooks(model, toks, hooks)
                 for d in dicts:
-                    d.encode(cache[d.hook_in][:, 1:, :].reshape(-1, d.d_in))
+                    for _ in encode_slices(d, dictionary_input(d, cache)):
+                        pass
         return time.perf_counter() - t, time.process_time() - c
 
     with torch.inference_mode():  # warm-up
         cache = forward_hooks(model, torch.from_numpy(plan.tokens[:2].astype(np.int64)), hooks)
         for d in dicts:
-            d.encode(cache[d.hook_in][:, 1:, :].reshape(-1, d.d_in))
+            for _ in encode_slices(d, dictionary_input(d, cache)):
+                pass
     (t_base1, c_base1) = base()
     with tempfile.TemporaryDirectory() as tmp:
         t, c = time.perf_counter(), time.process_time()

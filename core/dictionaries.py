@@ -83,6 +83,7 @@ class Dictionary:
     module: torch.nn.Module
     topk: int | None = None
     source: str = ""  # where it came from: a folder, or 'release/sae_id'
+    ln: torch.nn.Module | None = None  # neurons: the LayerNorm whose normalised output is hook_in (its w, b are applied)
 
     @property
     def is_baseline(self) -> bool:
@@ -93,8 +94,7 @@ class Dictionary:
         """Latent activations `[..., d_sae]` of activations `x: [..., d_in]` read at `hook_in`."""
         if self.kind in SAE_KINDS:
             return self.module.encode(x)
-        mlp = self.module
-        acts = mlp.act_fn(x @ mlp.W_in + mlp.b_in)  # [..., d_mlp]
+        acts = self.module.act_fn(x @ self.W_enc + self.b_enc)  # [..., d_mlp], the model's hook_post
         if self.topk is not None:
             vals, idx = acts.topk(self.topk, dim=-1)
             acts = torch.zeros_like(acts).scatter_(-1, idx, vals)
@@ -113,13 +113,20 @@ class Dictionary:
 
     @property
     def W_enc(self) -> torch.Tensor:
-        """Encoder directions `[d_in, d_sae]`."""
-        return self.module.W_enc if self.kind in SAE_KINDS else self.module.W_in
+        """Encoder directions `[d_in, d_sae]` (neurons: W_in with the LayerNorm's scale `w` folded in)."""
+        if self.kind in SAE_KINDS:
+            return self.module.W_enc
+        w = getattr(self.ln, "w", None)
+        return self.module.W_in if w is None else w[:, None] * self.module.W_in
 
     @property
     def b_enc(self) -> torch.Tensor:
-        """Encoder bias `[d_sae]` (SAE-Lens transcoders and SAEs subtract no b_dec here when configured so)."""
-        return self.module.b_enc if self.kind in SAE_KINDS else self.module.b_in
+        """Encoder bias `[d_sae]` (SAE-Lens transcoders and SAEs subtract no b_dec here when configured so;
+        neurons: b_in plus the LayerNorm's bias `b` through W_in)."""
+        if self.kind in SAE_KINDS:
+            return self.module.b_enc
+        b = getattr(self.ln, "b", None)
+        return self.module.b_in if b is None else self.module.b_in + b @ self.module.W_in
 
     def describe(self) -> dict:
         """Plain-JSON description for stores and pages."""
@@ -190,6 +197,7 @@ def neuron_dictionary(model, layer: int, topk: int | None = None) -> Dictionary:
         module=mlp,
         topk=topk,
         source="model MLP weights (baseline)",
+        ln=model.blocks[layer].ln2,  # hook_in is ln2.hook_normalized, before LayerNorm's w and b
     )
 
 

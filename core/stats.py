@@ -30,19 +30,6 @@ def decile_of(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(edges[1:N_DECILES]), np.asarray(values), side="left").astype(np.int64) + 1
 
 
-def sort_by_latent_then_value(latent: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """A stable permutation `[n]` ordering rows by latent ascending, then value descending.
-
-    `latent: [n]` non-negative ints below 2**31, `value: [n]` positive float32. Packs both into one
-    int64 key (positive floats order like their bit patterns) so one sort does it.
-    """
-    import torch
-
-    bits = np.ascontiguousarray(value, dtype=np.float32).view(np.int32).astype(np.int64)
-    key = (latent.astype(np.int64) << 32) | (0xFFFFFFFF - bits)
-    return torch.sort(torch.from_numpy(key), stable=True).indices.numpy()
-
-
 @dataclass
 class RangeStats:
     """Statistics of latents `first .. first + m - 1`: arrays over those `m` latents."""
@@ -58,15 +45,88 @@ class RangeStats:
     top_n: np.ndarray  # [p]
 
 
-def _top_rows_exact(seg: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` largest values of `seg`, largest first, ties by index (= a stable descending sort's first k)."""
-    if len(seg) <= k:
-        return np.argsort(-seg, kind="stable")
-    t = np.partition(seg, len(seg) - k)[len(seg) - k]  # the k-th largest value
-    above = np.flatnonzero(seg > t)
-    equal = np.flatnonzero(seg == t)[: k - len(above)]
-    idx = np.concatenate([above, equal])
-    return idx[np.lexsort((idx, -seg[idx]))]
+FINE_BINS = 1024  # bins per latent used to locate order statistics (see `_block_stats`)
+BLOCK_CELLS = 1 << 21  # latents per block x FINE_BINS: bounds the per-block tables (~16 MB each)
+
+
+def _segment_positions(group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Position of each element within its run, for `group: [n]` sorted ascending (0, 1, 2, ... per group)."""
+    starts = np.zeros(n_groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(group, minlength=n_groups), out=starts[1:])
+    return np.arange(len(group), dtype=np.int64) - starts[group]
+
+
+def _block_stats(counts: np.ndarray, value: np.ndarray, token_id: np.ndarray, hist_bins: int, top_rows: int):
+    """`range_stats` of latents 0..m-1 with `counts: [m]` rows each, `value, token_id: [n]` grouped by latent.
+
+    Order statistics without sorting every row (radix selection): a float32 > 0 orders like its bit
+    pattern, so each latent's span of bit patterns is cut into FINE_BINS bins (a monotone map, so
+    equal values share a bin and the bins of larger values are no lower). The cumulative counts tell
+    which bin holds each wanted rank; only the rows in those bins are sorted.
+    """
+    n = len(value)
+    m = len(counts)
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    fired = counts > 0
+    fl = np.flatnonzero(fired)
+    max_act = np.zeros(m, dtype=np.float32)
+    mean = np.zeros(m, dtype=np.float32)
+    edges = np.zeros((m, N_DECILES + 1), dtype=np.float32)
+    hist = np.zeros((m, hist_bins), np.int64)
+    if n == 0:
+        return max_act, mean, edges, hist, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first_rows = starts[:-1][fired]
+    max_act[fired] = np.maximum.reduceat(value, first_rows)
+    mean[fired] = np.add.reduceat(value.astype(np.float64), first_rows) / counts[fired]
+
+    # histogram: equal-width bins over (0, max]
+    coarse = (value / np.repeat(max_act, counts) * hist_bins).astype(np.int32)
+    np.minimum(coarse, hist_bins - 1, out=coarse)
+    coarse += np.repeat(np.arange(m, dtype=np.int32) * hist_bins, counts)
+    hist = np.bincount(coarse, minlength=m * hist_bins).reshape(m, hist_bins)
+
+    bits = value.view(np.int32)
+    lo = np.zeros(m, np.int64)
+    lo[fired] = np.minimum.reduceat(bits, first_rows)
+    span = np.ones(m, np.int64)
+    span[fired] = np.maximum.reduceat(bits, first_rows) - lo[fired] + 1
+    F = int(min(FINE_BINS, max(16, 1 << int(np.ceil(np.log2(max(1.0, n / max(1, len(fl)) / 4)))))))  # ~4 rows a bin
+    # float32 rounding is monotone too, and the clamp keeps the top value in the last bin
+    fine = ((bits - np.repeat(lo.astype(np.int32), counts)).astype(np.float32) * np.repeat((F / span).astype(np.float32), counts)).astype(np.int64)
+    np.minimum(fine, F - 1, out=fine)
+    fine += np.repeat(np.arange(m, dtype=np.int64) * F, counts)  # cell (latent, fine bin)
+    cell_counts = np.bincount(fine, minlength=m * F)
+    cum = np.cumsum(cell_counts.reshape(m, F), axis=1)  # [m, F] rows of latent l in bins <= b
+
+    # ascending ranks wanted: the 11 decile edges (nearest-rank lower) and the first of the top rows
+    ranks = (np.arange(N_DECILES + 1)[None, :] * np.maximum(counts - 1, 0)[:, None]) // N_DECILES  # [m, 11]
+    wanted = np.concatenate([ranks, np.maximum(counts - top_rows, 0)[:, None]], axis=1)  # [m, 12]
+    # bin holding rank r of latent l = number of its bins whose cumulative count is <= r
+    step = np.arange(m, dtype=np.int64)[:, None]
+    bins = np.searchsorted((cum + step * (n + 1)).reshape(-1), wanted + step * (n + 1), side="right") - step * F
+    before = np.where(bins > 0, np.take_along_axis(cum, np.minimum(np.maximum(bins - 1, 0), F - 1), axis=1), 0)
+
+    # decile edges: sort the rows of the (at most 11) bins that hold one, by (latent, value)
+    sel = np.zeros(m * F, dtype=bool)
+    e_bins = bins[fl, : N_DECILES + 1]
+    sel[(fl[:, None] * F + e_bins).reshape(-1)] = True
+    cand = np.flatnonzero(sel[fine])
+    order = cand[np.argsort(fine[cand] << 32 | bits[cand], kind="stable")]
+    sel_counts = np.where(sel, cell_counts, 0).reshape(m, F)
+    sel_before = np.cumsum(sel_counts, axis=1) - sel_counts  # candidates of latent l in its bins < b
+    cstart = np.concatenate([[0], np.cumsum(sel_counts.sum(axis=1))])
+    pos = cstart[fl][:, None] + np.take_along_axis(sel_before[fl], e_bins, axis=1) + ranks[fl] - before[fl, : N_DECILES + 1]
+    edges[fl] = value[order[pos]]
+
+    # top rows: every row at or above the bin of the first top row, sorted by value descending with
+    # ties in row order (a stable sort), then the first `top_rows` of each latent
+    cand = np.flatnonzero(fine >= np.repeat(np.arange(m, dtype=np.int64) * F + np.minimum(bins[:, N_DECILES + 1], F - 1), counts))
+    lat_c = np.searchsorted(starts, cand, side="right") - 1
+    sort = np.argsort(lat_c << 32 | (0x7FFFFFFF - bits[cand]), kind="stable")
+    keep = _segment_positions(lat_c[sort], m) < top_rows
+    return max_act, mean, edges, hist, lat_c[sort][keep], np.asarray(token_id)[cand[sort][keep]].astype(np.int64)
 
 
 def range_stats(
@@ -77,67 +137,58 @@ def range_stats(
     m: int,
     hist_bins: int = HIST_BINS,
     top_rows: int = TOP_ROWS,
-    big: int = 512,
+    token_table: np.ndarray | None = None,
 ) -> RangeStats:
     """Statistics of every latent in `[first, first + m)` from all of their rows.
 
-    `latent, value, token_id: [n]`: the latent, its activation (> 0), and the token id it fired on;
+    `latent, value, token_id: [n]`: the latent, its activation (> 0), and the token id it fired on
+    (or, if `token_table` is given, an index into it: only the top rows' token ids are then looked up);
     cheapest when rows come grouped by latent (as the cache's merge produces them), any order works.
-    Latents with no rows get zeros. Order statistics of latents with more than `big` rows come from
-    `np.partition` one latent at a time (linear); the rest from one vectorised sort.
+    Latents with no rows get zeros. Exact and vectorised: a fine histogram per latent locates each
+    order statistic's bin, and only the rows in those bins are sorted (a few percent of all rows).
     """
-    local = latent.astype(np.int64) - first
-    value = np.asarray(value, dtype=np.float32)
-    token_id = np.asarray(token_id, dtype=np.int64)
+    local = np.asarray(latent).astype(np.int64) - first
+    value = np.ascontiguousarray(value, dtype=np.float32)
+    token_id = np.asarray(token_id)
     if len(local) > 1 and np.any(local[1:] < local[:-1]):
         order = np.argsort(local, kind="stable")
-        local, value, token_id = local[order], value[order], token_id[order]
-    counts = np.bincount(local, minlength=m).astype(np.int64)
+        value, token_id = value[order], token_id[order]
+    return grouped_stats(np.bincount(local, minlength=m), value, token_id, first, hist_bins, top_rows, token_table)
+
+
+def grouped_stats(
+    counts: np.ndarray,
+    value: np.ndarray,
+    token_id: np.ndarray,
+    first: int = 0,
+    hist_bins: int = HIST_BINS,
+    top_rows: int = TOP_ROWS,
+    token_table: np.ndarray | None = None,
+) -> RangeStats:
+    """`range_stats` of latents `first .. first + m - 1` given `counts: [m]` and rows `value, token_id: [n]` grouped by latent."""
+    m = len(counts)
+    counts = np.asarray(counts, dtype=np.int64)
+    value = np.ascontiguousarray(value, dtype=np.float32)
     starts = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
-    fired = counts > 0
-    n_f = counts[fired]
-
-    max_act = np.zeros(m, dtype=np.float32)
-    mean = np.zeros(m, dtype=np.float32)
-    if fired.any():
-        max_act[fired] = np.maximum.reduceat(value, starts[:-1][fired])
-        mean[fired] = np.add.reduceat(value.astype(np.float64), starts[:-1][fired]) / n_f
-
-    hist = np.zeros((m, hist_bins), dtype=np.int64)
-    if len(value):
-        b = np.minimum((value / max_act[local] * hist_bins).astype(np.int64), hist_bins - 1)
-        hist = np.bincount(local * hist_bins + b, minlength=m * hist_bins).reshape(m, hist_bins)
-
-    edges = np.zeros((m, N_DECILES + 1), dtype=np.float32)
-    asc_frac = np.arange(N_DECILES + 1)
+    max_act = np.zeros(m, np.float32)
+    mean = np.zeros(m, np.float32)
+    edges = np.zeros((m, N_DECILES + 1), np.float32)
+    hist = np.zeros((m, hist_bins), np.int64)
     top_l: list[np.ndarray] = []
     top_t: list[np.ndarray] = []
-    # small latents: one sort of all their rows by (latent, value desc)
-    small = fired & (counts <= big)
-    if small.any():
-        rows = np.flatnonzero(small[local])
-        order = rows[sort_by_latent_then_value(local[rows], value[rows])]
-        lat_s, v_s = local[order], value[order]
-        s_starts = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.where(small, counts, 0), out=s_starts[1:])
-        n_s = counts[small]
-        asc = (asc_frac[None, :] * (n_s[:, None] - 1)) // N_DECILES
-        edges[small] = v_s[s_starts[:-1][small][:, None] + (n_s[:, None] - 1 - asc)]
-        keep = np.arange(len(order)) - s_starts[lat_s] < top_rows
-        top_l.append(lat_s[keep])
-        top_t.append(token_id[order][keep])
-    # big latents: linear selection, one latent at a time
-    for lat in np.flatnonzero(fired & ~small):
-        s, e = starts[lat], starts[lat + 1]
-        seg = value[s:e]
-        kth = (asc_frac * (len(seg) - 1)) // N_DECILES
-        edges[lat] = np.partition(seg, kth)[kth]
-        top = _top_rows_exact(seg, top_rows)
-        top_l.append(np.full(len(top), lat, dtype=np.int64))
-        top_t.append(token_id[s:e][top])
-
-    pair = np.concatenate(top_l) * (1 << 32) + np.concatenate(top_t) if top_l else np.zeros(0, np.int64)
+    block = max(1, BLOCK_CELLS // FINE_BINS)
+    for a in range(0, m, block):
+        b = min(a + block, m)
+        s, e = starts[a], starts[b]
+        mx, mn, ed, h, tl, tt = _block_stats(counts[a:b], value[s:e], token_id[s:e], hist_bins, top_rows)
+        max_act[a:b], mean[a:b], edges[a:b], hist[a:b] = mx, mn, ed, h
+        top_l.append(tl + a)
+        top_t.append(tt)
+    top_tok = np.concatenate(top_t) if top_t else np.zeros(0, np.int64)
+    if token_table is not None:
+        top_tok = np.asarray(token_table)[top_tok].astype(np.int64)
+    pair = (np.concatenate(top_l) << 32) + top_tok if top_l else np.zeros(0, np.int64)
     uniq, n = np.unique(pair, return_counts=True)
     return RangeStats(
         first=first,

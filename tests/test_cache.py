@@ -49,15 +49,28 @@ def reference(setup, tmp_path_factory) -> Path:
 
 
 def _dense(model, d, plan, params) -> np.ndarray:
-    """Activations `[n_contexts, ctx_len - 1, d_sae]` computed directly, batch by batch as the job does."""
+    """Activations `[n_contexts, ctx_len - 1, d_sae]` computed directly, batch by batch as the job does.
+
+    SAEs encode their hook_in; neurons are the MLP's hook_post (top-k: the k largest per token), which
+    the job reads from the forward pass instead of encoding hook_in again.
+    """
     import torch
 
+    hook = f"blocks.{d.layer}.mlp.hook_post" if d.is_baseline else d.hook_in
     out = []
     with torch.inference_mode():
         for b0 in range(0, plan.n_contexts, params.batch_contexts):
             toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
-            _, cache = model.run_with_cache(toks, names_filter=[d.hook_in])
-            out.append(d.encode(cache[d.hook_in][:, 1:, :]).numpy())
+            _, cache = model.run_with_cache(toks, names_filter=[hook, d.hook_in])
+            x = cache[hook][:, 1:, :]
+            if not d.is_baseline:
+                x = d.encode(x)
+            elif d.topk:
+                vals, idx = x.topk(d.topk, dim=-1)
+                x = torch.zeros_like(x).scatter_(-1, idx, vals)
+            if d.is_baseline:  # the same neurons as the dictionary's own encoder (tests/test_dictionaries.py)
+                np.testing.assert_allclose(x.numpy(), d.encode(cache[d.hook_in][:, 1:, :]).numpy(), atol=1e-5)
+            out.append(x.numpy())
     return np.concatenate(out)
 
 

@@ -369,3 +369,21 @@ def test_training_is_reproducible(tiny_model, trained, tmp_path):
         a = load_file(str(out / folder / "sae_weights.safetensors"))
         b = load_file(str(tmp_path / folder / "sae_weights.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+
+
+def test_neuron_baseline_encodes_the_models_own_neurons(tiny_model, tokens):
+    """With a LayerNorm that has its own scale and bias, the neurons read at ln2.hook_normalized are hook_post."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.blocks[1].ln2.w.copy_(1 + 0.5 * torch.randn(model.cfg.d_model, generator=g))
+        model.blocks[1].ln2.b.copy_(0.3 * torch.randn(model.cfg.d_model, generator=g))
+    d = neuron_dictionary(model, 1)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens[:2], names_filter=[d.hook_in, "blocks.1.mlp.hook_post"])
+        acts = d.encode(cache[d.hook_in])
+        without_ln_affine = d.module.act_fn(cache[d.hook_in] @ d.module.W_in + d.module.b_in)
+    assert torch.allclose(acts, cache["blocks.1.mlp.hook_post"], atol=1e-5)
+    assert not torch.allclose(acts, without_ln_affine, atol=1e-2)

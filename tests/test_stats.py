@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.stats import decile_of, output_token_logits, range_stats, sort_by_latent_then_value
+from core.stats import decile_of, output_token_logits, range_stats
 
 
 def test_range_stats_match_brute_force():
@@ -35,12 +35,6 @@ def test_range_stats_match_brute_force():
         got = {int(t): int(c) for lat, t, c in zip(rs.top_latent, rs.top_token, rs.top_n, strict=True) if lat == first + i}
         assert got == {int(k): int(v) for k, v in want.items()}
     assert rs.n_fires[7] == 0
-
-
-def test_sort_by_latent_then_value_is_stable():
-    latent = np.array([1, 0, 1, 0, 1])
-    value = np.array([2.0, 1.0, 3.0, 1.0, 2.0], np.float32)
-    assert sort_by_latent_then_value(latent, value).tolist() == [1, 3, 2, 0, 4]
 
 
 def test_decile_of_edges():
