@@ -46,7 +46,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from cache_subject import load_subject_model, subject_dictionaries
 
-    from core.cache import CacheParams, dictionary_input, encode_slices, forward_hooks, plan_corpus_contexts, run_cache, source_hooks
+    from core.cache import (
+        CacheParams,
+        dictionary_input,
+        encode_slices,
+        forward_hooks,
+        plan_corpus_contexts,
+        run_cache,
+        source_hooks,
+    )
     from core.paths import default_paths
 
     root = Path(args.root) if args.root else None
@@ -87,26 +95,37 @@ def main() -> None:
     rows = sum(result.rows.values())
     act_bytes = sum(result.file_bytes.values())
     print(f"subject: {label}")
-    print(f"load average {load:.1f} on {os.cpu_count()} cores; CPU seconds (all threads): base {c_base:.1f}, job {c_job:.1f} ("
-          + ", ".join(f"{k} {v:.1f}" for k, v in result.cpu_seconds.items()) + ")")
-    print(f"tokens {n:,}; base {t_base1:.1f} s / {t_base2:.1f} s; job {t_job:.1f} s; phases " +
-          ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
-    print(f"activations stored {rows:,} ({rows / n:.0f} per token); Parquet {act_bytes / rows:.2f} B/activation, "
-          f"whole workspace {ws_bytes / rows:.2f} B/activation")
-    print(json.dumps({
-        "ratio": round(t_base / t_job, 3),
-        "cpu_ratio": round(c_base / c_job, 3),
-        "load_average": round(load, 2),
-        "tokens": n,
-        "tokens_per_s_job": round(n / t_job, 1),
-        "tokens_per_s_base": round(n / t_base, 1),
-        "activations": rows,
-        "bytes_per_activation": round(act_bytes / rows, 3),
-        "workspace_bytes_per_activation": round(ws_bytes / rows, 3),
-        "dictionaries": len(dicts),
-        "threads": args.threads,
-        "subject": label,
-    }))
+    print(
+        f"load average {load:.1f} on {os.cpu_count()} cores; CPU seconds (all threads): base {c_base:.1f}, job {c_job:.1f} ("
+        + ", ".join(f"{k} {v:.1f}" for k, v in result.cpu_seconds.items())
+        + ")"
+    )
+    print(
+        f"tokens {n:,}; base {t_base1:.1f} s / {t_base2:.1f} s; job {t_job:.1f} s; phases "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    )
+    print(
+        f"activations stored {rows:,} ({rows / n:.0f} per token); Parquet {act_bytes / rows:.2f} B/activation, "
+        f"whole workspace {ws_bytes / rows:.2f} B/activation"
+    )
+    print(
+        json.dumps(
+            {
+                "ratio": round(t_base / t_job, 3),
+                "cpu_ratio": round(c_base / c_job, 3),
+                "load_average": round(load, 2),
+                "tokens": n,
+                "tokens_per_s_job": round(n / t_job, 1),
+                "tokens_per_s_base": round(n / t_base, 1),
+                "activations": rows,
+                "bytes_per_activation": round(act_bytes / rows, 3),
+                "workspace_bytes_per_activation": round(ws_bytes / rows, 3),
+                "dictionaries": len(dicts),
+                "threads": args.threads,
+                "subject": label,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -207,8 +207,12 @@ class ParquetActivationWriter:
                 PARQUET_SCHEMA,
                 compression="none",
                 use_dictionary=False,
-                column_encoding={"latent": "DELTA_BINARY_PACKED", "context": "DELTA_BINARY_PACKED",
-                                 "position": "DELTA_BINARY_PACKED", "value": "BYTE_STREAM_SPLIT"},
+                column_encoding={
+                    "latent": "DELTA_BINARY_PACKED",
+                    "context": "DELTA_BINARY_PACKED",
+                    "position": "DELTA_BINARY_PACKED",
+                    "value": "BYTE_STREAM_SPLIT",
+                },
                 write_statistics=["latent", "context"],
             )
         except OSError as exc:
@@ -217,8 +221,12 @@ class ParquetActivationWriter:
     def write(self, latent: np.ndarray, value: np.ndarray, context: np.ndarray, position: np.ndarray) -> None:
         """Append rows (already in final order)."""
         table = pa.Table.from_arrays(
-            [pa.array(latent.astype(np.int32, copy=False)), pa.array(value.astype(np.float32, copy=False)),
-             pa.array(context.astype(np.int32, copy=False)), pa.array(position.astype(np.int16, copy=False))],
+            [
+                pa.array(latent.astype(np.int32, copy=False)),
+                pa.array(value.astype(np.float32, copy=False)),
+                pa.array(context.astype(np.int32, copy=False)),
+                pa.array(position.astype(np.int16, copy=False)),
+            ],
             schema=PARQUET_SCHEMA,
         )
         try:
@@ -270,7 +278,9 @@ def _index(path: Path) -> _ParquetIndex:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
-        raise WorkspaceError(f"activation file {path} is missing; rebuild the workspace with the cache command") from exc
+        raise WorkspaceError(
+            f"activation file {path} is missing; rebuild the workspace with the cache command"
+        ) from exc
     key = (str(path), st.st_mtime_ns, st.st_size)
     with _index_lock:
         idx = _index_cache.get(key)
@@ -288,7 +298,10 @@ def _index(path: Path) -> _ParquetIndex:
 def read_rows(path: Path, row_start: int, n_rows: int) -> dict[str, np.ndarray]:
     """Rows `[row_start, row_start + n_rows)` of a dictionary's Parquet file as arrays latent, value, context, position."""
     if n_rows == 0:
-        return {name: np.zeros(0, dtype=t.to_pandas_dtype()) for name, t in zip(PARQUET_SCHEMA.names, PARQUET_SCHEMA.types, strict=True)}
+        return {
+            name: np.zeros(0, dtype=t.to_pandas_dtype())
+            for name, t in zip(PARQUET_SCHEMA.names, PARQUET_SCHEMA.types, strict=True)
+        }
     idx = _index(path)
     first = int(np.searchsorted(idx.starts, row_start, side="right") - 1)
     last = int(np.searchsorted(idx.starts, row_start + n_rows - 1, side="right") - 1)

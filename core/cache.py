@@ -52,7 +52,7 @@ from core.corpus import BrownDocument, read_corpus
 from core.dictionaries import Dictionary, neuron_dictionary
 from core.paths import DEFAULT_DIR, default_paths
 from core.stats import HIST_BINS, N_OUTPUT_TOKENS, TOP_ROWS, grouped_stats, no_output_tokens, output_token_logits
-from core.store import WorkspaceError
+from core.store import WorkspaceError, WorkspaceLockedError
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +60,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
-"""progress(phase, done, total): phase 'caching' counts tokens, 'finalizing' counts dictionaries."""
+"""progress(phase, done, total): phase 'caching' counts tokens, 'finalizing' counts dictionaries;
+`ensure_default_workspace` adds 'loading' (0/1, 1/1) and 'waiting' (another process builds the
+default workspace: its committed chunks / all chunks, or 0/0 before it has started)."""
+
+
+class WorkspaceMismatchError(WorkspaceError):
+    """The workspace was built from another model, corpus slice or dictionary weights, or has another unfinished run."""
+
 
 DEFAULT_NEURON_TOPK = 32
 FINALIZE_ROWS = 1 << 22  # rows merged at once while finalising (bounds memory to ~100 MB)
@@ -150,7 +157,9 @@ def bos_token_id(tokenizer) -> int:
     return int(bos)
 
 
-def plan_contexts(tokenizer, docs: list[BrownDocument], n_tokens: int, ctx_len: int, source: dict | None = None) -> ContextPlan:
+def plan_contexts(
+    tokenizer, docs: list[BrownDocument], n_tokens: int, ctx_len: int, source: dict | None = None
+) -> ContextPlan:
     """Cut the first `n_tokens` corpus tokens of `docs` into contexts `[n, ctx_len]` (BOS + ctx_len - 1 tokens each).
 
     The count is rounded up to whole contexts when the corpus has enough tokens, else down.
@@ -250,7 +259,9 @@ def check_dictionaries(model, dictionaries: list[Dictionary]) -> None:
             raise ValueError(f"dictionary {d.id} is listed twice")
         seen.add(d.id)
         if d.is_baseline and _neuron_hook(d) not in model.hook_dict:
-            raise ValueError(f"dictionary {d.id} reads hook {_neuron_hook(d)}, which this model ({model.cfg.n_layers} layers) does not have")
+            raise ValueError(
+                f"dictionary {d.id} reads hook {_neuron_hook(d)}, which this model ({model.cfg.n_layers} layers) does not have"
+            )
         if d.hook_in not in model.hook_dict:
             raise ValueError(
                 f"dictionary {d.id} reads hook {d.hook_in}, which this model ({model.cfg.n_layers} layers) does not have"
@@ -350,8 +361,14 @@ class _ChunkWriter:
     over but not yet scanned stay under `max_bytes` (a single batch may exceed it).
     """
 
-    def __init__(self, workspace: Path, run_id: str, records: dict[str, store.DictionaryRecord], max_pending: int = 2,
-                 max_bytes: int = 1 << 29):
+    def __init__(
+        self,
+        workspace: Path,
+        run_id: str,
+        records: dict[str, store.DictionaryRecord],
+        max_pending: int = 2,
+        max_bytes: int = 1 << 29,
+    ):
         self.workspace = workspace
         self.run_id = run_id
         self.records = records
@@ -444,7 +461,8 @@ class _ChunkWriter:
                 for dict_id, rec in self.records.items():
                     got = pending.pop(dict_id, [])
                     token, latent, value = (
-                        (np.concatenate([g[i] for g in got]) for i in range(3)) if got
+                        (np.concatenate([g[i] for g in got]) for i in range(3))
+                        if got
                         else (np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.float32))
                     )
                     parts[rec.index] = files.group_by_latent(latent, token, value, rec.d_sae)
@@ -487,7 +505,9 @@ def _compute_chunks(
             toks = torch.from_numpy(plan.tokens[b0:b1].astype(np.int64)).to(device)
             cache = forward_hooks(model, toks, hooks)
             # global token index (context * ctx_len + position) of each encoded row; BOS is skipped
-            row_token = (np.arange(b0, b1, dtype=np.uint32)[:, None] * plan.ctx_len + np.arange(1, plan.ctx_len, dtype=np.uint32)).reshape(-1)
+            row_token = (
+                np.arange(b0, b1, dtype=np.uint32)[:, None] * plan.ctx_len + np.arange(1, plan.ctx_len, dtype=np.uint32)
+            ).reshape(-1)
             with torch.inference_mode():
                 for d in dictionaries:
                     writer.put(chunk, d, row_token, list(encode_slices(d, dictionary_input(d, cache))))
@@ -526,7 +546,9 @@ class _OutputTokens:
         self.results: dict[str, dict[str, np.ndarray]] = {}
         self.error: BaseException | None = None
         self.cpu_seconds = 0.0
-        self.thread = threading.Thread(target=self._run, args=(dictionaries, model, k), name="output-tokens", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, args=(dictionaries, model, k), name="output-tokens", daemon=True
+        )
         self.thread.start()
 
     def _run(self, dictionaries: list[Dictionary], model, k: int) -> None:
@@ -651,7 +673,10 @@ def _vocab_texts(tokenizer, d_vocab: int) -> list[str]:
 
 
 def _run_key(model_fp: str, plan_fp: str, params: CacheParams, dicts: list[tuple[str, str]]) -> str:
-    payload = json.dumps({"model": model_fp, "contexts": plan_fp, "params": asdict(params), "dictionaries": sorted(dicts)}, sort_keys=True)
+    payload = json.dumps(
+        {"model": model_fp, "contexts": plan_fp, "params": asdict(params), "dictionaries": sorted(dicts)},
+        sort_keys=True,
+    )
     return hashlib.blake2b(payload.encode(), digest_size=6).hexdigest()
 
 
@@ -675,10 +700,14 @@ def run_cache(
     if plan.ctx_len != params.ctx_len:
         raise ValueError(f"plan has contexts of {plan.ctx_len} tokens but params say {params.ctx_len}")
     if plan.ctx_len > model.cfg.n_ctx:
-        raise ValueError(f"contexts of {plan.ctx_len} tokens are longer than this model's context ({model.cfg.n_ctx}); use --ctx-len {model.cfg.n_ctx}")
+        raise ValueError(
+            f"contexts of {plan.ctx_len} tokens are longer than this model's context ({model.cfg.n_ctx}); use --ctx-len {model.cfg.n_ctx}"
+        )
     check_dictionaries(model, dictionaries)
     if plan.n_contexts * plan.ctx_len >= 1 << 32:
-        raise ValueError(f"{plan.n_contexts * plan.ctx_len:,} token positions exceed this cache's limit of 2**32; cache fewer tokens per workspace")
+        raise ValueError(
+            f"{plan.n_contexts * plan.ctx_len:,} token positions exceed this cache's limit of 2**32; cache fewer tokens per workspace"
+        )
     result = CacheResult(workspace=str(workspace), run_id=None, n_tokens=plan.n_cached_tokens)
     t0, c0 = time.perf_counter(), time.process_time()
     with _JobLock(workspace):
@@ -689,16 +718,31 @@ def run_cache(
         log.info("fingerprints: %.1f s", result.seconds["fingerprints"])
 
         t = time.perf_counter()
-        corpus_info = {**plan.source, "n_contexts": plan.n_contexts, "ctx_len": plan.ctx_len,
-                       "n_tokens": plan.n_cached_tokens, "fingerprint": plan_fp, "bos_token": int(plan.tokens[0, 0])}
+        corpus_info = {
+            **plan.source,
+            "n_contexts": plan.n_contexts,
+            "ctx_len": plan.ctx_len,
+            "n_tokens": plan.n_cached_tokens,
+            "fingerprint": plan_fp,
+            "bos_token": int(plan.tokens[0, 0]),
+        }
         discarded: list[str] = []
         with store.session(workspace, write=True) as con:
             known_model = store.get_info(con, "model")
             if known_model is None:
-                store.set_info(con, "model", {"name": model_name, "fingerprint": model_fp, "n_layers": model.cfg.n_layers,
-                                              "d_model": model.cfg.d_model, "d_vocab": model.cfg.d_vocab})
+                store.set_info(
+                    con,
+                    "model",
+                    {
+                        "name": model_name,
+                        "fingerprint": model_fp,
+                        "n_layers": model.cfg.n_layers,
+                        "d_model": model.cfg.d_model,
+                        "d_vocab": model.cfg.d_vocab,
+                    },
+                )
             elif known_model["fingerprint"] != model_fp:
-                raise WorkspaceError(
+                raise WorkspaceMismatchError(
                     f"workspace {workspace} was built from another model ({known_model['name']}, weights {known_model['fingerprint'][:12]}) "
                     f"than this one ({model_name}, weights {model_fp[:12]}); use a new --workspace"
                 )
@@ -706,10 +750,14 @@ def run_cache(
             if known_corpus is None:
                 store.set_info(con, "corpus", corpus_info)
                 store.store_contexts(con, plan.tokens, plan.docs, plan.offsets)
-                store.store_vocab(con, _vocab_texts(model.tokenizer, model.cfg.d_vocab) if model.tokenizer is not None
-                                  else [str(i) for i in range(model.cfg.d_vocab)])
+                store.store_vocab(
+                    con,
+                    _vocab_texts(model.tokenizer, model.cfg.d_vocab)
+                    if model.tokenizer is not None
+                    else [str(i) for i in range(model.cfg.d_vocab)],
+                )
             elif known_corpus["fingerprint"] != plan_fp:
-                raise WorkspaceError(
+                raise WorkspaceMismatchError(
                     f"workspace {workspace} caches another corpus slice ({known_corpus.get('n_tokens'):,} tokens of "
                     f"{known_corpus.get('corpus', '?')} {known_corpus.get('split', '')}, contexts of {known_corpus.get('ctx_len')}) "
                     f"than this run ({plan.n_cached_tokens:,} tokens, contexts of {plan.ctx_len}); use the same --tokens/--ctx-len/--corpus or a new --workspace"
@@ -720,7 +768,7 @@ def run_cache(
             for d in dictionaries:
                 rec = existing.get(d.id)
                 if rec is not None and rec.status == "ready" and rec.fingerprint != fps[d.id]:
-                    raise WorkspaceError(
+                    raise WorkspaceMismatchError(
                         f"dictionary {d.id} is already cached in {workspace} from different weights; use a new --workspace"
                     )
                 if rec is not None and rec.status == "ready" and run_status.get(rec.run_id) == "finished":
@@ -732,7 +780,7 @@ def run_cache(
                 for r in store.unfinished_runs(con):
                     if r.run_id != run_id or restart:
                         if not restart:
-                            raise WorkspaceError(
+                            raise WorkspaceMismatchError(
                                 f"workspace {workspace} has an unfinished cache run ({len(r.dictionary_ids)} dictionaries: "
                                 f"{', '.join(r.dictionary_ids[:4])}{'...' if len(r.dictionary_ids) > 4 else ''}; "
                                 f"{r.committed_chunks}/{r.n_chunks} chunks, params {r.params}). Rerun that command to finish it, "
@@ -742,8 +790,13 @@ def run_cache(
                         discarded.append(r.run_id)
                 n_chunks = math.ceil(plan.n_contexts / params.chunk_contexts)
                 if run_id not in {r.run_id for r in store.runs(con)}:
-                    store.start_run(con, run_id, {**asdict(params), "model": model_name, "corpus": corpus_info},
-                                    [d.id for d in todo], n_chunks)
+                    store.start_run(
+                        con,
+                        run_id,
+                        {**asdict(params), "model": model_name, "corpus": corpus_info},
+                        [d.id for d in todo],
+                        n_chunks,
+                    )
                     for d in todo:
                         store.register_dictionary(con, d.describe(), fps[d.id], run_id)
                 records = {r.id: r for r in store.dictionaries(con) if r.id in {d.id for d in todo}}
@@ -755,7 +808,13 @@ def run_cache(
             return result
         result.run_id = run_id
         result.seconds["open"] = time.perf_counter() - t
-        log.info("open workspace (run %s, %d/%d chunks committed): %.1f s", run_id, len(done_chunks), n_chunks, result.seconds["open"])
+        log.info(
+            "open workspace (run %s, %d/%d chunks committed): %.1f s",
+            run_id,
+            len(done_chunks),
+            n_chunks,
+            result.seconds["open"],
+        )
 
         # 3. compute the chunks not yet committed
         t, c = time.perf_counter(), time.process_time()
@@ -782,7 +841,12 @@ def run_cache(
         result.chunks_computed = len(pending)
         result.seconds["compute"] = time.perf_counter() - t
         result.cpu_seconds["compute"] = time.process_time() - c
-        log.info("compute %d chunks: %.1f s (writer busy %.1f s)", len(pending), result.seconds["compute"], result.seconds.get("writer_busy", 0.0))
+        log.info(
+            "compute %d chunks: %.1f s (writer busy %.1f s)",
+            len(pending),
+            result.seconds["compute"],
+            result.seconds.get("writer_busy", 0.0),
+        )
 
         # 4. finalise each dictionary
         t, c = time.perf_counter(), time.process_time()
@@ -791,11 +855,22 @@ def run_cache(
         # Dictionaries are independent; numpy, torch and pyarrow release the GIL, so two workers
         # use a second core when there is one. Progress is reported from this (the caller's) thread.
         # Largest first, so that the two workers finish together rather than one finishing a big file alone.
-        by_size = sorted(to_finalize, key=lambda d: -files.scratch_bytes(workspace, run_id, n_chunks, records[d.id].index))
+        by_size = sorted(
+            to_finalize, key=lambda d: -files.scratch_bytes(workspace, run_id, n_chunks, records[d.id].index)
+        )
         with ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool:
             futures = {
-                pool.submit(_finalize_dictionary, workspace, run_id, n_chunks, records[d.id], plan, params, finalize_rows,
-                            outputs.get(d.id)): d.id
+                pool.submit(
+                    _finalize_dictionary,
+                    workspace,
+                    run_id,
+                    n_chunks,
+                    records[d.id],
+                    plan,
+                    params,
+                    finalize_rows,
+                    outputs.get(d.id),
+                ): d.id
                 for d in by_size
             }
             try:
@@ -856,16 +931,22 @@ def resolve_dictionaries(
         if m:
             layer = int(m.group(2))
             if layer >= model.cfg.n_layers:
-                raise ValueError(f"hook blocks.{layer}.mlp.hook_post does not exist: model {model_name} has {model.cfg.n_layers} layers (0..{model.cfg.n_layers - 1})")
+                raise ValueError(
+                    f"hook blocks.{layer}.mlp.hook_post does not exist: model {model_name} has {model.cfg.n_layers} layers (0..{model.cfg.n_layers - 1})"
+                )
             out.append(neuron_dictionary(model, layer, int(m.group(1)) if m.group(1) else None))
         elif i.startswith("neurons"):
-            raise ValueError(f"unknown dictionary {i!r}: neuron ids look like neurons:blocks.0.mlp.hook_post or neurons_topk32:blocks.0.mlp.hook_post")
+            raise ValueError(
+                f"unknown dictionary {i!r}: neuron ids look like neurons:blocks.0.mlp.hook_post or neurons_topk32:blocks.0.mlp.hook_post"
+            )
         else:
             sae_ids.append(i)
     if sae_ids or ids is None:
         if model_name != "default":
             if sae_ids:
-                raise ValueError(f"dictionaries {', '.join(sae_ids)} belong to the embedded default; model {model_name} has only neuron baselines here")
+                raise ValueError(
+                    f"dictionaries {', '.join(sae_ids)} belong to the embedded default; model {model_name} has only neuron baselines here"
+                )
         else:
             try:
                 loaded = load_default_dictionaries(root=root, ids=sae_ids or None, device=device)
@@ -876,7 +957,11 @@ def resolve_dictionaries(
                 loaded = {}
             out = list(loaded.values()) + out
     if neurons:
-        layers = neuron_layers if neuron_layers is not None else sorted({d.layer for d in out}) or list(range(model.cfg.n_layers))
+        layers = (
+            neuron_layers
+            if neuron_layers is not None
+            else sorted({d.layer for d in out}) or list(range(model.cfg.n_layers))
+        )
         have = {d.id for d in out}
         for layer in layers:
             if not 0 <= layer < model.cfg.n_layers:
@@ -895,19 +980,136 @@ def resolve_dictionaries(
 # The embedded default's workspace
 
 DEFAULT_WORKSPACE = DEFAULT_DIR / "workspace.duckdb"
-# ~45M activations (raw neurons are most of them), ~300 MB; about a minute of forward passes on 2 cores.
-DEFAULT_WORKSPACE_PARAMS = CacheParams(n_tokens=32_768)
+# 65k Brown tokens: enough for 10 examples in every decile of most live latents (87% of the
+# residual-stream SAE's, 98% of the neurons'), about 73M stored activations and 450 MB on disk.
+# See README ("Activation cache") and bench/default_workspace.py for its build time.
+DEFAULT_WORKSPACE_PARAMS = CacheParams(n_tokens=65_536)
+CACHE_FORMAT = 2  # bump when cached rows or statistics change meaning: default workspaces then rebuild
+DEFAULT_WAIT_S = 1800.0  # how long ensure_default_workspace waits for another process's build
+
+_source_memo: dict[str, tuple[tuple, str]] = {}
 
 
-def default_workspace_ready(path: Path = DEFAULT_WORKSPACE) -> bool:
-    """True if the default workspace exists and no cache run in it is unfinished."""
-    if not Path(path).exists():
+def default_source_fingerprint(root: Path | None = None) -> str:
+    """Hash of what a default workspace is built from: the embedded default's model, tokenizer,
+    dictionaries and corpus files (their bytes) and `CACHE_FORMAT`.
+
+    Memoised per process on the files' sizes and modification times, so checking is cheap.
+    """
+    paths = default_paths(root)
+    files_ = sorted(
+        p
+        for base in (paths["model_dir"], paths["dictionaries_dir"])
+        if base.exists()
+        for p in base.rglob("*")
+        if p.is_file()
+    )
+    if paths["corpus"].exists():
+        files_.append(paths["corpus"])
+    stamps = tuple((str(p), st.st_size, st.st_mtime_ns, st.st_ino) for p in files_ for st in [p.stat()])
+    key = str(paths["root"].resolve())
+    hit = _source_memo.get(key)
+    if hit is not None and hit[0] == stamps:
+        return hit[1]
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"cache format {CACHE_FORMAT}".encode())
+    for p in files_:
+        h.update(str(p.relative_to(paths["root"])).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+    _source_memo[key] = (stamps, h.hexdigest())
+    return h.hexdigest()
+
+
+def _default_info(path: Path) -> dict | None:
+    with store.session(path) as con:
+        return store.get_info(con, "default_workspace")
+
+
+def default_workspace_ready(path: Path = DEFAULT_WORKSPACE, root: Path | None = None) -> bool:
+    """True if the default workspace exists, was built from the current default artifacts
+    (`default_source_fingerprint`), and every dictionary in it is cached (no unfinished run)."""
+    path = Path(path)
+    if not path.exists():
         return False
+    source = default_source_fingerprint(root)
     try:
         with store.session(path) as con:
-            return bool(store.dictionaries(con)) and not store.unfinished_runs(con)
+            info = store.get_info(con, "default_workspace")
+            if info is None or info.get("source") != source:
+                return False
+            dicts = store.dictionaries(con)
+            return bool(dicts) and all(d.status == "ready" for d in dicts) and not store.unfinished_runs(con)
     except WorkspaceError:
         return False
+
+
+def _set_aside(path: Path, reason: str) -> Path:
+    """Move a stale default workspace (and its data folder) to NAME.stale.duckdb, replacing an older one."""
+    import shutil
+
+    stale = path.with_name(f"{path.stem}.stale{path.suffix}")
+    with _JobLock(path):  # refuses if a cache job (e.g. a CLI run on this path) is writing it
+        for p in (stale, Path(str(stale) + ".wal")):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(store.data_dir(stale), ignore_errors=True)
+        for src, dst in (
+            (path, stale),
+            (Path(str(path) + ".wal"), Path(str(stale) + ".wal")),
+            (store.data_dir(path), store.data_dir(stale)),
+        ):
+            if src.exists():
+                os.replace(src, dst)
+    log.warning("the default workspace %s %s; moved it to %s and building a new one", path, reason, stale)
+    return stale
+
+
+class _BuildLock:
+    """Exclusive right to build a default workspace: a second caller (another process, or another
+    thread such as a second browser session) waits, reporting the builder's progress, then finds
+    the workspace built. The OS releases the lock if the builder dies; the waiter then resumes the build."""
+
+    def __init__(self, workspace: Path, progress: ProgressFn | None, timeout: float):
+        self.workspace = workspace
+        self.path = workspace.with_name(workspace.name + ".build-lock")
+        self.progress = progress
+        self.timeout = timeout
+
+    def _report_waiting(self) -> None:
+        if self.progress is None:
+            return
+        try:
+            runs = store.cache_status(self.workspace) if self.workspace.exists() else []
+        except WorkspaceError:
+            runs = []
+        self.progress("waiting", runs[0].committed_chunks if runs else 0, runs[0].n_chunks if runs else 0)
+
+    def __enter__(self) -> _BuildLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    os.close(self.fd)
+                    raise WorkspaceLockedError(
+                        f"{holder} has been building the default workspace {self.workspace} for more than "
+                        f"{self.timeout / 60:.0f} minutes; wait for it or stop it, then reload"
+                    ) from None
+                self._report_waiting()
+                time.sleep(0.5)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"process {os.getpid()} (since {time.strftime('%H:%M:%S')})".encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
 
 
 def ensure_default_workspace(
@@ -915,22 +1117,72 @@ def ensure_default_workspace(
     path: Path = DEFAULT_WORKSPACE,
     root: Path | None = None,
     params: CacheParams = DEFAULT_WORKSPACE_PARAMS,
+    wait_timeout: float = DEFAULT_WAIT_S,
 ) -> Path:
     """Build (or finish building) the embedded default's workspace if needed; returns its path.
 
     Caches `params.n_tokens` Brown training tokens for every default dictionary plus neuron
     baselines; `progress(phase, done, total)` reports as it goes (the app passes st.progress).
-    An interrupted build resumes where it stopped.
+    An interrupted build resumes where it stopped. Safe to call from several processes or threads
+    at once: one builds, the others wait (phase 'waiting') and return the built workspace. A
+    workspace built from other default artifacts (a rebuilt model or dictionaries, see
+    `default_source_fingerprint`) or with other parameters is moved aside to NAME.stale.duckdb
+    (explanations stored in it are kept there) and rebuilt.
     """
-    if default_workspace_ready(path):
-        return Path(path)
+    path = Path(path)
+    if default_workspace_ready(path, root):
+        return path
+    with _BuildLock(path, progress, wait_timeout):
+        if default_workspace_ready(path, root):  # another process built it while we waited
+            return path
+        want = {"source": default_source_fingerprint(root), "params": asdict(params)}
+        if path.exists():
+            try:
+                info = _default_info(path)
+            except WorkspaceLockedError:
+                raise
+            except WorkspaceError:
+                _set_aside(path, "is unreadable")
+            else:
+                if info != want:
+                    _set_aside(
+                        path,
+                        "was built from other default artifacts or parameters"
+                        if info
+                        else "is not a default workspace",
+                    )
+        import torch
+
+        if progress:
+            progress("loading", 0, 1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # forward passes on one core; storage and statistics threads on the other
+        try:
+            _build_default(progress, path, root, params, want)
+        finally:
+            torch.set_num_threads(threads)
+    return path
+
+
+def _build_default(progress: ProgressFn | None, path: Path, root: Path | None, params: CacheParams, want: dict) -> None:
+    """Load the default model and dictionaries and cache them into `path` (resuming, or setting aside a misfit once)."""
     from core.models import load_model
 
     model = load_model("default", root=root)
     dicts = resolve_dictionaries(model, "default", None, root=root)
     plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, default_paths(root)["corpus"])
-    run_cache(model, dicts, Path(path), plan, params, model_name="default", progress=progress)
-    return Path(path)
+    if progress:
+        progress("loading", 1, 1)
+    for attempt in (1, 2):
+        with store.session(path, write=True) as con:
+            store.set_info(con, "default_workspace", want)
+        try:
+            run_cache(model, dicts, path, plan, params, model_name="default", progress=progress)
+            return
+        except WorkspaceMismatchError as exc:  # e.g. cached by an older version of this code
+            if attempt == 2:
+                raise
+            _set_aside(path, f"does not fit the default ({exc})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -949,7 +1201,9 @@ class _Bars:
         bar = self.bars.get(phase)
         if bar is None:
             self.close()  # one bar at a time: the previous phase is over
-            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="tok" if phase == "caching" else "dict", unit_scale=phase == "caching")
+            bar = self.bars[phase] = tqdm(
+                total=total, desc=phase, unit="tok" if phase == "caching" else "dict", unit_scale=phase == "caching"
+            )
         bar.n = done  # type: ignore[attr-defined]
         bar.refresh()  # type: ignore[attr-defined]
 
@@ -968,16 +1222,28 @@ def _run_cache_command(args) -> int:
     root = Path(args.root) if args.root else None
     model = load_model(args.model, device=args.device, root=root)
     dicts = resolve_dictionaries(
-        model, args.model, args.dictionaries, neurons=not args.no_neurons, neuron_topk=args.neuron_topk,
-        neuron_layers=args.neuron_layers, root=root, device=args.device,
+        model,
+        args.model,
+        args.dictionaries,
+        neurons=not args.no_neurons,
+        neuron_topk=args.neuron_topk,
+        neuron_layers=args.neuron_layers,
+        root=root,
+        device=args.device,
     )
-    params = CacheParams(n_tokens=args.tokens, ctx_len=args.ctx_len or min(128, model.cfg.n_ctx),
-                         batch_contexts=args.batch_size, chunk_contexts=args.chunk_contexts)
+    params = CacheParams(
+        n_tokens=args.tokens,
+        ctx_len=args.ctx_len or min(128, model.cfg.n_ctx),
+        batch_contexts=args.batch_size,
+        chunk_contexts=args.chunk_contexts,
+    )
     corpus = Path(args.corpus) if args.corpus else default_paths(root)["corpus"]
     plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, corpus, args.split)
     bars = _Bars()
     try:
-        result = run_cache(model, dicts, Path(args.workspace), plan, params, model_name=args.model, progress=bars, restart=args.restart)
+        result = run_cache(
+            model, dicts, Path(args.workspace), plan, params, model_name=args.model, progress=bars, restart=args.restart
+        )
     finally:
         bars.close()
     if result.nothing_to_do:
@@ -985,11 +1251,20 @@ def _run_cache_command(args) -> int:
         return 0
     rows = sum(result.rows.values())
     nbytes = sum(result.file_bytes.values())
-    print(json.dumps({
-        "workspace": args.workspace, "run_id": result.run_id, "dictionaries": len(result.cached), "skipped": len(result.skipped),
-        "tokens": result.n_tokens, "activations": rows, "bytes_per_activation": round(nbytes / max(rows, 1), 2),
-        "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "workspace": args.workspace,
+                "run_id": result.run_id,
+                "dictionaries": len(result.cached),
+                "skipped": len(result.skipped),
+                "tokens": result.n_tokens,
+                "activations": rows,
+                "bytes_per_activation": round(nbytes / max(rows, 1), 2),
+                "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+            }
+        )
+    )
     return 0
 
 
@@ -1009,7 +1284,12 @@ def register(sub) -> None:
     p.add_argument("--dictionaries", nargs="+", help="dictionary ids (default: every dictionary of the model)")
     p.add_argument("--no-neurons", action="store_true", help="do not add MLP-neuron baselines")
     p.add_argument("--neuron-topk", type=int, default=DEFAULT_NEURON_TOPK, help="k of the top-k neuron baseline")
-    p.add_argument("--neuron-layers", type=int, nargs="+", help="layers of the neuron baselines (default: those of the dictionaries)")
+    p.add_argument(
+        "--neuron-layers",
+        type=int,
+        nargs="+",
+        help="layers of the neuron baselines (default: those of the dictionaries)",
+    )
     p.add_argument("--ctx-len", type=int, help="tokens per context incl. BOS (default min(128, model n_ctx))")
     p.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass")
     p.add_argument("--chunk-contexts", type=int, default=64, help="contexts per resumable chunk")
@@ -1017,7 +1297,12 @@ def register(sub) -> None:
     p.add_argument("--split", default="train", choices=["train", "validation"])
     p.add_argument("--restart", action="store_true", help="discard an unfinished run with other parameters")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the forward passes (default 1: the storage and statistics threads use a second core)",
+    )
     p.add_argument("--root", help="folder of the embedded default's artifacts (default data/default)")
     p.set_defaults(run=_run_cache_command)
 

@@ -83,7 +83,8 @@ class Dictionary:
     module: torch.nn.Module
     topk: int | None = None
     source: str = ""  # where it came from: a folder, or 'release/sae_id'
-    ln: torch.nn.Module | None = None  # neurons: the LayerNorm whose normalised output is hook_in (its w, b are applied)
+    # neurons: the LayerNorm whose normalised output is hook_in (its w and b are applied before W_in)
+    ln: torch.nn.Module | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -281,7 +282,9 @@ def load_default_dictionaries(
 
 GPT2_DEFAULT_RELEASES = ("gpt2-small-res-jb", "gpt2-small-attn-out-v5-32k")
 _RELEASE_MODELS = {"gpt2": ("gpt2-small", "gpt2")}  # our model name -> SAE-Lens `model` field values
-_HOOK_PATTERN = re.compile(r"blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_attn_out|hook_mlp_out|ln2\.hook_normalized)(_\d+)?")
+_HOOK_PATTERN = re.compile(
+    r"blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_attn_out|hook_mlp_out|ln2\.hook_normalized)(_\d+)?"
+)
 _HOOK_KIND: dict[str, DictionaryKind] = {
     "hook_resid_pre": "resid",
     "hook_resid_mid": "resid",
@@ -337,12 +340,18 @@ def release_specs(model_name: str, releases: list[str]) -> dict[str, DictionaryS
 
     directory = get_pretrained_saes_directory()
     model_ids = _RELEASE_MODELS.get(model_name, ())
-    valid = sorted(r for r, info in directory.items() if info.model in model_ids and all(_HOOK_PATTERN.fullmatch(i) for i in info.saes_map))
+    valid = sorted(
+        r
+        for r, info in directory.items()
+        if info.model in model_ids and all(_HOOK_PATTERN.fullmatch(i) for i in info.saes_map)
+    )
     out: dict[str, DictionarySpec] = {}
     for release in releases:
         info = directory.get(release)
         if info is None or info.model not in model_ids:
-            raise ValueError(f"unknown SAE-Lens release {release!r} for model {model_name!r}; valid releases: {', '.join(valid)}")
+            raise ValueError(
+                f"unknown SAE-Lens release {release!r} for model {model_name!r}; valid releases: {', '.join(valid)}"
+            )
         for sae_id in info.saes_map:
             kind, layer, hook_in, hook_out = spec_from_hook(sae_id)
             did = f"{kind}:{sae_id}" if sae_id != hook_in else f"{kind}:{hook_in}"
@@ -403,10 +412,22 @@ def load_release_dictionary(spec: DictionarySpec, device: str | None = None, onl
             with _hub_cache_only():
                 sae = SAE.from_pretrained(spec.release, spec.sae_id, device=pick_device(device))
     except (OSError, ValueError, RuntimeError) as exc:  # huggingface_hub errors derive from these
-        state = "the Hugging Face Hub is unreachable and it is not in the local cache" if not online else f"download failed ({type(exc).__name__})"
+        state = (
+            "the Hugging Face Hub is unreachable and it is not in the local cache"
+            if not online
+            else f"download failed ({type(exc).__name__})"
+        )
         raise HubUnreachableError(f"cannot load {where}: {state}. {HUB_FIX}") from exc
     sae.eval()
-    return dictionary_from_sae(sae, spec.kind, spec.layer, source=f"{spec.release}/{spec.sae_id}", hook_in=spec.hook_in, hook_out=spec.hook_out, id=spec.id)
+    return dictionary_from_sae(
+        sae,
+        spec.kind,
+        spec.layer,
+        source=f"{spec.release}/{spec.sae_id}",
+        hook_in=spec.hook_in,
+        hook_out=spec.hook_out,
+        id=spec.id,
+    )
 
 
 def load_dictionaries(
@@ -430,7 +451,9 @@ def load_dictionaries(
     specs: dict[str, DictionarySpec] = {}
     if model_name == "default":
         if releases:
-            raise ValueError("SAE-Lens releases are for model 'gpt2'; the default's dictionaries come from data/default")
+            raise ValueError(
+                "SAE-Lens releases are for model 'gpt2'; the default's dictionaries come from data/default"
+            )
         found = list_default_dictionaries(root)
         if not found and transcoder_dir is None:
             raise ArtifactError(f"no dictionaries in {default_paths(root)['dictionaries_dir']}; {DEFAULT_FIX}")
@@ -456,7 +479,9 @@ def load_dictionaries(
     for did in wanted:
         spec = specs[did]
         if spec.folder is not None:
-            out[did] = load_dictionary_folder(spec.folder, spec.kind, spec.layer, device, spec.hook_in, spec.hook_out, did, spec.fix)
+            out[did] = load_dictionary_folder(
+                spec.folder, spec.kind, spec.layer, device, spec.hook_in, spec.hook_out, did, spec.fix
+            )
         else:
             if online is None:
                 online = hub_reachable()

@@ -94,7 +94,10 @@ def _block_stats(counts: np.ndarray, value: np.ndarray, token_id: np.ndarray, hi
     span[fired] = np.maximum.reduceat(bits, first_rows) - lo[fired] + 1
     F = int(min(FINE_BINS, max(16, 1 << int(np.ceil(np.log2(max(1.0, n / max(1, len(fl)) / 4)))))))  # ~4 rows a bin
     # float32 rounding is monotone too, and the clamp keeps the top value in the last bin
-    fine = ((bits - np.repeat(lo.astype(np.int32), counts)).astype(np.float32) * np.repeat((F / span).astype(np.float32), counts)).astype(np.int64)
+    fine = (
+        (bits - np.repeat(lo.astype(np.int32), counts)).astype(np.float32)
+        * np.repeat((F / span).astype(np.float32), counts)
+    ).astype(np.int64)
     np.minimum(fine, F - 1, out=fine)
     fine += np.repeat(np.arange(m, dtype=np.int64) * F, counts)  # cell (latent, fine bin)
     cell_counts = np.bincount(fine, minlength=m * F)
@@ -117,12 +120,19 @@ def _block_stats(counts: np.ndarray, value: np.ndarray, token_id: np.ndarray, hi
     sel_counts = np.where(sel, cell_counts, 0).reshape(m, F)
     sel_before = np.cumsum(sel_counts, axis=1) - sel_counts  # candidates of latent l in its bins < b
     cstart = np.concatenate([[0], np.cumsum(sel_counts.sum(axis=1))])
-    pos = cstart[fl][:, None] + np.take_along_axis(sel_before[fl], e_bins, axis=1) + ranks[fl] - before[fl, : N_DECILES + 1]
+    pos = (
+        cstart[fl][:, None]
+        + np.take_along_axis(sel_before[fl], e_bins, axis=1)
+        + ranks[fl]
+        - before[fl, : N_DECILES + 1]
+    )
     edges[fl] = value[order[pos]]
 
     # top rows: every row at or above the bin of the first top row, sorted by value descending with
     # ties in row order (a stable sort), then the first `top_rows` of each latent
-    cand = np.flatnonzero(fine >= np.repeat(np.arange(m, dtype=np.int64) * F + np.minimum(bins[:, N_DECILES + 1], F - 1), counts))
+    cand = np.flatnonzero(
+        fine >= np.repeat(np.arange(m, dtype=np.int64) * F + np.minimum(bins[:, N_DECILES + 1], F - 1), counts)
+    )
     lat_c = np.searchsorted(starts, cand, side="right") - 1
     sort = np.argsort(lat_c << 32 | (0x7FFFFFFF - bits[cand]), kind="stable")
     keep = _segment_positions(lat_c[sort], m) < top_rows

@@ -124,7 +124,9 @@ def test_rows_and_statistics_match_direct_recomputation(setup, reference):
                     continue
                 assert s.max_activation == pytest.approx(v.max(), rel=1e-6)
                 assert s.mean_activation == pytest.approx(v.mean(), rel=1e-4)
-                np.testing.assert_allclose(s.quantile_edges, np.quantile(v, np.linspace(0, 1, 11), method="lower"), rtol=1e-6)
+                np.testing.assert_allclose(
+                    s.quantile_edges, np.quantile(v, np.linspace(0, 1, 11), method="lower"), rtol=1e-6
+                )
                 hist, _ = np.histogram(v, bins=params.hist_bins, range=(0, v.max()))
                 np.testing.assert_array_equal(s.hist_counts, hist)
                 assert s.top_output_tokens == np.argsort(-W[latent], kind="stable")[:N_OUTPUT_TOKENS].tolist()
@@ -187,7 +189,13 @@ def _assert_same(a: Path, b: Path, dict_ids: list[str]) -> None:
 
 def _child(ws: Path, tokdir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(HELPER), str(ws), str(tokdir), *extra], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(HELPER), str(ws), str(tokdir), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_resume_after_kill_matches_uninterrupted_run(setup, reference, tokdir, tmp_path):
@@ -245,6 +253,51 @@ def test_resume_after_disk_full_and_no_damage(setup, reference, tmp_path, monkey
     _assert_same(reference, ws, [d.id for d in dicts.values()])
 
 
+def test_disk_full_while_finalising_or_committing_loses_nothing(setup, reference, tmp_path, monkeypatch):
+    """ENOSPC in the Parquet writer and in a DuckDB commit: a clear error, no partial file, and a rerun completes."""
+    import duckdb
+
+    from core import activation_files as files
+    from core import store
+    from core.cache import run_cache
+    from core.store import WorkspaceError
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "ws.duckdb"
+    real_write, real_commit = files.pq.ParquetWriter.write_table, store.commit_chunk
+    calls = {"write": 0, "commit": 0}
+
+    def failing_write(self, *a, **k):
+        calls["write"] += 1
+        if calls["write"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *a, **k)
+
+    def failing_commit(*a, **k):
+        calls["commit"] += 1
+        if calls["commit"] > 2:
+            raise duckdb.IOException("IO Error: No space left on device")
+        return real_commit(*a, **k)
+
+    monkeypatch.setattr(store, "commit_chunk", failing_commit)
+    with pytest.raises(WorkspaceError, match="disk full"):
+        run_cache(model, list(dicts.values()), ws, plan, params)
+    monkeypatch.setattr(store, "commit_chunk", real_commit)
+    (run,) = store.cache_status(ws)
+    assert run.committed_chunks == 2  # the failed transaction was rolled back, the earlier ones kept
+
+    monkeypatch.setattr(files.pq.ParquetWriter, "write_table", failing_write)
+    with pytest.raises(WorkspaceError, match="disk full"):
+        run_cache(model, list(dicts.values()), ws, plan, params)
+    monkeypatch.setattr(files.pq.ParquetWriter, "write_table", real_write)
+    assert not list(files.activations_dir(ws).glob("*.tmp"))  # partial Parquet files were removed
+    (run,) = store.cache_status(ws)
+    assert run.committed_chunks == run.n_chunks  # every computed chunk is still there
+    result = run_cache(model, list(dicts.values()), ws, plan, params)
+    assert result.chunks_computed == 0
+    _assert_same(reference, ws, [d.id for d in dicts.values()])
+
+
 def test_reader_process_works_while_writer_process_writes(setup, reference, tokdir, tmp_path):
     import shutil
 
@@ -258,7 +311,10 @@ def test_reader_process_works_while_writer_process_writes(setup, reference, tokd
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     writer = subprocess.Popen(
         [sys.executable, str(HELPER), str(ws), str(tokdir), "--dicts", "resid1,neurons0", "--sleep", "0.03"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     reads = 0
     saw_running = False
@@ -411,32 +467,95 @@ def test_second_job_on_the_same_workspace_is_refused(setup, tmp_path):
     assert run_cache(model, [dicts["neurons0"]], ws, plan, params).cached == [dicts["neurons0"].id]
 
 
-def test_default_workspace_is_built_once_with_progress(setup, tmp_path):
-    from core.cache import CacheParams, default_workspace_ready, ensure_default_workspace
-    from core.corpus import save_corpus
-    from core.latents import latent_card
-    from core.models import save_model
-    from core.paths import default_paths
-    from core.tokenizer import load_tokenizer
+@pytest.fixture(scope="module")
+def default_root(tmp_path_factory, tokdir) -> Path:
+    """A tiny embedded default (model, tokenizer, corpus; no dictionaries, so neuron baselines only)."""
+    root = tmp_path_factory.mktemp("default")
+    tiny_cache.make_default_root(root, tokdir)
+    return root
 
-    model, _, _, _ = setup
-    root = tmp_path / "default"
-    paths = default_paths(root)
-    save_model(model, paths["model_dir"])
-    tok = model.tokenizer
-    tok.save_pretrained(str(paths["tokenizer_dir"]))
-    load_tokenizer(paths["tokenizer_dir"])
-    save_corpus(tiny_cache.docs(), paths["corpus"])  # names ending in 0 are validation, the rest train
-    ws = root / "workspace.duckdb"
+
+def test_default_workspace_is_built_once_with_progress(default_root, tmp_path):
+    from core.cache import default_workspace_ready, ensure_default_workspace
+    from core.latents import latent_card
+
+    ws = tmp_path / "workspace.duckdb"
     seen: list[tuple[str, int, int]] = []
-    params = CacheParams(n_tokens=400, ctx_len=24, chunk_contexts=4)
-    assert not default_workspace_ready(ws)
-    assert ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=root, params=params) == ws
-    assert default_workspace_ready(ws)
+    params = tiny_cache.default_params()
+    assert not default_workspace_ready(ws, default_root)
+    assert ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=default_root, params=params) == ws
+    assert default_workspace_ready(ws, default_root)
+    assert seen[0] == ("loading", 0, 1)
     assert seen[-1][0] == "finalizing" and seen[-1][1] == seen[-1][2]
     assert any(p == "caching" and done == total for p, done, total in seen)
     n_before = len(seen)
-    ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=root, params=params)
+    ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=default_root, params=params)
     assert len(seen) == n_before  # nothing to do the second time
     card = latent_card(ws, "neurons_topk32:blocks.0.mlp.hook_post", 1)
     assert card.stats.n_fires > 0
+
+
+def test_two_callers_build_the_default_workspace_once(default_root, tokdir, tmp_path):
+    """A second caller (here this process, while another process builds) waits and reports the builder's progress."""
+    from core import store
+    from core.cache import default_workspace_ready, ensure_default_workspace
+
+    ws = tmp_path / "workspace.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    builder = subprocess.Popen(
+        [sys.executable, str(HELPER), str(ws), str(tokdir), "--default-root", str(default_root), "--sleep", "0.3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lock = ws.with_name(ws.name + ".build-lock")
+        deadline = time.monotonic() + 240
+        while not (lock.exists() and lock.read_text().startswith("process")) and builder.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        seen: list[tuple[str, int, int]] = []
+        assert (
+            ensure_default_workspace(
+                lambda *a: seen.append(a), path=ws, root=default_root, params=tiny_cache.default_params()
+            )
+            == ws
+        )
+    finally:
+        out, err = builder.communicate(timeout=300)
+    assert builder.returncode == 0, err[-2000:]
+    assert seen and {p for p, _, _ in seen} == {"waiting"}  # it only waited: the other process built it
+    assert any(total > 0 and 0 < done for _, done, total in seen)  # and showed the builder's chunks
+    assert default_workspace_ready(ws, default_root)
+    with store.session(ws) as con:
+        assert len(store.runs(con)) == 1
+
+
+def test_stale_default_workspace_is_rebuilt_and_kept_aside(default_root, tokdir, tmp_path):
+    import shutil
+
+    from core import store
+    from core.cache import default_workspace_ready, ensure_default_workspace
+
+    root = tmp_path / "default"
+    shutil.copytree(default_root, root)
+    ws = tmp_path / "workspace.duckdb"
+    params = tiny_cache.default_params()
+    ensure_default_workspace(path=ws, root=root, params=params)
+    with store.session(ws) as con:
+        old_model = store.get_info(con, "model")["fingerprint"]
+    tiny_cache.make_default_root(root, tokdir, model_seed=5)  # the default's model is replaced
+    assert not default_workspace_ready(ws, root)
+    seen: list[tuple[str, int, int]] = []
+    ensure_default_workspace(lambda *a: seen.append(a), path=ws, root=root, params=params)
+    assert default_workspace_ready(ws, root) and any(p == "caching" for p, _, _ in seen)
+    with store.session(ws) as con:
+        assert store.get_info(con, "model")["fingerprint"] != old_model
+    stale = tmp_path / "workspace.stale.duckdb"
+    with store.session(stale) as con:  # the old one, with whatever was stored in it, is kept aside
+        assert store.get_info(con, "model")["fingerprint"] == old_model
+    ws.write_bytes(b"garbage" * 100)  # a corrupt default workspace is set aside and rebuilt too
+    assert not default_workspace_ready(ws, root)
+    ensure_default_workspace(path=ws, root=root, params=params)
+    assert default_workspace_ready(ws, root) and stale.read_bytes() == b"garbage" * 100

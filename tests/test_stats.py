@@ -32,7 +32,9 @@ def test_range_stats_match_brute_force():
         idx = np.flatnonzero(sel)
         top = idx[np.argsort(-value[idx], kind="stable")][:5]
         want = dict(zip(*np.unique(token[top], return_counts=True), strict=True))
-        got = {int(t): int(c) for lat, t, c in zip(rs.top_latent, rs.top_token, rs.top_n, strict=True) if lat == first + i}
+        got = {
+            int(t): int(c) for lat, t, c in zip(rs.top_latent, rs.top_token, rs.top_n, strict=True) if lat == first + i
+        }
         assert got == {int(k): int(v) for k, v in want.items()}
     assert rs.n_fires[7] == 0
 

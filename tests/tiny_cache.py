@@ -2,7 +2,8 @@
 
 `python tests/tiny_cache.py WORKSPACE TOKDIR [--kill-at PHASE:DONE] [--sleep S] [--dicts a,b]` runs one
 cache job; `--kill-at caching:300` SIGKILLs the process once 300 tokens are computed (a crash at a
-known point), `--sleep` slows every progress step so another process can act meanwhile.
+known point), `--sleep` slows every progress step so another process can act meanwhile, and
+`--default-root ROOT` builds a default workspace there instead (`ensure_default_workspace`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,17 @@ def build(tokdir: Path, model_seed: int = 0):
     tok = load_tokenizer(tokdir)
     torch.manual_seed(model_seed)
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=len(tok),
-        act_fn="gelu_new", normalization_type="LN", device="cpu", seed=model_seed,
+        n_layers=2,
+        d_model=32,
+        n_ctx=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=len(tok),
+        act_fn="gelu_new",
+        normalization_type="LN",
+        device="cpu",
+        seed=model_seed,
     )
     model = HookedTransformer(cfg, tokenizer=tok)
     model.eval()
@@ -75,8 +85,30 @@ def plan_and_params(model, chunk_contexts: int = 8, batch_contexts: int = 4):
     from core.cache import CacheParams, plan_contexts
 
     plan = plan_contexts(model.tokenizer, docs(), N_TOKENS, CTX_LEN, {"corpus": "tiny", "split": "train"})
-    params = CacheParams(n_tokens=N_TOKENS, ctx_len=CTX_LEN, batch_contexts=batch_contexts, chunk_contexts=chunk_contexts)
+    params = CacheParams(
+        n_tokens=N_TOKENS, ctx_len=CTX_LEN, batch_contexts=batch_contexts, chunk_contexts=chunk_contexts
+    )
     return plan, params
+
+
+def default_params():
+    """Parameters of the tiny default workspace."""
+    from core.cache import CacheParams
+
+    return CacheParams(n_tokens=400, ctx_len=CTX_LEN, chunk_contexts=4)
+
+
+def make_default_root(root: Path, tokdir: Path, model_seed: int = 0) -> None:
+    """An embedded-default folder holding the tiny model (no dictionaries: neuron baselines only) and corpus."""
+    from core.corpus import save_corpus
+    from core.models import save_model
+    from core.paths import default_paths
+
+    model, _ = build(tokdir, model_seed)
+    paths = default_paths(root)
+    save_model(model, paths["model_dir"])
+    model.tokenizer.save_pretrained(str(paths["tokenizer_dir"]))
+    save_corpus(docs(), paths["corpus"])  # names ending in 0 are validation, the rest train
 
 
 def main() -> int:
@@ -90,12 +122,15 @@ def main() -> int:
     p.add_argument("--kill-at", help="PHASE:DONE, e.g. caching:300 or finalizing:1")
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--dicts", default="resid1,attn0,neurons0,neurons0_topk")
+    p.add_argument(
+        "--default-root", help="call ensure_default_workspace with this default folder (see make_default_root)"
+    )
     args = p.parse_args()
-    from core.cache import run_cache
+    from core.cache import ensure_default_workspace, run_cache
 
     model, dicts = build(Path(args.tokdir))
     plan, params = plan_and_params(model)
-    kill_phase, kill_done = (args.kill_at.split(":") if args.kill_at else (None, "0"))
+    kill_phase, kill_done = args.kill_at.split(":") if args.kill_at else (None, "0")
 
     def progress(phase: str, done: int, total: int) -> None:
         if phase == kill_phase and done >= int(kill_done):
@@ -104,6 +139,12 @@ def main() -> int:
             time.sleep(args.sleep)
 
     print(f"ready to cache after {time.monotonic() - t0:.1f} s", flush=True)
+    if args.default_root:
+        ensure_default_workspace(
+            progress, path=Path(args.workspace), root=Path(args.default_root), params=default_params()
+        )
+        print(f"done after {time.monotonic() - t0:.1f} s", flush=True)
+        return 0
     run_cache(model, [dicts[n] for n in args.dicts.split(",")], Path(args.workspace), plan, params, progress=progress)
     print(f"done after {time.monotonic() - t0:.1f} s", flush=True)
     return 0
