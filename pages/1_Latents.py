@@ -6,9 +6,11 @@ import streamlit as st
 
 from core import store
 from core.latents import find_latents_by_token, latent_card
-from ui.explanations import render_explanations
+from core.models import MODEL_NAMES
+from core.search import index_explanations, search_explanations, unindexed_explanations
+from ui.explanations import progress_bar, render_explain_now, render_explanations
 from ui.latent_card import render_examples, render_plots, render_stats, render_tokens
-from ui.state import core_errors, current_workspace
+from ui.state import core_errors, current_workspace, llm_model, workspace_model_name
 
 st.set_page_config(page_title="Latents · SAE Circuit Explorer", layout="wide")
 st.title("Latents")
@@ -81,10 +83,55 @@ elif mode == "by token":
         selected = (matches[pick].dictionary, matches[pick].latent)
 
 else:
-    st.info(
-        "Search by meaning is not available yet: it searches the MiniLM embeddings of stored explanations, "
-        "and this build has no explanation tables (the explain/score engine has not landed)."
-    )
+    left, right = st.columns([3, 2])
+    query = left.text_input("What the latent should mean (searches the explanations)", key="lat_meaning")
+    scope = right.selectbox("In dictionary", ["all dictionaries", *by_id], key="lat_meaning_dict")
+    with core_errors("Reading the explanations"):
+        unindexed = len(unindexed_explanations(workspace))
+        explained = not store.explain_score_summary(workspace)[0].empty
+    if not explained:
+        st.info(
+            "No explanations are stored in this workspace yet: explain latents first "
+            "(“Explain now” under a latent's card, or `python -m core explain --workspace ...`)."
+        )
+        st.stop()
+    if unindexed:
+        st.info(
+            f"{unindexed:,} explanations are not indexed for search yet (MiniLM sentence embeddings, stored in the workspace)."
+        )
+        if st.button("Index them now", key="lat_index"):
+            with st.status("Indexing explanations…", expanded=True) as status:
+                with core_errors("Indexing explanations"):
+                    index_explanations(workspace, progress=progress_bar("embedding"))
+                status.update(label="Indexed", state="complete", expanded=False)
+            st.rerun()
+    if query.strip():
+        with core_errors("Searching by meaning"):
+            found = search_explanations(
+                workspace, query, k=20, dictionary=None if scope == "all dictionaries" else scope
+            )
+        if not found:
+            st.info("No indexed explanation matches in this dictionary.")
+            st.stop()
+        st.dataframe(
+            [
+                {
+                    "similarity": round(m.similarity, 3),
+                    "dictionary": m.dictionary,
+                    "latent": m.latent,
+                    "explanation": m.text,
+                    "explainer": f"baseline: {m.explainer}" if m.is_baseline else m.explainer,
+                }
+                for m in found
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+        labels = [f"{m.dictionary} #{m.latent} ({m.similarity:.2f})" for m in found]
+        pick = st.selectbox(
+            "Show the card of", range(len(found)), format_func=labels.__getitem__, key="lat_meaning_pick"
+        )
+        selected = (found[pick].dictionary, found[pick].latent)
 
 if selected is None:
     st.stop()
@@ -109,11 +156,8 @@ with core_errors("Reading the latent's explanations"):
     explanations = store.explanations_for_latent(workspace, dictionary, latent)
     scores = store.scores_for_explanations(workspace, [e.explanation_id for e in explanations])
 render_explanations(explanations, scores)
-st.button(
-    "Explain now",
-    disabled=True,
-    help="Not available in this build: the explain/score engine (explain_and_score_latent) has not landed yet.",
-)
+if render_explain_now(workspace, dictionary, latent, llm_model(), workspace_model_name(workspace) in MODEL_NAMES):
+    st.rerun()
 
 render_examples(card)
 render_plots(card, freq["frequency"].to_numpy())

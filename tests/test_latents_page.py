@@ -89,11 +89,57 @@ def test_find_by_token(app_workspace):
     assert any("no token of this workspace's vocabulary" in e.value for e in at.error)
 
 
-def test_search_by_meaning_says_why_it_is_unavailable(app_workspace):
+def test_search_by_meaning_indexes_then_finds(app_workspace, tmp_path):
+    from app_workspace import copy_workspace, store_explanations
+
     at = _page(app_workspace).run()
     at.radio(key="lat_mode").set_value("by meaning").run()
     assert not at.exception
-    assert any("not available" in i.value for i in at.info)
+    assert any("No explanations are stored" in i.value for i in at.info)
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    store_explanations(workspace, "resid:blocks.1.hook_resid_pre", 10)
+    at = _page(workspace).run()
+    at.radio(key="lat_mode").set_value("by meaning").run()
+    assert any("2 explanations are not indexed" in i.value for i in at.info)
+    at.button(key="lat_index").click().run()
+    assert not at.exception and not at.error
+    at.text_input(key="lat_meaning").set_value("people's first names").run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["explanation"])[0] == "fires on: Mary, John"
+    assert list(table["explainer"]) == ["baseline: baseline:token-stats", "openai/gpt-4o-mini"]
+    assert at.header[0].value == "resid:blocks.1.hook_resid_pre · latent 10"
+
+
+def test_explain_now_runs_the_engine_and_shows_the_result(app_workspace, tmp_path):
+    """The offline baseline explainer and two offline scorers on one latent, through the page's button."""
+    from app_workspace import copy_workspace
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    dictionary, latent = "resid:blocks.1.hook_resid_pre", 32
+    at = _page(workspace)
+    at.query_params["dictionary"] = dictionary
+    at.query_params["latent"] = str(latent)
+    at.run()
+    assert any("No explanations of this latent" in i.value for i in at.info)
+    assert at.multiselect(key="explain_scorers").value == [
+        "detection",
+        "fuzzing",
+        "simulation",
+        "embedding",
+    ]  # no subject model
+    at.multiselect(key="explain_scorers").set_value(["detection", "embedding"])
+    at.button(key="explain_now").click().run(timeout=600)
+    assert not at.exception and not at.error
+    stored = store.explanations_for_latent(workspace, dictionary, latent)
+    assert [(e.explainer, e.is_baseline) for e in stored] == [("baseline:token-stats", True)]
+    scores = store.scores_for_explanations(workspace, [stored[0].explanation_id])
+    assert sorted(s.scorer for s in scores) == ["detection", "embedding"]
+    page = _html(at)
+    assert html.escape(stored[0].text) in page and "BASELINE" in page  # shown after the rerun, escaped
+    table = next(df.value for df in at.dataframe if "scorer model" in df.value)
+    assert sorted(zip(table["scorer"], table["value"], strict=True)) == sorted((s.scorer, s.value) for s in scores)
 
 
 def test_missing_and_locked_workspaces_give_messages(app_workspace, tmp_path, monkeypatch):

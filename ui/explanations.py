@@ -6,11 +6,13 @@ Explanation texts are model output and may contain anything: they reach HTML onl
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.store import ExplanationRecord, ScoreRecord
+from ui.state import core_errors
 
 
 def explainer_label(rec: ExplanationRecord) -> str:
@@ -83,3 +85,55 @@ def render_explanations(explanations: list[ExplanationRecord], scores: list[Scor
             "value: balanced accuracy (detection, fuzzing), AUROC (surprisal, embedding) or correlation (simulation); "
             "intervention as the scorer defines it. Scores of baseline explanations are the floor to compare against."
         )
+
+
+def progress_bar(label: str):
+    """A (phase, done, total) progress callback drawing one st.progress bar."""
+    bar = st.progress(0.0, text=label)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{phase}: {done:,} / {total:,}")
+
+    return progress
+
+
+def render_explain_now(
+    workspace: Path, dictionary: str, latent: int, explainer: str | None, subject_loadable: bool
+) -> bool:
+    """Controls that explain this latent now with `explainer` (a litellm id, or None: the offline baseline) and
+    score it with the chosen scorers, showing progress; the engine saves the results. True if it ran."""
+    from core.autointerp.scorers import LLM_SCORERS, SCORERS
+
+    # Surprisal and intervention run the workspace's own model; a workspace built from another model can't.
+    offered = SCORERS if subject_loadable else tuple(s for s in SCORERS if s not in ("surprisal", "intervention"))
+    with st.expander("Explain now", expanded=False):
+        who = explainer or "the offline baseline explainer (baseline:token-stats)"
+        st.caption(
+            f"Explainer: {who}. Scorers {', '.join(LLM_SCORERS)} use "
+            f"{explainer or 'offline judges'}; the others run offline. Set the LLM on the home page."
+        )
+        if not subject_loadable:
+            st.caption(
+                "Surprisal and intervention are not offered: they run the workspace's own model, which can't be loaded here."
+            )
+        left, right = st.columns([3, 1])
+        scorers = left.multiselect("Scorers", list(offered), default=list(offered), key="explain_scorers")
+        strategy = right.selectbox("Examples", ["top", "random", "quantile"], key="explain_strategy")
+        if not st.button("Explain and score this latent", key="explain_now", type="primary"):
+            return False
+        from core.autointerp.engine import explain_and_score_latent
+
+        with st.status(f"Explaining and scoring latent {latent}…", expanded=True) as status:
+            with core_errors("Explaining the latent"):
+                explain_and_score_latent(
+                    workspace,
+                    dictionary,
+                    latent,
+                    explainer_model=explainer,
+                    scorers=tuple(scorers),
+                    progress=progress_bar("starting"),
+                    strategy=strategy,
+                    scorer_model=explainer,
+                )
+            status.update(label="Explained and scored; saved in the workspace", state="complete", expanded=False)
+    return True

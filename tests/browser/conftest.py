@@ -31,12 +31,33 @@ def pytest_collection_modifyitems(items):
 # Package scope: the server and the browser stop before the rest of the suite runs. Playwright's sync API
 # keeps an asyncio loop running in the main thread while it is open, which code under test must not see.
 @pytest.fixture(scope="package")
-def served_app(app_workspace, tmp_path_factory):
-    """The app served by `streamlit run app.py` on a free localhost port with the tiny workspace; yields its URL."""
+def probe_latent(app_workspace) -> tuple[str, int]:
+    """A latent whose highest activations are on the HTML probe token (dictionary, latent)."""
+    from app_workspace import PROBE
+
+    from core.latents import find_latents_by_token
+
+    match = find_latents_by_token(app_workspace, PROBE)[0]
+    return match.dictionary, match.latent
+
+
+@pytest.fixture(scope="package")
+def browser_workspace(app_workspace, probe_latent, tmp_path_factory) -> Path:
+    """A copy of the tiny workspace with explanations of the probe latent (one of them quotes the probe)."""
+    from app_workspace import copy_workspace, store_explanations
+
+    workspace = copy_workspace(app_workspace, tmp_path_factory.mktemp("browser-workspace"))
+    store_explanations(workspace, *probe_latent)
+    return workspace
+
+
+@pytest.fixture(scope="package")
+def served_app(browser_workspace, tmp_path_factory):
+    """The app served by `streamlit run app.py` on a free localhost port with `browser_workspace`; yields its URL."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (`apt-get install -y chromium`; ./dev test does it as root)")
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    with serve_app(log, env={"SAE_EXPLORER_WORKSPACE": str(app_workspace)}) as served:
+    with serve_app(log, env={"SAE_EXPLORER_WORKSPACE": str(browser_workspace)}) as served:
         yield served.url
 
 

@@ -8,18 +8,16 @@ from urllib.parse import quote
 import pytest
 from app_workspace import PROBE
 
-from core.latents import find_latents_by_token
-
 
 @pytest.mark.browser
-def test_latents_page_highlights_tokens_and_escapes_html(app_workspace, browser_page):
-    match = find_latents_by_token(app_workspace, PROBE)[0]  # a latent whose top activations are on the probe token
-    browser_page.open(f"/Latents?dictionary={quote(match.dictionary)}&latent={match.latent}")
+def test_latents_page_highlights_tokens_and_escapes_html(probe_latent, browser_page):
+    dictionary, latent = probe_latent  # its top activations are on the probe token; an explanation quotes it
+    browser_page.open(f"/Latents?dictionary={quote(dictionary)}&latent={latent}")
     page = browser_page.page
     browser_page.screenshot("latents-page")
 
     assert page.query_selector('[data-testid="stException"]') is None
-    assert page.get_by_text(f"{match.dictionary} · latent {match.latent}").count() == 1
+    assert page.get_by_text(f"{dictionary} · latent {latent}").count() == 1
     lit = page.query_selector_all("span.tok.act")
     assert len(lit) >= 10  # top examples and deciles, each with at least its chosen token lit
     titles = [s.get_attribute("title") for s in lit[:20]]
@@ -30,6 +28,9 @@ def test_latents_page_highlights_tokens_and_escapes_html(app_workspace, browser_
     # The probe token is in the examples as text: no <img> element was injected and no script ran.
     probes = [s for s in page.query_selector_all("span.tok") if s.inner_text() == PROBE]
     assert probes, "the probe token should appear in this latent's examples"
+    explanations = [e.inner_text() for e in page.query_selector_all("div.explanation")]
+    assert len(explanations) == 2 and any(f"the token {PROBE} in quotes" in e for e in explanations)
+    assert sum("BASELINE" in e for e in explanations) == 1
     assert page.query_selector("img[src='x']") is None
     assert browser_page.dialogs == []
     assert browser_page.foreign_requests() == []
@@ -39,11 +40,11 @@ def test_latents_page_highlights_tokens_and_escapes_html(app_workspace, browser_
 
 
 @pytest.mark.browser
-def test_home_page_shows_the_workspace_overview(app_workspace, browser_page):
+def test_home_page_shows_the_workspace_overview(browser_workspace, browser_page):
     browser_page.open("/")
     page = browser_page.page
     browser_page.screenshot("home-page")
     assert page.query_selector('[data-testid="stException"]') is None
-    assert page.get_by_text(str(app_workspace)).count() >= 1
+    assert page.get_by_text(str(browser_workspace)).count() >= 1
     assert page.get_by_text("tiny-test").count() >= 1  # the model the workspace was built from
     assert browser_page.foreign_requests() == []
