@@ -332,7 +332,9 @@ def session(workspace: Path, write: bool = False, timeout: float | None = None) 
     """
     path = Path(workspace).resolve()
     if not write and not path.exists():
-        raise WorkspaceError(f"workspace {path} does not exist; build it with `python -m core cache --workspace {workspace} ...`")
+        raise WorkspaceError(
+            f"workspace {path} does not exist; build it with `python -m core cache --workspace {workspace} ...`"
+        )
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
     timeout = timeout if timeout is not None else (WRITE_TIMEOUT_S if write else READ_TIMEOUT_S)
@@ -363,7 +365,9 @@ def session(workspace: Path, write: bool = False, timeout: float | None = None) 
                 con.execute(f"DETACH {alias}")
         except duckdb.IOException as exc:
             if "No space left" in str(exc):
-                raise WorkspaceError(f"disk full while writing workspace {path}; the last transaction was rolled back, nothing stored was changed") from exc
+                raise WorkspaceError(
+                    f"disk full while writing workspace {path}; the last transaction was rolled back, nothing stored was changed"
+                ) from exc
             raise
         finally:
             con.close()
@@ -389,13 +393,21 @@ def _applied_version(con: duckdb.DuckDBPyConnection) -> int | None:
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     version = _applied_version(con)
     if version is None:
-        n_tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()").fetchone()[0]
+        n_tables = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchone()[0]
         if n_tables:
-            raise WorkspaceError("this DuckDB file has tables but is not an SAE Circuit Explorer workspace; use another path")
-        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+            raise WorkspaceError(
+                "this DuckDB file has tables but is not an SAE Circuit Explorer workspace; use another path"
+            )
+        con.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
         version = 0
     if version > SCHEMA_VERSION:
-        raise WorkspaceError(f"workspace schema v{version} is newer than this code (v{SCHEMA_VERSION}); update the code")
+        raise WorkspaceError(
+            f"workspace schema v{version} is newer than this code (v{SCHEMA_VERSION}); update the code"
+        )
     for m in MIGRATIONS:
         if m.version > version:
             for stmt in m.statements:
@@ -408,7 +420,9 @@ def _check_readable(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if version is None:
         raise WorkspaceError(f"{path} is not an SAE Circuit Explorer workspace (no schema_migrations table)")
     if version > SCHEMA_VERSION:
-        raise WorkspaceError(f"workspace {path} has schema v{version}, newer than this code (v{SCHEMA_VERSION}); update the code")
+        raise WorkspaceError(
+            f"workspace {path} has schema v{version}, newer than this code (v{SCHEMA_VERSION}); update the code"
+        )
     if version < SCHEMA_VERSION:
         raise WorkspaceOutdatedError(
             f"workspace {path} has schema v{version}; this code needs v{SCHEMA_VERSION}. "
@@ -547,7 +561,10 @@ def context_count(con: duckdb.DuckDBPyConnection) -> int:
 
 def dictionaries(con: duckdb.DuckDBPyConnection) -> list[DictionaryRecord]:
     """Every dictionary registered in the workspace, by index."""
-    return [_dictionary_record(r) for r in con.execute(f"SELECT {_DICT_COLS} FROM dictionaries ORDER BY dict_idx").fetchall()]
+    return [
+        _dictionary_record(r)
+        for r in con.execute(f"SELECT {_DICT_COLS} FROM dictionaries ORDER BY dict_idx").fetchall()
+    ]
 
 
 def register_dictionary(con: duckdb.DuckDBPyConnection, desc: dict, fingerprint: str, run_id: str) -> DictionaryRecord:
@@ -560,8 +577,21 @@ def register_dictionary(con: duckdb.DuckDBPyConnection, desc: dict, fingerprint:
         idx = con.execute("SELECT coalesce(max(dict_idx) + 1, 0) FROM dictionaries").fetchone()[0]
         con.execute(
             "INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'caching', NULL, NULL, NULL, NULL)",
-            [idx, desc["id"], desc["kind"], desc["layer"], desc["hook_in"], desc["hook_out"], desc["d_in"],
-             desc["d_sae"], desc["d_out"], desc["topk"], desc["source"], fingerprint, run_id],
+            [
+                idx,
+                desc["id"],
+                desc["kind"],
+                desc["layer"],
+                desc["hook_in"],
+                desc["hook_out"],
+                desc["d_in"],
+                desc["d_sae"],
+                desc["d_out"],
+                desc["topk"],
+                desc["source"],
+                fingerprint,
+                run_id,
+            ],
         )
     else:
         idx = row[0]
@@ -570,7 +600,9 @@ def register_dictionary(con: duckdb.DuckDBPyConnection, desc: dict, fingerprint:
             "n_activations = NULL, file_bytes = NULL, finished_at = NULL, source = ? WHERE dict_idx = ?",
             [fingerprint, run_id, desc["source"], idx],
         )
-    return _dictionary_record(con.execute(f"SELECT {_DICT_COLS} FROM dictionaries WHERE dict_idx = ?", [idx]).fetchone())
+    return _dictionary_record(
+        con.execute(f"SELECT {_DICT_COLS} FROM dictionaries WHERE dict_idx = ?", [idx]).fetchone()
+    )
 
 
 def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[RunRecord]:
@@ -588,7 +620,9 @@ def runs(con: duckdb.DuckDBPyConnection) -> list[RunRecord]:
     return [RunRecord(r[0], json.loads(r[1]), list(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
-def start_run(con: duckdb.DuckDBPyConnection, run_id: str, params: dict, dictionary_ids: list[str], n_chunks: int) -> None:
+def start_run(
+    con: duckdb.DuckDBPyConnection, run_id: str, params: dict, dictionary_ids: list[str], n_chunks: int
+) -> None:
     """Record a new cache run (status 'running')."""
     con.execute(
         "INSERT INTO cache_runs VALUES (?, ?, ?, ?, 'running', now(), NULL)",
@@ -600,7 +634,12 @@ def discard_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     """Forget an unfinished run: its chunks, its run row, and its dictionaries that are not ready."""
     con.execute("DELETE FROM cache_chunks WHERE run_id = ?", [run_id])
     con.execute("DELETE FROM cache_runs WHERE run_id = ?", [run_id])
-    idx = [r[0] for r in con.execute("SELECT dict_idx FROM dictionaries WHERE run_id = ? AND status <> 'ready'", [run_id]).fetchall()]
+    idx = [
+        r[0]
+        for r in con.execute(
+            "SELECT dict_idx FROM dictionaries WHERE run_id = ? AND status <> 'ready'", [run_id]
+        ).fetchall()
+    ]
     for i in idx:
         con.execute("DELETE FROM latent_stats WHERE dict_idx = ?", [i])
         con.execute("DELETE FROM latent_top_tokens WHERE dict_idx = ?", [i])
@@ -683,7 +722,9 @@ def store_latent_stats(
         con.unregister("_top_in")
 
 
-def mark_dictionary_ready(con: duckdb.DuckDBPyConnection, dict_idx: int, activations_file: str, n_activations: int, file_bytes: int) -> None:
+def mark_dictionary_ready(
+    con: duckdb.DuckDBPyConnection, dict_idx: int, activations_file: str, n_activations: int, file_bytes: int
+) -> None:
     """Point dictionary `dict_idx` at its finished Parquet file and mark it 'ready'."""
     con.execute(
         "UPDATE dictionaries SET status = 'ready', activations_file = ?, n_activations = ?, file_bytes = ?, "
@@ -721,10 +762,14 @@ def dictionary_record(con: duckdb.DuckDBPyConnection, dictionary: str, ready: bo
     row = con.execute(f"SELECT {_DICT_COLS} FROM dictionaries WHERE id = ?", [dictionary]).fetchone()
     if row is None:
         known = [r[0] for r in con.execute("SELECT id FROM dictionaries ORDER BY dict_idx").fetchall()]
-        raise WorkspaceError(f"dictionary {dictionary!r} is not in this workspace; it has: {', '.join(known) or 'none'}")
+        raise WorkspaceError(
+            f"dictionary {dictionary!r} is not in this workspace; it has: {', '.join(known) or 'none'}"
+        )
     rec = _dictionary_record(row)
     if ready and rec.status != "ready":
-        raise WorkspaceError(f"dictionary {dictionary!r} is still being cached (run {rec.run_id}); its activations are not ready yet")
+        raise WorkspaceError(
+            f"dictionary {dictionary!r} is still being cached (run {rec.run_id}); its activations are not ready yet"
+        )
     return rec
 
 
@@ -734,9 +779,15 @@ _STATS_COLS = (
 )
 
 
-def dictionary_and_latent(con: duckdb.DuckDBPyConnection, dictionary: str, latent: int) -> tuple[DictionaryRecord, LatentStatsRecord]:
+def dictionary_and_latent(
+    con: duckdb.DuckDBPyConnection, dictionary: str, latent: int
+) -> tuple[DictionaryRecord, LatentStatsRecord]:
     """A ready dictionary's record and one latent's statistics in one query (clear errors if either is missing)."""
-    cols = ", ".join(f"d.{c.strip()}" for c in _DICT_COLS.split(",")) + ", " + ", ".join(f"s.{c.strip()}" for c in _STATS_COLS.split(","))
+    cols = (
+        ", ".join(f"d.{c.strip()}" for c in _DICT_COLS.split(","))
+        + ", "
+        + ", ".join(f"s.{c.strip()}" for c in _STATS_COLS.split(","))
+    )
     row = con.execute(
         f"SELECT {cols} FROM dictionaries d JOIN latent_stats s ON s.dict_idx = d.dict_idx "
         "WHERE d.id = ? AND s.latent = ? AND d.status = 'ready'",
@@ -752,8 +803,19 @@ def dictionary_and_latent(con: duckdb.DuckDBPyConnection, dictionary: str, laten
 
 def _stats_record(dictionary: str, row: tuple) -> LatentStatsRecord:
     return LatentStatsRecord(
-        dictionary, row[0], row[1], row[2], row[3], row[4], np.asarray(row[5], dtype=np.float32),
-        np.asarray(row[6], dtype=np.int64), row[7], list(row[8]), list(row[9]), list(row[10]), list(row[11]),
+        dictionary,
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        np.asarray(row[5], dtype=np.float32),
+        np.asarray(row[6], dtype=np.int64),
+        row[7],
+        list(row[8]),
+        list(row[9]),
+        list(row[10]),
+        list(row[11]),
     )
 
 
@@ -785,7 +847,8 @@ def context_tokens(con: duckdb.DuckDBPyConnection, contexts: np.ndarray) -> np.n
     if len(ids) == 0:
         return np.zeros((0, 0), dtype=np.int32)
     got = con.execute(
-        "SELECT context, tokens FROM contexts WHERE context IN (SELECT unnest(?::INTEGER[])) ORDER BY context", [ids.tolist()]
+        "SELECT context, tokens FROM contexts WHERE context IN (SELECT unnest(?::INTEGER[])) ORDER BY context",
+        [ids.tolist()],
     ).fetchall()
     if len(got) != len(ids):
         raise WorkspaceError("the workspace lacks some contexts its activations refer to; rebuild it")
@@ -830,11 +893,15 @@ def all_token_texts(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def tokens_for_text(con: duckdb.DuckDBPyConnection, text: str) -> list[int]:
     """Token ids whose decoded text equals `text`, or equals it after stripping spaces."""
-    rows = con.execute("SELECT token FROM vocab WHERE text = ? OR trim(text) = trim(?) ORDER BY token", [text, text]).fetchall()
+    rows = con.execute(
+        "SELECT token FROM vocab WHERE text = ? OR trim(text) = trim(?) ORDER BY token", [text, text]
+    ).fetchall()
     return [r[0] for r in rows]
 
 
-def top_activating_tokens(con: duckdb.DuckDBPyConnection, dict_idx: int, latent: int, limit: int = 10) -> list[tuple[int, int]]:
+def top_activating_tokens(
+    con: duckdb.DuckDBPyConnection, dict_idx: int, latent: int, limit: int = 10
+) -> list[tuple[int, int]]:
     """(token, count) pairs: the tokens most often at the latent's highest activations."""
     rows = con.execute(
         "SELECT token, n FROM latent_top_tokens WHERE dict_idx = ? AND latent = ? ORDER BY n DESC, token LIMIT ?",
@@ -855,7 +922,9 @@ class TokenMatch:
     max_activation: float
 
 
-def latents_by_token(con: duckdb.DuckDBPyConnection, token_ids: list[int], dictionary: str | None = None, limit: int = 50) -> list[TokenMatch]:
+def latents_by_token(
+    con: duckdb.DuckDBPyConnection, token_ids: list[int], dictionary: str | None = None, limit: int = 50
+) -> list[TokenMatch]:
     """Latents whose top activations are on any of `token_ids`, most such activations first."""
     if not token_ids:
         return []
