@@ -49,7 +49,7 @@ class WorkspaceLockedError(WorkspaceError):
 
 
 class WorkspaceOutdatedError(WorkspaceError):
-    """The workspace's schema is older than this code's; `migrate(workspace)` adds the missing tables."""
+    """The workspace lacks schema migrations this code has (`migrate` applies them)."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
-SCHEMA_VERSION = MIGRATIONS[-1].version
+SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 
 READ_TIMEOUT_S = 20.0
 WRITE_TIMEOUT_S = 120.0
@@ -381,18 +381,30 @@ def _file_stamp(path: Path) -> tuple[int, int, int]:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _applied_version(con: duckdb.DuckDBPyConnection) -> int | None:
+def _applied_versions(con: duckdb.DuckDBPyConnection) -> set[int] | None:
+    """The migration versions recorded in the attached workspace (None if it has no schema_migrations table)."""
     has = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'schema_migrations'"
     ).fetchall()[0][0]  # fetchall: a half-fetched result would block a following con.register()
     if not has:
         return None
-    return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
+    return {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def _applied_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    versions = _applied_versions(con)
+    return None if versions is None else max(versions, default=0)
+
+
+def _missing_migrations(applied: set[int]) -> list[Migration]:
+    # By set, not by maximum: migrations are numbered by feature and may land out of order, so a
+    # workspace already at v3 must still get v2 when v2 lands later.
+    return [m for m in MIGRATIONS if m.version not in applied]
 
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
-    version = _applied_version(con)
-    if version is None:
+    applied = _applied_versions(con)
+    if applied is None:
         n_tables = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
         ).fetchone()[0]
@@ -403,30 +415,32 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(
             "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
         )
-        version = 0
-    if version > SCHEMA_VERSION:
+        applied = set()
+    unknown = applied - {m.version for m in MIGRATIONS}
+    if unknown:
         raise WorkspaceError(
-            f"workspace schema v{version} is newer than this code (v{SCHEMA_VERSION}); update the code"
+            f"workspace schema v{max(applied)} is newer than this code (v{SCHEMA_VERSION}); update the code"
         )
-    for m in MIGRATIONS:
-        if m.version > version:
-            for stmt in m.statements:
-                con.execute(stmt)
-            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
+    for m in _missing_migrations(applied):
+        for stmt in m.statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
 
 
 def _check_readable(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    version = _applied_version(con)
-    if version is None:
+    applied = _applied_versions(con)
+    if applied is None:
         raise WorkspaceError(f"{path} is not an SAE Circuit Explorer workspace (no schema_migrations table)")
-    if version > SCHEMA_VERSION:
+    version = max(applied, default=0)
+    if applied - {m.version for m in MIGRATIONS}:
         raise WorkspaceError(
             f"workspace {path} has schema v{version}, newer than this code (v{SCHEMA_VERSION}); update the code"
         )
-    if version < SCHEMA_VERSION:
+    missing = _missing_migrations(applied)
+    if missing:
         raise WorkspaceOutdatedError(
-            f"workspace {path} has schema v{version}; this code needs v{SCHEMA_VERSION}. "
-            f"Upgrade it with `python -m core workspace-info --workspace {path} --migrate`"
+            f"workspace {path} has schema v{version} without migration(s) {', '.join(str(m.version) for m in missing)}; "
+            f"this code needs v{SCHEMA_VERSION}. Upgrade it with `python -m core workspace-info --workspace {path} --migrate`"
         )
 
 

@@ -42,6 +42,28 @@ def test_added_migration_is_applied_by_the_next_write(tmp_path, monkeypatch):
         assert store.get_info(con, "k") == {"v": 1}  # old content kept
 
 
+def test_migration_landing_out_of_order_is_still_applied(tmp_path, monkeypatch):
+    """Migrations are numbered per feature: a workspace that has v1 and v3 gets v2 when v2 lands later."""
+    ws = tmp_path / "w.duckdb"
+    base = store.MIGRATIONS
+    top = max(m.version for m in base)
+    late = Migration(top + 2, "late", ("CREATE TABLE late_table (i INTEGER)",))
+    early = Migration(top + 1, "early", ("CREATE TABLE early_table (i INTEGER)",))
+    monkeypatch.setattr(store, "MIGRATIONS", base + (late,))
+    monkeypatch.setattr(store, "SCHEMA_VERSION", late.version)
+    with store.session(ws, write=True) as con:
+        store.set_info(con, "k", {"v": 1})
+    monkeypatch.setattr(store, "MIGRATIONS", base + (early, late))
+    with pytest.raises(store.WorkspaceOutdatedError, match=f"without migration\\(s\\) {early.version};"):
+        with store.session(ws):
+            pass
+    assert store.migrate(ws) == late.version
+    with store.session(ws) as con:
+        assert con.execute("SELECT count(*) FROM early_table").fetchone()[0] == 0
+        applied = [r[0] for r in con.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()]
+        assert applied == [m.version for m in base] + [early.version, late.version]
+
+
 def test_newer_workspace_and_foreign_files_are_refused(tmp_path):
     import duckdb
 
