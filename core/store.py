@@ -22,6 +22,7 @@ Write sessions apply the missing ones first. Later issues add their tables by ap
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
@@ -224,6 +225,46 @@ MIGRATIONS: tuple[Migration, ...] = (
                 length SMALLINT NOT NULL,
                 vector FLOAT[] NOT NULL,              -- unit norm
                 PRIMARY KEY (model, context, start, length)
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "circuits",
+        (
+            """CREATE TABLE circuits (            -- a named circuit: one traced prompt and its versions
+                name VARCHAR PRIMARY KEY,
+                prompt VARCHAR NOT NULL,
+                target JSON NOT NULL,              -- core.circuits.target_to_json: what was traced
+                target_label VARCHAR NOT NULL,     -- the target node's id, e.g. logit@20:')'-'.'
+                model VARCHAR NOT NULL,            -- the model it was traced on, e.g. 'default'
+                method VARCHAR NOT NULL,           -- e.g. 'hierarchical'
+                created_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE circuit_versions (    -- version 1 is the traced graph; later ones pruned/annotated copies
+                name VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                parent_version INTEGER,            -- the version it was edited from (NULL for 1)
+                graph JSON NOT NULL,               -- core.tracing.graph.graph_to_json of this version's graph
+                pruning JSON NOT NULL,             -- core.circuits.Pruning relative to version 1
+                annotation_text VARCHAR,           -- the circuit-level annotation / summary
+                annotation_author VARCHAR,
+                faithfulness JSON,                 -- FaithfulnessResult.to_json of this version's latents
+                created_by VARCHAR NOT NULL,       -- 'hand' | litellm model id
+                note VARCHAR NOT NULL,
+                n_nodes INTEGER NOT NULL,
+                n_edges INTEGER NOT NULL,
+                n_latents INTEGER NOT NULL,
+                created_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (name, version)
+            )""",
+            """CREATE TABLE circuit_node_annotations (
+                name VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                node_id VARCHAR NOT NULL,          -- core.tracing.nodes node id, e.g. transcoder.2/88@5
+                text VARCHAR NOT NULL,
+                author VARCHAR NOT NULL,           -- 'hand' | litellm model id
+                PRIMARY KEY (name, version, node_id)
             )""",
         ),
     ),
@@ -1496,3 +1537,188 @@ def explanations_by_id(workspace: Path, explanation_ids: list[str]) -> list[Expl
             f"SELECT {_EXPL_COLS} FROM explanations WHERE explanation_id IN (SELECT unnest(?::VARCHAR[]))", [list(explanation_ids)]
         ).fetchall()
     return [_explanation_record(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Circuits (migration 3): named circuits with immutable versions; `core.circuits` is the API over these.
+
+
+@dataclass(frozen=True)
+class CircuitRecord:
+    """A saved circuit: what was traced, and how many versions it has."""
+
+    name: str
+    prompt: str
+    target: dict
+    target_label: str
+    model: str
+    method: str
+    created_at: datetime.datetime
+    n_versions: int
+    latest_version: int
+    updated_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class CircuitVersionRecord:
+    """One stored version of a circuit; `graph` is None when listed without graphs."""
+
+    name: str
+    version: int
+    parent_version: int | None
+    graph: dict | None
+    pruning: dict
+    annotation_text: str | None
+    annotation_author: str | None
+    faithfulness: dict | None
+    created_by: str
+    note: str
+    n_nodes: int
+    n_edges: int
+    n_latents: int
+    created_at: datetime.datetime
+    node_annotations: dict[str, tuple[str, str]]  # node id -> (text, author)
+
+
+def circuit_record(con: duckdb.DuckDBPyConnection, name: str) -> CircuitRecord | None:
+    """The circuit called `name`, or None."""
+    rows = _circuit_rows(con, "WHERE c.name = ?", [name])
+    return rows[0] if rows else None
+
+
+def circuit_records(con: duckdb.DuckDBPyConnection) -> list[CircuitRecord]:
+    """Every saved circuit, most recently changed first."""
+    return _circuit_rows(con, "", [])
+
+
+def _circuit_rows(con: duckdb.DuckDBPyConnection, where: str, params: list) -> list[CircuitRecord]:
+    rows = con.execute(
+        f"""SELECT c.name, c.prompt, c.target, c.target_label, c.model, c.method, c.created_at,
+                   count(v.version), max(v.version), max(v.created_at)
+            FROM circuits c JOIN circuit_versions v ON v.name = c.name {where}
+            GROUP BY ALL ORDER BY max(v.created_at) DESC, c.name""",
+        params,
+    ).fetchall()
+    return [CircuitRecord(r[0], r[1], json.loads(r[2]), *r[3:]) for r in rows]
+
+
+def insert_circuit(
+    con: duckdb.DuckDBPyConnection, name: str, prompt: str, target: dict, target_label: str, model: str, method: str
+) -> None:
+    """Register a new circuit (its versions are added with `insert_circuit_version`)."""
+    con.execute(
+        "INSERT INTO circuits VALUES (?, ?, ?, ?, ?, ?, now())",
+        [name, prompt, json.dumps(target), target_label, model, method],
+    )
+
+
+def next_circuit_version(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    """The number the next version of circuit `name` gets (1 for a circuit without versions)."""
+    return con.execute("SELECT coalesce(max(version), 0) + 1 FROM circuit_versions WHERE name = ?", [name]).fetchone()[
+        0
+    ]
+
+
+def insert_circuit_version(con: duckdb.DuckDBPyConnection, rec: CircuitVersionRecord) -> None:
+    """Store one version and its node annotations (versions are never updated in place)."""
+    con.execute(
+        "INSERT INTO circuit_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            rec.name,
+            rec.version,
+            rec.parent_version,
+            json.dumps(rec.graph),
+            json.dumps(rec.pruning),
+            rec.annotation_text,
+            rec.annotation_author,
+            json.dumps(rec.faithfulness) if rec.faithfulness is not None else None,
+            rec.created_by,
+            rec.note,
+            rec.n_nodes,
+            rec.n_edges,
+            rec.n_latents,
+            rec.created_at,
+        ],
+    )
+    if rec.node_annotations:
+        con.executemany(
+            "INSERT INTO circuit_node_annotations VALUES (?, ?, ?, ?, ?)",
+            [
+                [rec.name, rec.version, node, text, author]
+                for node, (text, author) in sorted(rec.node_annotations.items())
+            ],
+        )
+
+
+_VERSION_COLS = (
+    "version, parent_version, pruning, annotation_text, annotation_author, faithfulness, created_by, note, "
+    "n_nodes, n_edges, n_latents, created_at"
+)
+
+
+def _version_record(
+    name: str, row: tuple, graph: dict | None, notes: dict[str, tuple[str, str]]
+) -> CircuitVersionRecord:
+    return CircuitVersionRecord(
+        name,
+        row[0],
+        row[1],
+        graph,
+        json.loads(row[2]),
+        row[3],
+        row[4],
+        json.loads(row[5]) if row[5] is not None else None,
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        notes,
+    )
+
+
+def circuit_version_record(
+    con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
+) -> CircuitVersionRecord | None:
+    """Version `version` (default the latest) of circuit `name` with its graph and node annotations, or None."""
+    if version is None:
+        version = con.execute("SELECT max(version) FROM circuit_versions WHERE name = ?", [name]).fetchone()[0]
+        if version is None:
+            return None
+    row = con.execute(
+        f"SELECT {_VERSION_COLS}, graph FROM circuit_versions WHERE name = ? AND version = ?", [name, version]
+    ).fetchone()
+    if row is None:
+        return None
+    notes = {
+        r[0]: (r[1], r[2])
+        for r in con.execute(
+            "SELECT node_id, text, author FROM circuit_node_annotations WHERE name = ? AND version = ? ORDER BY node_id",
+            [name, version],
+        ).fetchall()
+    }
+    return _version_record(name, row[:-1], json.loads(row[-1]), notes)
+
+
+def circuit_version_records(con: duckdb.DuckDBPyConnection, name: str) -> list[CircuitVersionRecord]:
+    """Every version of circuit `name`, oldest first, without graphs (node annotations included)."""
+    rows = con.execute(
+        f"SELECT {_VERSION_COLS} FROM circuit_versions WHERE name = ? ORDER BY version", [name]
+    ).fetchall()
+    notes: dict[int, dict[str, tuple[str, str]]] = {}
+    for v, node, text, author in con.execute(
+        "SELECT version, node_id, text, author FROM circuit_node_annotations WHERE name = ? ORDER BY version, node_id",
+        [name],
+    ).fetchall():
+        notes.setdefault(v, {})[node] = (text, author)
+    return [_version_record(name, r, None, notes.get(r[0], {})) for r in rows]
+
+
+def delete_circuit_records(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    """Delete circuit `name` with every version and annotation; returns how many versions were deleted."""
+    n = con.execute("SELECT count(*) FROM circuit_versions WHERE name = ?", [name]).fetchone()[0]
+    con.execute("DELETE FROM circuit_node_annotations WHERE name = ?", [name])
+    con.execute("DELETE FROM circuit_versions WHERE name = ?", [name])
+    con.execute("DELETE FROM circuits WHERE name = ?", [name])
+    return n
