@@ -1,0 +1,417 @@
+"""Circuits: trace a typed prompt live, prune and annotate its graph by hand, measure the pruned
+circuit's faithfulness by ablation on the real model, and save versions of it in the workspace.
+
+The engine is `core.tracing.api.trace_prompt` (tracing) and `core.circuits` (pruning, faithfulness,
+saved circuits); the graph is drawn by `ui.graph_view`. Everything the page holds between reruns
+lives in st.session_state under keys starting with "circ.".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import circuits as C  # noqa: E402
+from core.cli import UserError  # noqa: E402
+from core.models import ArtifactError  # noqa: E402
+from ui import graph_view  # noqa: E402
+
+st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
+
+WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
+ERRORS = (UserError, ArtifactError, ValueError, FileNotFoundError)
+S = st.session_state
+
+
+def workspace() -> Path:
+    """The workspace chosen on the landing page (ui.state), else st.session_state["workspace"] or the default."""
+    try:
+        from ui.state import current_workspace
+    except ImportError:
+        from core.cache import DEFAULT_WORKSPACE
+
+        return Path(S.get("workspace") or DEFAULT_WORKSPACE)
+    return current_workspace()
+
+
+@st.cache_resource(show_spinner=False)
+def engine():
+    """The default model and its traced dictionaries (attention SAEs, transcoders), once per server process."""
+    from core.dictionaries import load_default_dictionaries
+    from core.models import load_default_model
+
+    model = load_default_model(device="cpu")
+    return model, [d for d in load_default_dictionaries().values() if d.kind in ("attn", "transcoder")]
+
+
+@st.cache_resource(show_spinner=False)
+def latent_means(_model, _dicts, n_windows: int = 64):
+    """Latent means over held-out corpus text for mean ablation (the same disk cache trace_prompt uses)."""
+    from core.paths import BUILD_CACHE_DIR, default_paths
+    from core.tracing.ablation import load_or_compute_means
+
+    return load_or_compute_means(
+        _model, _dicts, default_paths()["corpus"], BUILD_CACHE_DIR / "tracing", n_windows=n_windows
+    )
+
+
+def set_original(graph, target, source: dict | None, version: C.CircuitVersion | None = None) -> None:
+    """Make `graph` (a version 1) the page's circuit, with the pruning and annotations of `version` if given."""
+    v = version
+    S["circ.original"] = graph
+    S["circ.target"] = target
+    S["circ.source"] = source
+    S["circ.influence"] = C.node_influence(graph)
+    S["circ.remove_nodes"] = list(v.pruning.removed_nodes) if v else []
+    S["circ.remove_edges"] = [edge_key(e) for e in v.pruning.removed_edges] if v else []
+    S["circ.pinned"] = [n for n in v.pruning.pinned if n != C.target_node(graph)] if v else []
+    S["circ.node_thr"] = v.pruning.node_threshold if v else 0.0
+    S["circ.edge_thr"] = v.pruning.edge_threshold if v else 0.0
+    S["circ.annotations"] = {k: a.text for k, a in v.node_annotations.items()} if v else {}
+    S["circ.note"] = v.annotation.text if v and v.annotation else ""
+    S["circ.faith"] = {}
+    if v and v.faithfulness:
+        S["circ.faith"][v.pruning.key()] = v.faithfulness
+    elif graph.graph.get("faithfulness"):
+        S["circ.faith"][C.Pruning().key()] = graph.graph["faithfulness"]
+    S["circ.name"] = source["name"] if source else ""
+    for k in [k for k in S if str(k).startswith("circ.ann.")]:
+        del S[k]
+
+
+def edge_key(e: tuple[str, str]) -> str:
+    return f"{e[0]} → {e[1]}"
+
+
+def flash(kind: str, text: str) -> None:
+    S.setdefault("circ.flash", []).append((kind, text))
+
+
+def load_saved(ws: Path, name: str, version: int) -> None:
+    """Callback of the Load button: the saved version and its version 1 become the page's circuit."""
+    try:
+        v = C.load_circuit(ws, name, version, timeout=WRITE_TIMEOUT_S)
+        original = v.graph if version == 1 else C.load_circuit(ws, name, 1, timeout=WRITE_TIMEOUT_S).graph
+        set_original(original, C.graph_target(original), {"name": name, "version": version}, v)
+        flash("success", f"Loaded {name!r} version {version}.")
+    except ERRORS as exc:
+        flash("error", str(exc))
+
+
+def delete_saved(ws: Path, name: str) -> None:
+    """Callback of the Delete button."""
+    try:
+        n = C.delete_circuit(ws, name, timeout=WRITE_TIMEOUT_S)
+        if (S.get("circ.source") or {}).get("name") == name:
+            S["circ.source"] = None
+        flash("success", f"Deleted {name!r} ({n} version{'s' if n != 1 else ''}).")
+    except ERRORS as exc:
+        flash("error", f"{exc} Nothing was deleted.")
+
+
+def set_annotation(node: str) -> None:
+    """on_change of a node's annotation box: an empty text removes the annotation."""
+    text = S.get(f"circ.ann.{node}", "").strip()
+    notes = S.setdefault("circ.annotations", {})
+    if text:
+        notes[node] = text
+    else:
+        notes.pop(node, None)
+
+
+ws = workspace()
+st.title("Circuits")
+st.caption(
+    f"Workspace `{ws}` · trace a prompt on the embedded default model, prune and annotate the graph, "
+    "measure the circuit's faithfulness by ablation, save versions."
+)
+
+# ---------------------------------------------------------------------------------------------- saved circuits
+with st.sidebar:
+    st.subheader("Saved circuits")
+    try:
+        saved = C.list_circuits(ws, timeout=WRITE_TIMEOUT_S)
+    except ERRORS as exc:
+        saved = []
+        st.error(f"Cannot read saved circuits: {exc}")
+    if not saved:
+        st.caption("None saved in this workspace yet.")
+    else:
+        by_name = {c.name: c for c in saved}
+        name = st.selectbox(
+            "Circuit", list(by_name), key="circ.pick", format_func=lambda n: f"{n} (v{by_name[n].latest_version})"
+        )
+        info = by_name[name]
+        st.caption(f"{info.prompt!r} → {info.target_label} · {info.n_versions} version(s) · model {info.model}")
+        version = st.selectbox(
+            "Version",
+            list(range(info.latest_version, 0, -1)),
+            key="circ.pick_version",
+            format_func=lambda v: f"v{v}" + (" (the traced graph)" if v == 1 else ""),
+        )
+        st.button("Load", key="circ.load", on_click=load_saved, args=(ws, name, version))
+        confirm = st.checkbox("Confirm deleting every version", key="circ.confirm_delete")
+        st.button("Delete circuit", key="circ.delete", disabled=not confirm, on_click=delete_saved, args=(ws, name))
+
+for kind, text in S.pop("circ.flash", []):
+    getattr(st, kind)(text)
+
+# ---------------------------------------------------------------------------------------------- trace
+with st.form("circ.trace_form"):
+    prompt = st.text_area(
+        "Prompt",
+        key="circ.prompt",
+        height=80,
+        placeholder="The old man said that the new plan (which the city council had approved last year without a vote",
+    )
+    c1, c2, c3 = st.columns(3)
+    target = c1.text_input(
+        "Target token",
+        key="circ.target_text",
+        help="One token, e.g. ' Mary' or ')'. Empty: the model's top prediction.",
+    )
+    contrast = c2.text_input(
+        "Contrast token (optional)", key="circ.contrast_text", help="Trace logit(target) − logit(contrast)."
+    )
+    ablation = c3.radio("Ablation for faithfulness", ["mean", "zero"], key="circ.ablation", horizontal=True)
+    with st.expander("Trace settings"):
+        d1, d2 = st.columns(2)
+        node_threshold = d1.number_input(
+            "Node threshold (share of |direct effect|)", 0.0, 0.99, 0.02, 0.005, format="%.3f", key="circ.trace_thr"
+        )
+        max_latents = d2.number_input("Max latents", 1, 2000, 200, 10, key="circ.max_latents")
+    submitted = st.form_submit_button("Trace", type="primary")
+
+if submitted:
+    from core.paths import BUILD_CACHE_DIR, default_paths
+    from core.tracing.api import trace_prompt
+    from core.tracing.hierarchical import TraceParams
+
+    with st.status("Tracing…", expanded=True) as status:
+        bar = st.progress(0.0, text="loading the model and dictionaries")
+        try:
+            t0 = time.perf_counter()
+            model, dicts = engine()
+            # Mean ablation reads latent means from the engine's disk cache (computed once, after the
+            # input is validated and the graph traced, with its own progress message).
+            result = trace_prompt(
+                model,
+                dicts,
+                prompt,
+                target=target or None,
+                contrast=contrast or None,
+                ablation=ablation,
+                corpus_path=default_paths()["corpus"] if ablation == "mean" else None,
+                cache_dir=BUILD_CACHE_DIR / "tracing",
+                params=TraceParams(node_threshold=float(node_threshold), max_latents=int(max_latents)),
+                progress=lambda msg, frac: bar.progress(frac, text=msg),
+            )
+        except ERRORS as exc:
+            status.update(label="Trace failed", state="error")
+            st.error(str(exc))
+        else:
+            seconds = time.perf_counter() - t0
+            set_original(C.with_target(result.graph, result.target), result.target, None)
+            s = result.summary()
+            status.update(
+                label=f"Traced {result.graph.graph['target']['node_id']} in {seconds:.1f} s: {s['n_nodes']} nodes "
+                f"({s['n_latents']} latents), {s['n_edges']} edges",
+                state="complete",
+                expanded=False,
+            )
+
+original = S.get("circ.original")
+if original is None:
+    st.info("Trace a prompt, or load a saved circuit from the sidebar.")
+    st.stop()
+
+# ---------------------------------------------------------------------------------------------- prune
+explained = C.node_explanations(ws, original)
+labels = {v: text for v, (text, _) in explained.items()}
+influence = S["circ.influence"]
+tgt = C.target_node(original)
+others = sorted((v for v in original.nodes if v != tgt), key=lambda v: -influence.get(v, 0.0))
+
+
+def describe(v: str) -> str:
+    return (
+        f"{graph_view.short_id(v, original.nodes[v])} @{original.nodes[v].get('position')} {labels.get(v, '')}".strip()
+    )
+
+
+source = S.get("circ.source")
+meta = original.graph
+st.subheader(f"{meta.get('prompt', '')!r} → {meta['target']['node_id']}")
+if source:
+    st.caption(f"Saved circuit {source['name']!r}, loaded from version {source['version']}.")
+if explained:
+    st.caption(
+        f"Latent labels: explanations by {', '.join(sorted({e for _, e in explained.values()}))} ({len(explained)} latents)."
+    )
+else:
+    st.caption("No explanations for these latents in this workspace: nodes are labelled kind.layer/latent.")
+p1, p2 = st.columns(2)
+node_thr = p1.slider(
+    "Node threshold: minimum influence on the target",
+    0.0,
+    max(0.2, S.get("circ.node_thr", 0.0)),  # a loaded version may have been pruned harder than the slider's range
+    step=0.001,
+    format="%.3f",
+    key="circ.node_thr",
+)
+edge_thr = p2.slider(
+    "Edge threshold: minimum share of the target node's |direct effect|",
+    0.0,
+    max(0.5, S.get("circ.edge_thr", 0.0)),
+    step=0.005,
+    format="%.3f",
+    key="circ.edge_thr",
+)
+removed = st.multiselect("Remove nodes", others, key="circ.remove_nodes", format_func=describe)
+edge_options = [edge_key(e) for e in sorted(original.edges, key=lambda e: -abs(original.edges[e].get("weight") or 0.0))]
+removed_edges = st.multiselect("Remove edges", edge_options, key="circ.remove_edges")
+pinned = st.multiselect("Pin nodes (kept whatever the thresholds)", others, key="circ.pinned", format_func=describe)
+pruning = C.Pruning(
+    tuple(removed), tuple(tuple(e.split(" → ", 1)) for e in removed_edges), node_thr, edge_thr, tuple(pinned)
+)
+G = C.prune_graph(original, pruning)
+counts = C.pruning_counts(original, G)
+m1, m2, m3 = st.columns(3)
+m1.metric("nodes", counts["nodes"], -counts["removed_nodes"] or None)
+m2.metric("edges", counts["edges"], -counts["removed_edges"] or None)
+m3.metric("latents (the circuit)", counts["latents"], -counts["removed_latents"] or None)
+
+notes = S.setdefault("circ.annotations", {})
+graph_view.render(graph_view.graph_html(G, labels, notes, influence, set(pinned)))
+st.markdown(graph_view.legend_html(), unsafe_allow_html=True)  # static text only
+
+# ---------------------------------------------------------------------------------------------- faithfulness
+st.subheader("Faithfulness of this circuit")
+faith = S.setdefault("circ.faith", {}).get(pruning.key())
+if st.button("Recompute faithfulness", key="circ.recompute"):
+    with st.spinner("Ablating on the real model…"):
+        try:
+            model, dicts = engine()
+            means = latent_means(model, dicts) if ablation == "mean" else None
+            ref = C.reference_of(original.graph.get("faithfulness"), ablation)
+            faith = C.measure_faithfulness(model, dicts, G, means, ablation, reference=ref).to_json()
+            S["circ.faith"][pruning.key()] = faith
+        except ERRORS as exc:
+            st.error(str(exc))
+if faith:
+    f1, f2, f3, f4, f5 = st.columns(5)
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    f1.metric("faithfulness F(C)", fmt(faith["faithfulness"]), help="(m(C) − m(∅)) / (m(M) − m(∅)); 1 = sufficient")
+    f2.metric(
+        "complement F(M\\C)",
+        fmt(faith["complement_faithfulness"]),
+        help="completeness: 0 = the circuit holds all of the mechanism",
+    )
+    f3.metric("sufficiency m(C)", fmt(faith["metric_circuit"]), help="the target with only the circuit's latents kept")
+    f4.metric(
+        "necessity m(M\\C)", fmt(faith["metric_complement"]), help="the target with the circuit's latents ablated"
+    )
+    f5.metric("model m(M) / empty m(∅)", f"{fmt(faith['metric_full'])} / {fmt(faith['metric_empty'])}")
+    st.caption(f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real embedded default model.")
+else:
+    st.caption("Not measured for this pruning yet: press Recompute faithfulness.")
+
+# ---------------------------------------------------------------------------------------------- annotate
+st.subheader("Annotations")
+st.text_area("Circuit annotation / summary", key="circ.note", height=80)
+node_choices = sorted(
+    G.nodes, key=lambda v: (G.nodes[v].get("kind") not in ("attn", "transcoder"), -influence.get(v, 0.0))
+)
+node = st.selectbox("Node to annotate", node_choices, key="circ.ann_node", format_func=describe)
+box = f"circ.ann.{node}"
+if box not in S:
+    S[box] = notes.get(node) or labels.get(node, "")
+st.text_input(
+    "Annotation (prefilled from the explanation; Enter to set, empty to clear)",
+    key=box,
+    on_change=set_annotation,
+    args=(node,),
+)
+kept_notes = {k: t for k, t in notes.items() if k in G}
+if kept_notes:
+    st.dataframe(
+        [{"node": k, "annotation": t} for k, t in sorted(kept_notes.items())], hide_index=True, width="stretch"
+    )
+if len(kept_notes) < len(notes):
+    st.caption(
+        f"{len(notes) - len(kept_notes)} annotation(s) are on nodes this pruning removes; they are kept here but not saved."
+    )
+
+# ---------------------------------------------------------------------------------------------- save, export
+st.subheader("Save and export")
+s1, s2 = st.columns([2, 3])
+name = s1.text_input("Circuit name", key="circ.name")
+version_note = s2.text_input("Version note (optional)", key="circ.version_note")
+annotation = C.Annotation(S["circ.note"].strip()) if S.get("circ.note", "").strip() else None
+node_notes = C.annotations_from(kept_notes)
+if st.button("Save", key="circ.save", type="primary"):
+    try:
+        name = C.check_name(name)
+        if source and source["name"] == name:
+            v = C.save_version(
+                ws,
+                name,
+                pruning,
+                node_notes,
+                annotation,
+                faith,
+                note=version_note,
+                parent_version=source["version"],
+                timeout=WRITE_TIMEOUT_S,
+            )
+        else:
+            v = C.save_circuit(ws, name, original, S.get("circ.target"), timeout=WRITE_TIMEOUT_S)
+            if not pruning.is_empty or node_notes or annotation:
+                v = C.save_version(
+                    ws, name, pruning, node_notes, annotation, faith, note=version_note, timeout=WRITE_TIMEOUT_S
+                )
+        S["circ.source"] = {"name": name, "version": v.version}
+        st.success(f"Saved {name!r} version {v.version} ({v.n_latents} latents) in {ws}.")
+    except ERRORS as exc:
+        st.error(f"Not saved: {exc} Your edits are still on this page; nothing stored was changed.")
+
+current = C.unsaved_version(name or "circuit", original, pruning, node_notes, annotation, faith)
+export = C.export_json(current, labels)
+slug = "".join(ch if ch.isalnum() else "-" for ch in (name or meta.get("slug") or "circuit"))[:60]
+lines = [
+    f"prompt: {meta.get('prompt', '')}",
+    f"target: {meta['target']['node_id']}",
+    f"{counts['latents']} latents, {counts['nodes']} nodes, {counts['edges']} edges; model: embedded default",
+]
+if faith:
+    lines.append(
+        f"faithfulness F(C) {faith['faithfulness']}, complement F(M\\C) {faith['complement_faithfulness']} ({faith['ablation']} ablation)"
+    )
+if annotation:
+    lines.append(f"annotation: {annotation.text}")
+e1, e2, e3 = st.columns(3)
+e1.download_button(
+    "Export JSON", json.dumps(export, indent=1), f"{slug}.json", "application/json", key="circ.export_json"
+)
+e2.download_button(
+    "Export HTML",
+    lambda: graph_view.graph_html(
+        G, labels, notes, influence, set(pinned), header_html=graph_view.header(name or "circuit", lines, kept_notes)
+    ),
+    f"{slug}.html",
+    "text/html",
+    key="circ.export_html",
+)
+e3.download_button(
+    "Export PNG",
+    lambda: graph_view.graph_png(G, labels, notes, title=f"{meta.get('prompt', '')} → {meta['target']['node_id']}"),
+    f"{slug}.png",
+    "image/png",
+    key="circ.export_png",
+)

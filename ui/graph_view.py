@@ -1,0 +1,339 @@
+"""Attribution graphs as interactive HTML (pyvis / vis-network, fully offline) and as PNG.
+
+Layout: x = token position (one column per prompt token, as wide as its busiest row), y = depth in
+the model: embeddings at the bottom, then per layer an attention row (attention latents and
+errors) and an MLP row (transcoder latents and errors), the target on top. Nodes sharing a cell
+sit side by side. Physics is off, so the layout stays put and nodes can be dragged.
+Colour by node kind; edge width by |direct effect| relative to the strongest edge; colour by sign.
+
+Safety: every text is plain text. Labels are drawn on the canvas; tooltips (titles) are set with
+`innerText` by the vis-network 9.1.2 that pyvis inlines; the graph data is embedded as JSON with
+<, >, & and ' escaped (Jinja's tojson); text this module writes into HTML goes through
+html.escape. pyvis switches to an innerHTML popup when a title contains "href", so titles never do.
+Offline: vis-network's JS and CSS are inlined and pyvis's CDN <script>/<link> tags are removed.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+
+import networkx as nx
+
+KIND_COLOURS = {
+    "embed": "#9e9e9e",
+    "pos_embed": "#c7c7c7",
+    "attn": "#4e79a7",
+    "transcoder": "#59a14f",
+    "resid": "#b07aa1",
+    "neurons": "#edc948",
+    "attn_error": "#f1a7a9",
+    "mlp_error": "#e8888b",
+    "logit": "#f28e2b",
+}
+KIND_NAMES = {
+    "embed": "token embedding",
+    "pos_embed": "position embedding",
+    "attn": "attention SAE latent",
+    "transcoder": "transcoder latent",
+    "attn_error": "attention SAE error",
+    "mlp_error": "transcoder error",
+    "logit": "target",
+}
+POSITIVE, NEGATIVE = "#3b6fb6", "#d1495b"
+NODE_GAP, COLUMN_PAD, ROW_GAP = 78, 36, 95
+LABEL_CHARS = 22
+
+# Strings in the inlined vis-network bundle that are not fetched: an XML namespace and licence
+# notices inside comments. Everything else starting with http(s):// would be a request.
+INERT_URLS = frozenset(
+    {
+        "http://www.w3.org/2000/svg",
+        "http://almende.com",
+        "http://opensource.org/licenses/MIT",
+        "http://www.apache.org/licenses/LICENSE-2.0",
+        "https://github.com/uuidjs/uuid#getrandomvalues-not-supported",
+        "https://github.com/visjs",
+        "https://github.com/zloirock/core-js",
+        "https://github.com/zloirock/core-js/blob/v3.21.1/LICENSE",
+        "https://visjs.github.io/vis-network/",
+    }
+)
+_URL = re.compile(r"https?://[^\s\"'<>)\\]+")
+
+
+def external_urls(page: str) -> list[str]:
+    """Every http(s) URL in `page` that is not one of the inert strings of the vis-network bundle."""
+    return [u for u in _URL.findall(page) if u not in INERT_URLS]
+
+
+def strip_external(page: str) -> str:
+    """`page` without <script src=http...>, <link href=http...> tags and pyvis's empty headings."""
+    page = re.sub(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", "", page, flags=re.I | re.S)
+    page = re.sub(r"<link[^>]*\bhref=[\"']https?://[^>]*/?>", "", page, flags=re.I | re.S)
+    page = re.sub(r"<center>\s*<h1>\s*</h1>\s*</center>", "", page, flags=re.I)
+    return page
+
+
+def short_id(node: str, attrs: Mapping) -> str:
+    """A compact name for a node: `attn.1/417`, `mlp err L2`, `emb ' vote'`, or the target's label."""
+    kind = attrs.get("kind")
+    if kind in ("attn", "transcoder", "resid", "neurons"):
+        return f"{kind}.{attrs.get('layer')}/{attrs.get('latent')}"
+    if kind == "attn_error":
+        return f"attn err L{attrs.get('layer')}"
+    if kind == "mlp_error":
+        return f"mlp err L{attrs.get('layer')}"
+    if kind == "embed":
+        return f"emb {attrs.get('token', '')!r}"
+    if kind == "pos_embed":
+        return f"pos {attrs.get('position')}"
+    if kind == "logit":
+        return f"logit {attrs.get('token', '')}"
+    return node
+
+
+def node_text(
+    node: str, attrs: Mapping, labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None
+) -> str:
+    """The text shown for a node: its annotation, else its explanation, else `short_id` (untruncated)."""
+    for source in (annotations, labels):
+        text = (source or {}).get(node)
+        if text and text.strip():
+            return text.strip()
+    return short_id(node, attrs)
+
+
+def _clip(text: str, n: int = LABEL_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _no_href(text: str) -> str:
+    # pyvis renders tooltips with innerHTML when any title contains "href"; a word joiner defuses that.
+    return re.sub("href", "hr\u2060ef", text, flags=re.I)
+
+
+def node_title(
+    node: str,
+    attrs: Mapping,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    influence: Mapping[str, float] | None = None,
+) -> str:
+    """The plain-text tooltip of a node: id, kind, dictionary, token, activation, influence, explanation, annotation."""
+    lines = [node, KIND_NAMES.get(attrs.get("kind"), str(attrs.get("kind")))]
+    if attrs.get("dictionary"):
+        lines.append(f"dictionary {attrs['dictionary']}, latent {attrs.get('latent')}")
+    pos = attrs.get("position")
+    if pos is not None:
+        lines.append(
+            f"position {pos}, token {attrs.get('token', '')!r}" if attrs.get("kind") != "logit" else f"position {pos}"
+        )
+    if attrs.get("activation") is not None:
+        lines.append(f"{'value' if attrs.get('kind') == 'logit' else 'activation'} {float(attrs['activation']):.4g}")
+    if influence is not None and node in influence:
+        lines.append(f"influence on target {influence[node]:.3f}")
+    if labels and labels.get(node):
+        lines.append(f"explanation: {labels[node]}")
+    if annotations and annotations.get(node):
+        lines.append(f"annotation: {annotations[node]}")
+    return _no_href("\n".join(lines))
+
+
+def _row(attrs: Mapping, n_layers: int) -> int:
+    kind, layer = attrs.get("kind"), attrs.get("layer")
+    if kind in ("embed", "pos_embed"):
+        return 0
+    if kind == "logit" or attrs.get("is_target") and kind not in ("attn", "transcoder"):
+        return 2 * n_layers + 1
+    layer = int(layer if layer is not None else 0)
+    return 1 + 2 * layer + (0 if kind in ("attn", "attn_error") else 1)
+
+
+def layout(G: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Screen positions {node: (x, y)} (y grows downwards, so later layers get smaller y)."""
+    n_layers = int(G.graph.get("n_layers") or 1 + max([int(a.get("layer") or 0) for _, a in G.nodes(data=True)] or [0]))
+    cells: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for v, a in G.nodes(data=True):
+        cells[(int(a.get("position") or 0), _row(a, n_layers))].append(v)
+    positions = sorted({p for p, _ in cells})
+    widths = {p: max(len(vs) for (q, _), vs in cells.items() if q == p) * NODE_GAP + COLUMN_PAD for p in positions}
+    x0, left = {}, 0.0
+    for p in positions:
+        x0[p] = left + widths[p] / 2
+        left += widths[p]
+    out = {}
+    for (p, r), vs in cells.items():
+        vs = sorted(vs, key=lambda v: (G.nodes[v].get("kind", ""), G.nodes[v].get("latent") or 0, v))
+        for i, v in enumerate(vs):
+            out[v] = (x0[p] + (i - (len(vs) - 1) / 2) * NODE_GAP, -r * ROW_GAP)
+    return out
+
+
+def graph_html(
+    G: nx.DiGraph,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    influence: Mapping[str, float] | None = None,
+    pinned: set[str] | frozenset[str] = frozenset(),
+    height: int = 620,
+    header_html: str = "",
+) -> str:
+    """A self-contained HTML page drawing `G` with vis-network (no external URL; see the module docstring).
+
+    `labels` = {node id: explanation}, `annotations` = {node id: text} (shown instead of the
+    explanation), `influence` = {node id: share} (node size and tooltip), `pinned` nodes get a
+    thick border. `header_html` goes above the graph and must already be escaped (see `header`).
+    """
+    from pyvis.network import Network
+
+    net = Network(height=f"{int(height)}px", width="100%", directed=True, cdn_resources="in_line", bgcolor="#ffffff")
+    pos = layout(G)
+    for v, a in G.nodes(data=True):
+        x, y = pos[v]
+        infl = (influence or {}).get(v)
+        size = 9 + (12 * min(1.0, infl) ** 0.5 if infl is not None else 3)
+        colour = KIND_COLOURS.get(a.get("kind"), "#888888")
+        net.add_node(
+            v,
+            label=_clip(node_text(v, a, labels, annotations)),
+            title=node_title(v, a, labels, annotations, influence),
+            x=x,
+            y=y,
+            color={"background": colour, "border": "#222222" if v in pinned else colour},
+            borderWidth=4 if v in pinned else 1,
+            size=size,
+            shape="dot",
+            physics=False,
+            font={"size": 12, "face": "sans-serif"},
+        )
+    weights = [abs(float(d.get("weight") or 0.0)) for _, _, d in G.edges(data=True)]
+    top = max([w for w in weights if w == w] or [1.0]) or 1.0
+    for u, v, d in G.edges(data=True):
+        w = float(d.get("weight") or 0.0)
+        w = 0.0 if w != w else w
+        net.add_edge(
+            u,
+            v,
+            width=0.5 + 6 * abs(w) / top,
+            color={"color": POSITIVE if w >= 0 else NEGATIVE, "opacity": 0.55},
+            title=_no_href(f"{u} → {v}\ndirect effect {w:+.4g}"),
+            arrows="to",
+        )
+    net.set_options(
+        json.dumps(
+            {
+                "physics": {"enabled": False},
+                "interaction": {
+                    "dragNodes": True,
+                    "dragView": True,
+                    "zoomView": True,
+                    "hover": True,
+                    "tooltipDelay": 80,
+                },
+                "edges": {"smooth": False, "arrows": {"to": {"scaleFactor": 0.5}}},
+                "nodes": {"font": {"strokeWidth": 3, "strokeColor": "#ffffff"}},
+            }
+        )
+    )
+    page = strip_external(net.generate_html(notebook=False))
+    if "popup.innerHTML" in page:  # pyvis's link template: would render titles as HTML
+        raise RuntimeError("pyvis chose its innerHTML tooltip template; refusing to render")
+    if header_html:
+        page = page.replace("<body>", "<body>\n" + header_html, 1)
+    return page
+
+
+def legend_html() -> str:
+    """A one-line colour legend of node kinds (static text)."""
+    items = "".join(
+        f'<span style="margin-right:14px"><span style="display:inline-block;width:10px;height:10px;border-radius:5px;'
+        f'background:{KIND_COLOURS[k]};margin-right:4px"></span>{html.escape(name)}</span>'
+        for k, name in KIND_NAMES.items()
+    )
+    return f'<div style="font:12px sans-serif;margin:4px 0">{items}<span>edges: blue positive, red negative; width by |effect|</span></div>'
+
+
+def header(title: str, lines: list[str], notes: Mapping[str, str] | None = None) -> str:
+    """An escaped HTML header for a standalone export: a title, text lines and a table of node annotations."""
+    parts = [f'<div style="font:14px sans-serif;margin:8px"><h2 style="margin:4px 0">{html.escape(title)}</h2>']
+    parts += [f'<div style="margin:2px 0">{html.escape(line)}</div>' for line in lines]
+    if notes:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(t)}</td></tr>"
+            for k, t in sorted(notes.items())
+        )
+        parts.append(f'<table style="margin-top:6px;border-collapse:collapse">{rows}</table>')
+    parts.append(legend_html() + "</div>")
+    return "\n".join(parts)
+
+
+def graph_png(
+    G: nx.DiGraph,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    title: str = "",
+    dpi: int = 110,
+) -> bytes:
+    """A static PNG of `G` in the same layout (networkx + matplotlib, Agg backend; no network)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pos = {v: (x, -y) for v, (x, y) in layout(G).items()}
+    xs = [p[0] for p in pos.values()] or [0.0]
+    ys = [p[1] for p in pos.values()] or [0.0]
+    w = min(40.0, max(6.0, (max(xs) - min(xs)) / 70 + 2))
+    h = min(30.0, max(4.0, (max(ys) - min(ys)) / 70 + 2))
+    fig, ax = plt.subplots(figsize=(w, h), dpi=dpi)
+    try:
+        weights = [abs(float(d.get("weight") or 0.0)) for _, _, d in G.edges(data=True)]
+        top = max(weights or [1.0]) or 1.0
+        nx.draw_networkx_edges(
+            G,
+            pos,
+            ax=ax,
+            width=[0.3 + 4 * x / top for x in weights],
+            alpha=0.5,
+            arrows=True,
+            arrowsize=6,
+            edge_color=[POSITIVE if float(d.get("weight") or 0) >= 0 else NEGATIVE for _, _, d in G.edges(data=True)],
+        )
+        nx.draw_networkx_nodes(
+            G,
+            pos,
+            ax=ax,
+            node_size=90,
+            node_color=[KIND_COLOURS.get(a.get("kind"), "#888888") for _, a in G.nodes(data=True)],
+        )
+        text = {v: _clip(node_text(v, a, labels, annotations), 18) for v, a in G.nodes(data=True)}
+        nx.draw_networkx_labels(G, {v: (x, y + 14) for v, (x, y) in pos.items()}, labels=text, ax=ax, font_size=6)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def render(page: str, height: int = 620) -> None:
+    """Show an HTML page from `graph_html` in Streamlit, in an iframe where its scripts run.
+
+    `st.iframe` where this Streamlit has it (it replaces the deprecated `st.components.v1.html`);
+    the page is ours and every text in it is escaped (module docstring), as both APIs require.
+    """
+    import streamlit as st
+
+    if hasattr(st, "iframe"):
+        st.iframe(page, height=height + 30)
+    else:
+        import streamlit.components.v1 as components
+
+        components.html(page, height=height + 30, scrolling=False)
