@@ -18,36 +18,20 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import circuits as C  # noqa: E402
-from core.cli import UserError  # noqa: E402
-from core.models import ArtifactError  # noqa: E402
 from ui import graph_view  # noqa: E402
+from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, current_workspace  # noqa: E402
 
 st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
 
 WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
-ERRORS = (UserError, ArtifactError, ValueError, FileNotFoundError)
+ERRORS = CORE_ERRORS
 S = st.session_state
 
 
-def workspace() -> Path:
-    """The workspace chosen on the landing page (ui.state), else st.session_state["workspace"] or the default."""
-    try:
-        from ui.state import current_workspace
-    except ImportError:
-        from core.cache import DEFAULT_WORKSPACE
-
-        return Path(S.get("workspace") or DEFAULT_WORKSPACE)
-    return current_workspace()
-
-
-@st.cache_resource(show_spinner=False)
 def engine():
-    """The default model and its traced dictionaries (attention SAEs, transcoders), once per server process."""
-    from core.dictionaries import load_default_dictionaries
-    from core.models import load_default_model
-
-    model = load_default_model(device="cpu")
-    return model, [d for d in load_default_dictionaries().values() if d.kind in ("attn", "transcoder")]
+    """The default model and the dictionaries a trace uses (attention SAEs, transcoders), cached per server process."""
+    model = cached_model("default")
+    return model, [d for d in cached_dictionaries("default").values() if d.kind in ("attn", "transcoder")]
 
 
 @st.cache_resource(show_spinner=False)
@@ -125,7 +109,7 @@ def set_annotation(node: str) -> None:
         notes.pop(node, None)
 
 
-ws = workspace()
+ws = current_workspace()
 st.title("Circuits")
 st.caption(
     f"Workspace `{ws}` · trace a prompt on the embedded default model, prune and annotate the graph, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -45,7 +46,8 @@ KIND_NAMES = {
     "logit": "target",
 }
 POSITIVE, NEGATIVE = "#3b6fb6", "#d1495b"
-NODE_GAP, COLUMN_PAD, ROW_GAP = 78, 36, 95
+NODE_GAP, LINE_GAP, COLUMN_PAD, ROW_PAD = 74, 42, 30, 56
+CELL_COLUMNS = 4  # nodes side by side in one (position, row) cell before wrapping to another line
 LABEL_CHARS = 22
 
 # Strings in the inlined vis-network bundle that are not fetched: an XML namespace and licence
@@ -156,22 +158,35 @@ def _row(attrs: Mapping, n_layers: int) -> int:
 
 
 def layout(G: nx.DiGraph) -> dict[str, tuple[float, float]]:
-    """Screen positions {node: (x, y)} (y grows downwards, so later layers get smaller y)."""
+    """Screen positions {node: (x, y)}; y grows downwards, so later layers get smaller y.
+
+    Each (position, row) cell lays its nodes out in a grid of at most CELL_COLUMNS per line; a
+    column is as wide, and a row band as tall, as its largest cell.
+    """
     n_layers = int(G.graph.get("n_layers") or 1 + max([int(a.get("layer") or 0) for _, a in G.nodes(data=True)] or [0]))
     cells: dict[tuple[int, int], list[str]] = defaultdict(list)
     for v, a in G.nodes(data=True):
         cells[(int(a.get("position") or 0), _row(a, n_layers))].append(v)
-    positions = sorted({p for p, _ in cells})
-    widths = {p: max(len(vs) for (q, _), vs in cells.items() if q == p) * NODE_GAP + COLUMN_PAD for p in positions}
-    x0, left = {}, 0.0
-    for p in positions:
-        x0[p] = left + widths[p] / 2
-        left += widths[p]
+    width: dict[int, float] = defaultdict(float)
+    height: dict[int, float] = defaultdict(float)
+    for (p, r), vs in cells.items():
+        width[p] = max(width[p], min(len(vs), CELL_COLUMNS) * NODE_GAP + COLUMN_PAD)
+        height[r] = max(height[r], math.ceil(len(vs) / CELL_COLUMNS) * LINE_GAP + ROW_PAD)
+    x_mid, left = {}, 0.0
+    for p in sorted(width):
+        x_mid[p] = left + width[p] / 2
+        left += width[p]
+    y_mid, bottom = {}, 0.0
+    for r in sorted(height):
+        y_mid[r] = bottom - height[r] / 2
+        bottom -= height[r]
     out = {}
     for (p, r), vs in cells.items():
         vs = sorted(vs, key=lambda v: (G.nodes[v].get("kind", ""), G.nodes[v].get("latent") or 0, v))
+        cols, lines = min(len(vs), CELL_COLUMNS), math.ceil(len(vs) / CELL_COLUMNS)
         for i, v in enumerate(vs):
-            out[v] = (x0[p] + (i - (len(vs) - 1) / 2) * NODE_GAP, -r * ROW_GAP)
+            col, line = i % CELL_COLUMNS, i // CELL_COLUMNS
+            out[v] = (x_mid[p] + (col - (cols - 1) / 2) * NODE_GAP, y_mid[r] + (line - (lines - 1) / 2) * LINE_GAP)
     return out
 
 
