@@ -1,0 +1,108 @@
+"""The circuits page: trace and render a 20-token prompt through the page (Streamlit AppTest).
+
+    python bench/circuits_page.py [--threads 2] [--repeats 3]
+
+Drives pages/5_Circuits.py with Streamlit's AppTest on the embedded default, in a scratch
+workspace: types a 20-token prompt (plus BOS) that ends inside an open bracket, target ')' and
+contrast '.', presses Trace and times the page's whole script run: the hierarchical trace, mean
+ablation faithfulness on the real model, pruning bookkeeping and the pyvis HTML of the graph.
+- seconds_cold: the first trace of the process (loads the model, dictionaries and latent means).
+- seconds: median over `repeats` further traces of different 20-token prompts (model cached, as
+  in a running app: st.cache_resource keeps it per server process). Goal < 8 s on 2 cores.
+- render_seconds: of that, building the graph's HTML (graph_html on the traced graph).
+The browser's drawing of the vis-network canvas is not included (see tests/browser for that path).
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPTS = [
+    "The old man said that the new plan (which the city council had approved last year without a vote",
+    "Yesterday she told us that the long report (which the small committee had written over the summer for the",
+    "Last week we heard that the first game (which the local team had played at home against the best side in",
+    "In his letter he wrote that the old house (which his father had built with his own hands many years before the",
+]
+N_TOKENS = 20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    torch.set_num_threads(args.threads)
+    from core.models import load_default_model
+    from ui import graph_view
+
+    tok = load_default_model(device="cpu").tokenizer
+    prompts = []
+    for p in PROMPTS[: args.repeats + 1]:
+        ids = tok.encode(p, add_special_tokens=False)
+        if len(ids) < N_TOKENS:
+            raise SystemExit(f"bench prompt has only {len(ids)} tokens: {p!r}")
+        prompts.append(tok.decode(ids[-N_TOKENS:]))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        at = AppTest.from_file(str(ROOT / "pages" / "5_Circuits.py"), default_timeout=600)
+        at.session_state["workspace"] = str(Path(tmp) / "bench.duckdb")
+        at.run()
+        times, renders, sizes = [], [], []
+        for prompt in prompts:
+            at.text_area(key="circ.prompt").input(prompt)
+            at.text_input(key="circ.target_text").input(")")
+            at.text_input(key="circ.contrast_text").input(".")
+            next(b for b in at.button if b.label == "Trace").click()
+            t0 = time.perf_counter()
+            at.run()
+            times.append(time.perf_counter() - t0)
+            if at.exception or at.error:
+                raise SystemExit(f"the page failed: {[e.value for e in at.error]} {at.exception}")
+            G = at.session_state["circ.original"]
+            frames = at.get("iframe")
+            if not frames or "new vis.Network" not in frames[0].proto.srcdoc:
+                raise SystemExit("the page rendered no graph")
+            t1 = time.perf_counter()
+            graph_view.graph_html(G, {}, {}, at.session_state["circ.influence"])
+            renders.append(time.perf_counter() - t1)
+            sizes.append((G.number_of_nodes(), G.number_of_edges(), len(frames[0].proto.srcdoc)))
+            print(
+                f"{times[-1]:.2f} s  {G.graph['target']['node_id']}  {sizes[-1][0]} nodes, {sizes[-1][1]} edges, "
+                f"HTML {sizes[-1][2] / 1e6:.2f} MB  ({prompt!r})"
+            )
+    warm = times[1:]
+    print(
+        json.dumps(
+            {
+                "seconds": round(statistics.median(warm), 3),
+                "seconds_max": round(max(warm), 3),
+                "seconds_cold": round(times[0], 3),
+                "render_seconds": round(statistics.median(renders[1:]), 3),
+                "prompt_tokens": N_TOKENS + 1,
+                "nodes": [s[0] for s in sizes[1:]],
+                "edges": [s[1] for s in sizes[1:]],
+                "threads": args.threads,
+                "goal_seconds": 8.0,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
