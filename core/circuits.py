@@ -667,25 +667,28 @@ def annotations_from(obj: Iterable[tuple[str, str]] | Mapping[str, str], author:
 def node_explanations(workspace: Path, G: nx.DiGraph) -> dict[str, tuple[str, str]]:
     """{node id: (explanation text, explainer)} for the latent nodes of `G` that have an explanation in `workspace`.
 
-    Uses the newest successful non-baseline explanation of each latent; {} when the workspace does
-    not exist, cannot be read, or has no explanations (pages then label nodes by dictionary and latent).
+    Uses the newest successful explanation of each latent by an explainer model, else the newest
+    by a baseline explainer (whose name, e.g. `baseline:token-stats`, says so); never the random
+    baselines of scoring. {} when the workspace does not exist, cannot be read, or has no
+    explanations (pages then label nodes by dictionary and latent).
     """
-    list_explanations = getattr(store, "list_explanations", None)  # added by the explain/score migration
-    if list_explanations is None or not Path(workspace).exists():
+    if not Path(workspace).exists():
         return {}
     by_dict: dict[str, list[int]] = {}
     for d, latent in latent_keys(G):
         by_dict.setdefault(d, []).append(latent)
-    best: dict[tuple[str, int], tuple[str, str]] = {}
+    best: dict[tuple[str, int], tuple[bool, str, str]] = {}
     try:
         for d, latents in by_dict.items():
-            for rec in list_explanations(workspace, dictionary=d, latents=latents):  # oldest first
-                if rec.text:
-                    best[(rec.dictionary, int(rec.latent))] = (rec.text, rec.explainer)
+            for rec in store.list_explanations(workspace, dictionary=d, latents=latents):  # oldest first
+                key = (rec.dictionary, int(rec.latent))
+                if rec.text and (key not in best or best[key][0] or not rec.is_baseline):
+                    best[key] = (rec.is_baseline, rec.text, rec.explainer)
     except store.WorkspaceError:
         return {}
     out = {}
     for v, a in G.nodes(data=True):
         if a.get("kind") in LATENT_KINDS and (a["dictionary"], int(a["latent"])) in best:
-            out[v] = best[(a["dictionary"], int(a["latent"]))]
+            _, text, explainer = best[(a["dictionary"], int(a["latent"]))]
+            out[v] = (text, explainer)
     return out

@@ -267,3 +267,32 @@ def test_target_json_round_trip():
         assert C.target_from_json(json.loads(json.dumps(C.target_to_json(t)))) == t
     with pytest.raises(ValueError, match="not a trace target"):
         C.target_from_json({"type": "x"})
+
+
+def test_node_labels_come_from_stored_explanations(traced, tmp_path):
+    _, _, res = traced
+    G = res.graph
+    ws = tmp_path / "w.duckdb"
+    assert C.node_explanations(ws, G) == {}  # no workspace yet
+    nodes = [v for v in G if G.nodes[v].get("kind") in ("attn", "transcoder")][:2]
+    a, b = (G.nodes[v] for v in nodes)
+
+    def expl(i: str, attrs, explainer: str, text: str, is_baseline: bool = False, baseline: str | None = None):
+        return store.ExplanationRecord(
+            i, attrs["dictionary"], int(attrs["latent"]), explainer, is_baseline, baseline, "top", text, "v1", {}
+        )
+
+    store.write_explanations(ws, [expl("e1", a, "baseline:token-stats", "tokens: Mary", is_baseline=True)])
+    store.write_explanations(ws, [expl("e2", a, "openai/gpt-4o-mini", "names of people")])
+    store.write_explanations(ws, [expl("e3", a, "baseline:token-stats", "tokens: John", is_baseline=True)])
+    store.write_explanations(ws, [expl("e4", b, "baseline:token-stats", "tokens: (", is_baseline=True)])
+    store.write_explanations(ws, [expl("e5", b, "openai/x", "someone else's", baseline="random-explanation")])
+    got = C.node_explanations(ws, G)
+    same_latent = [
+        v for v in G if (G.nodes[v].get("dictionary"), G.nodes[v].get("latent")) == (a["dictionary"], a["latent"])
+    ]
+    assert {v: got[v] for v in same_latent} == dict.fromkeys(same_latent, ("names of people", "openai/gpt-4o-mini"))
+    assert got[nodes[1]] == ("tokens: (", "baseline:token-stats")  # a baseline explainer, named as such
+    assert len(got) == len(same_latent) + len(
+        [v for v in G if (G.nodes[v].get("dictionary"), G.nodes[v].get("latent")) == (b["dictionary"], b["latent"])]
+    )

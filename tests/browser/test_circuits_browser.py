@@ -4,12 +4,12 @@ graph's tooltip too), no script runs, and nothing is requested outside localhost
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
 
 from core import circuits as C
+from ui.serve import wait_rendered
 
 PROMPT = "The old man said that the new plan (which the city council had approved last year"
 PROBE = "<img src=x onerror=alert(1)>"
@@ -19,8 +19,8 @@ TRACE_TIMEOUT_S = 600.0
 
 
 def wait(browser_page, timeout: float = TRACE_TIMEOUT_S) -> None:
-    """Wait until the script run has finished (the fixture module's wait_rendered)."""
-    sys.modules[type(browser_page).__module__].wait_rendered(browser_page.page, timeout)
+    """Wait until the script run has finished and the page is drawn."""
+    wait_rendered(browser_page.page, timeout)
 
 
 def see(scope, text: str, timeout: float = 120.0) -> None:
@@ -50,13 +50,20 @@ def titles(frame) -> dict[str, str]:
 
 def hover_node(page, frame, node: str) -> str:
     """Move the mouse onto `node` in the canvas; returns the text of vis-network's tooltip."""
-    box = frame.frame_element().bounding_box()
+    element = frame.frame_element()
+    element.scroll_into_view_if_needed()
+    frame.evaluate("(id) => { network.focus(id, {scale: 1.5}); network.selectNodes([id]); }", node)
+    page.wait_for_timeout(300)
+    box = element.bounding_box()
     inner = frame.evaluate(
         "(id) => { const p = network.canvasToDOM(network.getPositions([id])[id]);"
         " const r = document.getElementById('mynetwork').getBoundingClientRect(); return {x: p.x + r.left, y: p.y + r.top}; }",
         node,
     )
-    page.mouse.move(box["x"] + inner["x"], box["y"] + inner["y"])
+    x, y = box["x"] + inner["x"], box["y"] + inner["y"]
+    for dx in (0, 1, 2):  # vis-network shows a tooltip after a mouse *move* that ends on the node
+        page.mouse.move(x + dx, y)
+        page.wait_for_timeout(250)
     frame.wait_for_selector(".vis-tooltip", state="visible", timeout=10_000)
     return frame.evaluate("document.querySelector('.vis-tooltip').innerText")
 
