@@ -106,8 +106,12 @@ def test_lock_held_by_another_process_gives_a_clear_error(tmp_path):
         "with store.session(Path(sys.argv[1]), write=True) as con:\n"
         "    print('holding', flush=True); time.sleep(float(sys.argv[2]))\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(ws), "6"], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(ws), "6"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         with pytest.raises(WorkspaceLockedError, match=f"process {holder.pid}"):
