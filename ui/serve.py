@@ -119,6 +119,9 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+SCRIPT_STATE_JS = """document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state')"""
+
+
 def wait_rendered(page, timeout: float = 120.0, settle: float = 0.3, ready_js: str | None = None) -> float:
     """Block until the Streamlit page has finished its script run and drawn its elements (and the JavaScript
     expression `ready_js`, if given, is true), steadily for `settle` s; returns the time.monotonic() at which
@@ -127,7 +130,13 @@ def wait_rendered(page, timeout: float = 120.0, settle: float = 0.3, ready_js: s
     deadline = time.monotonic() + timeout
     quiet_since = None
     while time.monotonic() < deadline:
-        running = page.query_selector('[data-testid="stStatusWidget"]') is not None
+        # The running indicator shows only after a delay, so a fast page can look finished before its
+        # run does; the app root's script state ('initial', 'running', 'rerunRequested', 'notRunning')
+        # says it at once.
+        running = (
+            page.query_selector('[data-testid="stStatusWidget"]') is not None
+            or page.evaluate(SCRIPT_STATE_JS) != "notRunning"
+        )
         drawn = page.query_selector('[data-testid="stElementContainer"]') is not None
         if drawn and not running and ready_js is not None:
             drawn = bool(page.evaluate(ready_js))
