@@ -159,20 +159,9 @@ class CircuitVersion:
     n_latents: int = 0
 
 
-@dataclass(frozen=True)
-class CircuitInfo:
-    """A saved circuit as listed: what was traced and its versions."""
-
-    name: str
-    prompt: str
-    target: dict
-    target_label: str
-    model: str
-    method: str
-    n_versions: int
-    latest_version: int
-    created_at: datetime.datetime
-    updated_at: datetime.datetime
+CircuitInfo = store.CircuitRecord
+"""A saved circuit as listed: name, prompt, target (JSON) and target_label, model, method, created_at,
+n_versions, latest_version, updated_at (the store's record; `list_circuits` returns these)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,22 +531,7 @@ def list_circuits(workspace: Path, timeout: float | None = None) -> list[Circuit
     """Every circuit saved in `workspace`, most recently changed first ([] if the workspace does not exist yet)."""
     if not Path(workspace).exists():
         return []
-    rows = _read(workspace, timeout, store.circuit_records)
-    return [
-        CircuitInfo(
-            r.name,
-            r.prompt,
-            r.target,
-            r.target_label,
-            r.model,
-            r.method,
-            r.n_versions,
-            r.latest_version,
-            r.created_at,
-            r.updated_at,
-        )
-        for r in rows
-    ]
+    return _read(workspace, timeout, store.circuit_records)
 
 
 def list_versions(workspace: Path, name: str, timeout: float | None = None) -> list[CircuitVersion]:

@@ -28,7 +28,7 @@ def see(scope, text: str, timeout: float = 120.0) -> None:
     scope.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=timeout * 1000)
 
 
-def graph_frame(page, timeout: float = 60.0, without: str | None = None):
+def graph_frame(page, timeout: float = TRACE_TIMEOUT_S, without: str | None = None):
     """The iframe holding the vis-network graph, once its network has nodes (and lacks node `without`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -40,7 +40,8 @@ def graph_frame(page, timeout: float = 60.0, without: str | None = None):
             except Exception:  # a frame being replaced by the rerun
                 pass
         time.sleep(0.2)
-    raise AssertionError("no vis-network graph with nodes was drawn")
+    shown = page.locator('[data-testid="stMain"]').inner_text()[:1500]
+    raise AssertionError(f"no vis-network graph with nodes was drawn; the page shows:\n{shown}")
 
 
 def titles(frame) -> dict[str, str]:
