@@ -1,6 +1,6 @@
 """The circuits page: trace and render a 20-token prompt through the page (Streamlit AppTest).
 
-    python bench/circuits_page.py [--threads 2] [--repeats 3]
+    python bench/circuits_page.py [--repeats 3] [--no-browser]
 
 Drives pages/5_Circuits.py with Streamlit's AppTest on the embedded default, in a scratch
 workspace: types a 20-token prompt (plus BOS) that ends inside an open bracket, target ')' and
@@ -16,6 +16,7 @@ ablation faithfulness on the real model, pruning bookkeeping and the pyvis HTML 
   click on Trace until the new graph's vis-network canvas has its nodes, median over the same
   prompts after a first (cold) trace; includes the websocket round trip and the drawing.
   Skipped (null) without Debian chromium or with --no-browser.
+The page runs its torch work with one intra-op thread (pages/5_Circuits.py explains why).
 The last line printed is one JSON object with every figure.
 """
 
@@ -45,15 +46,12 @@ N_TOKENS = 20
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium timing")
     args = ap.parse_args()
 
-    import torch
     from streamlit.testing.v1 import AppTest
 
-    torch.set_num_threads(args.threads)
     from core.models import load_default_model
     from ui import graph_view
 
@@ -108,7 +106,6 @@ def main() -> None:
                 "edges": [s[1] for s in sizes[1:]],
                 "browser_seconds": round(statistics.median(browser[1:]), 3) if browser else None,
                 "browser_seconds_cold": round(browser[0], 3) if browser else None,
-                "threads": args.threads,
                 "goal_seconds": 8.0,
             }
         )

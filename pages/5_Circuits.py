@@ -25,11 +25,18 @@ st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
 
 WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
 ERRORS = CORE_ERRORS
+TORCH_THREADS = 1
 S = st.session_state
 
 
 def engine():
     """The default model and the dictionaries a trace uses (attention SAEs, transcoders), cached per server process."""
+    import torch
+
+    # One intra-op thread: the default model's matrices are small, and on a small machine shared with
+    # the browser and other sessions, two spinning OpenMP threads per trace oversubscribe the cores
+    # (measured on 2 busy cores: a trace took 10.8 s with 2 threads, 1.5 s with 1).
+    torch.set_num_threads(TORCH_THREADS)
     model = cached_model("default")
     return model, [d for d in cached_dictionaries("default").values() if d.kind in ("attn", "transcoder")]
 
@@ -203,6 +210,7 @@ if submitted:
             seconds = time.perf_counter() - t0
             set_original(C.with_target(result.graph, result.target), result.target, None)
             s = result.summary()
+            st.caption("Where the time went: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items()))
             status.update(
                 label=f"Traced {result.graph.graph['target']['node_id']} in {seconds:.1f} s: {s['n_nodes']} nodes "
                 f"({s['n_latents']} latents), {s['n_edges']} edges",
