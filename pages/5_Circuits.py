@@ -35,7 +35,7 @@ def engine():
 
     # One intra-op thread: the default model's matrices are small, and on a small machine shared with
     # the browser and other sessions, two spinning OpenMP threads per trace oversubscribe the cores
-    # (measured on 2 busy cores: a trace took 10.8 s with 2 threads, 1.5 s with 1).
+    # (measured in the served app on 2 busy cores: four traces took 7.2-22.1 s with 2 threads, 1.3-2.4 s with 1).
     torch.set_num_threads(TORCH_THREADS)
     model = cached_model("default")
     return model, [d for d in cached_dictionaries("default").values() if d.kind in ("attn", "transcoder")]
