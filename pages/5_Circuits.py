@@ -18,7 +18,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import circuits as C  # noqa: E402
-from ui import graph_view  # noqa: E402
+from ui import graph_view, llm_prune_view  # noqa: E402
 from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, current_workspace  # noqa: E402
 
 st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
@@ -407,3 +407,17 @@ e3.download_button(
     "image/png",
     key="circ.export_png",
 )
+
+# ---------------------------------------------------------------------------------------------- LLM pruning
+st.divider()
+llm_saved = llm_prune_view.render(ws, G, explained, current, source)
+if llm_saved is not None:
+    st.success(
+        f"Saved the accepted suggestions as {llm_saved.name!r} version {llm_saved.version} ({llm_saved.created_by})."
+    )
+    st.button(
+        f"Show version {llm_saved.version}",
+        key="circ.load_llm",
+        on_click=load_saved,
+        args=(ws, llm_saved.name, llm_saved.version),
+    )

@@ -71,6 +71,9 @@ def test_trace_prune_annotate_save_and_reload(ws):
     assert graph_view.external_urls(srcdoc) == [] and "new vis.Network" in srcdoc
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["faithfulness F(C)"] != "n/a"  # the trace's own measurement is shown at once
+    # the LLM pruning section is on the page; offline, with no model chosen, it says so and offers no button
+    assert any("No LLM is chosen" in i.value for i in at.info)
+    assert not any(b.key == "llmp.ask" for b in at.button)
 
     # Prune: remove the most influential latent, pin the second; threshold the edges.
     influence = C.node_influence(original)
