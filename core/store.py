@@ -268,6 +268,46 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "analysis",
+        (
+            """CREATE TABLE analysis_results (    -- one row per analysis and unit group; a rerun replaces it
+                name VARCHAR NOT NULL,             -- distributions | deciles | spearman | units
+                units VARCHAR NOT NULL,            -- which units' scores: latents | neurons | top-k neurons | all
+                params JSON NOT NULL,
+                result JSON NOT NULL,              -- core.analysis result dataclass as JSON
+                n_latents INTEGER NOT NULL,
+                inputs VARCHAR NOT NULL,           -- fingerprint of the scores it was computed from
+                created_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (name, units)
+            )""",
+            """CREATE TABLE overlap_results (     -- Hungarian overlap of two dictionaries of one kind
+                overlap_id VARCHAR PRIMARY KEY,    -- similarity:dict_a~dict_b (a rerun replaces it)
+                similarity VARCHAR NOT NULL,       -- decoder | explanation
+                kind VARCHAR NOT NULL,
+                dict_a VARCHAR NOT NULL,
+                dict_b VARCHAR NOT NULL,
+                layer_a SMALLINT NOT NULL,
+                layer_b SMALLINT NOT NULL,
+                n_a INTEGER NOT NULL,
+                n_b INTEGER NOT NULL,
+                n_matched INTEGER NOT NULL,
+                mean_similarity DOUBLE NOT NULL,
+                frobenius DOUBLE NOT NULL,         -- <A, P B>_F / (||A||_F ||B||_F)
+                method VARCHAR NOT NULL,           -- dense | sparse
+                seconds DOUBLE NOT NULL,
+                params JSON NOT NULL,              -- fingerprints of the inputs, k, explainer/strategy/embedding model
+                created_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE overlap_pairs (
+                overlap_id VARCHAR NOT NULL,
+                latent_a INTEGER NOT NULL,
+                latent_b INTEGER NOT NULL,
+                similarity FLOAT NOT NULL
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 
@@ -1722,3 +1762,124 @@ def delete_circuit_records(con: duckdb.DuckDBPyConnection, name: str) -> int:
     con.execute("DELETE FROM circuit_versions WHERE name = ?", [name])
     con.execute("DELETE FROM circuits WHERE name = ?", [name])
     return n
+
+
+# Analysis results and layer overlap (migration 4). Each function opens its own short session.
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """A stored analysis result (see `core.analysis`): its name, unit group, parameters and JSON result."""
+
+    name: str
+    units: str
+    params: dict
+    result: dict
+    n_latents: int
+    inputs: str
+    created_at: object = None
+
+
+def write_analysis(workspace: Path, rec: AnalysisRecord) -> None:
+    """Store an analysis result, replacing the previous one of the same name and units."""
+    with session(workspace, write=True) as con:
+        con.execute("DELETE FROM analysis_results WHERE name = ? AND units = ?", [rec.name, rec.units])
+        con.execute(
+            "INSERT INTO analysis_results VALUES (?, ?, ?, ?, ?, ?, now())",
+            [rec.name, rec.units, json.dumps(rec.params, sort_keys=True), json.dumps(rec.result), rec.n_latents, rec.inputs],
+        )
+
+
+def read_analyses(workspace: Path, name: str | None = None, units: str | None = None) -> list[AnalysisRecord]:
+    """Stored analysis results, optionally of one name and unit group."""
+    sql = "SELECT name, units, params, result, n_latents, inputs, created_at FROM analysis_results WHERE true"
+    args: list = []
+    if name is not None:
+        sql += " AND name = ?"
+        args.append(name)
+    if units is not None:
+        sql += " AND units = ?"
+        args.append(units)
+    with session(workspace) as con:
+        rows = con.execute(sql + " ORDER BY name, units", args).fetchall()
+    return [AnalysisRecord(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
+
+
+@dataclass(frozen=True)
+class OverlapRecord:
+    """A stored overlap of two dictionaries (see `core.overlap.OverlapResult`; pairs are in `overlap_pairs`)."""
+
+    overlap_id: str
+    similarity: str
+    kind: str
+    dict_a: str
+    dict_b: str
+    layer_a: int
+    layer_b: int
+    n_a: int
+    n_b: int
+    n_matched: int
+    mean_similarity: float
+    frobenius: float
+    method: str
+    seconds: float
+    params: dict
+    created_at: object = None
+
+
+_OVERLAP_COLS = (
+    "overlap_id, similarity, kind, dict_a, dict_b, layer_a, layer_b, n_a, n_b, n_matched, mean_similarity, frobenius, "
+    "method, seconds, params, created_at"
+)
+
+
+def write_overlap(workspace: Path, rec: OverlapRecord, latent_a: np.ndarray, latent_b: np.ndarray, similarity: np.ndarray) -> None:
+    """Store one overlap result with its matched pairs `[n_matched]` each, replacing any with the same id (one transaction)."""
+    pairs = pa.table(
+        {
+            "overlap_id": pa.array([rec.overlap_id] * len(latent_a), pa.string()),
+            "latent_a": pa.array(np.asarray(latent_a, dtype=np.int32)),
+            "latent_b": pa.array(np.asarray(latent_b, dtype=np.int32)),
+            "similarity": pa.array(np.asarray(similarity, dtype=np.float32)),
+        }
+    )
+    with session(workspace, write=True) as con:
+        con.execute("DELETE FROM overlap_pairs WHERE overlap_id = ?", [rec.overlap_id])
+        con.execute("DELETE FROM overlap_results WHERE overlap_id = ?", [rec.overlap_id])
+        con.execute(
+            f"INSERT INTO overlap_results ({_OVERLAP_COLS}) VALUES ({', '.join(['?'] * 15)}, now())",
+            [rec.overlap_id, rec.similarity, rec.kind, rec.dict_a, rec.dict_b, rec.layer_a, rec.layer_b, rec.n_a, rec.n_b,
+             rec.n_matched, rec.mean_similarity, rec.frobenius, rec.method, rec.seconds, json.dumps(rec.params, sort_keys=True)],
+        )
+        con.register("_pairs_in", pairs)
+        try:
+            con.execute("INSERT INTO overlap_pairs SELECT * FROM _pairs_in")
+        finally:
+            con.unregister("_pairs_in")
+
+
+def read_overlaps(workspace: Path, similarity: str | None = None, kind: str | None = None) -> list[OverlapRecord]:
+    """Stored overlap results (no pairs), by kind and layers."""
+    sql = f"SELECT {_OVERLAP_COLS} FROM overlap_results WHERE true"
+    args: list = []
+    if similarity is not None:
+        sql += " AND similarity = ?"
+        args.append(similarity)
+    if kind is not None:
+        sql += " AND kind = ?"
+        args.append(kind)
+    with session(workspace) as con:
+        rows = con.execute(sql + " ORDER BY similarity, kind, layer_a, layer_b", args).fetchall()
+    return [OverlapRecord(*r[:14], json.loads(r[14]), r[15]) for r in rows]
+
+
+def read_overlap_pairs(workspace: Path, overlap_id: str, limit: int | None = None, offset: int = 0, most_similar_first: bool = True):  # -> pandas.DataFrame
+    """Matched pairs of one overlap (latent_a, latent_b, similarity), most similar first (or least)."""
+    order = "DESC" if most_similar_first else "ASC"
+    sql = f"SELECT latent_a, latent_b, similarity FROM overlap_pairs WHERE overlap_id = ? ORDER BY similarity {order}, latent_a"
+    args: list = [overlap_id]
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args += [int(limit), int(offset)]
+    with session(workspace) as con:
+        return con.execute(sql, args).df()
