@@ -399,11 +399,14 @@ class UnitComparison:
     groups: list[GroupSummary]  # `group` holds the unit group
     contrasts: list[Contrast]  # unpaired: mean difference latents - group, bootstrap CI, Mann-Whitney p in `wilcoxon_p`
     n_latents: dict[str, int] = field(default_factory=dict)
+    strategy: str = "top"  # the one sampling strategy compared, so every group is explained the same way
 
 
 def unit_comparison(scores: pd.DataFrame, min_latents: int = MIN_LATENTS["units"]) -> UnitComparison:
     """Scores of real explanations of SAE latents, MLP neurons, top-k neurons, and random latents, per scorer.
 
+    Only explanations of one sampling strategy are compared ('top' when the latents and another
+    group have it, else the strategy most rows share), so every group is explained the same way.
     Random-explanation baseline rows are left out (they measure the scorer, not the units). Needs
     `min_latents` scored SAE latents and at least one other group.
     """
@@ -412,6 +415,9 @@ def unit_comparison(scores: pd.DataFrame, min_latents: int = MIN_LATENTS["units"
     s = _ok(scores)
     s = s[s["baseline"].isna() | (s["baseline"] == "random-latent")]
     s = s.assign(unit=[unit_group(d, b) for d, b in zip(s["dictionary"], s["baseline"], strict=True)])
+    shared = [st for st in s.loc[s["unit"] == "latents", "strategy"].unique() if (s.loc[s["unit"] != "latents", "strategy"] == st).any()]
+    strategy = "top" if "top" in shared else (s[s["strategy"].isin(shared)]["strategy"].value_counts().index[0] if shared else "top")
+    s = s[s["strategy"] == strategy]
     counts = {g: _latent_count(s[s["unit"] == g]) for g in UNIT_GROUPS}
     if counts["latents"] < min_latents:
         raise NotEnoughScores("latents vs neurons", counts["latents"], min_latents, " of SAE dictionaries")
@@ -435,4 +441,119 @@ def unit_comparison(scores: pd.DataFrame, min_latents: int = MIN_LATENTS["units"
             lo, hi = np.quantile(boots, [0.025, 0.975])
             p = float(mannwhitneyu(lat, v).pvalue) if len(lat) > 1 and len(v) > 1 else math.nan
             contrasts.append(Contrast(scorer, "latents", g, min(len(lat), len(v)), float(lat.mean() - v.mean()), float(lo), float(hi), p))
-    return UnitComparison(groups, contrasts, counts)
+    return UnitComparison(groups, contrasts, counts, strategy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace: compute, store, load
+
+ANALYSES = ("distributions", "deciles", "spearman", "units")
+_RESULT_TYPES = {"distributions": Distributions, "deciles": Deciles, "spearman": SpearmanMatrix, "units": UnitComparison}
+
+
+def inputs_fingerprint(scores: pd.DataFrame) -> str:
+    """A hash of the ok scores a result was computed from (score ids and values), to tell when it is stale."""
+    import hashlib
+
+    s = _ok(scores)
+    h = hashlib.blake2b(digest_size=12)
+    for sid, v in sorted(zip(s["score_id"], s["value"], strict=True)):
+        h.update(f"{sid}={v:.12g};".encode())
+    return h.hexdigest()
+
+
+def compute(name: str, scores: pd.DataFrame, examples: pd.DataFrame | None = None, units: str = "latents"):
+    """Run analysis `name` (one of ANALYSES) on score frames; NotEnoughScores if the frames hold too few latents."""
+    if name == "distributions":
+        return score_distributions(scores, units)
+    if name == "deciles":
+        if examples is None:
+            raise ValueError("decile curves need the per-example frame")
+        return decile_curves(examples, units)
+    if name == "spearman":
+        return spearman_matrix(scores, units)
+    if name == "units":
+        return unit_comparison(scores)
+    raise ValueError(f"unknown analysis {name!r}; choose from {', '.join(ANALYSES)}")
+
+
+def _n_latents(result) -> int:
+    n = result.n_latents
+    return int(n["latents"]) if isinstance(n, dict) else int(n)
+
+
+def analyze_workspace(workspace, names: tuple[str, ...] = ANALYSES, units: str = "latents", progress=None) -> dict[str, object]:
+    """Compute the named analyses from the workspace's scores and store each; returns name -> result or the NotEnoughScores raised.
+
+    `progress(done, total, name)` is called before each analysis and at the end.
+    """
+    from core import store
+
+    scores = store.scores_frame(workspace, status=None)
+    fp = inputs_fingerprint(scores)
+    examples = store.score_examples_frame(workspace) if "deciles" in names else None
+    out: dict[str, object] = {}
+    for i, name in enumerate(names):
+        if progress:
+            progress(i, len(names), name)
+        try:
+            result = compute(name, scores, examples, units)
+        except NotEnoughScores as exc:
+            out[name] = exc
+            continue
+        store.write_analysis(workspace, store.AnalysisRecord(
+            name, "all" if name == "units" else units, {"bootstrap": BOOTSTRAP, "seed": SEED, "min_latents": MIN_LATENTS[name]},
+            to_json(result), _n_latents(result), fp,
+        ))
+        out[name] = result
+    if progress:
+        progress(len(names), len(names), "done")
+    return out
+
+
+def from_json(name: str, data: dict):
+    """Rebuild a stored result (see `to_json`) as its dataclass; None in float fields becomes NaN."""
+
+    def nan(v):
+        if isinstance(v, list):
+            return [nan(x) for x in v]
+        return math.nan if v is None else v
+
+    if name in ("distributions", "units"):
+        groups = [GroupSummary(**{k: nan(v) for k, v in g.items()}) for g in data["groups"]]
+        contrasts = [Contrast(**{k: nan(v) for k, v in c.items()}) for c in data["contrasts"]]
+        if name == "units":
+            return UnitComparison(groups, contrasts, data["n_latents"], data.get("strategy", "top"))
+        return Distributions(groups, contrasts, data["n_latents"], data["units"])
+    if name == "deciles":
+        curves = [DecileCurve(**{k: nan(v) for k, v in c.items()}) for c in data["curves"]]
+        return Deciles(curves, data["skipped_scorers"], data["n_latents"], data["units"])
+    if name == "spearman":
+        return SpearmanMatrix(**{k: nan(v) if k in ("rho", "ci_low", "ci_high") else v for k, v in data.items()})
+    raise ValueError(f"unknown analysis {name!r}")
+
+
+@dataclass
+class StoredResult:
+    """A stored analysis as its dataclass, with when it was computed and whether the scores changed since."""
+
+    name: str
+    units: str
+    result: object
+    created_at: object
+    stale: bool
+
+
+def load_results(workspace, units: str = "latents") -> dict[str, StoredResult]:
+    """The stored analyses of a workspace by name (those never computed are absent); `stale` if the scores changed since."""
+    from core import store
+
+    records = store.read_analyses(workspace)
+    if not records:
+        return {}
+    fp = inputs_fingerprint(store.scores_frame(workspace, status=None))
+    out = {}
+    for r in records:
+        if r.units in (units, "all") and r.name in _RESULT_TYPES:
+            out[r.name] = StoredResult(r.name, r.units, from_json(r.name, r.result), r.created_at, r.inputs != fp)
+    return out

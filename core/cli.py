@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "core.tracing.commands",
     "core.cache",
     "core.autointerp.commands",
+    "core.analysis_commands",
 )
 
 

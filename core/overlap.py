@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -247,8 +248,11 @@ def frobenius_overlap(a: np.ndarray, b: np.ndarray, m: Matching) -> float:
     return inner / denom if denom > 0 else 0.0
 
 
-def layer_matrix(results: list[OverlapResult], kind: str, similarity: str = "decoder", score: str = "mean_similarity") -> tuple[list[int], np.ndarray]:
-    """(layers, `[n_layers, n_layers]` matrix) of `score` for one kind; symmetric, 1.0 on the diagonal, NaN where not computed."""
+def layer_matrix(results: list, kind: str, similarity: str = "decoder", score: str = "mean_similarity") -> tuple[list[int], np.ndarray]:
+    """(layers, `[n_layers, n_layers]` matrix) of `score` for one kind; symmetric, 1.0 on the diagonal, NaN where not computed.
+
+    `results` are OverlapResult or stored OverlapRecord objects (same field names).
+    """
     chosen = [r for r in results if r.kind == kind and r.similarity == similarity]
     layers = sorted({r.layer_a for r in chosen} | {r.layer_b for r in chosen})
     pos = {layer: i for i, layer in enumerate(layers)}
@@ -351,3 +355,186 @@ def all_decoder_overlaps(
     if progress:
         progress(len(pairs), len(pairs), "done")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace: compute every layer pair, store results and matched pairs, resume
+
+
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the model `python -m core explain` embeds explanations with
+SIMILARITIES = ("decoder", "explanation")
+
+
+def overlap_id(similarity: str, dict_a: str, dict_b: str) -> str:
+    """The stored id of an overlap: one per similarity and (ordered) dictionary pair; a rerun replaces it."""
+    return f"{similarity}:{dict_a}~{dict_b}"
+
+
+def decoder_fingerprint(d) -> str:
+    """Hash of a dictionary's id and decoder matrix (what the decoder overlap depends on)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update(d.id.encode())
+    h.update(np.ascontiguousarray(decoder_matrix(d)).tobytes())
+    return h.hexdigest()
+
+
+def _layer_of(dictionary_id: str) -> int:
+    import re
+
+    m = re.search(r"blocks\.(\d+)\.", dictionary_id)
+    return int(m.group(1)) if m else -1
+
+
+@dataclass
+class ExplanationSet:
+    """The explained latents of one dictionary that an explanation overlap compares: ids `[n]` and unit embeddings `[n, dim]`."""
+
+    dictionary: str
+    kind: str
+    layer: int
+    latents: np.ndarray
+    vectors: np.ndarray
+    explanation_ids: list[str]
+
+
+def explanation_sets(workspace, kinds: tuple[str, ...] = OVERLAP_KINDS, embedding_model: str = EMBEDDING_MODEL,
+                     explainer: str | None = None, strategy: str | None = None) -> tuple[dict[str, ExplanationSet], dict]:
+    """Per dictionary of `kinds`: its latents' explanation embeddings, one explanation per latent; and the choice made.
+
+    Real (non-baseline) ok explanations of one explainer and one sampling strategy are used, so the
+    layers are compared on equal terms: by default the most common explainer, and 'top' if present
+    (else the most common strategy). The latest explanation wins when a latent has several.
+    """
+    from core import store
+
+    expl = [e for e in store.list_explanations(workspace) if e.dictionary.split(":", 1)[0] in kinds and e.text]
+    if not expl:
+        return {}, {}
+    if explainer is None:
+        explainer = max(sorted({e.explainer for e in expl}), key=lambda x: sum(e.explainer == x for e in expl))
+    expl = [e for e in expl if e.explainer == explainer]
+    if strategy is None:
+        strategies = sorted({e.strategy for e in expl})
+        strategy = "top" if "top" in strategies else max(strategies, key=lambda x: sum(e.strategy == x for e in expl))
+    expl = [e for e in expl if e.strategy == strategy]
+    ids, vecs = store.read_explanation_embeddings(workspace, embedding_model, [e.explanation_id for e in expl])
+    row = {eid: i for i, eid in enumerate(ids)}
+    latest: dict[tuple[str, int], object] = {}
+    for e in expl:  # ordered by created_at within a latent
+        if e.explanation_id in row:
+            latest[(e.dictionary, e.latent)] = e
+    out: dict[str, ExplanationSet] = {}
+    for dictionary in sorted({d for d, _ in latest}):
+        chosen = sorted((e for (d, _), e in latest.items() if d == dictionary), key=lambda e: e.latent)
+        out[dictionary] = ExplanationSet(
+            dictionary, dictionary.split(":", 1)[0], _layer_of(dictionary), np.array([e.latent for e in chosen], np.int64),
+            vecs[[row[e.explanation_id] for e in chosen]], [e.explanation_id for e in chosen],
+        )
+    return out, {"explainer": explainer, "strategy": strategy, "embedding_model": embedding_model}
+
+
+@dataclass
+class OverlapRun:
+    """What `overlap_workspace` did: results computed now, pairs skipped as already stored, and notes for the user."""
+
+    computed: list[OverlapResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _store(workspace, r: OverlapResult) -> None:
+    from core import store
+
+    store.write_overlap(workspace, store.OverlapRecord(
+        overlap_id(r.similarity, r.dict_a, r.dict_b), r.similarity, r.kind, r.dict_a, r.dict_b, r.layer_a, r.layer_b,
+        r.n_a, r.n_b, r.n_matched, r.mean_similarity, r.frobenius, r.method, r.seconds, r.params,
+    ), r.latent_a, r.latent_b, r.pair_similarity)
+
+
+def workspace_dictionaries(workspace: Path, model_name: str, kinds: tuple[str, ...], root: Path | None = None) -> dict:
+    """The workspace's SAE dictionaries of `kinds`, loaded for `model_name`, checked to be the weights the workspace was cached from."""
+    from core import store
+    from core.cache import dictionary_fingerprint
+    from core.dictionaries import load_dictionaries
+
+    with store.session(workspace) as con:
+        info = store.get_info(con, "model") or {}
+        records = [d for d in store.dictionaries(con) if d.kind in kinds]
+    if info.get("name") and info["name"] != model_name:
+        raise OverlapError(f"workspace {workspace} was built from model {info['name']!r}, not {model_name!r}; pass --model {info['name']}")
+    if not records:
+        raise OverlapError(f"workspace {workspace} has no dictionaries of kind {', '.join(kinds)}")
+    dicts = load_dictionaries(model_name, ids=[r.id for r in records], root=root)
+    for r in records:
+        if dictionary_fingerprint(dicts[r.id]) != r.fingerprint:
+            raise OverlapError(f"{r.id} loaded for model {model_name!r} is not the dictionary the workspace was cached with (weights differ); rebuild the workspace")
+    return dicts
+
+
+def overlap_workspace(
+    workspace, dicts: dict | None = None, similarities: tuple[str, ...] = SIMILARITIES, kinds: tuple[str, ...] = OVERLAP_KINDS,
+    method: str = "auto", k: int = DEFAULT_K, force: bool = False, progress: Callable[[int, int, str], None] | None = None,
+    embedding_model: str = EMBEDDING_MODEL, explainer: str | None = None, strategy: str | None = None, min_explained: int = 2,
+) -> OverlapRun:
+    """Overlap of every pair of layers of each kind, on decoders (`dicts` by id) and/or explanation embeddings; stored in the workspace.
+
+    A pair already stored with the same inputs (fingerprints, method, explainer choice) is skipped
+    unless `force`, so an interrupted run resumes. `progress(done, total, label)`.
+    """
+    from core import store
+
+    run = OverlapRun()
+    stored = {r.overlap_id: r for r in store.read_overlaps(workspace)}
+    jobs: list[tuple[str, Callable[[], OverlapResult], dict]] = []
+    if "decoder" in similarities:
+        if not dicts:
+            run.notes.append("decoder overlap needs the dictionaries' weights; none were given")
+        else:
+            for da, db in layer_pairs(dicts, kinds):
+                params = {"fingerprint_a": decoder_fingerprint(da), "fingerprint_b": decoder_fingerprint(db), "method": method, "k": k}
+                jobs.append((overlap_id("decoder", da.id, db.id), lambda da=da, db=db: decoder_overlap(da, db, method, k), params))
+    if "explanation" in similarities:
+        sets, choice = explanation_sets(workspace, kinds, embedding_model, explainer, strategy)
+        if not sets:
+            run.notes.append(f"no explanations with {embedding_model} embeddings in this workspace; run `python -m core explain` first")
+        for kind in kinds:
+            same = sorted((s for s in sets.values() if s.kind == kind and len(s.latents) >= min_explained), key=lambda s: s.layer)
+            for i in range(len(same)):
+                for j in range(i + 1, len(same)):
+                    a, b = same[i], same[j]
+                    params = {**choice, "explanations_a": _ids_hash(a.explanation_ids), "explanations_b": _ids_hash(b.explanation_ids),
+                              "method": method, "k": k}
+                    jobs.append((overlap_id("explanation", a.dictionary, b.dictionary), lambda a=a, b=b, p=params: embedding_overlap(
+                        a.dictionary, a.latents, a.vectors, b.dictionary, b.latents, b.vectors, a.kind, a.layer, b.layer, method, k, p), params))
+    for i, (oid, fn, params) in enumerate(jobs):
+        if progress:
+            progress(i, len(jobs), oid)
+        old = stored.get(oid)
+        if not force and old is not None and {key: old.params.get(key) for key in params} == params:
+            run.skipped.append(oid)
+            continue
+        result = fn()
+        result.params = {**result.params, **params}
+        _store(workspace, result)
+        run.computed.append(result)
+        log.info("overlap %s: mean %.3f, frobenius %.3f (%.2f s, %s)", oid, result.mean_similarity, result.frobenius, result.seconds, result.method)
+    if progress:
+        progress(len(jobs), len(jobs), "done")
+    return run
+
+
+def _ids_hash(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.blake2b("|".join(ids).encode(), digest_size=8).hexdigest()
+
+
+def stored_layer_matrix(workspace, kind: str, similarity: str = "decoder", score: str = "mean_similarity") -> tuple[list[int], np.ndarray, list]:
+    """(layers, `[n, n]` matrix of `score`, records) of the stored overlaps of one kind and similarity (NaN where missing)."""
+    from core import store
+
+    recs = store.read_overlaps(workspace, similarity=similarity, kind=kind)
+    layers, mat = layer_matrix(recs, kind, similarity, score)
+    return layers, mat, recs
