@@ -72,7 +72,9 @@ def to_json(result) -> dict:
 # Statistics
 
 
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    values: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of `values: [n]` (NaN, NaN when n < 2)."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
@@ -110,7 +112,9 @@ def fisher_ci(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
     return math.tanh(z - q * se), math.tanh(z + q * se)
 
 
-def bootstrap_spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_spearman_ci(
+    x: np.ndarray, y: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of Spearman's rho over resampled pairs of `x, y: [n]`."""
     n = len(x)
     if n < 4:
@@ -216,12 +220,25 @@ def summarise(scorer: str, group: str, values: np.ndarray) -> GroupSummary:
     """Mean (bootstrap 95% CI), median and quartiles of `values: [n]`."""
     v = np.asarray(values, dtype=np.float64)
     lo, hi = bootstrap_mean_ci(v)
-    q25, med, q75 = (np.quantile(v, [0.25, 0.5, 0.75]) if len(v) else (math.nan,) * 3)
-    return GroupSummary(scorer, group, group in BASELINE_GROUPS, len(v), float(v.mean()) if len(v) else math.nan,
-                        lo, hi, float(med), float(q25), float(q75), v.tolist())
+    q25, med, q75 = np.quantile(v, [0.25, 0.5, 0.75]) if len(v) else (math.nan,) * 3
+    return GroupSummary(
+        scorer,
+        group,
+        group in BASELINE_GROUPS,
+        len(v),
+        float(v.mean()) if len(v) else math.nan,
+        lo,
+        hi,
+        float(med),
+        float(q25),
+        float(q75),
+        v.tolist(),
+    )
 
 
-def score_distributions(scores: pd.DataFrame, units: str = "latents", min_latents: int = MIN_LATENTS["distributions"]) -> Distributions:
+def score_distributions(
+    scores: pd.DataFrame, units: str = "latents", min_latents: int = MIN_LATENTS["distributions"]
+) -> Distributions:
     """Per scorer: summaries of every strategy's and baseline's values over `units` ('latents' = SAE dictionaries, or a unit group), and contrasts.
 
     Random-latent baseline rows are always included (they are their own unit group). Contrasts pair
@@ -245,7 +262,9 @@ def score_distributions(scores: pd.DataFrame, units: str = "latents", min_latent
         for group in _order(per["group"].unique()):
             groups.append(summarise(scorer, group, per.loc[per["group"] == group, "value"].to_numpy()))
         r = per[per["baseline"].isna()]
-        wide = r.pivot_table(index=["dictionary", "latent", "explainer"], columns="strategy", values="value", aggfunc="mean")
+        wide = r.pivot_table(
+            index=["dictionary", "latent", "explainer"], columns="strategy", values="value", aggfunc="mean"
+        )
         if "top" in wide:
             for group in _order(c for c in wide.columns if c != "top"):
                 pair = wide[["top", group]].dropna()
@@ -306,24 +325,30 @@ def decile_curves(examples: pd.DataFrame, units: str = "latents", min_latents: i
     x["scorer_key"] = _scorer_keys(x)
     x["correct"] = ((x["prediction"] >= 0.5) == (x["truth"] >= 0.5)).astype(np.float64)
     curves, skipped = [], []
+    # One accuracy per (scorer, group, decile, explanation's score), then summarised per decile.
+    per_score = (
+        x.groupby(["scorer_key", "group", "decile", "score_id"], observed=True)["correct"]
+        .agg(["mean", "size"])
+        .reset_index()
+    )
+    binary = x.groupby("scorer_key")["prediction"].agg(lambda p: _is_binary(p.to_numpy()))
     for scorer in sorted(x["scorer_key"].unique()):
-        per = x[x["scorer_key"] == scorer]
-        if not _is_binary(per["prediction"].to_numpy()):
+        if not binary[scorer]:
             skipped.append(scorer)
             continue
+        per = per_score[per_score["scorer_key"] == scorer]
         for group in _order(per["group"].unique()):
-            g = per[per["group"] == group]
-            by = g.groupby(["decile", "score_id"])["correct"].agg(["mean", "size"]).reset_index()
+            by_decile = {int(d): rows for d, rows in per[per["group"] == group].groupby("decile")}
             acc, lo, hi, n_ex, n_expl = [], [], [], [], []
             for d in range(11):
-                rows = by[by["decile"] == d]
-                vals = rows["mean"].to_numpy()
+                rows = by_decile.get(d)
+                vals = rows["mean"].to_numpy() if rows is not None else np.zeros(0)
                 acc.append(float(vals.mean()) if len(vals) else math.nan)
                 ci = bootstrap_mean_ci(vals)
                 lo.append(ci[0])
                 hi.append(ci[1])
-                n_ex.append(int(rows["size"].sum()))
-                n_expl.append(len(rows))
+                n_ex.append(int(rows["size"].sum()) if rows is not None else 0)
+                n_expl.append(len(vals))
             curves.append(DecileCurve(scorer, group, acc, lo, hi, n_ex, n_expl))
     return Deciles(curves, skipped, n, units)
 
@@ -351,8 +376,10 @@ def spearman_matrix(
 ) -> SpearmanMatrix:
     """Spearman's rho between every two scorers over the real explanations (baselines excluded) both scored.
 
-    `ci` is 'fisher' (Fisher z, Bonett-Wright variance) or 'bootstrap'. Pairs with fewer than
-    `min_latents` common explanations get NaN; if no pair has that many, NotEnoughScores.
+    `ci` is 'fisher' (Fisher z, Bonett-Wright variance) or 'bootstrap'. n counts explanations (a
+    latent explained with several strategies counts once per explanation); pairs whose common
+    explanations cover fewer than `min_latents` distinct latents get NaN, and if no pair has that
+    many, NotEnoughScores.
     """
     s = _ok(scores)
     s = s[s["baseline"].isna()]
@@ -361,6 +388,7 @@ def spearman_matrix(
         raise NotEnoughScores("the Spearman matrix", 0, min_latents, f" ({units}) scored by two scorers")
     s = s.assign(scorer_key=_scorer_keys(s))
     wide = s.pivot_table(index="explanation_id", columns="scorer_key", values="value", aggfunc="mean")
+    lat_of = s.drop_duplicates("explanation_id").set_index("explanation_id")[["dictionary", "latent"]]
     keys = sorted(wide.columns)
     k = len(keys)
     rho = np.full((k, k), math.nan)
@@ -377,8 +405,9 @@ def spearman_matrix(
             if j < i:
                 rho[i, j], lo[i, j], hi[i, j] = rho[j, i], lo[j, i], hi[j, i]
                 continue
-            best = max(best, len(pair))
-            if len(pair) < min_latents:
+            n_lat = lat_of.loc[pair.index].drop_duplicates().shape[0]
+            best = max(best, n_lat)
+            if n_lat < min_latents:
                 continue
             x, y = pair[keys[i]].to_numpy(), pair[keys[j]].to_numpy()
             rho[i, j] = spearman(x, y)
@@ -415,8 +444,16 @@ def unit_comparison(scores: pd.DataFrame, min_latents: int = MIN_LATENTS["units"
     s = _ok(scores)
     s = s[s["baseline"].isna() | (s["baseline"] == "random-latent")]
     s = s.assign(unit=[unit_group(d, b) for d, b in zip(s["dictionary"], s["baseline"], strict=True)])
-    shared = [st for st in s.loc[s["unit"] == "latents", "strategy"].unique() if (s.loc[s["unit"] != "latents", "strategy"] == st).any()]
-    strategy = "top" if "top" in shared else (s[s["strategy"].isin(shared)]["strategy"].value_counts().index[0] if shared else "top")
+    shared = [
+        st
+        for st in s.loc[s["unit"] == "latents", "strategy"].unique()
+        if (s.loc[s["unit"] != "latents", "strategy"] == st).any()
+    ]
+    strategy = (
+        "top"
+        if "top" in shared
+        else (s[s["strategy"].isin(shared)]["strategy"].value_counts().index[0] if shared else "top")
+    )
     s = s[s["strategy"] == strategy]
     counts = {g: _latent_count(s[s["unit"] == g]) for g in UNIT_GROUPS}
     if counts["latents"] < min_latents:
@@ -437,18 +474,65 @@ def unit_comparison(scores: pd.DataFrame, min_latents: int = MIN_LATENTS["units"
             groups.append(summarise(scorer, g, v))
             if g == "latents" or len(lat) == 0:
                 continue
-            boots = lat[rng.integers(0, len(lat), (BOOTSTRAP, len(lat)))].mean(1) - v[rng.integers(0, len(v), (BOOTSTRAP, len(v)))].mean(1)
+            boots = lat[rng.integers(0, len(lat), (BOOTSTRAP, len(lat)))].mean(1) - v[
+                rng.integers(0, len(v), (BOOTSTRAP, len(v)))
+            ].mean(1)
             lo, hi = np.quantile(boots, [0.025, 0.975])
             p = float(mannwhitneyu(lat, v).pvalue) if len(lat) > 1 and len(v) > 1 else math.nan
-            contrasts.append(Contrast(scorer, "latents", g, min(len(lat), len(v)), float(lat.mean() - v.mean()), float(lo), float(hi), p))
+            contrasts.append(
+                Contrast(
+                    scorer, "latents", g, min(len(lat), len(v)), float(lat.mean() - v.mean()), float(lo), float(hi), p
+                )
+            )
     return UnitComparison(groups, contrasts, counts, strategy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance: who made the rows an analysis summarises
+
+
+@dataclass
+class Provenance:
+    """Who made the rows the report summarises."""
+
+    explainers: dict[str, bool]  # explainer -> is a baseline explainer
+    scorer_models: dict[str, list[str]]  # scorer -> scorer models
+    n_scores: int
+    n_latents: int
+    model: str
+
+    @property
+    def offline_baselines(self) -> bool:
+        """True when every explainer is a baseline and every scorer model an offline judge (no LLM was used)."""
+        models = [m for ms in self.scorer_models.values() for m in ms]
+        return all(self.explainers.values()) and all(
+            not m or m.startswith("judge:") or "minilm" in m.lower() for m in models
+        )
+
+
+def provenance(workspace) -> Provenance:
+    """Explainers, scorer models and counts of the workspace's ok scores of real explanations."""
+    from core import store
+
+    s = store.scores_frame(workspace)
+    s = s[s["baseline"].isna()]
+    with store.session(workspace) as con:
+        model = (store.get_info(con, "model") or {}).get("name", "?")
+    explainers = {e: bool(b) for e, b in s.groupby("explainer")["is_baseline"].all().items()} if len(s) else {}
+    scorer_models = {k: sorted(v.unique()) for k, v in s.groupby("scorer")["scorer_model"]} if len(s) else {}
+    return Provenance(explainers, scorer_models, len(s), _latent_count(s) if len(s) else 0, model)
 
 
 # ---------------------------------------------------------------------------------------------
 # Workspace: compute, store, load
 
 ANALYSES = ("distributions", "deciles", "spearman", "units")
-_RESULT_TYPES = {"distributions": Distributions, "deciles": Deciles, "spearman": SpearmanMatrix, "units": UnitComparison}
+_RESULT_TYPES = {
+    "distributions": Distributions,
+    "deciles": Deciles,
+    "spearman": SpearmanMatrix,
+    "units": UnitComparison,
+}
 
 
 def inputs_fingerprint(scores: pd.DataFrame) -> str:
@@ -482,7 +566,9 @@ def _n_latents(result) -> int:
     return int(n["latents"]) if isinstance(n, dict) else int(n)
 
 
-def analyze_workspace(workspace, names: tuple[str, ...] = ANALYSES, units: str = "latents", progress=None) -> dict[str, object]:
+def analyze_workspace(
+    workspace, names: tuple[str, ...] = ANALYSES, units: str = "latents", progress=None
+) -> dict[str, object]:
     """Compute the named analyses from the workspace's scores and store each; returns name -> result or the NotEnoughScores raised.
 
     `progress(done, total, name)` is called before each analysis and at the end.
@@ -501,10 +587,17 @@ def analyze_workspace(workspace, names: tuple[str, ...] = ANALYSES, units: str =
         except NotEnoughScores as exc:
             out[name] = exc
             continue
-        store.write_analysis(workspace, store.AnalysisRecord(
-            name, "all" if name == "units" else units, {"bootstrap": BOOTSTRAP, "seed": SEED, "min_latents": MIN_LATENTS[name]},
-            to_json(result), _n_latents(result), fp,
-        ))
+        store.write_analysis(
+            workspace,
+            store.AnalysisRecord(
+                name,
+                "all" if name == "units" else units,
+                {"bootstrap": BOOTSTRAP, "seed": SEED, "min_latents": MIN_LATENTS[name]},
+                to_json(result),
+                _n_latents(result),
+                fp,
+            ),
+        )
         out[name] = result
     if progress:
         progress(len(names), len(names), "done")

@@ -32,7 +32,9 @@ def prepare_workspace(workspace: Path) -> None:
     from core import store
 
     if not Path(workspace).exists():
-        raise store.WorkspaceError(f"workspace {workspace} does not exist; build it with `python -m core cache --workspace {workspace} ...`")
+        raise store.WorkspaceError(
+            f"workspace {workspace} does not exist; build it with `python -m core cache --workspace {workspace} ...`"
+        )
     store.migrate(Path(workspace))
 
 
@@ -75,18 +77,36 @@ def _run_overlap(args) -> int:
     t0 = time.perf_counter()
     try:
         run = overlap.overlap_workspace(
-            ws, dicts, tuple(args.similarity), kinds, args.method, args.k, args.force, bar,
-            explainer=args.explainer, strategy=args.strategy,
+            ws,
+            dicts,
+            tuple(args.similarity),
+            kinds,
+            args.method,
+            args.k,
+            args.force,
+            bar,
+            explainer=args.explainer,
+            strategy=args.strategy,
         )
     finally:
         bar.close()
     for note in run.notes:
         print(f"note: {note}")
     for r in run.computed:
-        print(f"{r.similarity:11s} {r.dict_a} ~ {r.dict_b}: mean {r.mean_similarity:.3f}  frobenius {r.frobenius:.3f}  "
-              f"({r.n_matched} pairs, {r.method}, {r.seconds:.2f} s)")
-    print(json.dumps({"workspace": str(ws), "computed": len(run.computed), "skipped_already_stored": len(run.skipped),
-                      "seconds": round(time.perf_counter() - t0, 2)}))
+        print(
+            f"{r.similarity:11s} {r.dict_a} ~ {r.dict_b}: mean {r.mean_similarity:.3f}  frobenius {r.frobenius:.3f}  "
+            f"({r.n_matched} pairs, {r.method}, {r.seconds:.2f} s)"
+        )
+    print(
+        json.dumps(
+            {
+                "workspace": str(ws),
+                "computed": len(run.computed),
+                "skipped_already_stored": len(run.skipped),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+    )
     if not run.computed and not run.skipped:
         raise UserError("nothing to compare: " + "; ".join(run.notes or ["no dictionary pairs of those kinds"]))
     return 0
@@ -99,8 +119,15 @@ def _run_report(args) -> int:
     prepare_workspace(ws)
     bar = _Bar("report", "step")
     try:
-        path = report.write_report(ws, Path(args.out), model_name=args.model, progress=bar, images=args.images,
-                                   root=Path(args.root) if args.root else None, overlap=not args.no_overlap)
+        path = report.write_report(
+            ws,
+            Path(args.out),
+            model_name=args.model,
+            progress=bar,
+            images=args.images,
+            root=Path(args.root) if args.root else None,
+            overlap=not args.no_overlap,
+        )
     finally:
         bar.close()
     print(json.dumps({"report": str(path)}))
@@ -112,20 +139,33 @@ def register(sub) -> None:
     from core.analysis import ANALYSES
     from core.overlap import DEFAULT_K, OVERLAP_KINDS, SIMILARITIES
 
-    p = sub.add_parser("analyze", help="score distributions, decile curves, scorer Spearman matrix, latents vs neurons; stored in the workspace")
+    p = sub.add_parser(
+        "analyze",
+        help="score distributions, decile curves, scorer Spearman matrix, latents vs neurons; stored in the workspace",
+    )
     p.add_argument("--workspace", required=True)
     p.add_argument("--what", nargs="+", default=["all"], choices=["all", *ANALYSES])
-    p.add_argument("--units", default="latents", choices=["latents", "neurons", "top-k neurons"],
-                   help="whose scores the distributions, deciles and Spearman use (default: SAE latents)")
+    p.add_argument(
+        "--units",
+        default="latents",
+        choices=["latents", "neurons", "top-k neurons"],
+        help="whose scores the distributions, deciles and Spearman use (default: SAE latents)",
+    )
     p.set_defaults(run=_run_analyze)
 
-    q = sub.add_parser("overlap", help="Hungarian overlap between the layers of each dictionary kind; stored in the workspace")
+    q = sub.add_parser(
+        "overlap", help="Hungarian overlap between the layers of each dictionary kind; stored in the workspace"
+    )
     q.add_argument("--workspace", required=True)
     q.add_argument("--model", default="default", help="model whose dictionaries the workspace caches (default or gpt2)")
     q.add_argument("--similarity", nargs="+", default=list(SIMILARITIES), choices=list(SIMILARITIES))
     q.add_argument("--kinds", nargs="+", default=["resid", "attn", "transcoder"], choices=list(OVERLAP_KINDS))
-    q.add_argument("--method", default="auto", choices=["auto", "dense", "sparse"],
-                   help="dense Hungarian, or sparse certified matching (auto: sparse above 4,096 latents)")
+    q.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "dense", "sparse"],
+        help="dense Hungarian, or sparse certified matching (auto: sparse above 4,096 latents)",
+    )
     q.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per latent in the sparse method")
     q.add_argument("--explainer", help="explainer whose explanations to compare (default: the most common)")
     q.add_argument("--strategy", help="sampling strategy of those explanations (default: top)")
@@ -133,12 +173,18 @@ def register(sub) -> None:
     q.add_argument("--root", help="folder of the embedded default's artifacts (default data/default)")
     q.set_defaults(run=_run_overlap)
 
-    r = sub.add_parser("report", help="compute every analysis and overlap, then write a Markdown summary with PNG plots")
+    r = sub.add_parser(
+        "report", help="compute every analysis and overlap, then write a Markdown summary with PNG plots"
+    )
     r.add_argument("--workspace", required=True)
     r.add_argument("--out", required=True, help="folder for report.md and its figures")
     r.add_argument("--model", default="default")
-    r.add_argument("--images", default="auto", choices=["auto", "png", "html"],
-                   help="png needs kaleido with a Chrome/Chromium; auto falls back to self-contained HTML figures")
+    r.add_argument(
+        "--images",
+        default="auto",
+        choices=["auto", "png", "html"],
+        help="png needs kaleido with a Chrome/Chromium; auto falls back to self-contained HTML figures",
+    )
     r.add_argument("--no-overlap", action="store_true", help="skip the overlap computation (use what is stored)")
     r.add_argument("--root", help="folder of the embedded default's artifacts (default data/default)")
     r.set_defaults(run=_run_report)

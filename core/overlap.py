@@ -36,7 +36,9 @@ from core.cli import UserError
 
 log = logging.getLogger(__name__)
 
-DENSE_MAX_CELLS = 4096 * 4096  # above this, `method='auto'` uses the sparse candidate graph (dense: 134 MB float64 here)
+DENSE_MAX_CELLS = (
+    4096 * 4096
+)  # above this, `method='auto'` uses the sparse candidate graph (dense: 134 MB float64 here)
 DEFAULT_K = 32  # candidates per latent and direction in the sparse method
 BLOCK_ROWS = 1024  # rows of the similarity matrix computed at once by the sparse method
 OVERLAP_KINDS = ("resid", "attn", "transcoder", "mlp")
@@ -137,7 +139,9 @@ def _row_topk(a_unit: np.ndarray, b_unit: np.ndarray, k: int, block_rows: int) -
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def candidate_pairs(a_unit: np.ndarray, b_unit: np.ndarray, k: int = DEFAULT_K, block_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(
+    a_unit: np.ndarray, b_unit: np.ndarray, k: int = DEFAULT_K, block_rows: int = BLOCK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of the sparse method's candidate graph: each row's `k` best columns, each column's `k` best rows, and (i, i).
 
     `a_unit: [n_a, d]`, `b_unit: [n_b, d]` have unit rows. Memory is `block_rows * max(n_a, n_b)`
@@ -151,7 +155,9 @@ def candidate_pairs(a_unit: np.ndarray, b_unit: np.ndarray, k: int = DEFAULT_K, 
     return key // n_b, key % n_b
 
 
-def _residual_potentials(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, col_of_row: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _residual_potentials(
+    rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, col_of_row: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Shortest-path potentials (d_row `[n]`, d_col `[n]`) of the residual graph of a square min-cost matching.
 
     Edges: row i -> col j (cost c_ij) for unmatched candidates, col j -> row i (cost -c_ij) for matched
@@ -173,7 +179,12 @@ def _residual_potentials(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, c
 
 
 def match_sparse(
-    a: np.ndarray, b: np.ndarray, k: int = DEFAULT_K, block_rows: int = BLOCK_ROWS, tol: float = 1e-5, max_rounds: int = 20,
+    a: np.ndarray,
+    b: np.ndarray,
+    k: int = DEFAULT_K,
+    block_rows: int = BLOCK_ROWS,
+    tol: float = 1e-5,
+    max_rounds: int = 20,
 ) -> Matching:
     """Maximum-total-cosine matching of the rows of `a: [n, d]` and `b: [n, d]`, exact, without the `[n, n]` matrix.
 
@@ -193,11 +204,15 @@ def _match_sparse(a: np.ndarray, b: np.ndarray, k: int, block_rows: int, tol: fl
 
     n = len(a)
     if len(b) != n:
-        raise ValueError(f"the sparse method matches square problems only ({len(a)} vs {len(b)} rows); use method='dense'")
+        raise ValueError(
+            f"the sparse method matches square problems only ({len(a)} vs {len(b)} rows); use method='dense'"
+        )
     au, bu = unit_rows(a), unit_rows(b)
     rows, cols = candidate_pairs(au, bu, k, block_rows)
     for rnd in range(max_rounds):
-        cost = 2.0 - np.einsum("ij,ij->i", au[rows], bu[cols]).astype(np.float64)  # in [1, 3]: positive, as the solver needs
+        cost = 2.0 - np.einsum("ij,ij->i", au[rows], bu[cols]).astype(
+            np.float64
+        )  # in [1, 3]: positive, as the solver needs
         r, c = min_weight_full_bipartite_matching(csr_matrix((cost, (rows, cols)), shape=(n, n)))
         col_of_row = np.empty(n, np.int64)
         col_of_row[r] = c
@@ -206,7 +221,9 @@ def _match_sparse(a: np.ndarray, b: np.ndarray, k: int, block_rows: int, tol: fl
         # row's `k` most violating pairs (adding all of them can make the graph nearly dense).
         add_r, add_c = [], []
         for start in range(0, n, block_rows):
-            gain = au[start : start + block_rows] @ bu.T - (2.0 + d_row[start : start + block_rows, None] - d_col[None, :])
+            gain = au[start : start + block_rows] @ bu.T - (
+                2.0 + d_row[start : start + block_rows, None] - d_col[None, :]
+            )
             bad_rows = np.nonzero((gain > tol).any(axis=1))[0]
             if len(bad_rows) == 0:
                 continue
@@ -248,7 +265,9 @@ def frobenius_overlap(a: np.ndarray, b: np.ndarray, m: Matching) -> float:
     return inner / denom if denom > 0 else 0.0
 
 
-def layer_matrix(results: list, kind: str, similarity: str = "decoder", score: str = "mean_similarity") -> tuple[list[int], np.ndarray]:
+def layer_matrix(
+    results: list, kind: str, similarity: str = "decoder", score: str = "mean_similarity"
+) -> tuple[list[int], np.ndarray]:
     """(layers, `[n_layers, n_layers]` matrix) of `score` for one kind; symmetric, 1.0 on the diagonal, NaN where not computed.
 
     `results` are OverlapResult or stored OverlapRecord objects (same field names).
@@ -271,16 +290,22 @@ def layer_matrix(results: list, kind: str, similarity: str = "decoder", score: s
 def check_compatible(da, db, model_a: str | None = None, model_b: str | None = None) -> None:
     """Raise OverlapError unless dictionaries `da`, `db` (core.dictionaries.Dictionary) can be matched: same kind, width, d_out and model."""
     if da.kind != db.kind:
-        raise OverlapError(f"{da.id} is a {da.kind} dictionary and {db.id} a {db.kind} one; overlap compares dictionaries of one kind")
+        raise OverlapError(
+            f"{da.id} is a {da.kind} dictionary and {db.id} a {db.kind} one; overlap compares dictionaries of one kind"
+        )
     if da.d_sae != db.d_sae:
-        raise OverlapError(f"{da.id} has {da.d_sae} latents and {db.id} has {db.d_sae}; overlap needs dictionaries of equal width")
+        raise OverlapError(
+            f"{da.id} has {da.d_sae} latents and {db.id} has {db.d_sae}; overlap needs dictionaries of equal width"
+        )
     if da.d_out != db.d_out or da.d_in != db.d_in:
         raise OverlapError(
             f"{da.id} maps d_in {da.d_in} -> d_out {da.d_out} and {db.id} maps {db.d_in} -> {db.d_out}: "
             "they belong to different models, whose decoder directions live in different spaces"
         )
     if model_a is not None and model_b is not None and model_a != model_b:
-        raise OverlapError(f"{da.id} is from model {model_a!r} and {db.id} from {model_b!r}; overlap compares dictionaries of one model")
+        raise OverlapError(
+            f"{da.id} is from model {model_a!r} and {db.id} from {model_b!r}; overlap compares dictionaries of one model"
+        )
 
 
 def decoder_matrix(d) -> np.ndarray:
@@ -291,7 +316,9 @@ def decoder_matrix(d) -> np.ndarray:
     return np.asarray(w, dtype=np.float32)
 
 
-def decoder_overlap(da, db, method: str = "auto", k: int = DEFAULT_K, model_a: str | None = None, model_b: str | None = None) -> OverlapResult:
+def decoder_overlap(
+    da, db, method: str = "auto", k: int = DEFAULT_K, model_a: str | None = None, model_b: str | None = None
+) -> OverlapResult:
     """Overlap of two dictionaries of one kind on decoder-direction cosine (see the module docstring)."""
     check_compatible(da, db, model_a, model_b)
     a, b = decoder_matrix(da), decoder_matrix(db)
@@ -299,34 +326,71 @@ def decoder_overlap(da, db, method: str = "auto", k: int = DEFAULT_K, model_a: s
     m = match(a, b, method, k)
     seconds = time.perf_counter() - t0
     return OverlapResult(
-        dict_a=da.id, dict_b=db.id, kind=da.kind, layer_a=da.layer, layer_b=db.layer, similarity="decoder",
-        n_a=len(a), n_b=len(b), mean_similarity=float(m.similarity.mean()), frobenius=frobenius_overlap(a, b, m),
-        method=m.method, seconds=seconds, latent_a=m.rows, latent_b=m.cols, pair_similarity=m.similarity,
+        dict_a=da.id,
+        dict_b=db.id,
+        kind=da.kind,
+        layer_a=da.layer,
+        layer_b=db.layer,
+        similarity="decoder",
+        n_a=len(a),
+        n_b=len(b),
+        mean_similarity=float(m.similarity.mean()),
+        frobenius=frobenius_overlap(a, b, m),
+        method=m.method,
+        seconds=seconds,
+        latent_a=m.rows,
+        latent_b=m.cols,
+        pair_similarity=m.similarity,
         params={"k": k} if m.method == "sparse" else {},
     )
 
 
 def embedding_overlap(
-    dict_a: str, latents_a: np.ndarray, emb_a: np.ndarray,
-    dict_b: str, latents_b: np.ndarray, emb_b: np.ndarray,
-    kind: str, layer_a: int, layer_b: int, method: str = "auto", k: int = DEFAULT_K, params: dict | None = None,
+    dict_a: str,
+    latents_a: np.ndarray,
+    emb_a: np.ndarray,
+    dict_b: str,
+    latents_b: np.ndarray,
+    emb_b: np.ndarray,
+    kind: str,
+    layer_a: int,
+    layer_b: int,
+    method: str = "auto",
+    k: int = DEFAULT_K,
+    params: dict | None = None,
 ) -> OverlapResult:
     """Overlap of two dictionaries on the cosine of their explanations' embeddings `emb_*: [n_*, dim]` (one row per latent in `latents_*`).
 
     Only explained latents take part; with unequal counts min(n_a, n_b) pairs are matched.
     """
     if emb_a.shape[1] != emb_b.shape[1]:
-        raise OverlapError(f"explanation embeddings of {dict_a} ({emb_a.shape[1]}-d) and {dict_b} ({emb_b.shape[1]}-d) come from different embedding models")
+        raise OverlapError(
+            f"explanation embeddings of {dict_a} ({emb_a.shape[1]}-d) and {dict_b} ({emb_b.shape[1]}-d) come from different embedding models"
+        )
     if len(emb_a) == 0 or len(emb_b) == 0:
-        raise OverlapError(f"no explanation embeddings for {dict_a if len(emb_a) == 0 else dict_b}; run `python -m core explain` first")
+        raise OverlapError(
+            f"no explanation embeddings for {dict_a if len(emb_a) == 0 else dict_b}; run `python -m core explain` first"
+        )
     t0 = time.perf_counter()
     m = match(emb_a, emb_b, method, k)
     seconds = time.perf_counter() - t0
     la, lb = np.asarray(latents_a, np.int64), np.asarray(latents_b, np.int64)
     return OverlapResult(
-        dict_a=dict_a, dict_b=dict_b, kind=kind, layer_a=layer_a, layer_b=layer_b, similarity="explanation",
-        n_a=len(emb_a), n_b=len(emb_b), mean_similarity=float(m.similarity.mean()), frobenius=frobenius_overlap(emb_a, emb_b, m),
-        method=m.method, seconds=seconds, latent_a=la[m.rows], latent_b=lb[m.cols], pair_similarity=m.similarity,
+        dict_a=dict_a,
+        dict_b=dict_b,
+        kind=kind,
+        layer_a=layer_a,
+        layer_b=layer_b,
+        similarity="explanation",
+        n_a=len(emb_a),
+        n_b=len(emb_b),
+        mean_similarity=float(m.similarity.mean()),
+        frobenius=frobenius_overlap(emb_a, emb_b, m),
+        method=m.method,
+        seconds=seconds,
+        latent_a=la[m.rows],
+        latent_b=lb[m.cols],
+        pair_similarity=m.similarity,
         params={**(params or {}), **({"k": k} if m.method == "sparse" else {})},
     )
 
@@ -341,7 +405,10 @@ def layer_pairs(dicts: dict, kinds: tuple[str, ...] = OVERLAP_KINDS) -> list[tup
 
 
 def all_decoder_overlaps(
-    dicts: dict, kinds: tuple[str, ...] = OVERLAP_KINDS, method: str = "auto", k: int = DEFAULT_K,
+    dicts: dict,
+    kinds: tuple[str, ...] = OVERLAP_KINDS,
+    method: str = "auto",
+    k: int = DEFAULT_K,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[OverlapResult]:
     """Decoder overlap of every pair of layers for each kind in `kinds` (dictionaries by id); `progress(done, total, label)`."""
@@ -399,8 +466,13 @@ class ExplanationSet:
     explanation_ids: list[str]
 
 
-def explanation_sets(workspace, kinds: tuple[str, ...] = OVERLAP_KINDS, embedding_model: str = EMBEDDING_MODEL,
-                     explainer: str | None = None, strategy: str | None = None) -> tuple[dict[str, ExplanationSet], dict]:
+def explanation_sets(
+    workspace,
+    kinds: tuple[str, ...] = OVERLAP_KINDS,
+    embedding_model: str = EMBEDDING_MODEL,
+    explainer: str | None = None,
+    strategy: str | None = None,
+) -> tuple[dict[str, ExplanationSet], dict]:
     """Per dictionary of `kinds`: its latents' explanation embeddings, one explanation per latent; and the choice made.
 
     Real (non-baseline) ok explanations of one explainer and one sampling strategy are used, so the
@@ -429,8 +501,12 @@ def explanation_sets(workspace, kinds: tuple[str, ...] = OVERLAP_KINDS, embeddin
     for dictionary in sorted({d for d, _ in latest}):
         chosen = sorted((e for (d, _), e in latest.items() if d == dictionary), key=lambda e: e.latent)
         out[dictionary] = ExplanationSet(
-            dictionary, dictionary.split(":", 1)[0], _layer_of(dictionary), np.array([e.latent for e in chosen], np.int64),
-            vecs[[row[e.explanation_id] for e in chosen]], [e.explanation_id for e in chosen],
+            dictionary,
+            dictionary.split(":", 1)[0],
+            _layer_of(dictionary),
+            np.array([e.latent for e in chosen], np.int64),
+            vecs[[row[e.explanation_id] for e in chosen]],
+            [e.explanation_id for e in chosen],
         )
     return out, {"explainer": explainer, "strategy": strategy, "embedding_model": embedding_model}
 
@@ -447,10 +523,29 @@ class OverlapRun:
 def _store(workspace, r: OverlapResult) -> None:
     from core import store
 
-    store.write_overlap(workspace, store.OverlapRecord(
-        overlap_id(r.similarity, r.dict_a, r.dict_b), r.similarity, r.kind, r.dict_a, r.dict_b, r.layer_a, r.layer_b,
-        r.n_a, r.n_b, r.n_matched, r.mean_similarity, r.frobenius, r.method, r.seconds, r.params,
-    ), r.latent_a, r.latent_b, r.pair_similarity)
+    store.write_overlap(
+        workspace,
+        store.OverlapRecord(
+            overlap_id(r.similarity, r.dict_a, r.dict_b),
+            r.similarity,
+            r.kind,
+            r.dict_a,
+            r.dict_b,
+            r.layer_a,
+            r.layer_b,
+            r.n_a,
+            r.n_b,
+            r.n_matched,
+            r.mean_similarity,
+            r.frobenius,
+            r.method,
+            r.seconds,
+            r.params,
+        ),
+        r.latent_a,
+        r.latent_b,
+        r.pair_similarity,
+    )
 
 
 def workspace_dictionaries(workspace: Path, model_name: str, kinds: tuple[str, ...], root: Path | None = None) -> dict:
@@ -463,20 +558,33 @@ def workspace_dictionaries(workspace: Path, model_name: str, kinds: tuple[str, .
         info = store.get_info(con, "model") or {}
         records = [d for d in store.dictionaries(con) if d.kind in kinds]
     if info.get("name") and info["name"] != model_name:
-        raise OverlapError(f"workspace {workspace} was built from model {info['name']!r}, not {model_name!r}; pass --model {info['name']}")
+        raise OverlapError(
+            f"workspace {workspace} was built from model {info['name']!r}, not {model_name!r}; pass --model {info['name']}"
+        )
     if not records:
         raise OverlapError(f"workspace {workspace} has no dictionaries of kind {', '.join(kinds)}")
     dicts = load_dictionaries(model_name, ids=[r.id for r in records], root=root)
     for r in records:
         if dictionary_fingerprint(dicts[r.id]) != r.fingerprint:
-            raise OverlapError(f"{r.id} loaded for model {model_name!r} is not the dictionary the workspace was cached with (weights differ); rebuild the workspace")
+            raise OverlapError(
+                f"{r.id} loaded for model {model_name!r} is not the dictionary the workspace was cached with (weights differ); rebuild the workspace"
+            )
     return dicts
 
 
 def overlap_workspace(
-    workspace, dicts: dict | None = None, similarities: tuple[str, ...] = SIMILARITIES, kinds: tuple[str, ...] = OVERLAP_KINDS,
-    method: str = "auto", k: int = DEFAULT_K, force: bool = False, progress: Callable[[int, int, str], None] | None = None,
-    embedding_model: str = EMBEDDING_MODEL, explainer: str | None = None, strategy: str | None = None, min_explained: int = 2,
+    workspace,
+    dicts: dict | None = None,
+    similarities: tuple[str, ...] = SIMILARITIES,
+    kinds: tuple[str, ...] = OVERLAP_KINDS,
+    method: str = "auto",
+    k: int = DEFAULT_K,
+    force: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+    embedding_model: str = EMBEDDING_MODEL,
+    explainer: str | None = None,
+    strategy: str | None = None,
+    min_explained: int = 2,
 ) -> OverlapRun:
     """Overlap of every pair of layers of each kind, on decoders (`dicts` by id) and/or explanation embeddings; stored in the workspace.
 
@@ -493,21 +601,59 @@ def overlap_workspace(
             run.notes.append("decoder overlap needs the dictionaries' weights; none were given")
         else:
             for da, db in layer_pairs(dicts, kinds):
-                params = {"fingerprint_a": decoder_fingerprint(da), "fingerprint_b": decoder_fingerprint(db), "method": method, "k": k}
-                jobs.append((overlap_id("decoder", da.id, db.id), lambda da=da, db=db: decoder_overlap(da, db, method, k), params))
+                params = {
+                    "fingerprint_a": decoder_fingerprint(da),
+                    "fingerprint_b": decoder_fingerprint(db),
+                    "method": method,
+                    "k": k,
+                }
+                jobs.append(
+                    (
+                        overlap_id("decoder", da.id, db.id),
+                        lambda da=da, db=db: decoder_overlap(da, db, method, k),
+                        params,
+                    )
+                )
     if "explanation" in similarities:
         sets, choice = explanation_sets(workspace, kinds, embedding_model, explainer, strategy)
         if not sets:
-            run.notes.append(f"no explanations with {embedding_model} embeddings in this workspace; run `python -m core explain` first")
+            run.notes.append(
+                f"no explanations with {embedding_model} embeddings in this workspace; run `python -m core explain` first"
+            )
         for kind in kinds:
-            same = sorted((s for s in sets.values() if s.kind == kind and len(s.latents) >= min_explained), key=lambda s: s.layer)
+            same = sorted(
+                (s for s in sets.values() if s.kind == kind and len(s.latents) >= min_explained), key=lambda s: s.layer
+            )
             for i in range(len(same)):
                 for j in range(i + 1, len(same)):
                     a, b = same[i], same[j]
-                    params = {**choice, "explanations_a": _ids_hash(a.explanation_ids), "explanations_b": _ids_hash(b.explanation_ids),
-                              "method": method, "k": k}
-                    jobs.append((overlap_id("explanation", a.dictionary, b.dictionary), lambda a=a, b=b, p=params: embedding_overlap(
-                        a.dictionary, a.latents, a.vectors, b.dictionary, b.latents, b.vectors, a.kind, a.layer, b.layer, method, k, p), params))
+                    params = {
+                        **choice,
+                        "explanations_a": _ids_hash(a.explanation_ids),
+                        "explanations_b": _ids_hash(b.explanation_ids),
+                        "method": method,
+                        "k": k,
+                    }
+                    jobs.append(
+                        (
+                            overlap_id("explanation", a.dictionary, b.dictionary),
+                            lambda a=a, b=b, p=params: embedding_overlap(
+                                a.dictionary,
+                                a.latents,
+                                a.vectors,
+                                b.dictionary,
+                                b.latents,
+                                b.vectors,
+                                a.kind,
+                                a.layer,
+                                b.layer,
+                                method,
+                                k,
+                                p,
+                            ),
+                            params,
+                        )
+                    )
     for i, (oid, fn, params) in enumerate(jobs):
         if progress:
             progress(i, len(jobs), oid)
@@ -519,7 +665,14 @@ def overlap_workspace(
         result.params = {**result.params, **params}
         _store(workspace, result)
         run.computed.append(result)
-        log.info("overlap %s: mean %.3f, frobenius %.3f (%.2f s, %s)", oid, result.mean_similarity, result.frobenius, result.seconds, result.method)
+        log.info(
+            "overlap %s: mean %.3f, frobenius %.3f (%.2f s, %s)",
+            oid,
+            result.mean_similarity,
+            result.frobenius,
+            result.seconds,
+            result.method,
+        )
     if progress:
         progress(len(jobs), len(jobs), "done")
     return run
@@ -531,10 +684,40 @@ def _ids_hash(ids: list[str]) -> str:
     return hashlib.blake2b("|".join(ids).encode(), digest_size=8).hexdigest()
 
 
-def stored_layer_matrix(workspace, kind: str, similarity: str = "decoder", score: str = "mean_similarity") -> tuple[list[int], np.ndarray, list]:
+def stored_layer_matrix(
+    workspace, kind: str, similarity: str = "decoder", score: str = "mean_similarity"
+) -> tuple[list[int], np.ndarray, list]:
     """(layers, `[n, n]` matrix of `score`, records) of the stored overlaps of one kind and similarity (NaN where missing)."""
     from core import store
 
     recs = store.read_overlaps(workspace, similarity=similarity, kind=kind)
     layers, mat = layer_matrix(recs, kind, similarity, score)
     return layers, mat, recs
+
+
+def pairs_with_explanations(
+    workspace, rec, limit: int = 50, offset: int = 0, most_similar_first: bool = True
+):  # -> pandas.DataFrame
+    """Matched pairs of stored overlap `rec` (a store.OverlapRecord) with each latent's explanation, for browsing.
+
+    Columns: latent_a, explanation_a, similarity, latent_b, explanation_b. The explanation shown is the
+    one the overlap compared (explanation overlaps record their explainer and strategy), else the
+    latent's first real explanation; '' when a latent has none.
+    """
+    from core import store
+
+    pairs = store.read_overlap_pairs(workspace, rec.overlap_id, limit, offset, most_similar_first)
+    explainer, strategy = rec.params.get("explainer"), rec.params.get("strategy")
+
+    def texts(dictionary: str, latents) -> dict[int, str]:
+        found = store.list_explanations(workspace, dictionary=dictionary, latents=[int(x) for x in latents])
+        found.sort(key=lambda e: (e.explainer != explainer, e.strategy != strategy))  # the compared explanation first
+        out: dict[int, str] = {}
+        for e in found:
+            out.setdefault(e.latent, e.text or "")
+        return out
+
+    ta, tb = texts(rec.dict_a, pairs["latent_a"]), texts(rec.dict_b, pairs["latent_b"])
+    pairs["explanation_a"] = [ta.get(int(x), "") for x in pairs["latent_a"]]
+    pairs["explanation_b"] = [tb.get(int(x), "") for x in pairs["latent_b"]]
+    return pairs[["latent_a", "explanation_a", "similarity", "latent_b", "explanation_b"]]

@@ -45,39 +45,9 @@ def _ci(lo: float, hi: float) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in esc])
-
-
-# ---------------------------------------------------------------------------------------------
-# Provenance
-
-
-@dataclass
-class Provenance:
-    """Who made the rows the report summarises."""
-
-    explainers: dict[str, bool]  # explainer -> is a baseline explainer
-    scorer_models: dict[str, list[str]]  # scorer -> scorer models
-    n_scores: int
-    n_latents: int
-    model: str
-
-    @property
-    def offline_baselines(self) -> bool:
-        """True when every explainer is a baseline and every scorer model an offline judge (no LLM was used)."""
-        models = [m for ms in self.scorer_models.values() for m in ms]
-        return all(self.explainers.values()) and all(not m or m.startswith("judge:") or "minilm" in m.lower() for m in models)
-
-
-def provenance(workspace: Path) -> Provenance:
-    """Explainers, scorer models and counts of the workspace's ok scores of real explanations."""
-    s = store.scores_frame(workspace)
-    s = s[s["baseline"].isna()]
-    with store.session(workspace) as con:
-        model = (store.get_info(con, "model") or {}).get("name", "?")
-    explainers = {e: bool(b) for e, b in s.groupby("explainer")["is_baseline"].all().items()} if len(s) else {}
-    scorer_models = {k: sorted(v.unique()) for k, v in s.groupby("scorer")["scorer_model"]} if len(s) else {}
-    return Provenance(explainers, scorer_models, len(s), an._latent_count(s) if len(s) else 0, model)
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in esc]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +80,7 @@ def _main_scorers(keys) -> list[str]:
     return [k for k in ("detection", "fuzzing") if k in keys] or sorted(keys)[:2]
 
 
-def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance) -> list[Claim]:
+def claims(results: dict, overlaps: list[store.OverlapRecord], prov: an.Provenance) -> list[Claim]:
     """The seed paper's claims with our numbers and a verdict computed from the stored results (rules in each branch)."""
     dist = results.get("distributions")
     dec = results.get("deciles")
@@ -128,12 +98,25 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance)
                 if c is not None:
                     parts.append(f"{scorer} {g}−top {_f(c.mean_difference)} {_ci(c.ci_low, c.ci_high)} (n={c.n})")
                     verdicts.append(_ci_verdict(c.ci_low, c.ci_high))
-        out.append(Claim("Sampling from the whole activation range (random, quantile) gives better explanations than top activations",
-                         "higher median fuzzing and detection for random/quantile than top (Fig. 3a,b)", "; ".join(parts) or "–",
-                         _combine(verdicts), caveat))
+        out.append(
+            Claim(
+                "Sampling from the whole activation range (random, quantile) gives better explanations than top activations",
+                "higher median fuzzing and detection for random/quantile than top (Fig. 3a,b)",
+                "; ".join(parts) or "–",
+                _combine(verdicts),
+                caveat,
+            )
+        )
     else:
-        out.append(Claim("Sampling from the whole activation range gives better explanations than top activations",
-                         "Fig. 3a,b", "–", "not measurable here", "fewer than two sampling strategies scored on the same latents"))
+        out.append(
+            Claim(
+                "Sampling from the whole activation range gives better explanations than top activations",
+                "Fig. 3a,b",
+                "–",
+                "not measurable here",
+                "fewer than two sampling strategies scored on the same latents",
+            )
+        )
 
     # 2. Deciles: top-sampled explanations are best on non-activating examples and fall most on low deciles.
     curves = {} if dec is None else {(c.scorer, c.group): c for c in dec.curves}
@@ -144,14 +127,31 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance)
         drop = lambda c: c.accuracy[10] - c.accuracy[1]  # noqa: E731
         best_non_act = all(top.accuracy[0] >= o.accuracy[0] for o in others)
         steeper = all(drop(top) > drop(o) for o in others)
-        ours = f"{scorer}: non-activating top {_f(top.accuracy[0])} vs " + ", ".join(f"{o.group} {_f(o.accuracy[0])}" for o in others)
-        ours += f"; decile 10 − decile 1: top {_f(drop(top))} vs " + ", ".join(f"{o.group} {_f(drop(o))}" for o in others)
-        out.append(Claim("Top-sampled explanations are best on non-activating examples but lose most accuracy on low deciles",
-                         "Fig. 3c,d (detection)", ours, "confirmed" if best_non_act and steeper else "not confirmed",
-                         "point estimates (per-decile 95% CIs are in the decile table)" + (f"; {caveat}" if caveat else "")))
+        ours = f"{scorer}: non-activating top {_f(top.accuracy[0])} vs " + ", ".join(
+            f"{o.group} {_f(o.accuracy[0])}" for o in others
+        )
+        ours += f"; decile 10 − decile 1: top {_f(drop(top))} vs " + ", ".join(
+            f"{o.group} {_f(drop(o))}" for o in others
+        )
+        out.append(
+            Claim(
+                "Top-sampled explanations are best on non-activating examples but lose most accuracy on low deciles",
+                "Fig. 3c,d (detection)",
+                ours,
+                "confirmed" if best_non_act and steeper else "not confirmed",
+                "point estimates (per-decile 95% CIs are in the decile table)" + (f"; {caveat}" if caveat else ""),
+            )
+        )
     else:
-        out.append(Claim("Top-sampled explanations are best on non-activating examples but lose most on low deciles", "Fig. 3c,d", "–",
-                         "not measurable here", "needs a yes/no scorer's per-example results for 'top' and another strategy"))
+        out.append(
+            Claim(
+                "Top-sampled explanations are best on non-activating examples but lose most on low deciles",
+                "Fig. 3c,d",
+                "–",
+                "not measurable here",
+                "needs a yes/no scorer's per-example results for 'top' and another strategy",
+            )
+        )
 
     # 3. Scorer agreement.
     if sp is not None:
@@ -165,34 +165,71 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance)
 
         fd = rho("fuzzing", "detection")
         if fd is not None and not math.isnan(fd[0]):
-            out.append(Claim("Fuzzing and detection scores agree (the highest correlation among scorers)", "Spearman 0.73 over 600 latents (Table 1)",
-                             f"{_f(fd[0], 2)} {_ci(fd[1], fd[2])}, n={fd[3]}", _ci_verdict(fd[1], fd[2]),
-                             "both judged by the same embedding similarity here, which inflates agreement" if caveat else ""))
+            out.append(
+                Claim(
+                    "Fuzzing and detection scores agree (the highest correlation among scorers)",
+                    "Spearman 0.73 over 600 latents (Table 1)",
+                    f"{_f(fd[0], 2)} {_ci(fd[1], fd[2])}, n={fd[3]}",
+                    _ci_verdict(fd[1], fd[2]),
+                    "both judged by the same embedding similarity here, which inflates agreement" if caveat else "",
+                )
+            )
         if "simulation" in idx and "fuzzing" in idx:
             fs = rho("fuzzing", "simulation")
-            out.append(Claim("Fuzzing correlates with simulation", "0.70 (Table 1)", f"{_f(fs[0], 2)} {_ci(fs[1], fs[2])}, n={fs[3]}",
-                             _ci_verdict(fs[1], fs[2]), caveat))
+            out.append(
+                Claim(
+                    "Fuzzing correlates with simulation",
+                    "0.70 (Table 1)",
+                    f"{_f(fs[0], 2)} {_ci(fs[1], fs[2])}, n={fs[3]}",
+                    _ci_verdict(fs[1], fs[2]),
+                    caveat,
+                )
+            )
         if "embedding" in idx and len(idx) > 2:
             r = np.asarray(sp.rho, dtype=float)
             mean_off = {s: np.nanmean(np.delete(r[i], i)) for s, i in idx.items()}
             lowest = min(mean_off, key=lambda s: mean_off[s])
-            out.append(Claim("Embedding scores agree least with the other scorers", "lowest correlations, e.g. 0.20 with surprisal (Table 1)",
-                             "mean ρ with the others: " + ", ".join(f"{s} {_f(v, 2)}" for s, v in mean_off.items()),
-                             "confirmed" if lowest == "embedding" else "not confirmed", caveat))
+            out.append(
+                Claim(
+                    "Embedding scores agree least with the other scorers",
+                    "lowest correlations, e.g. 0.20 with surprisal (Table 1)",
+                    "mean ρ with the others: " + ", ".join(f"{s} {_f(v, 2)}" for s, v in mean_off.items()),
+                    "confirmed" if lowest == "embedding" else "not confirmed",
+                    caveat,
+                )
+            )
         if "intervention" in idx and "fuzzing" in idx:
             fi = rho("intervention", "fuzzing")
             verdict = _ci_verdict(-fi[2], -fi[1]) if not math.isnan(fi[0]) else "inconclusive"
-            out.append(Claim("Intervention scores are negatively correlated with fuzzing (they find output features context methods miss)",
-                             "r = −0.37 (Fig. 4 right)", f"Spearman {_f(fi[0], 2)} {_ci(fi[1], fi[2])}, n={fi[3]}", verdict, caveat))
+            out.append(
+                Claim(
+                    "Intervention scores are negatively correlated with fuzzing (they find output features context methods miss)",
+                    "r = −0.37 (Fig. 4 right)",
+                    f"Spearman {_f(fi[0], 2)} {_ci(fi[1], fi[2])}, n={fi[3]}",
+                    verdict,
+                    caveat,
+                )
+            )
     else:
-        out.append(Claim("Scorers agree (fuzzing–detection 0.73, embedding lowest)", "Table 1", "–", "not measurable here",
-                         "fewer latents scored by two scorers than the Spearman matrix needs"))
+        out.append(
+            Claim(
+                "Scorers agree (fuzzing–detection 0.73, embedding lowest)",
+                "Table 1",
+                "–",
+                "not measurable here",
+                "fewer latents scored by two scorers than the Spearman matrix needs",
+            )
+        )
 
     # 4/5. Latents vs neurons vs top-k neurons vs random latents.
     if units is not None and units.contrasts:
         scorers = _main_scorers({c.scorer for c in units.contrasts})
         for ref, claim, paper in (
-            ("neurons", "SAE latents are more interpretable than MLP neurons", "much more interpretable (abstract; Fig. 5)"),
+            (
+                "neurons",
+                "SAE latents are more interpretable than MLP neurons",
+                "much more interpretable (abstract; Fig. 5)",
+            ),
             ("top-k neurons", "… even than top-k sparsified neurons", "still more interpretable (abstract)"),
             ("random latents", "Trained SAE latents score higher than random latents", "Fig. 4 left"),
         ):
@@ -201,11 +238,18 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance)
                 out.append(Claim(claim, paper, "–", "not measurable here", f"no scored {ref} in this workspace"))
                 continue
             ours = "; ".join(f"{c.scorer} latents−{ref} {_f(c.mean_difference)} {_ci(c.ci_low, c.ci_high)}" for c in cs)
-            note = f"'{units.strategy}' explanations only; " + caveat
+            note = "; ".join(x for x in (f"'{units.strategy}' explanations only", caveat) if x)
             out.append(Claim(claim, paper, ours, _combine([_ci_verdict(c.ci_low, c.ci_high) for c in cs]), note))
     else:
-        out.append(Claim("SAE latents are more interpretable than neurons (even top-k)", "abstract; Fig. 5", "–", "not measurable here",
-                         "needs scored latents and scored neurons"))
+        out.append(
+            Claim(
+                "SAE latents are more interpretable than neurons (even top-k)",
+                "abstract; Fig. 5",
+                "–",
+                "not measurable here",
+                "needs scored latents and scored neurons",
+            )
+        )
     if dist is not None:
         parts, verdicts = [], []
         for scorer in _main_scorers({g.scorer for g in dist.groups}):
@@ -214,18 +258,41 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance)
             if base is None or not real:
                 continue
             for g in real:
-                parts.append(f"{scorer} {g.group} {_f(g.mean)} {_ci(g.ci_low, g.ci_high)} vs random explanation {_f(base.mean)} {_ci(base.ci_low, base.ci_high)}")
-                verdicts.append("confirmed" if g.ci_low > base.ci_high else "not confirmed" if g.ci_high < base.ci_low else "inconclusive")
-        out.append(Claim("Explanations score higher than random explanations (another latent's)", "Fig. 4 left; Fig. 3 baseline",
-                         "; ".join(parts) or "–", _combine(verdicts) if verdicts else "not measurable here",
-                         "CIs of the two means must not overlap" + (f"; {caveat}" if caveat else "")))
+                parts.append(
+                    f"{scorer} {g.group} {_f(g.mean)} {_ci(g.ci_low, g.ci_high)} vs random explanation {_f(base.mean)} {_ci(base.ci_low, base.ci_high)}"
+                )
+                verdicts.append(
+                    "confirmed"
+                    if g.ci_low > base.ci_high
+                    else "not confirmed"
+                    if g.ci_high < base.ci_low
+                    else "inconclusive"
+                )
+        out.append(
+            Claim(
+                "Explanations score higher than random explanations (another latent's)",
+                "Fig. 4 left; Fig. 3 baseline",
+                "; ".join(parts) or "–",
+                _combine(verdicts) if verdicts else "not measurable here",
+                "CIs of the two means must not overlap" + (f"; {caveat}" if caveat else ""),
+            )
+        )
 
     # 6. Layer overlap: adjacent residual SAEs overlap more than MLP dictionaries.
-    for similarity, paper in (("explanation", "higher semantic overlap for adjacent residual-stream SAEs than MLP SAEs (Sec. 4, Hungarian + Frobenius)"),
-                              ("decoder", "(the paper compares explanations; decoder directions are our addition)")):
+    for similarity, paper in (
+        (
+            "explanation",
+            "higher semantic overlap for adjacent residual-stream SAEs than MLP SAEs (Sec. 4, Hungarian + Frobenius)",
+        ),
+        ("decoder", "(the paper compares explanations; decoder directions are our addition)"),
+    ):
         adj = {}
         for kind in ("resid", "attn", "transcoder", "mlp"):
-            vals = [r.mean_similarity for r in overlaps if r.similarity == similarity and r.kind == kind and abs(r.layer_b - r.layer_a) == 1]
+            vals = [
+                r.mean_similarity
+                for r in overlaps
+                if r.similarity == similarity and r.kind == kind and abs(r.layer_b - r.layer_a) == 1
+            ]
             if vals:
                 adj[kind] = float(np.mean(vals))
         mlp_kind = "mlp" if "mlp" in adj else "transcoder"
@@ -234,14 +301,35 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: Provenance)
             note = "the default has MLP transcoders, not MLP-output SAEs" if mlp_kind == "transcoder" else ""
             if similarity == "explanation" and caveat:
                 note = (note + "; explanations are token statistics, so this measures shared top tokens").strip("; ")
-            out.append(Claim(f"Adjacent residual-stream dictionaries overlap more than MLP ones ({similarity} similarity)", paper,
-                             f"mean adjacent-layer overlap: {ours}", "confirmed" if adj["resid"] > adj[mlp_kind] else "not confirmed", note))
+            out.append(
+                Claim(
+                    f"Adjacent residual-stream dictionaries overlap more than MLP ones ({similarity} similarity)",
+                    paper,
+                    f"mean adjacent-layer overlap: {ours}",
+                    "confirmed" if adj["resid"] > adj[mlp_kind] else "not confirmed",
+                    note,
+                )
+            )
         else:
-            out.append(Claim(f"Adjacent residual-stream dictionaries overlap more than MLP ones ({similarity} similarity)", paper, "–",
-                             "not measurable here", "overlap not computed for residual and MLP dictionaries"))
+            out.append(
+                Claim(
+                    f"Adjacent residual-stream dictionaries overlap more than MLP ones ({similarity} similarity)",
+                    paper,
+                    "–",
+                    "not measurable here",
+                    "overlap not computed for residual and MLP dictionaries",
+                )
+            )
 
-    out.append(Claim("Larger explainer models give better explanations (Llama 70b ≈ Claude Sonnet 3.5)", "Sec. 4", "–", "not measurable here",
-                     "no LLM explainer is available offline; with an API key, `python -m core explain --explainer MODEL` makes it measurable"))
+    out.append(
+        Claim(
+            "Larger explainer models give better explanations (Llama 70b ≈ Claude Sonnet 3.5)",
+            "Sec. 4",
+            "–",
+            "not measurable here",
+            "no LLM explainer is available offline; with an API key, `python -m core explain --explainer MODEL` makes it measurable",
+        )
+    )
     return out
 
 
@@ -261,10 +349,14 @@ def _write_figures(figs: list[tuple[str, object]], out: Path, images: str) -> tu
             return {name: f"{name}.png" for name, _ in figs}, "png"
         except Exception as exc:  # kaleido missing or no Chrome/Chromium: fall back to HTML
             if images == "png":
-                raise RuntimeError(f"PNG export failed ({exc}); kaleido needs a Chrome/Chromium (`apt-get install chromium`), or use --images html") from exc
+                raise RuntimeError(
+                    f"PNG export failed ({exc}); kaleido needs a Chrome/Chromium (`apt-get install chromium`), or use --images html"
+                ) from exc
             log.warning("PNG export failed (%s); writing HTML figures", exc)
     for name, fig in figs:
-        fig.write_html(out / f"{name}.html", include_plotlyjs="directory", full_html=True)  # plotly.min.js once, offline
+        fig.write_html(
+            out / f"{name}.html", include_plotlyjs="directory", full_html=True
+        )  # plotly.min.js once, offline
         paths[name] = f"{name}.html"
     return paths, "html"
 
@@ -277,8 +369,13 @@ def _link(paths: dict[str, str], name: str, alt: str) -> str:
 
 
 def write_report(
-    workspace: Path, out: Path, model_name: str = "default", progress: Callable[[int, int, str], None] | None = None,
-    images: str = "auto", root: Path | None = None, overlap: bool = True,
+    workspace: Path,
+    out: Path,
+    model_name: str = "default",
+    progress: Callable[[int, int, str], None] | None = None,
+    images: str = "auto",
+    root: Path | None = None,
+    overlap: bool = True,
 ) -> Path:
     """Compute and store every analysis (and overlap unless `overlap` is False), then write `out/report.md` with figures; returns its path."""
     from core import figures
@@ -304,7 +401,7 @@ def write_report(
     stored = an.load_results(workspace)
     results = {k: v.result for k, v in stored.items()}
     overlaps = store.read_overlaps(workspace)
-    prov = provenance(workspace)
+    prov = an.provenance(workspace)
     say(3, steps, "figures")
 
     figs: list[tuple[str, object]] = []
@@ -321,57 +418,140 @@ def write_report(
         for kind in ("resid", "attn", "transcoder", "mlp"):
             layers, mat = ov.layer_matrix(overlaps, kind, similarity)
             if len(layers) > 1:
-                figs.append((f"overlap_{similarity}_{kind}", figures.overlap_heatmap(layers, mat, f"{kind}: {similarity} overlap (mean matched cosine)")))
+                figs.append(
+                    (
+                        f"overlap_{similarity}_{kind}",
+                        figures.overlap_heatmap(layers, mat, f"{kind}: {similarity} overlap (mean matched cosine)"),
+                    )
+                )
     paths, mode = _write_figures(figs, out, images)
     say(4, steps, "markdown")
 
-    md = [f"# Analysis report: `{workspace}`", "",
-          f"Model **{prov.model}**; {prov.n_scores} ok scores of real explanations over {prov.n_latents} latents.", ""]
-    md.append("Explainers: " + (", ".join(f"`{e}`" + (" (baseline)" if b else "") for e, b in prov.explainers.items()) or "none") + ".  ")
-    md.append("Scorers: " + (", ".join(f"{s} by " + "/".join(f"`{m}`" for m in ms) for s, ms in prov.scorer_models.items()) or "none") + ".")
+    md = [
+        f"# Analysis report: `{workspace}`",
+        "",
+        f"Model **{prov.model}**; {prov.n_scores} ok scores of real explanations over {prov.n_latents} latents.",
+        "",
+    ]
+    md.append(
+        "Explainers: "
+        + (", ".join(f"`{e}`" + (" (baseline)" if b else "") for e, b in prov.explainers.items()) or "none")
+        + ".  "
+    )
+    md.append(
+        "Scorers: "
+        + (", ".join(f"{s} by " + "/".join(f"`{m}`" for m in ms) for s, ms in prov.scorer_models.items()) or "none")
+        + "."
+    )
     if prov.offline_baselines:
-        md += ["", "> No LLM took part: explanations come from a token-statistics baseline explainer and every scorer is an "
-               "embedding-similarity judge. The numbers test the pipeline and its statistics; they are not the seed paper's LLM measurements."]
-    md += ["", f"Reproduce: `python -m core report --workspace {workspace} --out {out}` (fixed bootstrap seed {an.SEED}, "
-           f"{an.BOOTSTRAP} resamples; 95% intervals).", ""]
+        md += [
+            "",
+            "> No LLM took part: explanations come from a token-statistics baseline explainer and every scorer is an "
+            "embedding-similarity judge. The numbers test the pipeline and its statistics; they are not the seed paper's LLM measurements.",
+        ]
+    md += [
+        "",
+        f"Reproduce: `python -m core report --workspace {workspace} --out {out}` (fixed bootstrap seed {an.SEED}, "
+        f"{an.BOOTSTRAP} resamples; 95% intervals).",
+        "",
+    ]
     if notes:
         md += ["## Not computed", ""] + [f"- {n}" for n in notes] + [""]
 
-    md += ["## The seed paper's claims on this workspace", "",
-           "Verdicts follow fixed rules: a difference is confirmed when its 95% CI excludes 0 in the paper's direction, "
-           "not confirmed when it excludes 0 the other way, inconclusive otherwise."
-           + (" Every row here is measured with offline baselines (a token-statistics explainer, MiniLM-similarity judges), "
-              "so a verdict says whether the pipeline reproduces the pattern with those, not whether the paper's LLM result holds." if prov.offline_baselines else ""),
-           ""]
-    md.append(_table(["claim", "paper", "ours", "verdict", "note"], [[c.claim, c.paper, c.ours, f"**{c.verdict}**", c.note] for c in claims(results, overlaps, prov)]))
+    md += [
+        "## The seed paper's claims on this workspace",
+        "",
+        "Verdicts follow fixed rules: a difference is confirmed when its 95% CI excludes 0 in the paper's direction, "
+        "not confirmed when it excludes 0 the other way, inconclusive otherwise."
+        + (
+            " Every row here is measured with offline baselines (a token-statistics explainer, MiniLM-similarity judges), "
+            "so a verdict says whether the pipeline reproduces the pattern with those, not whether the paper's LLM result holds."
+            if prov.offline_baselines
+            else ""
+        ),
+        "",
+    ]
+    md.append(
+        _table(
+            ["claim", "paper", "ours", "verdict", "note"],
+            [[c.claim, c.paper, c.ours, f"**{c.verdict}**", c.note] for c in claims(results, overlaps, prov)],
+        )
+    )
     md.append("")
 
     if "distributions" in results:
         d = results["distributions"]
-        md += [f"## Score distributions by sampling strategy ({d.units}, {d.n_latents} latents)", "", _link(paths, "distributions", "distributions"), ""]
-        md.append(_table(["scorer", "group", "n", "mean [95% CI]", "median", "q25–q75"],
-                         [[g.scorer, figures.group_label(g.group), str(g.n), f"{_f(g.mean)} {_ci(g.ci_low, g.ci_high)}", _f(g.median),
-                           f"{_f(g.q25)}–{_f(g.q75)}"] for g in d.groups]))
+        md += [
+            f"## Score distributions by sampling strategy ({d.units}, {d.n_latents} latents)",
+            "",
+            _link(paths, "distributions", "distributions"),
+            "",
+        ]
+        md.append(
+            _table(
+                ["scorer", "group", "n", "mean [95% CI]", "median", "q25–q75"],
+                [
+                    [
+                        g.scorer,
+                        figures.group_label(g.group),
+                        str(g.n),
+                        f"{_f(g.mean)} {_ci(g.ci_low, g.ci_high)}",
+                        _f(g.median),
+                        f"{_f(g.q25)}–{_f(g.q75)}",
+                    ]
+                    for g in d.groups
+                ],
+            )
+        )
         if d.contrasts:
             md += ["", "Paired over latents explained with both strategies (same explainer):", ""]
-            md.append(_table(["scorer", "contrast", "n", "mean difference [95% CI]", "Wilcoxon p"],
-                             [[c.scorer, f"{c.group} − {c.reference}", str(c.n), f"{_f(c.mean_difference)} {_ci(c.ci_low, c.ci_high)}", _f(c.wilcoxon_p, 4)]
-                              for c in d.contrasts]))
+            md.append(
+                _table(
+                    ["scorer", "contrast", "n", "mean difference [95% CI]", "Wilcoxon p"],
+                    [
+                        [
+                            c.scorer,
+                            f"{c.group} − {c.reference}",
+                            str(c.n),
+                            f"{_f(c.mean_difference)} {_ci(c.ci_low, c.ci_high)}",
+                            _f(c.wilcoxon_p, 4),
+                        ]
+                        for c in d.contrasts
+                    ],
+                )
+            )
         md.append("")
     if "deciles" in results:
         d = results["deciles"]
-        md += [f"## Accuracy per activation decile ({d.units}, {d.n_latents} latents)", "",
-               "Decile 0 = non-activating examples (specificity); 1..10 = activation deciles (recall), 10 the highest.", ""]
+        md += [
+            f"## Accuracy per activation decile ({d.units}, {d.n_latents} latents)",
+            "",
+            "Decile 0 = non-activating examples (specificity); 1..10 = activation deciles (recall), 10 the highest.",
+            "",
+        ]
         for scorer in dict.fromkeys(c.scorer for c in d.curves):
             md += [f"### {scorer}", "", _link(paths, f"deciles_{scorer.split(' ')[0]}", f"{scorer} deciles"), ""]
-            md.append(_table(["group"] + figures.DECILE_LABELS,
-                             [[figures.group_label(c.group)] + [_f(a, 2) for a in c.accuracy] for c in d.curves if c.scorer == scorer]))
+            md.append(
+                _table(
+                    ["group"] + figures.DECILE_LABELS,
+                    [
+                        [figures.group_label(c.group)] + [_f(a, 2) for a in c.accuracy]
+                        for c in d.curves
+                        if c.scorer == scorer
+                    ],
+                )
+            )
             md.append("")
         if d.skipped_scorers:
             md += [f"Not shown (continuous predictions, no yes/no accuracy): {', '.join(d.skipped_scorers)}.", ""]
     if "spearman" in results:
         m = results["spearman"]
-        md += [f"## Scorer agreement (Spearman, {m.ci_method} 95% CI, {m.n_latents} latents)", "", _link(paths, "spearman", "Spearman matrix"), ""]
+        md += [
+            f"## Scorer agreement (Spearman, {m.ci_method} 95% CI, {m.n_latents} latents)",
+            "",
+            _link(paths, "spearman", "Spearman matrix"),
+            "",
+        ]
         rows = []
         for i, a in enumerate(m.scorers):
             for j in range(i + 1, len(m.scorers)):
@@ -380,22 +560,60 @@ def write_report(
     if "units" in results:
         u = results["units"]
         md += ["## Latents vs neurons vs top-k neurons vs random latents", "", _link(paths, "units", "units"), ""]
-        md.append(_table(["scorer", "units", "n", "mean [95% CI]", "median"],
-                         [[g.scorer, g.group, str(g.n), f"{_f(g.mean)} {_ci(g.ci_low, g.ci_high)}", _f(g.median)] for g in u.groups]))
-        md += ["", _table(["scorer", "difference", "mean [95% CI]", "Mann-Whitney p"],
-                          [[c.scorer, f"latents − {c.reference}", f"{_f(c.mean_difference)} {_ci(c.ci_low, c.ci_high)}", _f(c.wilcoxon_p, 4)]
-                           for c in u.contrasts]), ""]
+        md.append(
+            _table(
+                ["scorer", "units", "n", "mean [95% CI]", "median"],
+                [
+                    [g.scorer, g.group, str(g.n), f"{_f(g.mean)} {_ci(g.ci_low, g.ci_high)}", _f(g.median)]
+                    for g in u.groups
+                ],
+            )
+        )
+        md += [
+            "",
+            _table(
+                ["scorer", "difference", "mean [95% CI]", "Mann-Whitney p"],
+                [
+                    [
+                        c.scorer,
+                        f"latents − {c.reference}",
+                        f"{_f(c.mean_difference)} {_ci(c.ci_low, c.ci_high)}",
+                        _f(c.wilcoxon_p, 4),
+                    ]
+                    for c in u.contrasts
+                ],
+            ),
+            "",
+        ]
     if overlaps:
-        md += ["## Layer overlap (Hungarian matching)", "",
-               "Mean matched cosine; the Frobenius form ⟨A, PB⟩_F / (‖A‖_F‖B‖_F) is in the table (equal to it for unit rows and equal widths).", ""]
+        md += [
+            "## Layer overlap (Hungarian matching)",
+            "",
+            "Mean matched cosine; the Frobenius form ⟨A, PB⟩_F / (‖A‖_F‖B‖_F) is in the table (equal to it for unit rows and equal widths).",
+            "",
+        ]
         for similarity in ("decoder", "explanation"):
             for kind in ("resid", "attn", "transcoder", "mlp"):
                 name = f"overlap_{similarity}_{kind}"
                 if name in paths:
                     md += [f"### {kind}, {similarity} similarity", "", _link(paths, name, name), ""]
-        md.append(_table(["similarity", "dictionary A", "dictionary B", "pairs", "mean", "frobenius", "method"],
-                         [[r.similarity, r.dict_a, r.dict_b, str(r.n_matched), _f(r.mean_similarity), _f(r.frobenius), r.method]
-                          for r in overlaps]))
+        md.append(
+            _table(
+                ["similarity", "dictionary A", "dictionary B", "pairs", "mean", "frobenius", "method"],
+                [
+                    [
+                        r.similarity,
+                        r.dict_a,
+                        r.dict_b,
+                        str(r.n_matched),
+                        _f(r.mean_similarity),
+                        _f(r.frobenius),
+                        r.method,
+                    ]
+                    for r in overlaps
+                ],
+            )
+        )
         md.append("")
     md.append(f"Figures: {mode.upper()}.")
     path = out / "report.md"

@@ -1790,16 +1790,16 @@ def write_analysis(workspace: Path, rec: AnalysisRecord) -> None:
         )
 
 
+def _equal_filters(**columns) -> tuple[str, list]:
+    """(" AND col = ?" clauses, their arguments) for the columns given a value (None: no filter)."""
+    chosen = {c: v for c, v in columns.items() if v is not None}
+    return "".join(f" AND {c} = ?" for c in chosen), list(chosen.values())
+
+
 def read_analyses(workspace: Path, name: str | None = None, units: str | None = None) -> list[AnalysisRecord]:
     """Stored analysis results, optionally of one name and unit group."""
-    sql = "SELECT name, units, params, result, n_latents, inputs, created_at FROM analysis_results WHERE true"
-    args: list = []
-    if name is not None:
-        sql += " AND name = ?"
-        args.append(name)
-    if units is not None:
-        sql += " AND units = ?"
-        args.append(units)
+    where, args = _equal_filters(name=name, units=units)
+    sql = "SELECT name, units, params, result, n_latents, inputs, created_at FROM analysis_results WHERE true" + where
     with session(workspace) as con:
         rows = con.execute(sql + " ORDER BY name, units", args).fetchall()
     return [AnalysisRecord(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
@@ -1860,14 +1860,8 @@ def write_overlap(workspace: Path, rec: OverlapRecord, latent_a: np.ndarray, lat
 
 def read_overlaps(workspace: Path, similarity: str | None = None, kind: str | None = None) -> list[OverlapRecord]:
     """Stored overlap results (no pairs), by kind and layers."""
-    sql = f"SELECT {_OVERLAP_COLS} FROM overlap_results WHERE true"
-    args: list = []
-    if similarity is not None:
-        sql += " AND similarity = ?"
-        args.append(similarity)
-    if kind is not None:
-        sql += " AND kind = ?"
-        args.append(kind)
+    where, args = _equal_filters(similarity=similarity, kind=kind)
+    sql = f"SELECT {_OVERLAP_COLS} FROM overlap_results WHERE true" + where
     with session(workspace) as con:
         rows = con.execute(sql + " ORDER BY similarity, kind, layer_a, layer_b", args).fetchall()
     return [OverlapRecord(*r[:14], json.loads(r[14]), r[15]) for r in rows]

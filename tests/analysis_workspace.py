@@ -13,8 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-DICTS = ("resid:blocks.0.hook_resid_pre", "resid:blocks.1.hook_resid_pre", "transcoder:blocks.0.ln2.hook_normalized",
-         "transcoder:blocks.1.ln2.hook_normalized")
+DICTS = (
+    "resid:blocks.0.hook_resid_pre",
+    "resid:blocks.1.hook_resid_pre",
+    "transcoder:blocks.0.ln2.hook_normalized",
+    "transcoder:blocks.1.ln2.hook_normalized",
+)
 NEURONS = ("neurons:blocks.0.mlp.hook_post", "neurons_topk32:blocks.0.mlp.hook_post")
 EMBED_DIM = 16
 
@@ -26,8 +30,19 @@ def fake_dictionaries(seed: int = 0, d_sae: int = 48, d: int = 8) -> dict:
     out = {}
     for did in DICTS:
         kind, layer = did.split(":")[0], int(did.split("blocks.")[1].split(".")[0])
-        w = base[rng.permutation(d_sae)] + (0.2 + 0.6 * (kind == "transcoder")) * rng.standard_normal((d_sae, d)) * layer
-        out[did] = types.SimpleNamespace(id=did, kind=kind, layer=layer, d_in=d, d_out=d, d_sae=d_sae, W_dec=w / np.linalg.norm(w, axis=1, keepdims=True))
+        w = (
+            base[rng.permutation(d_sae)]
+            + (0.2 + 0.6 * (kind == "transcoder")) * rng.standard_normal((d_sae, d)) * layer
+        )
+        out[did] = types.SimpleNamespace(
+            id=did,
+            kind=kind,
+            layer=layer,
+            d_in=d,
+            d_out=d,
+            d_sae=d_sae,
+            W_dec=w / np.linalg.norm(w, axis=1, keepdims=True),
+        )
     return out
 
 
@@ -43,8 +58,20 @@ def build(path: Path, n_latents: int = 12, seed: int = 0, overlaps: bool = True,
 
     def add(dictionary, latent, strategy, value, baseline=None, text=None):
         eid = f"e:{dictionary}:{latent}:{strategy}:{baseline}"
-        expls.append(ExplanationRecord(eid, dictionary, latent, "baseline:token-stats", True, baseline, strategy,
-                                       text or f"tokens <b>{latent % 5}</b> & co ({strategy})", "v1", {}))
+        expls.append(
+            ExplanationRecord(
+                eid,
+                dictionary,
+                latent,
+                "baseline:token-stats",
+                True,
+                baseline,
+                strategy,
+                text or f"tokens <b>{latent % 5}</b> & co ({strategy})",
+                "v1",
+                {},
+            )
+        )
         det = float(np.clip(value + rng.normal(0, 0.05), 0, 1))
         for scorer, v in (("detection", det), ("fuzzing", det**2), ("embedding", float(rng.uniform()))):
             sid = f"s:{eid}:{scorer}"
@@ -53,11 +80,22 @@ def build(path: Path, n_latents: int = 12, seed: int = 0, overlaps: bool = True,
                 for d in range(11):
                     right = strategy != "top" or d == 0 or d >= 6
                     truth = 0.0 if d == 0 else 1.0
-                    exs += [ScoreExampleRecord(2 * d + i, d, "activating" if d else "random-negative", truth if right else 1 - truth, truth)
-                            for i in range(2)]
+                    exs += [
+                        ScoreExampleRecord(
+                            2 * d + i, d, "activating" if d else "random-negative", truth if right else 1 - truth, truth
+                        )
+                        for i in range(2)
+                    ]
             elif examples and scorer == "embedding" and baseline is None:
-                exs = [ScoreExampleRecord(d, d, "activating" if d else "random-negative", float(rng.uniform()), float(d > 0)) for d in range(11)]
-            scores.append((ScoreRecord(sid, eid, scorer, "judge:minilm-similarity", v, "v1", {}, n_examples=len(exs)), exs))
+                exs = [
+                    ScoreExampleRecord(
+                        d, d, "activating" if d else "random-negative", float(rng.uniform()), float(d > 0)
+                    )
+                    for d in range(11)
+                ]
+            scores.append(
+                (ScoreRecord(sid, eid, scorer, "judge:minilm-similarity", v, "v1", {}, n_examples=len(exs)), exs)
+            )
 
     for lat in range(n_latents):
         for did in DICTS:
@@ -71,7 +109,12 @@ def build(path: Path, n_latents: int = 12, seed: int = 0, overlaps: bool = True,
     store.write_scores(path, scores)
     real = [e for e in expls if e.baseline is None]
     vecs = rng.standard_normal((len(real), EMBED_DIM)).astype(np.float32)
-    store.write_explanation_embeddings(path, overlap.EMBEDDING_MODEL, [e.explanation_id for e in real], vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    store.write_explanation_embeddings(
+        path,
+        overlap.EMBEDDING_MODEL,
+        [e.explanation_id for e in real],
+        vecs / np.linalg.norm(vecs, axis=1, keepdims=True),
+    )
     if overlaps:
         overlap.overlap_workspace(path, fake_dictionaries(seed), kinds=("resid", "transcoder"))
     return path

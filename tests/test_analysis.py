@@ -12,11 +12,20 @@ from core import analysis as an
 
 
 def _scores(rows: list[dict]) -> pd.DataFrame:
-    base = {"explainer": "baseline:token-stats", "is_baseline": False, "baseline": None, "strategy": "top",
-            "scorer_model": "judge:x", "status": "ok"}
+    base = {
+        "explainer": "baseline:token-stats",
+        "is_baseline": False,
+        "baseline": None,
+        "strategy": "top",
+        "scorer_model": "judge:x",
+        "status": "ok",
+    }
     out = pd.DataFrame([{**base, **r} for r in rows])
     if "explanation_id" not in out:
-        out["explanation_id"] = [f"{d}/{lat}/{s}/{b}" for d, lat, s, b in zip(out["dictionary"], out["latent"], out["strategy"], out["baseline"], strict=True)]
+        out["explanation_id"] = [
+            f"{d}/{lat}/{s}/{b}"
+            for d, lat, s, b in zip(out["dictionary"], out["latent"], out["strategy"], out["baseline"], strict=True)
+        ]
     return out
 
 
@@ -56,10 +65,28 @@ def test_spearman_matrix_pairs_scorers_on_common_explanations():
         rows.append({"dictionary": "resid:blocks.0.hook_resid_pre", "latent": lat, "scorer": "detection", "value": v})
         rows.append({"dictionary": "resid:blocks.0.hook_resid_pre", "latent": lat, "scorer": "fuzzing", "value": v**3})
         if lat < 30:
-            rows.append({"dictionary": "resid:blocks.0.hook_resid_pre", "latent": lat, "scorer": "embedding", "value": -v})
+            rows.append(
+                {"dictionary": "resid:blocks.0.hook_resid_pre", "latent": lat, "scorer": "embedding", "value": -v}
+            )
         # A baseline and a neuron row that must not enter the matrix.
-        rows.append({"dictionary": "resid:blocks.0.hook_resid_pre", "latent": lat, "scorer": "detection", "value": 0.5, "baseline": "random-explanation", "is_baseline": True})
-        rows.append({"dictionary": "neurons:blocks.0.mlp.hook_post", "latent": lat, "scorer": "detection", "value": rng.uniform()})
+        rows.append(
+            {
+                "dictionary": "resid:blocks.0.hook_resid_pre",
+                "latent": lat,
+                "scorer": "detection",
+                "value": 0.5,
+                "baseline": "random-explanation",
+                "is_baseline": True,
+            }
+        )
+        rows.append(
+            {
+                "dictionary": "neurons:blocks.0.mlp.hook_post",
+                "latent": lat,
+                "scorer": "detection",
+                "value": rng.uniform(),
+            }
+        )
     m = an.spearman_matrix(_scores(rows))
     assert m.scorers == ["detection", "embedding", "fuzzing"]
     rho, n = np.array(m.rho), np.array(m.n)
@@ -75,12 +102,44 @@ def test_score_distributions_summaries_and_paired_contrasts():
     rows = []
     for lat in range(10):
         for strategy, v in (("top", 0.6), ("random", 0.7), ("quantile", 0.6 + 0.01 * lat)):
-            rows.append({"dictionary": "attn:blocks.1.hook_attn_out", "latent": lat, "strategy": strategy, "scorer": "detection", "value": v})
-        rows.append({"dictionary": "attn:blocks.1.hook_attn_out", "latent": lat, "scorer": "detection", "value": 0.5,
-                     "baseline": "random-explanation", "is_baseline": True})
-        rows.append({"dictionary": "attn:blocks.1.hook_attn_out", "latent": 5000 + lat, "scorer": "detection", "value": 0.4,
-                     "baseline": "random-latent", "is_baseline": True})
-    rows.append({"dictionary": "attn:blocks.1.hook_attn_out", "latent": 99, "scorer": "detection", "value": 0.9, "status": "failed"})
+            rows.append(
+                {
+                    "dictionary": "attn:blocks.1.hook_attn_out",
+                    "latent": lat,
+                    "strategy": strategy,
+                    "scorer": "detection",
+                    "value": v,
+                }
+            )
+        rows.append(
+            {
+                "dictionary": "attn:blocks.1.hook_attn_out",
+                "latent": lat,
+                "scorer": "detection",
+                "value": 0.5,
+                "baseline": "random-explanation",
+                "is_baseline": True,
+            }
+        )
+        rows.append(
+            {
+                "dictionary": "attn:blocks.1.hook_attn_out",
+                "latent": 5000 + lat,
+                "scorer": "detection",
+                "value": 0.4,
+                "baseline": "random-latent",
+                "is_baseline": True,
+            }
+        )
+    rows.append(
+        {
+            "dictionary": "attn:blocks.1.hook_attn_out",
+            "latent": 99,
+            "scorer": "detection",
+            "value": 0.9,
+            "status": "failed",
+        }
+    )
     d = an.score_distributions(_scores(rows))
     by = {g.group: g for g in d.groups}
     assert list(by) == ["top", "random", "quantile", "random-explanation", "random-latent"]
@@ -96,7 +155,9 @@ def test_score_distributions_summaries_and_paired_contrasts():
         an.score_distributions(_scores(rows), min_latents=11)
 
 
-def _examples(pattern: dict[int, bool], n_expl: int, strategy: str = "top", scorer: str = "detection", pred_scale: float = 1.0) -> list[dict]:
+def _examples(
+    pattern: dict[int, bool], n_expl: int, strategy: str = "top", scorer: str = "detection", pred_scale: float = 1.0
+) -> list[dict]:
     """Examples of `n_expl` explanations, 2 per decile; predictions correct exactly where pattern[decile]."""
     rows = []
     for e in range(n_expl):
@@ -104,22 +165,41 @@ def _examples(pattern: dict[int, bool], n_expl: int, strategy: str = "top", scor
             truth = 0.0 if d == 0 else 1.0
             for i in range(2):
                 pred = truth if correct else 1.0 - truth
-                rows.append({"dictionary": "resid:blocks.2.hook_resid_pre", "latent": e, "baseline": None, "strategy": strategy,
-                             "scorer": scorer, "scorer_model": "judge:x", "score_id": f"{strategy}{scorer}{e}", "example": 2 * d + i,
-                             "decile": d, "kind": "activating" if d else "random-negative", "prediction": pred * pred_scale, "truth": truth})
+                rows.append(
+                    {
+                        "dictionary": "resid:blocks.2.hook_resid_pre",
+                        "latent": e,
+                        "baseline": None,
+                        "strategy": strategy,
+                        "scorer": scorer,
+                        "scorer_model": "judge:x",
+                        "score_id": f"{strategy}{scorer}{e}",
+                        "example": 2 * d + i,
+                        "decile": d,
+                        "kind": "activating" if d else "random-negative",
+                        "prediction": pred * pred_scale,
+                        "truth": truth,
+                    }
+                )
     return rows
 
 
 def test_decile_curves_recover_known_accuracy_pattern():
     top = {d: d == 0 or d >= 6 for d in range(11)}  # right on non-activating and the top half only
     rnd = dict.fromkeys(range(11), True)
-    rows = _examples(top, 6, "top") + _examples(rnd, 6, "random") + _examples(rnd, 6, "top", scorer="embedding", pred_scale=0.7)
+    rows = (
+        _examples(top, 6, "top")
+        + _examples(rnd, 6, "random")
+        + _examples(rnd, 6, "top", scorer="embedding", pred_scale=0.7)
+    )
     rows.append({**rows[0], "prediction": None, "decile": 3})  # an unusable reply: left out
     dc = an.decile_curves(pd.DataFrame(rows))
     curves = {(c.scorer, c.group): c for c in dc.curves}
     assert curves[("detection", "top")].accuracy == [1.0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
     assert curves[("detection", "random")].accuracy == [1.0] * 11
-    assert curves[("detection", "top")].n_examples == [12] * 11 and curves[("detection", "top")].n_explanations == [6] * 11
+    assert (
+        curves[("detection", "top")].n_examples == [12] * 11 and curves[("detection", "top")].n_explanations == [6] * 11
+    )
     assert dc.skipped_scorers == ["embedding"]  # continuous predictions: no yes/no accuracy
     mixed = _examples({0: True, 1: True}, 1, "top") + _examples({0: True, 1: False}, 1, "top")
     for r in mixed[4:]:
@@ -133,13 +213,33 @@ def test_decile_curves_recover_known_accuracy_pattern():
 def test_unit_comparison_groups_and_differences():
     rows = []
     for lat in range(8):
-        rows.append({"dictionary": "transcoder:blocks.0.ln2.hook_normalized", "latent": lat, "scorer": "fuzzing", "value": 0.8})
+        rows.append(
+            {"dictionary": "transcoder:blocks.0.ln2.hook_normalized", "latent": lat, "scorer": "fuzzing", "value": 0.8}
+        )
         rows.append({"dictionary": "neurons:blocks.0.mlp.hook_post", "latent": lat, "scorer": "fuzzing", "value": 0.6})
-        rows.append({"dictionary": "neurons_topk32:blocks.0.mlp.hook_post", "latent": lat, "scorer": "fuzzing", "value": 0.65})
-        rows.append({"dictionary": "transcoder:blocks.0.ln2.hook_normalized", "latent": 900 + lat, "scorer": "fuzzing", "value": 0.5,
-                     "baseline": "random-latent", "is_baseline": True})
-        rows.append({"dictionary": "transcoder:blocks.0.ln2.hook_normalized", "latent": lat, "scorer": "fuzzing", "value": 0.1,
-                     "baseline": "random-explanation", "is_baseline": True})
+        rows.append(
+            {"dictionary": "neurons_topk32:blocks.0.mlp.hook_post", "latent": lat, "scorer": "fuzzing", "value": 0.65}
+        )
+        rows.append(
+            {
+                "dictionary": "transcoder:blocks.0.ln2.hook_normalized",
+                "latent": 900 + lat,
+                "scorer": "fuzzing",
+                "value": 0.5,
+                "baseline": "random-latent",
+                "is_baseline": True,
+            }
+        )
+        rows.append(
+            {
+                "dictionary": "transcoder:blocks.0.ln2.hook_normalized",
+                "latent": lat,
+                "scorer": "fuzzing",
+                "value": 0.1,
+                "baseline": "random-explanation",
+                "is_baseline": True,
+            }
+        )
     u = an.unit_comparison(_scores(rows))
     means = {g.group: g.mean for g in u.groups}
     assert means == pytest.approx({"latents": 0.8, "neurons": 0.6, "top-k neurons": 0.65, "random latents": 0.5})
@@ -155,8 +255,16 @@ def test_unit_comparison_groups_and_differences():
 def test_results_serialise_to_plain_json():
     import json
 
-    rows = [{"dictionary": "resid:blocks.0.hook_resid_pre", "latent": i, "scorer": s, "value": float(i % 7) + (s == "fuzzing")}
-            for i in range(12) for s in ("detection", "fuzzing")]
+    rows = [
+        {
+            "dictionary": "resid:blocks.0.hook_resid_pre",
+            "latent": i,
+            "scorer": s,
+            "value": float(i % 7) + (s == "fuzzing"),
+        }
+        for i in range(12)
+        for s in ("detection", "fuzzing")
+    ]
     m = an.spearman_matrix(_scores(rows))
     data = json.loads(json.dumps(an.to_json(m)))
     assert data["rho"][0][1] == pytest.approx(1.0) and data["n"][0][1] == 12

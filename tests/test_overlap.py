@@ -16,7 +16,12 @@ def _rand_unit(n: int, d: int, seed: int) -> np.ndarray:
 
 def _fake_dict(W: np.ndarray, kind: str = "resid", layer: int = 0, d_in: int | None = None):
     return types.SimpleNamespace(
-        id=f"{kind}:blocks.{layer}.x", kind=kind, layer=layer, d_in=d_in or W.shape[1], d_out=W.shape[1], d_sae=W.shape[0],
+        id=f"{kind}:blocks.{layer}.x",
+        kind=kind,
+        layer=layer,
+        d_in=d_in or W.shape[1],
+        d_out=W.shape[1],
+        d_sae=W.shape[0],
         W_dec=W,
     )
 
@@ -102,9 +107,18 @@ def test_mismatched_dictionaries_are_refused():
 
 def test_embedding_overlap_maps_rows_back_to_latents_and_handles_unequal_counts():
     e = _rand_unit(10, 12, 9)
-    r = ov.embedding_overlap("resid:a", np.arange(100, 110), e, "resid:b", np.arange(200, 206), e[[3, 1, 4, 0, 9, 2]], "resid", 0, 1)
+    r = ov.embedding_overlap(
+        "resid:a", np.arange(100, 110), e, "resid:b", np.arange(200, 206), e[[3, 1, 4, 0, 9, 2]], "resid", 0, 1
+    )
     assert r.n_matched == 6
-    assert sorted(zip(r.latent_a.tolist(), r.latent_b.tolist(), strict=True)) == [(100, 203), (101, 201), (102, 205), (103, 200), (104, 202), (109, 204)]
+    assert sorted(zip(r.latent_a.tolist(), r.latent_b.tolist(), strict=True)) == [
+        (100, 203),
+        (101, 201),
+        (102, 205),
+        (103, 200),
+        (104, 202),
+        (109, 204),
+    ]
     assert r.mean_similarity == pytest.approx(1.0, abs=1e-6)
     assert r.frobenius == pytest.approx(6 / np.sqrt(60), abs=1e-6)  # unmatched rows of A count as zero
     with pytest.raises(ov.OverlapError, match="different embedding models"):

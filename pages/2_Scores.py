@@ -1,0 +1,85 @@
+"""Scores: score distributions by sampling strategy per scorer (baselines overlaid), latents vs neurons, and scorer agreement."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import figures
+from ui.analysis_view import missing, stored_results, workspace_or_stop
+
+st.set_page_config(page_title="Scores · SAE Circuit Explorer", layout="wide")
+st.title("Scores")
+ws = workspace_or_stop()
+results = stored_results(ws)
+
+
+def contrast_table(contrasts, label, p_name: str) -> None:
+    """One row per contrast: scorer, what is compared, the mean difference with its 95% CI and the test's p-value."""
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "scorer": c.scorer,
+                    "contrast": label(c),
+                    "n": c.n,
+                    "mean difference": c.mean_difference,
+                    "95% CI low": c.ci_low,
+                    "95% CI high": c.ci_high,
+                    p_name: c.wilcoxon_p,
+                }
+                for c in contrasts
+            ]
+        ),
+        hide_index=True,
+    )
+
+
+st.subheader("Score distributions by sampling strategy")
+if "distributions" in results:
+    dist = results["distributions"].result
+    st.plotly_chart(figures.distributions_figure(dist), width="stretch")
+    st.caption(
+        "Baselines (grey): a random explanation is another latent's explanation scored on this latent; "
+        "a random latent is a random direction explained and scored like a real one."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "scorer": g.scorer,
+                    "group": figures.group_label(g.group),
+                    "n": g.n,
+                    "mean": g.mean,
+                    "95% CI low": g.ci_low,
+                    "95% CI high": g.ci_high,
+                    "median": g.median,
+                    "q25": g.q25,
+                    "q75": g.q75,
+                }
+                for g in dist.groups
+            ]
+        ),
+        hide_index=True,
+    )
+    if dist.contrasts:
+        st.markdown("**Paired over latents explained both ways** (same explainer)")
+        contrast_table(dist.contrasts, lambda c: f"{c.group} − {c.reference}", "Wilcoxon p")
+else:
+    missing("distributions", "score distributions", ws)
+
+st.subheader("Latents vs neurons vs top-k neurons vs random latents")
+if "units" in results:
+    units = results["units"].result
+    st.plotly_chart(figures.units_figure(units), width="stretch")
+    st.caption(f"'{units.strategy}' explanations of each kind of unit.")
+    contrast_table(units.contrasts, lambda c: f"latents − {c.reference}", "Mann-Whitney p")
+else:
+    missing("units", "latents-vs-neurons comparison", ws)
+
+st.subheader("Scorer agreement")
+if "spearman" in results:
+    m = results["spearman"].result
+    st.plotly_chart(figures.spearman_figure(m), width="stretch")
+else:
+    missing("spearman", "Spearman matrix", ws)

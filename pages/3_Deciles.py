@@ -1,0 +1,39 @@
+"""Deciles: accuracy per activation decile (and on non-activating examples) per sampling strategy and scorer."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import figures
+from ui.analysis_view import missing, stored_results, workspace_or_stop
+
+st.set_page_config(page_title="Deciles · SAE Circuit Explorer", layout="wide")
+st.title("Deciles")
+st.caption(
+    "How well an explanation lets a scorer recognise a latent's examples at each activation decile "
+    "(10 = strongest activations), and reject non-activating examples."
+)
+ws = workspace_or_stop()
+results = stored_results(ws)
+if "deciles" not in results:
+    missing("deciles", "decile curves", ws)
+    st.stop()
+
+deciles = results["deciles"].result
+scorers = list(dict.fromkeys(c.scorer for c in deciles.curves))
+if not scorers:
+    st.info("No yes/no scorer has per-example results here (decile accuracy needs detection or fuzzing).")
+    st.stop()
+scorer = st.selectbox("Scorer", scorers)
+st.plotly_chart(figures.decile_figure(deciles, scorer), width="stretch")
+rows = [c for c in deciles.curves if c.scorer == scorer]
+st.dataframe(
+    pd.DataFrame(
+        [[figures.group_label(c.group)] + c.accuracy for c in rows], columns=["group"] + figures.DECILE_LABELS
+    ),
+    hide_index=True,
+)
+st.caption("Examples per decile: " + "; ".join(f"{figures.group_label(c.group)} {sum(c.n_examples)}" for c in rows))
+if deciles.skipped_scorers:
+    st.caption(f"Not shown (continuous predictions, no yes/no accuracy): {', '.join(deciles.skipped_scorers)}.")

@@ -1,0 +1,113 @@
+"""Overlap: layer x layer Hungarian overlap per dictionary kind, and matched latents of two layers side by side."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import figures, overlap, store
+from core.cli import UserError
+from ui.analysis_view import workspace_or_stop
+from ui.state import CORE_ERRORS, core_errors, workspace_model_name
+
+st.set_page_config(page_title="Overlap · SAE Circuit Explorer", layout="wide")
+st.title("Layer overlap")
+st.caption(
+    "Latents of two dictionaries of one kind, paired one to one by the Hungarian algorithm to maximise total "
+    "cosine similarity (of decoder directions, or of their explanations' MiniLM embeddings)."
+)
+ws = workspace_or_stop()
+
+try:
+    records = store.read_overlaps(ws)
+except UserError as exc:
+    st.warning(str(exc))
+    st.stop()
+
+
+KINDS = ("resid", "attn", "transcoder")
+
+
+def compute_overlap() -> None:
+    with st.status("Matching every pair of layers…", expanded=True) as status:
+        bar = st.progress(0.0)
+        dicts = None
+        try:
+            dicts = overlap.workspace_dictionaries(ws, workspace_model_name(ws), KINDS)
+        except CORE_ERRORS as exc:
+            st.write(f"Decoder overlap skipped: {exc}")
+        run = overlap.overlap_workspace(
+            ws, dicts, kinds=KINDS, progress=lambda d, t, label: bar.progress(d / max(t, 1), text=label)
+        )
+        for note in run.notes:
+            st.write(note)
+        status.update(label=f"{len(run.computed)} pairs matched and stored", state="complete")
+
+
+if not records:
+    st.info(f"No overlap stored for this workspace. Run `python -m core overlap --workspace {ws}` or:")
+    if st.button("Compute overlap now"):
+        with core_errors("Computing overlap"):
+            compute_overlap()
+        st.rerun()
+    st.stop()
+
+similarities = sorted({r.similarity for r in records}, key=overlap.SIMILARITIES.index)
+c1, c2 = st.columns(2)
+similarity = c1.radio(
+    "Similarity",
+    similarities,
+    horizontal=True,
+    format_func=lambda s: {"decoder": "decoder directions", "explanation": "explanations"}[s],
+)
+score = c2.radio(
+    "Score",
+    ["mean_similarity", "frobenius"],
+    horizontal=True,
+    format_func=lambda s: {"mean_similarity": "mean matched cosine", "frobenius": "Frobenius form"}[s],
+)
+chosen = [r for r in records if r.similarity == similarity]
+kinds = [k for k in overlap.OVERLAP_KINDS if any(r.kind == k for r in chosen)]
+cols = st.columns(max(len(kinds), 1))
+for col, kind in zip(cols, kinds, strict=False):
+    layers, mat = overlap.layer_matrix(chosen, kind, similarity, score)
+    col.plotly_chart(figures.overlap_heatmap(layers, mat, f"{kind}"), width="stretch")
+if similarity == "explanation" and chosen:
+    p = chosen[0].params
+    st.caption(
+        f"Explanations by {p.get('explainer')} ({p.get('strategy')} sampling), embedded with {p.get('embedding_model')}; "
+        "only explained latents take part."
+    )
+
+st.subheader("Matched latents")
+k1, k2, k3, k4 = st.columns(4)
+kind = k1.selectbox("Kind", kinds)
+pairs_of_kind = [r for r in chosen if r.kind == kind]
+layer_pairs = [(r.layer_a, r.layer_b) for r in pairs_of_kind]
+la = k2.selectbox("Layer A", sorted({a for a, _ in layer_pairs}))
+lb = k3.selectbox("Layer B", sorted({b for a, b in layer_pairs if a == la}))
+order = k4.radio("Order", ["most similar first", "least similar first"])
+rec = next(r for r in pairs_of_kind if (r.layer_a, r.layer_b) == (la, lb))
+st.caption(
+    f"{rec.dict_a} ~ {rec.dict_b}: {rec.n_matched} pairs, mean cosine {rec.mean_similarity:.3f}, "
+    f"Frobenius {rec.frobenius:.3f} ({rec.method} matching)."
+)
+with core_errors("Loading matched pairs"):
+    pairs_hist = store.read_overlap_pairs(ws, rec.overlap_id)
+    st.plotly_chart(
+        figures.pair_similarity_histogram(pairs_hist["similarity"].to_numpy(), "similarity of matched pairs"),
+        width="stretch",
+    )
+    per_page = 50
+    page = st.number_input("Page", min_value=1, max_value=max(1, -(-rec.n_matched // per_page)), value=1)
+    table = overlap.pairs_with_explanations(ws, rec, per_page, (page - 1) * per_page, order == "most similar first")
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "latent_a": f"latent (L{la})",
+        "explanation_a": f"explanation (L{la})",
+        "latent_b": f"latent (L{lb})",
+        "explanation_b": f"explanation (L{lb})",
+    },
+)

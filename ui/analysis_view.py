@@ -1,0 +1,95 @@
+"""What the Scores, Deciles and Overlap pages share: the stored analyses of the chosen workspace, or a
+message saying which command fills them (never a traceback), and a button that computes them with progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import analysis
+from core.cli import UserError
+from ui.state import current_workspace
+
+
+def workspace_or_stop() -> Path:
+    """The chosen workspace; stops the page with st.info if it does not exist yet."""
+    ws = current_workspace()
+    if not Path(ws).exists():
+        st.info(
+            f"Workspace `{ws}` does not exist yet. Build it on the start page, or with "
+            f"`python -m core cache --workspace {ws} --tokens N`, then explain and score latents."
+        )
+        st.stop()
+    return ws
+
+
+def provenance_caption(prov: analysis.Provenance) -> None:
+    """One line saying which explainers and scorer models made the rows shown (baselines labelled)."""
+    explainers = ", ".join(f"{e} (baseline)" if b else e for e, b in prov.explainers.items())
+    scorers = "; ".join(f"{s}: {', '.join(ms)}" for s, ms in prov.scorer_models.items())
+    st.caption(
+        f"Model {prov.model}. {prov.n_scores} scores of {prov.n_latents} latents. Explainers: {explainers}. Scorers: {scorers}."
+    )
+    if prov.offline_baselines:
+        st.caption(
+            "No LLM made these rows: explanations are token statistics and scorers are MiniLM-similarity judges (offline baselines)."
+        )
+
+
+def _compute(ws: Path) -> None:
+    with st.status("Computing analyses…", expanded=True) as status:
+        bar = st.progress(0.0)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.progress(done / max(total, 1), text=name)
+
+        results = analysis.analyze_workspace(ws, progress=progress)
+        for name, r in results.items():
+            if isinstance(r, analysis.NotEnoughScores):
+                st.write(f"{name}: {r}")
+        status.update(label="Analyses stored", state="complete")
+
+
+def stored_results(ws: Path) -> dict[str, analysis.StoredResult]:
+    """The workspace's stored analyses, after showing provenance; stops the page with st.info when there are no scores.
+
+    Offers to compute (or recompute, when the scores changed) the analyses, stored in the workspace.
+    """
+    try:
+        prov = analysis.provenance(ws)
+        results = analysis.load_results(ws)
+    except UserError as exc:
+        st.warning(str(exc))
+        st.stop()
+    if prov.n_scores == 0:
+        st.info(
+            f"No scored explanations in `{ws}` yet. Run `python -m core explain --workspace {ws} ...` and "
+            f"`python -m core score --workspace {ws} ...` (or use “explain now” on the Latents page)."
+        )
+        st.stop()
+    provenance_caption(prov)
+    stale = [r.name for r in results.values() if r.stale]
+    if not results:
+        st.info(
+            f"The analyses of this workspace have not been computed. Run `python -m core analyze --workspace {ws}` or:"
+        )
+    elif stale:
+        st.warning(f"Scores changed since {', '.join(stale)} were computed.")
+    if not results or stale:
+        if st.button("Compute analyses now", key="compute_analyses"):
+            try:
+                _compute(ws)
+            except UserError as exc:
+                st.error(str(exc))
+                st.stop()
+            st.rerun()
+    return results
+
+
+def missing(name: str, what: str, ws: Path) -> None:
+    """An st.info for an analysis the workspace lacks (too few scored latents, or never computed)."""
+    st.info(
+        f"No {what} stored for this workspace (too few scored latents, or not computed yet: "
+        f"`python -m core analyze --workspace {ws} --what {name}` says how many it needs)."
+    )
