@@ -9,7 +9,8 @@
 2. Scaling: synthetic decoder pairs of GPT-2 small's width (d 768) shaped like adjacent layers (half
    of B's rows are noisy copies of rows of A, half unrelated), at each size; dense and sparse are
    timed, their totals compared, and log-log slopes fitted to extrapolate to 24,576 latents. Dense
-   memory is what scipy needs: a float64 cost matrix of n^2 * 8 bytes (plus the float32 similarity).
+   memory is the float32 similarity plus scipy's float64 cost matrix, 12 n^2 bytes (the process's peak
+   RSS is reported too).
 Wall time and this process's CPU time are both reported (the machine is shared; CPU time is
 inflated less by other jobs), with the load average. The last line is one JSON object.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -95,6 +97,9 @@ def main() -> int:
     for n in args.sizes:
         a, b = synthetic_pair(n, args.d)
         dm, dw, dc = timed(lambda a=a, b=b: overlap.match(a, b, "dense"))
+        peak = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        )  # GB (Linux reports kB); sizes ascend, so this is dense's peak
         sm, sw, sc = timed(lambda a=a, b=b: overlap.match(a, b, "sparse", args.k))
         rows.append(
             {
@@ -104,7 +109,8 @@ def main() -> int:
                 "sparse_wall": round(sw, 2),
                 "sparse_cpu": round(sc, 2),
                 "sparse_minus_dense": float(sm.total - dm.total),
-                "dense_gb": round(n * n * 12 / 1e9, 3),
+                "peak_rss_gb": round(peak, 2),
+                "dense_matrix_gb": round(n * n * 12 / 1e9, 3),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -120,7 +126,11 @@ def main() -> int:
             "estimated_sparse_cpu_seconds_24576": round(st),
             "dense_memory_gb_24576": round(TARGET * TARGET * 12 / 1e9, 1),
             "sparse_memory_gb_24576": round(2 * overlap.BLOCK_ROWS * TARGET * 4 / 1e9, 2),
-            "method_for_24576": "sparse" if st < dt else "dense",
+            "available_memory_gb": round(overlap.available_memory() / 1e9, 1),
+            # what method='auto' picks for 24,576 latents on this machine (dense is faster; sparse needs far less memory)
+            "auto_method_24576_here": "dense"
+            if overlap.DENSE_BYTES_PER_CELL * TARGET * TARGET <= overlap.DENSE_MEMORY_SHARE * overlap.available_memory()
+            else "sparse",
             "load_average_end": os.getloadavg()[0],
         }
     )

@@ -164,7 +164,7 @@ def register(sub) -> None:
         "--method",
         default="auto",
         choices=["auto", "dense", "sparse"],
-        help="dense Hungarian, or sparse certified matching (auto: sparse above 4,096 latents)",
+        help="dense Hungarian, or the certified sparse matching (both exact; auto: dense while its matrices fit in half the free memory)",
     )
     q.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per latent in the sparse method")
     q.add_argument("--explainer", help="explainer whose explanations to compare (default: the most common)")

@@ -7,8 +7,8 @@ pairing of latents that makes them most alike (the seed paper uses the Hungarian
    MiniLM embeddings of the latents' explanations (`[n_explained, 384]`).
 2. Matching: the one-to-one pairing with the largest total similarity (a linear assignment problem).
    - `dense`: `scipy.optimize.linear_sum_assignment` on the whole `[n_a, n_b]` similarity matrix.
-     scipy solves it in float64, so memory is `8 * n_a * n_b` bytes: 34 MB at 2,048 latents, 4.8 GB
-     at GPT-2 small's 24,576; time grows faster than n^2 (see `bench/overlap.py`).
+     scipy solves it in float64, so memory is `12 * n_a * n_b` bytes with the float32 similarity:
+     50 MB at 2,048 latents, 7.2 GB at GPT-2 small's 24,576 (see `bench/overlap.py` for time).
    - `sparse`: a candidate graph of each latent's `k` most similar partners in both directions
      (computed block by block; the full matrix is never held) plus the pairs (i, i), which make a
      full matching always exist; `scipy.sparse.csgraph.min_weight_full_bipartite_matching` then
@@ -36,9 +36,9 @@ from core.cli import UserError
 
 log = logging.getLogger(__name__)
 
-DENSE_MAX_CELLS = (
-    4096 * 4096
-)  # above this, `method='auto'` uses the sparse candidate graph (dense: 134 MB float64 here)
+DENSE_BYTES_PER_CELL = 12  # float32 similarity + the float64 cost matrix scipy solves on
+DENSE_MEMORY_SHARE = 0.5  # `method='auto'` stays dense while its matrices take at most this share of available memory
+FALLBACK_AVAILABLE_BYTES = 4 * 10**9  # assumed available memory where /proc/meminfo cannot be read
 DEFAULT_K = 32  # candidates per latent and direction in the sparse method
 BLOCK_ROWS = 1024  # rows of the similarity matrix computed at once by the sparse method
 OVERLAP_KINDS = ("resid", "attn", "transcoder", "mlp")
@@ -120,11 +120,20 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def match_dense(sim: np.ndarray) -> Matching:
-    """The maximum-total-similarity one-to-one matching of `sim: [n_a, n_b]` (Hungarian / LSA, exact)."""
+    """The maximum-total-similarity one-to-one matching of `sim: [n_a, n_b]` (Hungarian / LSA, exact).
+
+    scipy solves in float64; negating our own float64 copy (rather than `maximize=True`, which copies
+    again) keeps the peak at the similarity matrix plus one float64 matrix.
+    """
     from scipy.optimize import linear_sum_assignment
 
-    rows, cols = linear_sum_assignment(sim, maximize=True)
-    return Matching(rows.astype(np.int64), cols.astype(np.int64), sim[rows, cols].astype(np.float64), "dense")
+    cost = np.array(sim, dtype=np.float64)
+    np.negative(cost, out=cost)
+    rows, cols = linear_sum_assignment(cost)
+    del cost
+    return Matching(
+        rows.astype(np.int64), cols.astype(np.int64), np.asarray(sim)[rows, cols].astype(np.float64), "dense"
+    )
 
 
 def _row_topk(a_unit: np.ndarray, b_unit: np.ndarray, k: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +254,27 @@ def _match_sparse(a: np.ndarray, b: np.ndarray, k: int, block_rows: int, tol: fl
     return Matching(r[order].astype(np.int64), c[order].astype(np.int64), pair_sim[order], "sparse")
 
 
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable of /proc/meminfo; a fixed guess elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return FALLBACK_AVAILABLE_BYTES
+
+
 def match(a: np.ndarray, b: np.ndarray, method: str = "auto", k: int = DEFAULT_K) -> Matching:
-    """Cosine matching of the rows of `a: [n_a, d]` and `b: [n_b, d]` by `method` ('dense', 'sparse' or 'auto' by size)."""
+    """Cosine matching of the rows of `a: [n_a, d]` and `b: [n_b, d]` by `method` ('dense', 'sparse', or 'auto').
+
+    Both are exact. 'auto' takes dense (about 5x faster at GPT-2 small's width, `bench/overlap.py`)
+    while its matrices, DENSE_BYTES_PER_CELL * n_a * n_b, fit in half the available memory, else sparse.
+    """
     if method == "auto":
-        method = "dense" if len(a) * len(b) <= DENSE_MAX_CELLS or len(a) != len(b) else "sparse"
+        fits = DENSE_BYTES_PER_CELL * len(a) * len(b) <= DENSE_MEMORY_SHARE * available_memory()
+        method = "dense" if fits or len(a) != len(b) else "sparse"
     if method == "dense":
         with one_blas_thread():
             return match_dense(cosine_matrix(a, b))
