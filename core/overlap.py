@@ -23,6 +23,7 @@ pairing of latents that makes them most alike (the seed paper uses the Hungarian
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -291,6 +292,17 @@ def frobenius_overlap(a: np.ndarray, b: np.ndarray, m: Matching) -> float:
     return inner / denom if denom > 0 else 0.0
 
 
+@functools.lru_cache(maxsize=16)
+def chance_overlap(n_a: int, n_b: int, d: int, seed: int = 0) -> float:
+    """Mean matched cosine of two dictionaries of random Gaussian directions `[n_a, d]`, `[n_b, d]`: the chance level.
+
+    With many latents in few dimensions, even unrelated directions find well-aligned partners
+    (2,048 random directions in 256-d: ~0.206), so an overlap means something only above this.
+    """
+    rng = np.random.default_rng(seed)
+    return float(match(rng.standard_normal((n_a, d)), rng.standard_normal((n_b, d))).similarity.mean())
+
+
 def layer_matrix(
     results: list, kind: str, similarity: str = "decoder", score: str = "mean_similarity"
 ) -> tuple[list[int], np.ndarray]:
@@ -367,7 +379,7 @@ def decoder_overlap(
         latent_a=m.rows,
         latent_b=m.cols,
         pair_similarity=m.similarity,
-        params={"k": k} if m.method == "sparse" else {},
+        params={"chance": chance_overlap(len(a), len(b), a.shape[1]), **({"k": k} if m.method == "sparse" else {})},
     )
 
 

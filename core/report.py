@@ -298,6 +298,13 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: an.Provenan
         mlp_kind = "mlp" if "mlp" in adj else "transcoder"
         if "resid" in adj and mlp_kind in adj:
             ours = ", ".join(f"{k} {_f(v)}" for k, v in adj.items())
+            chance = {
+                r.params.get("chance")
+                for r in overlaps
+                if r.similarity == similarity and r.params.get("chance") is not None
+            }
+            if chance:
+                ours += "; chance (random directions of the same shape) " + "/".join(_f(c) for c in sorted(chance))
             note = "the default has MLP transcoders, not MLP-output SAEs" if mlp_kind == "transcoder" else ""
             if similarity == "explanation" and caveat:
                 note = (note + "; explanations are token statistics, so this measures shared top tokens").strip("; ")
@@ -589,7 +596,9 @@ def write_report(
         md += [
             "## Layer overlap (Hungarian matching)",
             "",
-            "Mean matched cosine; the Frobenius form ⟨A, PB⟩_F / (‖A‖_F‖B‖_F) is in the table (equal to it for unit rows and equal widths).",
+            "Mean matched cosine; the Frobenius form ⟨A, PB⟩_F / (‖A‖_F‖B‖_F) is in the table (equal to it for unit rows and equal widths). "
+            "Chance is the same matching between two dictionaries of random Gaussian directions of the same shape: "
+            "many latents in few dimensions find well-aligned partners even when unrelated.",
             "",
         ]
         for similarity in ("decoder", "explanation"):
@@ -599,7 +608,7 @@ def write_report(
                     md += [f"### {kind}, {similarity} similarity", "", _link(paths, name, name), ""]
         md.append(
             _table(
-                ["similarity", "dictionary A", "dictionary B", "pairs", "mean", "frobenius", "method"],
+                ["similarity", "dictionary A", "dictionary B", "pairs", "mean", "frobenius", "chance", "method"],
                 [
                     [
                         r.similarity,
@@ -608,6 +617,7 @@ def write_report(
                         str(r.n_matched),
                         _f(r.mean_similarity),
                         _f(r.frobenius),
+                        _f(r.params.get("chance")),
                         r.method,
                     ]
                     for r in overlaps

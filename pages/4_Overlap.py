@@ -71,6 +71,13 @@ cols = st.columns(max(len(kinds), 1))
 for col, kind in zip(cols, kinds, strict=False):
     layers, mat = overlap.layer_matrix(chosen, kind, similarity, score)
     col.plotly_chart(figures.overlap_heatmap(layers, mat, f"{kind}"), width="stretch")
+chance = sorted({r.params["chance"] for r in chosen if r.params.get("chance") is not None})
+if chance:
+    st.caption(
+        "Chance level: two dictionaries of random directions of the same shape match at "
+        + " / ".join(f"{c:.3f}" for c in chance)
+        + " mean cosine (many latents in few dimensions always find close partners)."
+    )
 if similarity == "explanation" and chosen:
     p = chosen[0].params
     st.caption(
