@@ -99,3 +99,15 @@ def test_report_is_reproducible_and_has_the_claims_table(ws, tmp_path):
     ):
         assert (tmp_path / "out1" / f"{name}.html").exists()
     assert "No LLM took part" in first
+
+
+@pytest.mark.slow
+def test_report_writes_png_figures_with_kaleido(ws, tmp_path):
+    """PNG export needs kaleido and a Chrome/Chromium (Debian `chromium` here); slow: it starts a browser."""
+    from core import report
+
+    w = _copy(ws, tmp_path / "p.duckdb")
+    text = report.write_report(w, tmp_path / "png", images="png", overlap=False).read_text()
+    assert "![distributions](distributions.png)" in text
+    png = (tmp_path / "png" / "distributions.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
