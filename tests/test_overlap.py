@@ -44,7 +44,8 @@ def test_random_dictionaries_have_low_overlap():
     # Independent random directions in 64-d: the best matching still finds pairs with cos ~0.3, far from 1.
     assert r.mean_similarity < 0.45
     assert r.frobenius == pytest.approx(r.mean_similarity, abs=1e-5)  # unit rows, square: the two forms agree
-    assert r.params["chance"] == pytest.approx(r.mean_similarity, abs=0.03)  # random dictionaries sit at the chance level
+    # Random dictionaries sit at the chance level.
+    assert r.params["chance"] == pytest.approx(r.mean_similarity, abs=0.03)
     noisy = ov.unit_rows(a + 0.3 * np.random.default_rng(2).standard_normal(a.shape) / 8)
     assert ov.decoder_overlap(_fake_dict(a), _fake_dict(noisy, layer=1)).mean_similarity > 0.8
 
