@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import figures, overlap, store
 from core.cli import UserError
-from ui.analysis_view import workspace_or_stop
+from ui.analysis_view import engine_error, workspace_or_stop
 from ui.state import CORE_ERRORS, core_errors, workspace_model_name
 
 st.set_page_config(page_title="Overlap · SAE Circuit Explorer", layout="wide")
@@ -20,8 +20,7 @@ ws = workspace_or_stop()
 try:
     records = store.read_overlaps(ws)
 except UserError as exc:
-    st.warning(str(exc))
-    st.stop()
+    engine_error(exc, ws)
 
 
 KINDS = ("resid", "attn", "transcoder")

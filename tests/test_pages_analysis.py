@@ -103,3 +103,19 @@ def test_pages_without_data_say_which_command_fills_them(tmp_path, page):
     at = _page(page, empty)
     assert not at.exception
     assert "python -m core explain" in _texts(at) or "python -m core overlap" in _texts(at)
+
+
+def test_a_workspace_made_by_older_code_can_be_upgraded_from_the_page(tmp_path):
+    from core import store
+
+    old = tmp_path / "old.duckdb"
+    with store.session(old, write=True) as con:  # as if made before the analysis tables existed
+        con.execute("DELETE FROM schema_migrations WHERE version = 4")
+        for table in ("analysis_results", "overlap_results", "overlap_pairs"):
+            con.execute(f"DROP TABLE {table}")
+    at = _page(OVERLAP, old)
+    assert not at.exception
+    assert "this code needs v" in " ".join(w.value for w in at.warning)
+    at.button(key="upgrade_workspace").click().run()
+    assert not at.exception
+    assert "python -m core overlap" in _texts(at)  # upgraded: now it says which command fills the page

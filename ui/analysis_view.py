@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import analysis
+from core import analysis, store
 from core.cli import UserError
 from ui.state import current_workspace
 
@@ -22,6 +22,20 @@ def workspace_or_stop() -> Path:
         )
         st.stop()
     return ws
+
+
+def engine_error(exc: UserError, ws: Path) -> None:
+    """Show an engine error as st.warning and stop; a workspace made by older code gets an upgrade button
+    (migrations only add tables, nothing stored changes)."""
+    st.warning(str(exc))
+    if isinstance(exc, store.WorkspaceOutdatedError) and st.button("Upgrade this workspace", key="upgrade_workspace"):
+        try:
+            store.migrate(ws)
+        except UserError as again:
+            st.error(str(again))
+            st.stop()
+        st.rerun()
+    st.stop()
 
 
 def provenance_caption(prov: analysis.Provenance) -> None:
@@ -60,8 +74,7 @@ def stored_results(ws: Path) -> dict[str, analysis.StoredResult]:
         prov = analysis.provenance(ws)
         results = analysis.load_results(ws)
     except UserError as exc:
-        st.warning(str(exc))
-        st.stop()
+        engine_error(exc, ws)
     if prov.n_scores == 0:
         st.info(
             f"No scored explanations in `{ws}` yet. Run `python -m core explain --workspace {ws} ...` and "
