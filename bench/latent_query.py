@@ -1,6 +1,6 @@
 """Latency of loading a latent card from a workspace holding at least 10 million stored activations.
 
-    python bench/latent_query.py [--tokens 8192] [--queries 200] [--workspace data/_build/bench_latent_query.duckdb]
+    python bench/latent_query.py [--tokens 12288] [--queries 200] [--workspace data/_build/bench_latent_query.duckdb]
 
 The workspace is built by the real caching job (`run_cache`) over Brown training text, for the
 default model's dictionaries plus neuron baselines (random sparse SAEs of the trained ones' shape
@@ -32,7 +32,7 @@ MIN_ROWS = 10_000_000
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--tokens", type=int, default=12288)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -532,6 +532,24 @@ def test_two_callers_build_the_default_workspace_once(default_root, tokdir, tmp_
         assert len(store.runs(con)) == 1
 
 
+def test_waiting_for_a_stuck_default_build_times_out_with_a_clear_error(default_root, tmp_path):
+    from core.cache import _BuildLock, ensure_default_workspace
+    from core.store import WorkspaceLockedError
+
+    ws = tmp_path / "workspace.duckdb"
+    seen: list[tuple[str, int, int]] = []
+    with _BuildLock(ws, None, timeout=1.0):  # as if another process were building (flock is per open file)
+        with pytest.raises(WorkspaceLockedError, match="has been building the default workspace"):
+            ensure_default_workspace(
+                lambda *a: seen.append(a),
+                path=ws,
+                root=default_root,
+                params=tiny_cache.default_params(),
+                wait_timeout=0.6,
+            )
+    assert seen and all(p == ("waiting", 0, 0) for p in seen) and not ws.exists()
+
+
 def test_stale_default_workspace_is_rebuilt_and_kept_aside(default_root, tokdir, tmp_path):
     import shutil
 
