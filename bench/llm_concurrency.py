@@ -7,7 +7,7 @@
 2. Throughput through `core.llm.LLMClient` (litellm model "openai/test", api_base = the server,
    workspace cache and usage log on, every request distinct so nothing is served from the cache):
    requests/s at concurrency 1 and at 16. `scaling_16` = throughput(16) / (16 × throughput(1)).
-3. Explains and scores (detection + fuzzing) a few latents of a small temporary workspace of the default
+3. Explains and scores (detection + fuzzing) a few latents of a temporary workspace (one dictionary, as many tokens as the default workspace) of the default
    model with the defaults, through the same server, and reports LLM calls and tokens per latent.
 
 Last line: one JSON object. Usage: python bench/llm_concurrency.py [--latency 0.3] [--latents 8]
@@ -126,7 +126,7 @@ def per_latent_cost(port: int, n_latents: int, tmp: Path) -> dict:
     ws = tmp / "bench.duckdb"
     model = load_model("default", device="cpu")
     dicts = resolve_dictionaries(model, "default", ["resid:blocks.2.hook_resid_pre"], neurons=False, device="cpu")
-    params = CacheParams(n_tokens=4096)
+    params = CacheParams(n_tokens=32_768)  # the default workspace's size, so example counts match it
     plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, default_paths()["corpus"])
     run_cache(model, dicts, ws, plan, params, model_name="default")
     # route the test model to the server through litellm's defaults (the engine passes no api_base)

@@ -130,3 +130,24 @@ def test_cli_reports_bad_input_without_a_traceback(tiny_ws, tmp_path, capsys):
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["explain", "--workspace", str(ws), "--sample", "3", "--no-random-explanations"]) == 0
     assert '"explained": 3' in capsys.readouterr().out
+
+
+def test_default_explanations_run_each_stage_once(tiny_ws, tmp_path):
+    from core.autointerp.default import default_explanations_ready, ensure_default_explanations
+
+    ws = _copy(tiny_ws[0], tmp_path)
+    base = RunSpec(
+        sampling=engine.SamplingParams(
+            n_train=10, n_test_per_decile=1, n_random_negatives=4, n_hard_negatives=4, window=16
+        ),
+        random_latents=2,
+    )
+    reports = ensure_default_explanations(ws, stages=("fast",), base=base)
+    assert (
+        set(reports) == {"fast"}
+        and reports["fast"].scored > 0
+        and reports["fast"].scores_failed < reports["fast"].scored
+    )
+    assert default_explanations_ready(ws, ("fast",), base) and not default_explanations_ready(ws, ("slow",), base)
+    assert set(store.scores_frame(ws, status=None)["scorer"]) == {"detection", "fuzzing", "simulation", "embedding"}
+    assert ensure_default_explanations(ws, stages=("fast",), base=base) == {}

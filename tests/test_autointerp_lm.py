@@ -52,3 +52,19 @@ def test_random_latents_fire_at_the_requested_rate_with_projection_minus_thresho
         assert len(idx) == 20  # 10% of 200 tokens
         theta = np.sort(proj[:, r])[-21]
         assert np.allclose(val, proj[idx, r] - theta, atol=1e-5) and (val > 0).all()
+
+
+def test_starting_at_the_hooks_block_gives_the_same_scales_as_the_full_forward(tiny_model):
+    rng = np.random.default_rng(4)
+    prompts = np.concatenate([np.zeros((2, 1), np.int64), rng.integers(1, tiny_model.cfg.d_vocab, (2, 5))], axis=1)
+    dirs = random_directions(3, tiny_model.cfg.d_model, seed=5)
+    with torch.inference_mode():
+        _, cache = tiny_model.run_with_cache(torch.from_numpy(prompts))
+        clean_logp = torch.log_softmax(tiny_model(torch.from_numpy(prompts))[:, -1].float(), -1)
+    for hook in ("blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out", "blocks.0.hook_attn_out"):
+        layer = int(hook.split(".")[1])
+        full = find_scales(tiny_model, hook, prompts, dirs, 0.05, 8, clean_logp, 100.0)
+        fast = find_scales(
+            tiny_model, hook, prompts, dirs, 0.05, 8, clean_logp, 100.0, cache[f"blocks.{layer}.hook_resid_pre"]
+        )
+        assert np.allclose(full[0], fast[0]) and np.allclose(full[1], fast[1], atol=1e-5)

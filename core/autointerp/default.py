@@ -1,65 +1,93 @@
 """Explanations and scores of the default workspace: every live latent, the offline explainer, every offline scorer.
 
-`ensure_default_explanations(workspace, progress)` runs the engine with the `baseline:token-stats`
-explainer (strategy `top`) and all six scorers with their offline models (judge:minilm-similarity,
-lm:default, embedding:all-MiniLM-L6-v2), plus the random-explanation and random-latent baselines,
-on every dictionary of the workspace. It is resumable and a no-op once done (a marker in
-workspace_info records the spec it completed).
+`ensure_default_explanations(workspace, progress)` runs the engine on every dictionary of the
+workspace with the `baseline:token-stats` explainer (strategy `top`), the random-explanation and
+random-latent baselines, and all six scorers with their offline models, in two stages:
+
+    fast   detection, fuzzing, simulation (judge:minilm-similarity) and embedding (all-MiniLM-L6-v2):
+           vectorised judges over window/token embeddings computed once per workspace
+    slow   surprisal (lm:<the workspace's model>) and intervention (steering the subject model):
+           forward passes of the subject model for every latent
+
+Each stage is resumable and a no-op once done (a marker in workspace_info records the spec it
+completed), so the app can run `fast` on first start and `slow` afterwards.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import store
 from core.autointerp.engine import ProgressFn, RunReport, RunSpec, run
-from core.autointerp.scorers import SCORERS
 
-DEFAULT_SPEC = RunSpec(scorers=SCORERS, random_explanations=True, random_latents=32, chunk=512)
-DONE_KEY = "default_explanations"
+STAGES = {
+    "fast": ("detection", "fuzzing", "simulation", "embedding"),
+    "slow": ("surprisal", "intervention"),
+}
+DEFAULT_SPEC = RunSpec(random_explanations=True, random_latents=32, chunk=512)
+
+
+def _marker(stage: str) -> str:
+    return f"default_explanations:{stage}"
 
 
 def _spec_key(spec: RunSpec, dictionaries: list[str]) -> str:
     return json.dumps({"spec": asdict(spec), "dictionaries": dictionaries}, sort_keys=True, default=str)
 
 
-def default_explanations_ready(workspace: Path, spec: RunSpec = DEFAULT_SPEC) -> bool:
-    """True if `ensure_default_explanations` already completed on this workspace with this spec."""
+def stage_spec(stage: str, base: RunSpec = DEFAULT_SPEC) -> RunSpec:
+    """The run spec of one stage ('fast' | 'slow')."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    return replace(base, scorers=STAGES[stage])
+
+
+def default_explanations_ready(
+    workspace: Path, stages: tuple[str, ...] = tuple(STAGES), base: RunSpec = DEFAULT_SPEC
+) -> bool:
+    """True if every stage in `stages` already completed on this workspace with this spec."""
     if not Path(workspace).exists():
         return False
     try:
         with store.session(workspace) as con:
-            done = store.get_info(con, DONE_KEY)
             dicts = [d.id for d in store.dictionaries(con) if d.status == "ready"]
+            done = {s: store.get_info(con, _marker(s)) for s in stages}
     except store.WorkspaceError:
         return False
-    return bool(done) and done.get("key") == _spec_key(spec, dicts)
+    return all(d and d.get("key") == _spec_key(stage_spec(s, base), dicts) for s, d in done.items())
 
 
 def ensure_default_explanations(
     workspace: Path | None = None,
     progress: ProgressFn | None = None,
-    spec: RunSpec = DEFAULT_SPEC,
-    dictionaries: list[str] | None = None,
-) -> RunReport | None:
-    """Explain (baseline) and score (all offline scorers) every live latent of the workspace's dictionaries.
+    stages: tuple[str, ...] = tuple(STAGES),
+    base: RunSpec = DEFAULT_SPEC,
+) -> dict[str, RunReport]:
+    """Explain (baseline) and score (offline scorers) every live latent of the workspace's dictionaries, stage by stage.
 
-    `workspace` defaults to the default workspace. Returns the run's report, or None if it was already done.
+    `workspace` defaults to the default workspace. Returns the report of each stage that ran (empty if all were done).
     """
     from core.cache import DEFAULT_WORKSPACE
 
     workspace = Path(workspace) if workspace is not None else DEFAULT_WORKSPACE
-    if dictionaries is None and default_explanations_ready(workspace, spec):
-        return None
-    dicts = dictionaries or [d.id for d in store.list_dictionaries(workspace, ready_only=True)]
-    report = run(workspace, dicts, spec, progress=progress)
-    if dictionaries is None:
+    dicts = [d.id for d in store.list_dictionaries(workspace, ready_only=True)]
+    reports: dict[str, RunReport] = {}
+    for stage in stages:
+        spec = stage_spec(stage, base)
+        if default_explanations_ready(workspace, (stage,), base):
+            continue
+        report = run(workspace, dicts, spec, progress=progress)
         with store.session(workspace, write=True) as con:
             store.set_info(
                 con,
-                DONE_KEY,
-                {"key": _spec_key(spec, dicts), "seconds": round(report.seconds, 1), "timings": report.timings},
+                _marker(stage),
+                {
+                    "key": _spec_key(spec, dicts),
+                    "seconds": round(report.seconds, 1),
+                    "timings": {k: round(v, 1) for k, v in report.timings.items()},
+                },
             )
-    return report
+        reports[stage] = report
+    return reports

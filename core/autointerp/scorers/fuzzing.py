@@ -50,15 +50,15 @@ class FuzzingScorer(ClassifierScorer):
         """Correct iff the marked tokens' mean similarity to the explanation beats `judge_quantile` of corpus tokens."""
         judge = shared_judge(env)
         e = judge.explanation_vectors([t.explanation.text or "" for t in tasks])
+        sims = judge.token_similarity(e)  # [n_tasks, vocab]
+        tau = judge.token_threshold(sims, self.judge_quantile)  # [n_tasks]
         out = []
         for i, its in enumerate(items):
-            sims = judge.token_similarity(e[i : i + 1])[0]  # [vocab]
-            tau = judge.token_threshold(sims[None, :], self.judge_quantile)[0]
             score = np.asarray(
                 [
-                    sims[it.example.tokens[it.marked]].mean() if it.marked is not None and it.marked.any() else -1.0
+                    sims[i][it.example.tokens[it.marked]].mean() if it.marked is not None and it.marked.any() else -1.0
                     for it in its
                 ]
             )
-            out.append(score >= tau)
+            out.append(score >= tau[i])
         return out

@@ -42,34 +42,61 @@ def steering_prompts(
     return ctx, np.asarray(rows[:, : prompt_len + 1], dtype=np.int64)
 
 
-def _run(model, hook: str, seqs, dirs, scales):
-    """Logits `[b, t, vocab]` of `seqs: [b, t]` with `scales[b] · dirs[b]` added at `hook` on every position."""
+def hook_layer(hook: str) -> int:
+    """The block index of a TransformerLens hook name (`blocks.2.hook_mlp_out` -> 2)."""
+    return int(hook.split(".")[1])
+
+
+def last_logits(model, x, hook: str | None, dirs=None, scales=None, start_layer: int | None = None):
+    """Logits at the last position `[b, vocab]` of `x` (tokens `[b, t]`, or the residual `[b, t, d]` before
+    `start_layer`), with `scales[b] · dirs[b]` added at `hook` on every position when `dirs` is given.
+    Only the last position is unembedded (the unembedding is most of a tiny model's cost)."""
     import torch
 
-    def add(act, hook=None):  # act: [b, t, d]
-        return act + (scales[:, None, None] * dirs[:, None, :]).to(act.dtype)
+    hooks = []
+    if dirs is not None:
 
-    with torch.inference_mode():
-        return model.run_with_hooks(seqs, fwd_hooks=[(hook, add)], return_type="logits")
+        def add(act, hook=None):  # act: [b, t, d]
+            return act + (scales[:, None, None] * dirs[:, None, :]).to(act.dtype)
+
+        hooks = [(hook, add)]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        resid = model(x, start_at_layer=start_layer, stop_at_layer=model.cfg.n_layers)  # [b, t, d_model]
+        return model.unembed(model.ln_final(resid[:, -1:]))[:, 0]  # [b, vocab]
 
 
 def find_scales(
-    model, hook: str, prompts: np.ndarray, dirs: np.ndarray, target_kl: float, steps: int, clean_logp, hi: float
+    model,
+    hook: str,
+    prompts: np.ndarray,
+    dirs: np.ndarray,
+    target_kl: float,
+    steps: int,
+    clean_logp,
+    hi: float,
+    resid_in=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per direction `dirs: [m, d]`: the steering scale whose mean last-position KL(clean ‖ steered) over the prompts is
-    closest to `target_kl` by bisection on [0, hi] (`steps` halvings), and the KL reached. Returns (`[m]`, `[m]`)."""
+    closest to `target_kl` by bisection on [0, hi] (`steps` halvings), and the KL reached. Returns (`[m]`, `[m]`).
+
+    `resid_in: [p, t, d_model]`, the prompts' clean residual before the hook's block, lets every step skip
+    the earlier blocks (steering cannot change them)."""
     import torch
 
     m, p = len(dirs), len(prompts)
-    seqs = torch.from_numpy(np.tile(prompts, (m, 1)))  # [m*p, t]
+    layer = hook_layer(hook)
+    if resid_in is not None:
+        x, start = resid_in.repeat(m, 1, 1), layer  # [m*p, t, d_model]
+    else:
+        x, start = torch.from_numpy(np.tile(prompts, (m, 1))), None  # [m*p, t]
     d = torch.from_numpy(np.repeat(dirs, p, axis=0)).float()  # [m*p, d]
     lo = np.zeros(m)
     up = np.full(m, hi)
+    clean = clean_logp.repeat(m, 1)
 
     def kl_at(scales: np.ndarray) -> np.ndarray:
         s = torch.from_numpy(np.repeat(scales, p)).float()
-        logp = torch.log_softmax(_run(model, hook, seqs, d, s)[:, -1].float(), dim=-1)  # [m*p, vocab]
-        clean = clean_logp.repeat(m, 1)
+        logp = torch.log_softmax(last_logits(model, x, hook, d, s, start).float(), dim=-1)  # [m*p, vocab]
         kl = (clean.exp() * (clean - logp)).sum(-1).reshape(m, p).mean(-1)
         return kl.numpy()
 
@@ -92,16 +119,12 @@ def generate(
     p = len(prompts)
     m = 1 if dirs is None else len(dirs)
     seqs = torch.from_numpy(np.tile(prompts, (m, 1)))
+    d = s = None
     if dirs is not None:
         d = torch.from_numpy(np.repeat(dirs, p, axis=0)).float()
         s = torch.from_numpy(np.repeat(scales, p)).float()
     for _ in range(n_new):
-        if dirs is None:
-            with torch.inference_mode():
-                logits = model(seqs, return_type="logits")
-        else:
-            logits = _run(model, hook, seqs, d, s)
-        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        nxt = last_logits(model, seqs, hook, d, s).argmax(-1, keepdim=True)
         seqs = torch.cat([seqs, nxt], dim=1)
     return seqs[:, prompts.shape[1] :].numpy().reshape(m, p, n_new)
 
@@ -170,8 +193,10 @@ class InterventionScorer(Scorer):
         }
         clean = generate(model, "", prompts, None, None, self.n_new)[0]  # [p, n_new]
         clean_text = ["".join(env.texts[int(t)] for t in row) for row in clean]
+        resid_pre = {hook_layer(n): cache[n].float() for n in cache.keys() if n.endswith("hook_resid_pre")}
         return {
             "model": model,
+            "resid_pre": resid_pre,
             "ctx": ctx,
             "prompts": prompts,
             "clean_logp": clean_logp,
@@ -214,6 +239,7 @@ class InterventionScorer(Scorer):
                     self.search_steps,
                     setup["clean_logp"],
                     hi,
+                    setup["resid_pre"].get(hook_layer(hook)),
                 )
                 cont = generate(setup["model"], hook, setup["prompts"], dirs, scales, self.n_new)  # [m, p, n_new]
                 texts = [["".join(env.texts[int(t)] for t in row) for row in c] for c in cont]
