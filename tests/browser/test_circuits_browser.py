@@ -70,7 +70,7 @@ def hover_node(page, frame, node: str) -> str:
 
 
 @pytest.mark.browser
-def test_circuits_page_traces_prunes_annotates_saves_and_reloads(app_workspace, browser_page):
+def test_circuits_page_traces_prunes_annotates_saves_and_reloads(browser_workspace, browser_page):
     page = browser_page.page
     browser_page.open("/Circuits")
     see(page, "Trace a prompt, or load a saved circuit")
@@ -122,7 +122,7 @@ def test_circuits_page_traces_prunes_annotates_saves_and_reloads(app_workspace, 
     page.get_by_role("button", name="Save", exact=True).click()
     wait(browser_page)
     see(page, f"Saved '{NAME}' version 2")
-    saved = C.load_circuit(app_workspace, NAME)
+    saved = C.load_circuit(browser_workspace, NAME)
     assert saved.node_annotations[annotated[0]].text == PROBE and victim in saved.pruning.removed_nodes
 
     # A reload is a new session: the circuit is listed in the sidebar and comes back with its edits.
