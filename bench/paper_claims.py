@@ -1,0 +1,74 @@
+"""The seed paper's claims re-measured on the embedded default: one command from corpus to report.
+
+    python bench/paper_claims.py [--tokens 65536] [--sample 128] [--scorers detection,fuzzing,simulation,embedding,surprisal]
+                                 [--workspace data/_build/paper_claims.duckdb] [--out artifacts/paper_claims]
+
+Runs the project's own commands, each resumable (rerunning skips what is stored):
+1. `python -m core cache --model default --tokens N`: every dictionary of the default plus raw and
+   top-k MLP neurons (the baseline units);
+2. for each sampling strategy (top, random, quantile): `explain` then `score` of the same seeded
+   sample of latents per dictionary, with the offline explainer (`baseline:token-stats`) and the
+   offline scorers (judge:minilm-similarity, all-MiniLM-L6-v2, lm:default), plus the
+   random-explanation and random-latent baselines;
+3. `python -m core report`: stores every analysis and layer overlap in the workspace and writes
+   report.md with the claims table.
+Prints the report; last line: one JSON object with the report's path and the seconds each step took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+STRATEGIES = ("top", "random", "quantile")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=65_536)
+    ap.add_argument("--sample", type=int, default=128, help="latents per dictionary, the same sample for every strategy")
+    ap.add_argument("--scorers", default="detection,fuzzing,simulation,embedding,surprisal")
+    ap.add_argument("--random-latents", type=int, default=32)
+    ap.add_argument("--workspace", type=Path, default=ROOT / "data" / "_build" / "paper_claims.duckdb")
+    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "paper_claims")
+    args = ap.parse_args()
+
+    from core.cli import main as core_main
+
+    ws = str(args.workspace)
+    args.workspace.parent.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    def step(name: str, argv: list[str]) -> None:
+        print(f"== {name}: python -m core {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        code = core_main(argv)
+        if code:
+            raise SystemExit(f"step {name} failed with exit code {code}")
+        seconds[name] = round(time.perf_counter() - t0, 1)
+
+    step("cache", ["cache", "--model", "default", "--tokens", str(args.tokens), "--workspace", ws])
+    common = ["--workspace", ws, "--sample", str(args.sample), "--random-latents", str(args.random_latents)]
+    for strategy in STRATEGIES:
+        step(f"explain:{strategy}", ["explain", *common, "--strategy", strategy])
+        step(
+            f"score:{strategy}",
+            ["score", *common, "--strategy", strategy, "--scorers", args.scorers, "--model", "judge"],
+        )
+    step("report", ["report", "--workspace", ws, "--out", str(args.out)])
+
+    report_md = args.out / "report.md"
+    print(report_md.read_text())
+    print(json.dumps({"workspace": ws, "report": str(report_md), "seconds": seconds}))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The Scores, Deciles and Overlap pages in headless Chromium, served on a workspace with stored analyses.
+
+The workspace is tests/analysis_workspace.py's synthetic one (known scores, overlaps and embeddings;
+no model needed); a second app is served on it. Each page must draw its plotly charts without an
+exception, request nothing outside localhost, and leave a screenshot in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import analysis_workspace
+import pytest
+
+from browser.conftest import BrowserPage
+from ui.serve import serve_app
+
+PAGES = {
+    "/Scores": ("scores-page", "Scorer agreement"),
+    "/Deciles": ("deciles-page", "activation decile"),
+    "/Overlap": ("overlap-page", "Matched latents"),
+}
+
+
+@pytest.fixture(scope="module")
+def analysis_app(chromium, tmp_path_factory):
+    """The app served on a synthetic workspace whose analyses and overlaps are stored; yields its URL."""
+    from core import analysis
+
+    root = tmp_path_factory.mktemp("analysis-browser")
+    ws = analysis_workspace.build(root / "ws.duckdb", n_latents=24)
+    analysis.analyze_workspace(ws)
+    with serve_app(root / "server.log", env={"SAE_EXPLORER_WORKSPACE": str(Path(ws))}) as served:
+        yield served.url
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_analysis_pages_draw_their_charts(chromium, analysis_app, path):
+    shot, phrase = PAGES[path]
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    bp = BrowserPage(context.new_page(), analysis_app)
+    bp.page.on("request", lambda req: bp.requests.append(req.url))
+    try:
+        bp.open(path)
+        page = bp.page
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        bp.screenshot(shot)
+        assert page.query_selector('[data-testid="stException"]') is None
+        assert page.locator(".js-plotly-plot").count() >= 1
+        assert page.get_by_text(phrase, exact=False).count() >= 1
+        assert bp.foreign_requests() == []
+    finally:
+        context.close()
