@@ -124,12 +124,12 @@ def browser_times(prompts: list[str]) -> list[float] | None:
     out = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        serve_app(Path(tmp) / "server.log", env={"SAE_EXPLORER_WORKSPACE": str(Path(tmp) / "bench.duckdb")}) as url,
+        serve_app(Path(tmp) / "server.log", env={"SAE_EXPLORER_WORKSPACE": str(Path(tmp) / "bench.duckdb")}) as served,
     ):
         with sync_playwright() as p:
             browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url + "/Circuits", timeout=600_000)
+            page.goto(served.url + "/Circuits", timeout=600_000)
             wait_rendered(page, 600)
             previous = ""
             for prompt in prompts:
