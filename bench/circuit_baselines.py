@@ -12,6 +12,8 @@ For the held-out items of each task (as `python -m core circuits`), at each circ
 - faithfulness (standard mean ablation, Marks et al.) of AtP's top n latents, and of AtP's top n
   among the prompt's active latents only (`atp_active`), with the same m(M) and m(empty).
 If restricting AtP to active latents costs most of its lead, the lead comes from inactive latents.
+With --active-only the ablations leave inactive latents at 0 (as `circuits --active-only`), where
+AtP's inactive picks do nothing: AtP restricted to active latents is then the fair baseline.
 The last line printed is one JSON object with every figure.
 """
 
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,30,100,500", help="circuit sizes (latents per prompt)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--means-windows", type=int, default=64)
+    ap.add_argument("--active-only", action="store_true", help="ablate only latents active in the run")
     args = ap.parse_args()
 
     import torch
@@ -59,8 +62,16 @@ def main() -> None:
         prepared, _ = prepare_items(rm, load_task_items(task, args.n, tokenizer=model.tokenizer))
         tokens = padded_tokens(prepared)
         targets = [p.target for p in prepared]
-        m_full = float(metric_values(model, dicts, tokens, targets, None, "ablate", means, "mean").mean())
-        m_empty = float(metric_values(model, dicts, tokens, targets, None, "keep", means, "mean").mean())
+        m_full = float(
+            metric_values(
+                model, dicts, tokens, targets, None, "ablate", means, "mean", active_only=args.active_only
+            ).mean()
+        )
+        m_empty = float(
+            metric_values(
+                model, dicts, tokens, targets, None, "keep", means, "mean", active_only=args.active_only
+            ).mean()
+        )
         ref = (m_full, m_empty)
         atp = [attribution_patching_scores(model, dicts, p.state.tokens, p.target, means) for p in prepared]
         active = [frozenset(active_features(p.state)) for p in prepared]
@@ -75,8 +86,12 @@ def main() -> None:
             top = [top_features(s, n) for s in atp]
             top_active = [top_features(s, min(n, len(a))) for s, a in zip(active_scores, active, strict=True)]
             inactive = sum(len(c - a) for c, a in zip(top, active, strict=True)) / max(1, sum(len(c) for c in top))
-            f_all = circuit_faithfulness(model, dicts, tokens, targets, top, means, reference=ref)
-            f_act = circuit_faithfulness(model, dicts, tokens, targets, top_active, means, reference=ref)
+            f_all = circuit_faithfulness(
+                model, dicts, tokens, targets, top, means, reference=ref, active_only=args.active_only
+            )
+            f_act = circuit_faithfulness(
+                model, dicts, tokens, targets, top_active, means, reference=ref, active_only=args.active_only
+            )
             rows.append(
                 {
                     "size": n,
@@ -99,7 +114,7 @@ def main() -> None:
             {
                 "tasks": out,
                 "n_prompts": args.n,
-                "ablation": "mean",
+                "ablation": "mean (active latents only)" if args.active_only else "mean",
                 "seconds": round(time.perf_counter() - t_start, 1),
             }
         )
