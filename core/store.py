@@ -760,7 +760,7 @@ def finish_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
 def _list_array(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
     """A list column from a 2-D array `[rows, width]`."""
     rows, width = values.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)  # width 0: empty lists
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(values).reshape(-1), type=dtype))
 
 

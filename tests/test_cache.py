@@ -211,11 +211,12 @@ def test_resume_after_kill_matches_uninterrupted_run(setup, reference, tokdir, t
     (run,) = store.cache_status(ws)
     assert 0 < run.committed_chunks < n_chunks  # killed mid-computation, some chunks safe
 
-    crashed = _child(ws, tokdir, "--kill-at", "finalizing:2")  # dies after finalising two dictionaries
+    # dies after its first commit of finalised dictionaries (at most one per finalising worker)
+    crashed = _child(ws, tokdir, "--kill-at", "finalizing:1")
     assert crashed.returncode == -9, crashed.stderr[-2000:]
     recs = store.list_dictionaries(ws)
     n_ready = sum(r.status == "ready" for r in recs)
-    assert 2 <= n_ready < len(dicts) and store.cache_status(ws)
+    assert 1 <= n_ready <= 2 < len(dicts) and store.cache_status(ws)
 
     result = run_cache(model, list(dicts.values()), ws, plan, params)
     assert result.chunks_computed == 0  # the second child had computed everything
