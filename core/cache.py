@@ -343,6 +343,32 @@ def _piece_bytes(piece) -> int:
     return sum(p.numel() * p.element_size() for p in parts)
 
 
+_ALLOCATOR_TUNED = False
+
+
+def reuse_freed_memory(limit: int = 256 << 20) -> None:
+    """Make glibc's malloc serve blocks up to `limit` bytes from its heap and keep freed memory for reuse.
+
+    By default blocks above a few MB are fresh `mmap`s returned to the OS on free, so every batch's
+    activations (tens of MB per dictionary) are page-faulted and zeroed again; a cache job measured
+    ~2x the page faults of the forward passes alone, on the main thread's critical path. Process-wide
+    and idempotent; a no-op where the C library is not glibc. The process keeps up to `2 * limit`
+    bytes of freed memory instead of returning it.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return
+    _ALLOCATOR_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, int(limit))  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, int(2 * limit))  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def forward_hooks(model, tokens, hooks: list[str]) -> dict:
     """Activations at `hooks` for `tokens: [batch, ctx_len]`, running the model only up to the last layer needed."""
     import torch
@@ -730,6 +756,7 @@ def run_cache(
             f"{plan.n_contexts * plan.ctx_len:,} token positions exceed this cache's limit of 2**32; cache fewer tokens per workspace"
         )
     result = CacheResult(workspace=str(workspace), run_id=None, n_tokens=plan.n_cached_tokens)
+    reuse_freed_memory()
     t0, c0 = time.perf_counter(), time.process_time()
     with _JobLock(workspace):
         model_fp = model_fingerprint(model)

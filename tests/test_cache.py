@@ -578,3 +578,77 @@ def test_stale_default_workspace_is_rebuilt_and_kept_aside(default_root, tokdir,
     assert not default_workspace_ready(ws, root)
     ensure_default_workspace(path=ws, root=root, params=params)
     assert default_workspace_ready(ws, root) and stale.read_bytes() == b"garbage" * 100
+
+
+def test_cli_bad_inputs_name_the_cause_and_damage_nothing(default_root, tokdir, tmp_path, capsys, monkeypatch):
+    """Each bad input of the cache command exits 2 with a one-line cause (no traceback); a workspace
+    already holding a cached dictionary keeps it byte for byte through every failure, full disk included."""
+    from core import activation_files as files
+    from core import store
+    from core.cache import _JobLock
+    from core.cli import main
+
+    other_root = tmp_path / "other_default"
+    tiny_cache.make_default_root(other_root, tokdir, model_seed=5)
+    ws = tmp_path / "ws.duckdb"
+    base = ["cache", "--model", "default", "--root", str(default_root), "--tokens", "200", "--ctx-len", "16"]
+
+    def cli(*extra: str, root: list[str] = base) -> str:
+        code = main([*root, *extra])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        last = err.strip().splitlines()[-1]  # after any progress bar
+        assert last.startswith("error: ") and "Traceback" not in err
+        return last
+
+    assert (
+        main([*base, "--workspace", str(ws), "--dictionaries", "neurons:blocks.0.mlp.hook_post", "--no-neurons"]) == 0
+    )
+    capsys.readouterr()
+    stored = {p: p.read_bytes() for p in files.activations_dir(ws).glob("*.parquet")}
+    assert stored
+
+    def unchanged() -> None:
+        assert {p: p.read_bytes() for p in files.activations_dir(ws).glob("*.parquet")} == stored
+        ready = [r.id for r in store.list_dictionaries(ws) if r.status == "ready"]
+        assert ready == ["neurons:blocks.0.mlp.hook_post"]
+
+    assert "unknown dictionary 'neurons_top:blocks.0.mlp.hook_post'" in cli(
+        "--workspace", str(ws), "--dictionaries", "neurons_top:blocks.0.mlp.hook_post"
+    )
+    assert "hook blocks.7.mlp.hook_post does not exist" in cli(
+        "--workspace", str(ws), "--dictionaries", "neurons:blocks.7.mlp.hook_post"
+    )
+    assert "larger than the corpus" in cli("--workspace", str(ws), "--tokens", "10000000", root=base[:-4] + base[-2:])
+    other = ["cache", "--model", "default", "--root", str(other_root), "--tokens", "200", "--ctx-len", "16"]
+    assert "built from another model" in cli("--workspace", str(ws), root=other)
+    with _JobLock(ws):
+        assert "another job is writing this workspace" in cli("--workspace", str(ws))
+    unchanged()
+
+    corrupt = tmp_path / "corrupt.duckdb"
+    corrupt.write_bytes(b"not a database" * 300)
+    assert "not a readable DuckDB workspace" in cli("--workspace", str(corrupt))
+    assert corrupt.read_bytes() == b"not a database" * 300
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.np, "save", full_disk)  # scratch chunks
+    assert "disk full" in cli(
+        "--workspace", str(ws), "--dictionaries", "neurons:blocks.1.mlp.hook_post", "--no-neurons"
+    )
+    monkeypatch.undo()
+    monkeypatch.setattr(files.pq.ParquetWriter, "write_table", lambda self, *a, **k: full_disk())  # final files
+    assert "disk full" in cli(
+        "--workspace", str(ws), "--dictionaries", "neurons:blocks.1.mlp.hook_post", "--no-neurons", "--restart"
+    )
+    monkeypatch.undo()
+    unchanged()
+    assert not list(files.activations_dir(ws).glob("*.tmp"))
+    # with space again, the same command finishes the interrupted run
+    assert (
+        main([*base, "--workspace", str(ws), "--dictionaries", "neurons:blocks.1.mlp.hook_post", "--no-neurons"]) == 0
+    )
+    assert all(r.status == "ready" for r in store.list_dictionaries(ws))
+    assert all(p.read_bytes() == b for p, b in stored.items())
