@@ -221,7 +221,7 @@ def _hash_tensors(h, tensors: dict) -> None:
             continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy())  # its buffer: the same bytes, no copy
 
 
 def model_fingerprint(model) -> str:
