@@ -29,6 +29,7 @@ resumes there, and rerunning a finished command does nothing.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -610,9 +611,12 @@ def _finalize_dictionary(
     plan: ContextPlan,
     params: CacheParams,
     max_rows: int,
-    output_tokens: dict[str, np.ndarray],
+    output_tokens: Callable[[], dict[str, np.ndarray]],
 ) -> _Finalized:
-    """Merge a dictionary's chunks into its Parquet file and compute its statistics (committed later by `_commit_finalized`)."""
+    """Merge a dictionary's chunks into its Parquet file and compute its statistics (committed later by `_commit_finalized`).
+
+    `output_tokens()` returns the dictionary's output tokens; it is called last, as it may wait for the thread computing them.
+    """
     readers = [files.open_chunk(workspace, run_id, c, rec.index) for c in range(n_chunks)]
     counts = np.zeros(rec.d_sae, dtype=np.int64)
     for r in readers:
@@ -652,7 +656,7 @@ def _finalize_dictionary(
     except BaseException:
         writer.abort()
         raise
-    stats.update(output_tokens)
+    stats.update(output_tokens())  # last: the output-token thread may still be running
     top = tuple(np.concatenate([p[i] for p in top_parts]) if top_parts else np.zeros(0, np.int64) for i in range(3))
     return _Finalized(rec, name, int(counts.sum()), file_bytes, stats, top)  # type: ignore[arg-type]
 
@@ -917,7 +921,7 @@ def run_cache(
                     plan,
                     params,
                     finalize_rows,
-                    outputs.get(d.id),
+                    functools.partial(outputs.get, d.id),
                 )
                 for d in by_size
             }
