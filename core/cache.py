@@ -330,7 +330,10 @@ def positive_entries(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         idx = np.flatnonzero(mask)
         cnt = np.count_nonzero(mask, axis=1)
         value = acts.reshape(-1)[idx]
-        idx -= np.repeat(np.arange(acts.shape[0], dtype=np.int64) * d_sae, cnt)
+        if d_sae & (d_sae - 1) == 0:  # a power of two: the column is the low bits
+            idx &= d_sae - 1
+        else:
+            idx -= np.repeat(np.arange(acts.shape[0], dtype=np.int64) * d_sae, cnt)
         return cnt, idx.astype(lat_type), value
     v, i = piece[0].float().cpu().numpy(), piece[1].cpu().numpy()  # top-k (values, indices) [t, k]
     mask = v > 0
