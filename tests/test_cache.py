@@ -294,6 +294,22 @@ def test_disk_full_while_finalising_or_committing_loses_nothing(setup, reference
     assert not list(files.activations_dir(ws).glob("*.tmp"))  # partial Parquet files were removed
     (run,) = store.cache_status(ws)
     assert run.committed_chunks == run.n_chunks  # every computed chunk is still there
+
+    real_stats = store.store_latent_stats
+
+    def failing_stats(*a, **k):  # the commit of finalised dictionaries' statistics
+        raise duckdb.IOException("IO Error: No space left on device")
+
+    monkeypatch.setattr(store, "store_latent_stats", failing_stats)
+    with pytest.raises(WorkspaceError, match="disk full"):
+        run_cache(model, list(dicts.values()), ws, plan, params)
+    monkeypatch.setattr(store, "store_latent_stats", real_stats)
+    recs = store.list_dictionaries(ws)
+    ready = [r for r in recs if r.status == "ready"]
+    assert len(ready) < len(recs)  # the failed transaction marked nothing ready ...
+    with store.session(ws) as con:  # ... and left no statistics of dictionaries that are not
+        n_stats = con.execute("SELECT count(DISTINCT dict_idx) FROM latent_stats").fetchone()[0]
+    assert n_stats == len(ready)
     result = run_cache(model, list(dicts.values()), ws, plan, params)
     assert result.chunks_computed == 0
     _assert_same(reference, ws, [d.id for d in dicts.values()])
