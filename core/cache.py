@@ -19,7 +19,8 @@ Steps (each logs its wall time):
 4. Finalise each dictionary (two at a time, largest first): merge its chunks by latent ranges (a
    linear scatter; chunks are already grouped by latent and ordered by token) into one Parquet file
    sorted by (latent, context, position), computing per-latent statistics from the same slices
-   (`core.stats`), then commit the statistics and mark the dictionary ready.
+   (`core.stats`). The calling thread commits the statistics of every dictionary finished since its
+   last commit in one transaction and marks them ready, while the workers go on.
 5. Mark the run finished and delete its scratch files.
 
 A kill at any point loses at most the uncommitted chunk or dictionary; rerunning the same command
