@@ -1,6 +1,7 @@
 """The seed paper's claims re-measured on the embedded default: one command from corpus to report.
 
-    python bench/paper_claims.py [--tokens 65536] [--sample 128] [--scorers detection,fuzzing,simulation,embedding,surprisal]
+    python bench/paper_claims.py [--tokens 65536] [--sample 64] [--scorers detection,fuzzing,simulation,embedding]
+                                 [--surprisal-kinds resid,transcoder]
                                  [--workspace data/_build/paper_claims.duckdb] [--out artifacts/paper_claims]
 
 Runs the project's own commands, each resumable (rerunning skips what is stored):
@@ -9,7 +10,10 @@ Runs the project's own commands, each resumable (rerunning skips what is stored)
 2. for each sampling strategy (top, random, quantile): `explain` then `score` of the same seeded
    sample of latents per dictionary, with the offline explainer (`baseline:token-stats`) and the
    offline scorers (judge:minilm-similarity, all-MiniLM-L6-v2, lm:default), plus the
-   random-explanation and random-latent baselines;
+   random-explanation and random-latent baselines; surprisal (a forward pass of the subject model
+   per example and explanation, the slowest scorer here: ~2 min per dictionary) only for the `top`
+   explanations of the dictionary kinds in --surprisal-kinds, which is what the scorer-agreement
+   matrix needs;
 3. `python -m core report`: stores every analysis and layer overlap in the workspace and writes
    report.md with the claims table.
 Prints the report; last line: one JSON object with the report's path and the seconds each step took.
@@ -35,8 +39,11 @@ STRATEGIES = ("top", "random", "quantile")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=65_536)
-    ap.add_argument("--sample", type=int, default=128, help="latents per dictionary, the same sample for every strategy")
-    ap.add_argument("--scorers", default="detection,fuzzing,simulation,embedding,surprisal")
+    ap.add_argument("--sample", type=int, default=64, help="latents per dictionary, the same sample for every strategy")
+    ap.add_argument("--scorers", default="detection,fuzzing,simulation,embedding")
+    ap.add_argument(
+        "--surprisal-kinds", default="resid,transcoder", help="dictionary kinds scored by surprisal ('' for none)"
+    )
     ap.add_argument("--random-latents", type=int, default=32)
     ap.add_argument("--workspace", type=Path, default=ROOT / "data" / "_build" / "paper_claims.duckdb")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "paper_claims")
@@ -64,11 +71,32 @@ def main() -> None:
             f"score:{strategy}",
             ["score", *common, "--strategy", strategy, "--scorers", args.scorers, "--model", "judge"],
         )
+    kinds = tuple(k for k in args.surprisal_kinds.split(",") if k)
+    if kinds:
+        from core import store
+
+        dicts = [d.id for d in store.list_dictionaries(Path(ws), ready_only=True) if d.id.split(":")[0] in kinds]
+        step(
+            "score:top:surprisal",
+            [
+                "score",
+                *common,
+                "--strategy",
+                "top",
+                "--scorers",
+                "surprisal",
+                "--model",
+                "judge",
+                "--dictionary",
+                *dicts,
+            ],
+        )
     step("report", ["report", "--workspace", ws, "--out", str(args.out)])
 
     report_md = args.out / "report.md"
     print(report_md.read_text())
     print(json.dumps({"workspace": ws, "report": str(report_md), "seconds": seconds}))
+
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,29 @@ def test_default_explanations_run_each_stage_once(tiny_ws, tmp_path):
     assert default_explanations_ready(ws, ("fast",), base) and not default_explanations_ready(ws, ("slow",), base)
     assert set(store.scores_frame(ws, status=None)["scorer"]) == {"detection", "fuzzing", "simulation", "embedding"}
     assert ensure_default_explanations(ws, stages=("fast",), base=base) == {}
+
+
+def test_random_latents_are_built_once_per_process_for_the_same_inputs(tiny_ws, tmp_path, monkeypatch):
+    from core.autointerp import random_latents
+
+    ws = _copy(tiny_ws[0], tmp_path)
+    d = tiny_ws[1]
+    calls = []
+    real_build = random_latents.build_random_latents
+
+    def counting_build(*args, **kwargs):
+        calls.append(args[2])  # the dictionary id
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "build_random_latents", counting_build)
+    monkeypatch.setattr(engine, "_RANDOM_LATENTS_MEMO", {})
+    spec = RunSpec(
+        sampling=engine.SamplingParams(
+            n_train=10, n_test_per_decile=1, n_random_negatives=4, n_hard_negatives=4, window=16
+        ),
+        random_latents=2,
+    )
+    first = run(ws, [d.id], spec, sample=3)
+    other = run(ws, [d.id], RunSpec(sampling=replace(spec.sampling, strategy="random"), random_latents=2), sample=3)
+    assert calls == [d.id]  # the second run (another strategy) reused the first's random latents
+    assert first.explained == 3 + 3 + 2 and other.explained == 3 + 3 + 2  # new explanations for the new strategy

@@ -171,10 +171,34 @@ def load_decoder(model_name: str, dictionary: str) -> np.ndarray:
     return d.W_dec.detach().float().cpu().numpy()
 
 
+_RANDOM_LATENTS_MEMO: dict[tuple, RandomLatents] = {}
+_RANDOM_LATENTS_MEMO_SIZE = 64
+
+
 def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, tokens) -> _RandomSource:
+    """Random latents shaped like `real`'s dictionary. Memoised in this process on everything they depend on
+    (the model, the dictionary's hooks, the cached tokens, the firing rate, n, the seed), so explain and
+    score runs of several strategies in one process run the subject model over the corpus once per dictionary."""
+    import hashlib
+
     live = real.dl.frequency[real.dl.n_fires > 0]
     freq = float(np.median(live)) if len(live) else 1e-3
     rec = real.dl.record
+    toks = np.ascontiguousarray(tokens.tokens)
+    key = (
+        model_name,
+        rec.id,
+        rec.hook_in,
+        rec.hook_out,
+        rec.d_out,
+        freq,
+        n,
+        RANDOM_LATENT_SEED,
+        toks.shape,
+        hashlib.blake2b(toks.tobytes(), digest_size=16).hexdigest(),
+    )
+    if key in _RANDOM_LATENTS_MEMO:
+        return _RandomSource(_RANDOM_LATENTS_MEMO[key])
     rl = build_random_latents(
         subject_model(model_name),
         tokens.tokens,
@@ -186,6 +210,9 @@ def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, 
         n,
         RANDOM_LATENT_SEED,
     )
+    if len(_RANDOM_LATENTS_MEMO) >= _RANDOM_LATENTS_MEMO_SIZE:
+        _RANDOM_LATENTS_MEMO.pop(next(iter(_RANDOM_LATENTS_MEMO)))
+    _RANDOM_LATENTS_MEMO[key] = rl
     return _RandomSource(rl)
 
 
