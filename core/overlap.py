@@ -653,6 +653,11 @@ def overlap_workspace(
                     )
                 )
     if "explanation" in similarities:
+        from core.search import EMBEDDING_MODEL as INDEXED_MODEL
+        from core.search import index_explanations
+
+        if embedding_model == INDEXED_MODEL:
+            index_explanations(workspace)  # embeds explanations stored since the last index (none: no-op)
         sets, choice = explanation_sets(workspace, kinds, embedding_model, explainer, strategy)
         if not sets:
             run.notes.append(

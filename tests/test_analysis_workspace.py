@@ -111,3 +111,17 @@ def test_report_writes_png_figures_with_kaleido(ws, tmp_path):
     assert "![distributions](distributions.png)" in text
     png = (tmp_path / "png" / "distributions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_agreement_claim_needs_fuzzing_detection_to_be_the_highest_pair():
+    from core.report import agreement_verdict
+
+    fd = (0.38, 0.33, 0.42, 1659)
+    clearly_higher = [(("fuzzing", "simulation"), (0.77, 0.74, 0.79, 1701))]
+    overlapping = [(("detection", "simulation"), (0.41, 0.36, 0.45, 1659))]
+    lower = [(("embedding", "fuzzing"), (0.13, 0.08, 0.18, 1659))]
+    assert agreement_verdict(fd, clearly_higher + lower)[0] == "not confirmed"
+    assert agreement_verdict(fd, overlapping + lower)[0] == "inconclusive"
+    assert agreement_verdict(fd, lower)[0] == "confirmed"
+    assert agreement_verdict((0.02, -0.03, 0.07, 100), [(("a", "b"), (0.0, -0.05, 0.05, 100))])[0] == "inconclusive"
+    assert "fuzzing–simulation 0.77" in agreement_verdict(fd, clearly_higher)[1]
