@@ -362,7 +362,7 @@ def claims(results: dict, overlaps: list[store.OverlapRecord], prov: an.Provenan
             "Sec. 4",
             "–",
             "not measurable here",
-            "no LLM explainer is available offline; with an API key, `python -m core explain --explainer MODEL` makes it measurable",
+            "no LLM explainer is available offline; with an API key, `python -m core explain --model MODEL` makes it measurable",
         )
     )
     return out
