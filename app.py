@@ -13,6 +13,7 @@ from core import store
 from core.cache import DEFAULT_WORKSPACE, default_workspace_ready, ensure_default_workspace
 from core.models import MODEL_NAMES, ArtifactError
 from core.overview import default_overview
+from ui.explain_job import default_job_panel
 from ui.state import (
     CORE_ERRORS,
     core_errors,
@@ -78,6 +79,9 @@ else:
             with core_errors("Building the default workspace (reload this page once the other job has finished)"):
                 ensure_default_workspace(progress, path=DEFAULT_WORKSPACE)
             status.update(label="Default workspace built", state="complete", expanded=False)
+    # Then its latents are explained and scored offline by a detached background job (see README, issue 4).
+    with core_errors("The default workspace's explanations job", stop=False):
+        default_job_panel(DEFAULT_WORKSPACE)
 
 
 def render_overview(workspace: Path, summary: dict) -> None:

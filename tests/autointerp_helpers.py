@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from core.autointerp.examples import SamplingParams, example_sets
@@ -52,3 +54,22 @@ def task_and_env(
     sets = example_sets(acts, tokens, SamplingParams(window=window))
     env = ScoringEnv(None, WORDS, tokens, client, N_CTX, CTX_LEN)
     return ScoreTask(explanation(text), sets, float(acts.value.max())), env
+
+
+def tiny_workspace(tmp_path_factory) -> tuple[Path, object]:
+    """(workspace, dictionary): the tiny model with one cached SAE (model name 'tiny', registered as lm:tiny)."""
+    import torch
+
+    from core.autointerp.scorers.surprisal import register_lm
+    from core.cache import run_cache
+    from tests import tiny_cache
+
+    torch.set_num_threads(1)
+    tokdir = tmp_path_factory.mktemp("tok")
+    tiny_cache.make_tokenizer(tokdir)
+    model, dicts = tiny_cache.build(tokdir)
+    plan, params = tiny_cache.plan_and_params(model)
+    ws = tmp_path_factory.mktemp("ws") / "ws.duckdb"
+    run_cache(model, [dicts["resid1"]], ws, plan, params, model_name="tiny")
+    register_lm("tiny", model)
+    return ws, dicts["resid1"]

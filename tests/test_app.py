@@ -152,3 +152,70 @@ def test_an_older_workspace_can_be_upgraded_from_the_page(app_workspace, tmp_pat
     at.button[0].click().run()
     assert not at.exception and not at.warning
     assert store.workspace_summary(workspace)["schema_version"] == store.SCHEMA_VERSION
+
+
+def _default_home(workspace: Path, monkeypatch, ready: bool = False) -> tuple[AppTest, list]:
+    """The home page with `workspace` standing in for a built default workspace; returns (page, launches)."""
+    import os
+    import types
+
+    from core.autointerp import default_job
+
+    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", workspace)
+    monkeypatch.setattr("core.cache.default_workspace_ready", lambda *a, **k: True)
+    monkeypatch.setattr(default_job, "default_explanations_ready", lambda *a, **k: ready)
+    launches: list = []
+
+    def fake_popen(argv, **kwargs):  # a live pid (this process) without starting anything
+        launches.append(argv)
+        return types.SimpleNamespace(pid=os.getpid())
+
+    monkeypatch.setattr(default_job.subprocess, "Popen", fake_popen)
+    return AppTest.from_file(APP, default_timeout=120).run(), launches
+
+
+def _progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def test_home_starts_the_default_explanations_job_once_and_shows_its_progress(app_workspace, tmp_path, monkeypatch):
+    from app_workspace import copy_workspace
+
+    from core.autointerp import default_job
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    at, launches = _default_home(workspace, monkeypatch)
+    assert not at.exception and not at.error
+    assert len(launches) == 1 and launches[0][2:6] == ["core", "explain-default", "--workspace", str(workspace)]
+    assert any("in the background" in t for t in _progress_texts(at))
+
+    second = AppTest.from_file(APP, default_timeout=120).run()  # another browser session: no second job
+    assert not second.exception and len(launches) == 1
+
+    with default_job._try_lock(workspace):  # the job runs and has done 40 %
+        status = default_job.JobStatus(state="running", stage="fast", phase="resid:x: 512 / 1,000", fraction=0.4)
+        default_job._write_status(workspace, status)
+        at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and len(launches) == 1
+    assert [p.value for p in at.get("progress")] == [40]
+    assert "fast stage, resid:x: 512 / 1,000 (40%)" in _progress_texts(at)[0]
+
+
+def test_home_shows_a_finished_or_failed_default_job(app_workspace, tmp_path, monkeypatch):
+    from app_workspace import copy_workspace
+
+    from core.autointerp import default_job
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    failed = default_job.JobStatus(state="failed", stage="slow", error="RuntimeError: out of memory")
+    default_job._write_status(workspace, failed)
+    at, launches = _default_home(workspace, monkeypatch)
+    assert not at.exception and not launches  # a failed job is not restarted on its own
+    message = next(e.value for e in at.error if "failed" in e.value)
+    assert "RuntimeError: out of memory" in message and default_job.rerun_command(workspace) in message
+    at.button(key="restart_default_job").click().run()
+    assert len(launches) == 1 and not at.exception
+
+    at, launches = _default_home(workspace, monkeypatch, ready=True)
+    assert not at.exception and not launches and not at.get("progress")
+    assert any("scored detection, fuzzing, simulation" in s.value for s in at.success)

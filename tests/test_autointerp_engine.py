@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,35 +10,15 @@ import pytest
 from core import llm, store
 from core.autointerp import engine
 from core.autointerp.engine import RunSpec, explain_and_score_latent, run
-from tests import tiny_cache
+from tests.app_workspace import copy_workspace as _copy
+from tests.autointerp_helpers import tiny_workspace
 from tests.llm_helpers import scripted_llm
 
 
 @pytest.fixture(scope="module")
 def tiny_ws(tmp_path_factory):
     """A workspace of the tiny model with one cached SAE (model name 'tiny', registered as lm:tiny)."""
-    import torch
-
-    from core.autointerp.scorers.surprisal import register_lm
-    from core.cache import run_cache
-
-    torch.set_num_threads(1)
-    tokdir = tmp_path_factory.mktemp("tok")
-    tiny_cache.make_tokenizer(tokdir)
-    model, dicts = tiny_cache.build(tokdir)
-    plan, params = tiny_cache.plan_and_params(model)
-    ws = tmp_path_factory.mktemp("ws") / "ws.duckdb"
-    run_cache(model, [dicts["resid1"]], ws, plan, params, model_name="tiny")
-    register_lm("tiny", model)
-    return ws, dicts["resid1"]
-
-
-def _copy(ws: Path, dest: Path) -> Path:
-    import shutil
-
-    shutil.copy(ws, dest / ws.name)
-    shutil.copytree(store.data_dir(ws), store.data_dir(dest / ws.name))
-    return dest / ws.name
+    return tiny_workspace(tmp_path_factory)
 
 
 def test_baseline_and_offline_scorers_write_rows_and_a_rerun_does_nothing(tiny_ws, tmp_path, monkeypatch):

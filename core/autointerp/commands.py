@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from core.cli import UserError
@@ -109,6 +111,37 @@ def _run_score(args) -> int:
     return _run(args, scorers, explain_missing=False)
 
 
+def _run_explain_default(args) -> int:
+    from core.autointerp.default import STAGES
+    from core.autointerp.default_job import job_files, run_default_job
+    from core.cache import DEFAULT_WORKSPACE
+
+    workspace = Path(args.workspace) if args.workspace else DEFAULT_WORKSPACE
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    bad = [s for s in stages if s not in STAGES]
+    if bad or not stages:
+        raise UserError(f"--stages takes a comma-separated subset of {','.join(STAGES)} (got {args.stages!r})")
+    if not workspace.exists():
+        raise UserError(
+            f"workspace {workspace} does not exist; the app builds the default one on its first start "
+            f"(or `python -m core cache --workspace {workspace} ...`)"
+        )
+    if args.nice:
+        os.nice(args.nice)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    bars = Bars()
+    try:
+        status = run_default_job(workspace, stages, progress=bars, wait_lock=args.wait_lock)
+    finally:
+        bars.close()
+    print(f"done; status in {job_files(workspace)['status']}", file=sys.stderr)
+    print(json.dumps({"state": status.state, "seconds": status.seconds, "stages": status.stages}))
+    return 0
+
+
 def _common(p) -> None:
     p.add_argument("--workspace", required=True, help="the workspace file (built by `python -m core cache`)")
     p.add_argument("--dictionary", nargs="+", help="dictionary ids (default: every cached dictionary)")
@@ -167,3 +200,18 @@ def register(sub) -> None:
     )
     q.add_argument("--n-per-prompt", type=int, default=5, help="detection/fuzzing examples per prompt")
     q.set_defaults(run=_run_score)
+
+    r = sub.add_parser(
+        "explain-default",
+        help="explain (baseline) and score (every offline scorer) every latent of a default workspace; resumable",
+    )
+    r.add_argument("--workspace", help="the workspace (default: the embedded default's, data/default/workspace.duckdb)")
+    r.add_argument(
+        "--stages",
+        default="fast,slow",
+        help="fast = detection, fuzzing, simulation, embedding; slow = surprisal, intervention (default: both)",
+    )
+    r.add_argument("--wait-lock", type=float, default=0.0, help="seconds to wait for another job's lock")
+    r.add_argument("--nice", type=int, default=0, help="raise the process's niceness by N")
+    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.set_defaults(run=_run_explain_default)
