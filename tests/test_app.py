@@ -104,10 +104,17 @@ def test_a_missing_default_workspace_is_built_with_progress(tmp_path, monkeypatc
         "core.cache.ensure_default_workspace",
         functools.partial(core.cache.ensure_default_workspace, params=CacheParams(n_tokens=1024, ctx_len=64)),
     )
+    from core.autointerp import default_job
+
+    launches: list = []  # the explanations job it then starts: recorded, not run
+    monkeypatch.setattr(
+        default_job.subprocess, "Popen", lambda argv, **kw: launches.append(argv) or type("P", (), {"pid": 1})()
+    )
     at = AppTest.from_file(APP, default_timeout=900).run()
     assert not at.exception and not at.error
     assert core.cache.default_workspace_ready(target)
     assert at.status[0].proto.label == "Default workspace built"
+    assert len(launches) == 1 and "explain-default" in launches[0]
     assert {m.label: m.value for m in at.metric}[
         "cached tokens"
     ] == f"{store.workspace_summary(target)['corpus']['n_tokens']:,}"

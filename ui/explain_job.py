@@ -18,7 +18,8 @@ from core.autointerp.default import STAGES
 REFRESH_S = 3.0
 WHAT = {
     "fast": "detection, fuzzing, simulation (offline judge judge:minilm-similarity) and embedding (all-MiniLM-L6-v2)",
-    "slow": "surprisal and intervention (the workspace's own model, lm:default)",
+    "slow": "surprisal (the subject model, lm:default) and intervention (steering lm:default; continuations judged "
+    "by judge:minilm-similarity)",
 }
 
 
