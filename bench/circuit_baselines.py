@@ -75,16 +75,10 @@ def main() -> None:
         ref = (m_full, m_empty)
         atp = [attribution_patching_scores(model, dicts, p.state.tokens, p.target, means) for p in prepared]
         active = [frozenset(active_features(p.state)) for p in prepared]
-        active_scores = []
-        for scores, act in zip(atp, active, strict=True):  # AtP scores with every inactive latent zeroed out
-            masked = {k: torch.zeros_like(v) for k, v in scores.items()}
-            for d, pos, lat in act:
-                masked[d][pos, lat] = scores[d][pos, lat]
-            active_scores.append(masked)
         rows = []
         for n in sizes:
             top = [top_features(s, n) for s in atp]
-            top_active = [top_features(s, min(n, len(a))) for s, a in zip(active_scores, active, strict=True)]
+            top_active = [top_features(s, n, sorted(a)) for s, a in zip(atp, active, strict=True)]
             inactive = sum(len(c - a) for c, a in zip(top, active, strict=True)) / max(1, sum(len(c) for c in top))
             f_all = circuit_faithfulness(
                 model, dicts, tokens, targets, top, means, reference=ref, active_only=args.active_only

@@ -14,7 +14,8 @@ Method, step by step:
    threshold pruning     the n_i latents of prompt i's traced graph with the highest influence on the
                          target (the influence threshold that leaves n_i; circuit-tracer's pruning of
                          the same graph the LLM saw, prompt by prompt);
-   attribution patching  prompt i's top n_i latents by |IE| (`baselines.top_features`);
+   attribution patching  prompt i's top n_i latents by |IE| (`baselines.top_features`; with
+                         `active_only`, among prompt i's active latents);
    random                n_i of prompt i's active latents, the mean over seeds;
    and, for reference, the traced graphs unpruned (all their latents).
 4. Each set of circuits is ablated on the real model (`ablation.circuit_faithfulness`), m averaged
@@ -238,7 +239,12 @@ def compare_pruning(
         methods: dict[str, list[list[Circuit]]] = {
             "llm": [llm],
             "threshold": [[influence_circuit(g, n) for g, n in zip(graphs, sizes, strict=True)]],
-            "attribution_patching": [[top_features(s, n) for s, n in zip(atp, sizes, strict=True)]],
+            "attribution_patching": [
+                [
+                    top_features(s, n, active_features(p.state) if active_only else None)
+                    for s, n, p in zip(atp, sizes, prepared, strict=True)
+                ]
+            ],
             "random": [
                 [
                     random_features(active_features(p.state), n, torch.Generator().manual_seed(1000 * seed + i))

@@ -8,7 +8,9 @@ Method, step by step:
    of the effect of mean-ablating it is
        IE[p, i] = (mean_i - a_i[p]) * (dm/d hook_out[p] . W_dec[i]),
    computed densely per position as `grad @ W_dec.T` (every latent, active or not, can score).
-   The BOS position is excluded. A circuit of size n is the n latents with the largest |IE|.
+   The BOS position is excluded. A circuit of size n is the n latents with the largest |IE|;
+   when only active latents are ablated (`active_only`), the n largest among the prompt's active
+   latents, since setting an inactive latent aside then changes nothing.
 2. Random: n latents drawn uniformly from the prompt's active latents (non-BOS positions), with a
    seeded generator.
 The time of each phase is logged.
@@ -98,10 +100,21 @@ def attribution_patching_scores(
     return scores
 
 
-def top_features(scores: dict[str, torch.Tensor], n: int) -> Circuit:
-    """The `n` latents with the largest |score| across dictionaries (scores `{id: [pos, d_sae]}`)."""
+def top_features(scores: dict[str, torch.Tensor], n: int, among: Sequence[Feature] | None = None) -> Circuit:
+    """The `n` latents with the largest |score| across dictionaries (scores `{id: [pos, d_sae]}`).
+
+    With `among` (e.g. a prompt's `active_features`), only those latents are ranked, and at most
+    `len(among)` are returned.
+    """
     if n <= 0:
         return frozenset()
+    if among is not None:
+        cands = list(among)
+        if not cands:
+            return frozenset()
+        vals = torch.stack([scores[d][p, i].abs() for d, p, i in cands])
+        top = torch.topk(vals, min(n, len(cands))).indices.tolist()
+        return frozenset(cands[j] for j in top)
     ids = list(scores)
     flat = torch.cat([scores[i].abs().flatten() for i in ids])
     n = min(n, int(flat.numel()))

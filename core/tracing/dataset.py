@@ -10,6 +10,8 @@ Method, step by step:
    prompt hierarchically; its circuit is the graph's latents, of size n_i for prompt i.
 4. Baselines at equal size: attribution patching (one forward/backward per prompt, reused for all
    sizes) keeps prompt i's top n_i latents by |IE|; random keeps n_i active latents (several seeds).
+   With `active_only`, attribution patching ranks only the prompt's active latents, as hierarchical
+   tracing and random do: an inactive latent stays at 0 under that ablation, in the circuit or not.
 5. Faithfulness and complement faithfulness of each method at each point by mean ablation on the
    real model (`ablation.py`), with m(M) and m(∅) computed once.
 6. Aggregate graph: the hierarchical graphs of one sweep point averaged over prompts. Nodes are
@@ -262,7 +264,8 @@ def compare_methods(
             sizes = [len(c) for c in hier]
             methods: dict[str, list[list[Circuit]]] = {
                 "hierarchical": [hier],
-                "attribution_patching": [[top_features(s, n) for s, n in zip(atp, sizes, strict=True)]],
+                "attribution_patching": [[top_features(s, n, c if active_only else None)
+                                          for s, n, c in zip(atp, sizes, candidates, strict=True)]],
                 "random": [
                     [random_features(c, n, torch.Generator().manual_seed(1000 * seed + i)) for i, (c, n) in enumerate(zip(candidates, sizes, strict=True))]
                     for seed in random_seeds
