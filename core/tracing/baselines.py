@@ -62,7 +62,11 @@ def attribution_patching_scores(
 
     hooks = [(d.hook_in, read_in) for d in dicts if d.hook_in != d.hook_out]
     hooks += [(h, add_delta) for h in {d.hook_out for d in dicts}]
-    with phase("atp_forward_backward", timings, log), torch.enable_grad(), params_frozen([model, *[d.module for d in dicts]]):
+    with (
+        phase("atp_forward_backward", timings, log),
+        torch.enable_grad(),
+        params_frozen([model, *[d.module for d in dicts]]),
+    ):
         live: dict[str, torch.Tensor] = {}
 
         def live_in(value: torch.Tensor, hook) -> torch.Tensor:

@@ -87,11 +87,15 @@ def load_task_items(task: str, n: int, root: Path | None = None, seed: int = 123
     if split_json is not None:
         split = TaskSplit.from_json(split_json)
     elif tokenizer is not None:
-        log.warning("no task split in a manifest under %s; rebuilding it from the tokenizer", default_paths(root)["root"])
+        log.warning(
+            "no task split in a manifest under %s; rebuilding it from the tokenizer", default_paths(root)["root"]
+        )
         names = [w for w in NAMES if len(tokenizer.encode(" " + w, add_special_tokens=False)) == 1]
         split = make_split(names, list(NOUNS), seed=0)
     else:
-        raise ValueError(f"no task split: {default_paths(root)['manifest']} is missing or has none; rebuild the default")
+        raise ValueError(
+            f"no task split: {default_paths(root)['manifest']} is missing or has none; rebuild the default"
+        )
     sentences: list[str] = []
     if task == "brackets":
         docs = read_corpus(default_paths(root)["corpus"], split="validation")
@@ -108,7 +112,9 @@ class PreparedItem:
     target: LogitTarget
 
 
-def prepare_items(rm: ReplacementModel, items: Sequence[TaskItem], progress: ProgressCallback | None = None) -> tuple[list[PreparedItem], int]:
+def prepare_items(
+    rm: ReplacementModel, items: Sequence[TaskItem], progress: ProgressCallback | None = None
+) -> tuple[list[PreparedItem], int]:
     """Prepare each item (step 2); returns the prepared items and how many were skipped for multi-token answers."""
     from core.evaluate import TokenizationError
 
@@ -148,8 +154,17 @@ def aggregate_graphs(graphs: Sequence[nx.DiGraph]) -> nx.DiGraph:
         for v, a in g.nodes(data=True):
             k = key[v]
             if k not in G:
-                G.add_node(k, kind=a["kind"], layer=a["layer"], latent=a.get("latent"), dictionary=a.get("dictionary"),
-                           feature_key=k, n_prompts=0, activation=0.0, is_target=bool(a.get("is_target")))
+                G.add_node(
+                    k,
+                    kind=a["kind"],
+                    layer=a["layer"],
+                    latent=a.get("latent"),
+                    dictionary=a.get("dictionary"),
+                    feature_key=k,
+                    n_prompts=0,
+                    activation=0.0,
+                    is_target=bool(a.get("is_target")),
+                )
             if k not in seen:
                 G.nodes[k]["n_prompts"] += 1
                 seen.add(k)
@@ -159,8 +174,14 @@ def aggregate_graphs(graphs: Sequence[nx.DiGraph]) -> nx.DiGraph:
     for (u, v), w in weights.items():
         G.add_edge(u, v, weight=w)
     if graphs:
-        G.graph.update({"method": "hierarchical-aggregate", "n_prompts": n, "params": graphs[0].graph.get("params", {}),
-                        "n_layers": graphs[0].graph.get("n_layers")})
+        G.graph.update(
+            {
+                "method": "hierarchical-aggregate",
+                "n_prompts": n,
+                "params": graphs[0].graph.get("params", {}),
+                "n_layers": graphs[0].graph.get("n_layers"),
+            }
+        )
     return G
 
 
@@ -194,6 +215,7 @@ class CircuitComparison:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form (NaN as None)."""
+
         def clean(x: Any) -> Any:
             return None if isinstance(x, float) and math.isnan(x) else x
 
@@ -205,14 +227,19 @@ class CircuitComparison:
     def table(self) -> str:
         """The curves as a plain-text table: one line per sweep point, F and F(M\\C) per method."""
         short = {"hierarchical": "hierarchical", "attribution_patching": "attr. patching", "random": "random"}
-        lines = [f"task {self.task}: {self.n_prompts} prompts ({self.n_skipped} skipped), m(M)={self.metric_full:.3f}, "
-                 f"m(empty)={self.metric_empty:.3f}, {self.ablation} ablation; F = faithfulness, C = F(M\\C) (0 = complete)",
-                 f"{'point':>5} {'size':>6}  " + "  ".join(f"{short[m]:<15}" for m in METHODS),
-                 f"{'':>5} {'':>6}  " + "  ".join(f"{'F':>7} {'C':>7}" for _ in METHODS)]
+        lines = [
+            f"task {self.task}: {self.n_prompts} prompts ({self.n_skipped} skipped), m(M)={self.metric_full:.3f}, "
+            f"m(empty)={self.metric_empty:.3f}, {self.ablation} ablation; F = faithfulness, C = F(M\\C) (0 = complete)",
+            f"{'point':>5} {'size':>6}  " + "  ".join(f"{short[m]:<15}" for m in METHODS),
+            f"{'':>5} {'':>6}  " + "  ".join(f"{'F':>7} {'C':>7}" for _ in METHODS),
+        ]
         for p in sorted({r.point for r in self.rows}):
             by = {r.method: r for r in self.rows if r.point == p}
             size = by["hierarchical"].size if "hierarchical" in by else float("nan")
-            cells = "  ".join(f"{by[m].faithfulness:>7.3f} {by[m].complement_faithfulness:>7.3f}" if m in by else " " * 15 for m in METHODS)
+            cells = "  ".join(
+                f"{by[m].faithfulness:>7.3f} {by[m].complement_faithfulness:>7.3f}" if m in by else " " * 15
+                for m in METHODS
+            )
             lines.append(f"{p:>5} {size:>6.1f}  {cells}")
         return "\n".join(lines)
 
@@ -237,8 +264,14 @@ def compare_methods(
     tokens = padded_tokens(prepared)
     targets = [p.target for p in prepared]
     with phase("reference_runs", timings, log):
-        m_full = float(metric_values(model, dicts, tokens, targets, None, "ablate", means, ablation, active_only=active_only).mean())
-        m_empty = float(metric_values(model, dicts, tokens, targets, None, "keep", means, ablation, active_only=active_only).mean())
+        m_full = float(
+            metric_values(
+                model, dicts, tokens, targets, None, "ablate", means, ablation, active_only=active_only
+            ).mean()
+        )
+        m_empty = float(
+            metric_values(model, dicts, tokens, targets, None, "keep", means, ablation, active_only=active_only).mean()
+        )
     label = ablation + (" (active latents only)" if active_only else "")
     result = CircuitComparison(task, len(prepared), n_skipped, m_full, m_empty, label, timings=timings)
 
@@ -255,7 +288,10 @@ def compare_methods(
             report(progress, f"traced sweep point {j + 1}/{len(sweep)}", 0.1 + 0.3 * (j + 1) / len(sweep))
     result.mean_backward_per_trace = n_backward / (len(sweep) * len(prepared))
     with phase("attribution_patching", timings, log):
-        atp = [attribution_patching_scores(model, dicts, p.state.tokens, p.target, means if ablation == "mean" else None) for p in prepared]
+        atp = [
+            attribution_patching_scores(model, dicts, p.state.tokens, p.target, means if ablation == "mean" else None)
+            for p in prepared
+        ]
     candidates = [active_features(p.state) for p in prepared]
 
     with phase("ablations", timings, log):
@@ -264,25 +300,46 @@ def compare_methods(
             sizes = [len(c) for c in hier]
             methods: dict[str, list[list[Circuit]]] = {
                 "hierarchical": [hier],
-                "attribution_patching": [[top_features(s, n, c if active_only else None)
-                                          for s, n, c in zip(atp, sizes, candidates, strict=True)]],
+                "attribution_patching": [
+                    [
+                        top_features(s, n, c if active_only else None)
+                        for s, n, c in zip(atp, sizes, candidates, strict=True)
+                    ]
+                ],
                 "random": [
-                    [random_features(c, n, torch.Generator().manual_seed(1000 * seed + i)) for i, (c, n) in enumerate(zip(candidates, sizes, strict=True))]
+                    [
+                        random_features(c, n, torch.Generator().manual_seed(1000 * seed + i))
+                        for i, (c, n) in enumerate(zip(candidates, sizes, strict=True))
+                    ]
                     for seed in random_seeds
                 ],
             }
             for method, circuit_sets in methods.items():
-                res = [circuit_faithfulness(model, dicts, tokens, targets, cs, means, ablation, reference=(m_full, m_empty), active_only=active_only)
-                       for cs in circuit_sets]
-                result.rows.append(ComparisonRow(
-                    method=method,
-                    point=j,
-                    params=params.to_json(),
-                    size=sum(sizes) / len(sizes),
-                    faithfulness=sum(r.faithfulness for r in res) / len(res),
-                    complement_faithfulness=sum(r.complement_faithfulness for r in res) / len(res),
-                    metric_circuit=sum(r.metric_circuit for r in res) / len(res),
-                    metric_complement=sum(r.metric_complement for r in res) / len(res),
-                ))
+                res = [
+                    circuit_faithfulness(
+                        model,
+                        dicts,
+                        tokens,
+                        targets,
+                        cs,
+                        means,
+                        ablation,
+                        reference=(m_full, m_empty),
+                        active_only=active_only,
+                    )
+                    for cs in circuit_sets
+                ]
+                result.rows.append(
+                    ComparisonRow(
+                        method=method,
+                        point=j,
+                        params=params.to_json(),
+                        size=sum(sizes) / len(sizes),
+                        faithfulness=sum(r.faithfulness for r in res) / len(res),
+                        complement_faithfulness=sum(r.complement_faithfulness for r in res) / len(res),
+                        metric_circuit=sum(r.metric_circuit for r in res) / len(res),
+                        metric_complement=sum(r.metric_complement for r in res) / len(res),
+                    )
+                )
             report(progress, f"ablations {j + 1}/{len(sweep)}", 0.4 + 0.6 * (j + 1) / len(sweep))
     return result, graphs
