@@ -117,6 +117,12 @@ def remove_scratch(workspace: Path, run_id: str) -> None:
     shutil.rmtree(scratch_dir(workspace, run_id), ignore_errors=True)
 
 
+# np.load parses each .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
+# safe to run in two threads at once ("SystemError: AST constructor recursion depth mismatch", seen
+# when two finalisation workers opened chunks together); headers are read one thread at a time.
+_NPY_LOAD_LOCK = threading.Lock()
+
+
 @dataclass
 class ChunkReader:
     """Memory-mapped rows of one dictionary in one chunk (`token`, `value` `[n]`), with per-latent offsets `[d_sae + 1]`."""
@@ -130,9 +136,10 @@ def open_chunk(workspace: Path, run_id: str, chunk: int, dict_idx: int) -> Chunk
     """Memory-map one dictionary's rows of a committed chunk."""
     folder = chunk_dir(workspace, run_id, chunk)
     try:
-        counts = np.load(folder / f"d{dict_idx:03d}.counts.npy")
-        token = np.load(folder / f"d{dict_idx:03d}.token.npy", mmap_mode="r")
-        value = np.load(folder / f"d{dict_idx:03d}.value.npy", mmap_mode="r")
+        with _NPY_LOAD_LOCK:
+            counts = np.load(folder / f"d{dict_idx:03d}.counts.npy")
+            token = np.load(folder / f"d{dict_idx:03d}.token.npy", mmap_mode="r")
+            value = np.load(folder / f"d{dict_idx:03d}.value.npy", mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise WorkspaceError(
             f"scratch chunk {folder} is missing or damaged ({exc}); rerun the same cache command with --restart"
