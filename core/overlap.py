@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cli import UserError
+from core.search import EMBEDDING_MODEL, index_explanations  # the MiniLM index of explanations
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +467,6 @@ def all_decoder_overlaps(
 # Workspace: compute every layer pair, store results and matched pairs, resume
 
 
-EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the model `python -m core explain` embeds explanations with
 SIMILARITIES = ("decoder", "explanation")
 
 
@@ -653,10 +653,7 @@ def overlap_workspace(
                     )
                 )
     if "explanation" in similarities:
-        from core.search import EMBEDDING_MODEL as INDEXED_MODEL
-        from core.search import index_explanations
-
-        if embedding_model == INDEXED_MODEL:
+        if embedding_model == EMBEDDING_MODEL:
             index_explanations(workspace)  # embeds explanations stored since the last index (none: no-op)
         sets, choice = explanation_sets(workspace, kinds, embedding_model, explainer, strategy)
         if not sets:

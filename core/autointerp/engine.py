@@ -185,31 +185,11 @@ def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, 
     freq = float(np.median(live)) if len(live) else 1e-3
     rec = real.dl.record
     toks = np.ascontiguousarray(tokens.tokens)
-    key = (
-        model_name,
-        rec.id,
-        rec.hook_in,
-        rec.hook_out,
-        rec.d_out,
-        freq,
-        n,
-        RANDOM_LATENT_SEED,
-        toks.shape,
-        hashlib.blake2b(toks.tobytes(), digest_size=16).hexdigest(),
-    )
+    args = (rec.id, rec.hook_in, rec.hook_out, rec.d_out, freq, n, RANDOM_LATENT_SEED)
+    key = (model_name, *args, toks.shape, hashlib.blake2b(toks.tobytes(), digest_size=16).hexdigest())
     if key in _RANDOM_LATENTS_MEMO:
         return _RandomSource(_RANDOM_LATENTS_MEMO[key])
-    rl = build_random_latents(
-        subject_model(model_name),
-        tokens.tokens,
-        rec.id,
-        rec.hook_in,
-        rec.hook_out,
-        rec.d_out,
-        freq,
-        n,
-        RANDOM_LATENT_SEED,
-    )
+    rl = build_random_latents(subject_model(model_name), tokens.tokens, *args)
     if len(_RANDOM_LATENTS_MEMO) >= _RANDOM_LATENTS_MEMO_SIZE:
         _RANDOM_LATENTS_MEMO.pop(next(iter(_RANDOM_LATENTS_MEMO)))
     _RANDOM_LATENTS_MEMO[key] = rl
