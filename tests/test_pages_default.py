@@ -69,6 +69,12 @@ def test_latents_page_shows_a_scored_card_of_the_default(default_ws):
     assert "baseline:token-stats" in html + texts(at)  # who wrote the explanation is shown
 
 
+def test_report_overlaps_explanations_that_explain_did_not_embed(default_ws):
+    # `explain` stores no embeddings; the overlap step of `report` indexes the explanations itself
+    (rec,) = store.read_overlaps(default_ws, similarity="explanation", kind="resid")
+    assert {rec.dict_a, rec.dict_b} == set(DICTS) and rec.n_matched > 0
+
+
 @pytest.mark.parametrize("path", ["pages/2_Scores.py", "pages/3_Deciles.py", "pages/4_Overlap.py"])
 def test_analysis_pages_chart_the_default_workspace(default_ws, path):
     at = page(path, default_ws)
