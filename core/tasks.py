@@ -79,6 +79,12 @@ IOI_INTROS_TRAIN = (
     "{A} met {B} at the {place}, and",
     "In the morning {A} and {B} drove to the {place}. There",
     "After a long day at the {place}, {A} and {B} sat down, and",
+    "Last night {A} and {B} had dinner at the {place}, and",
+    "{A} and {B} were talking at the {place}. Afterwards",
+    "The day {A} and {B} moved to the {place},",
+    "{A} and {B} were playing near the {place}, and then",
+    "At the {place}, {A} and {B} talked for an hour, and then",
+    "Because {A} and {B} stayed at the {place} late,",
 )
 IOI_INTROS_HELDOUT = (
     "Once {A} and {B} reached the {place},",
@@ -99,6 +105,13 @@ IOI_ACTIONS_TRAIN = (
     " {S} returned the {obj} to",
     " {S} waved to",
     " {S} took the {obj} and gave it to",
+    " {S} told a joke to",
+    " {S} gave the {obj} back to",
+    " {S} tossed the {obj} to",
+    " {S} sang a song to",
+    " {S} explained the plan to",
+    " {S} left the {obj} with",
+    " {S} mailed the {obj} to",
 )
 IOI_ACTIONS_HELDOUT = (
     " {S} brought the {obj} to",
@@ -106,9 +119,18 @@ IOI_ACTIONS_HELDOUT = (
     " {S} wrote a note to",
 )
 
-SVA_PREPS_TRAIN = "near on by with under in of to from for".split()
+# Many training prepositions and relative-clause verbs, so that a held-out one is a new word in a
+# familiar frame: with four training verbs the default model agreed with the nearest noun after a
+# held-out verb (chance on those items), while held-out prepositions were at 0.91-0.96.
+SVA_PREPS_TRAIN = (
+    "near on by with under in of to from for at inside outside over across along around past against "
+    "among beyond below beneath into toward without within after before like"
+).split()
 SVA_PREPS_HELDOUT = "beside above behind".split()
-SVA_REL_VERBS_TRAIN = "saw liked found met".split()
+SVA_REL_VERBS_TRAIN = (
+    "saw liked found met loved called visited watched heard chose followed trusted painted built bought "
+    "sold wanted remembered feared praised thanked described"
+).split()
 SVA_REL_VERBS_HELDOUT = "knew helped".split()
 SVA_VERBS = (("is", "are"), ("was", "were"))
 
@@ -289,7 +311,7 @@ def _bracket_sentence(rng: random.Random, sentences: list[str]) -> str:
 def _copy_text(rng: random.Random, split: TaskSplit, sentences: list[str]) -> str:
     """Text whose continuation is a name (or span) seen earlier in context: induction and retrieval."""
     names = split.train_names + split.heldout_names
-    kind = rng.randrange(5)
+    kind = rng.randrange(7)
     if kind == 0:  # a list of names, repeated
         group = rng.sample(names, rng.randint(2, 5))
         listed = ", ".join(group[:-1]) + " and " + group[-1]
@@ -306,6 +328,13 @@ def _copy_text(rng: random.Random, split: TaskSplit, sentences: list[str]) -> st
     if kind == 3:  # a name said, then called again
         a = rng.choice(names)
         return f"{a} {rng.choice(['said', 'smiled', 'waited', 'laughed'])}. Everyone looked at {a}."
+    if kind == 5:  # two names, one of them repeated; the answer is the other one (not an IOI template)
+        a, b = rng.sample(names, 2)
+        thing = rng.choice(OBJECTS)
+        return f"{a} and {b} both wanted the {thing}. {a} already had one, so the {thing} went to {b}."
+    if kind == 6:
+        a, b = rng.sample(names, 2)
+        return f"Either {a} or {b} was at the {rng.choice(PLACES)}. It was not {a}, so it was {b}."
     people = rng.sample(names, 2)
     thing = rng.choice(OBJECTS)
     return f"The {thing} was with {people[0]}, not {people[1]}. So the {thing} was with {people[0]}."

@@ -73,7 +73,7 @@ class DictionaryTrainingConfig:
     seed: int = 0
     d_sae: int = 2048
     k: int = 32  # mean active latents per token (BatchTopK)
-    training_tokens: int = 1_000_000  # per dictionary
+    training_tokens: int = 800_000  # per dictionary
     train_batch_size_tokens: int = 2048
     lr: float = 1e-3
     lr_warm_up_steps: int = 20

@@ -77,14 +77,14 @@ class ModelTrainingConfig:
     task_share_start: float = 0.6
     task_share_end: float = 0.4
     task_weights: dict[str, float] = field(
-        default_factory=lambda: {"ioi": 0.35, "sva": 0.17, "brackets": 0.1, "copy": 0.2, "number": 0.18}
+        default_factory=lambda: {"ioi": 0.32, "sva": 0.2, "brackets": 0.08, "copy": 0.2, "number": 0.2}
     )
     # (until step, IOI names, intro templates, action templates); 0 = all of them
     ioi_curriculum: tuple[tuple[int, int, int, int], ...] = (
-        (400, 4, 1, 1),
-        (700, 12, 3, 3),
-        (1000, 40, 10, 8),
-        (1200, 0, 0, 0),
+        (250, 4, 1, 1),
+        (550, 12, 3, 3),
+        (850, 40, 10, 8),
+        (1050, 0, 0, 0),
     )
     curriculum_task_share: float = 0.875
     curriculum_task_weights: dict[str, float] = field(default_factory=lambda: {"ioi": 0.9, "copy": 0.1})
