@@ -129,8 +129,12 @@ SVA_PREPS_TRAIN = (
 SVA_PREPS_HELDOUT = "beside above behind".split()
 SVA_REL_VERBS_TRAIN = (
     "saw liked found met loved called visited watched heard chose followed trusted painted built bought "
-    "sold wanted remembered feared praised thanked described"
+    "sold wanted remembered feared praised thanked described told asked kept left brought sent showed "
+    "moved carried opened closed cleaned fixed washed drew took made used needed hated missed married "
+    "joined led taught served fed paid raised saved hid held caught chased pushed pulled noticed "
+    "admired visited greeted blamed warned thanked invited"
 ).split()
+SVA_REL_VERBS_TRAIN = tuple(dict.fromkeys(SVA_REL_VERBS_TRAIN))
 SVA_REL_VERBS_HELDOUT = "knew helped".split()
 SVA_VERBS = (("is", "are"), ("was", "were"))
 
@@ -218,8 +222,12 @@ def sva_item(
     nouns: tuple[tuple[str, str], ...],
     distractors: tuple[tuple[str, str], ...],
     heldout_templates: bool,
+    rel_share: float = 0.3,
 ) -> TaskItem:
-    """An agreement prompt 'The N1 <prep> the N2' or 'The N1 that the N2 <verb>'; N2 has the other number half the time."""
+    """An agreement prompt 'The N1 <prep> the N2' or, `rel_share` of the time, 'The N1 that the N2 <verb>'.
+
+    N2 has the other number 70% of the time.
+    """
     n1 = rng.choice(nouns)
     n2 = rng.choice([d for d in distractors if d != n1])
     plural1 = rng.random() < 0.5
@@ -227,7 +235,7 @@ def sva_item(
     subject = n1[1] if plural1 else n1[0]
     distractor = n2[1] if plural2 else n2[0]
     adj = rng.choice(ADJECTIVES) + " " if rng.random() < 0.5 else ""
-    if rng.random() < 0.7:
+    if rng.random() < 1 - rel_share:
         prep = rng.choice(SVA_PREPS_HELDOUT if heldout_templates else SVA_PREPS_TRAIN)
         prompt = f"The {subject} {prep} the {adj}{distractor}"
     else:
@@ -296,7 +304,7 @@ def _ioi_sentence(rng: random.Random, split: TaskSplit, stage: tuple[int, int, i
 
 
 def _sva_sentence(rng: random.Random, split: TaskSplit) -> str:
-    item = sva_item(rng, split.train_nouns, split.train_nouns, heldout_templates=False)
+    item = sva_item(rng, split.train_nouns, split.train_nouns, heldout_templates=False, rel_share=0.45)
     return item.prompt + item.correct + " " + rng.choice(PREDICATES) + "."
 
 
@@ -363,7 +371,7 @@ def _number_text(rng: random.Random, split: TaskSplit, heldout_share: float = 0.
     noun = plural if is_plural else singular
     det = rng.choice(NUMBER_DETERMINERS[is_plural])
     obj, reflexive, possessive = NUMBER_PRONOUNS[is_plural]
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
     if kind == 0:
         return f"She looked at {det} {noun} for a while."
     if kind == 1:
@@ -375,6 +383,10 @@ def _number_text(rng: random.Random, split: TaskSplit, heldout_share: float = 0.
     if kind == 4:
         head = det.capitalize() if rng.random() < 0.5 else "The"
         return f"{head} {noun} near the {rng.choice(PLACES)} lost {possessive} {rng.choice(['color', 'place', 'name', 'shape'])}."
+    if kind == 7:  # the number carried across a relative clause, shown by a pronoun (not by a verb)
+        other = rng.choice(split.train_nouns)[rng.random() < 0.5]
+        verb = rng.choice(SVA_REL_VERBS_TRAIN)
+        return f"The {noun} that the {other} {verb} lost {possessive} {rng.choice(['color', 'place', 'name', 'shape'])}."
     if kind == 5:
         many = rng.choice(NUMBER_DETERMINERS[1][1:])
         return f"I had one {singular} once, and now I have {many} {plural}."

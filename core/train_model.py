@@ -77,7 +77,7 @@ class ModelTrainingConfig:
     task_share_start: float = 0.6
     task_share_end: float = 0.4
     task_weights: dict[str, float] = field(
-        default_factory=lambda: {"ioi": 0.32, "sva": 0.2, "brackets": 0.08, "copy": 0.2, "number": 0.2}
+        default_factory=lambda: {"ioi": 0.32, "sva": 0.2, "brackets": 0.1, "copy": 0.18, "number": 0.2}
     )
     # (until step, IOI names, intro templates, action templates); 0 = all of them
     ioi_curriculum: tuple[tuple[int, int, int, int], ...] = (
