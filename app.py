@@ -210,7 +210,7 @@ if overview.learning_curves:
     curves = pd.DataFrame(overview.learning_curves)
     acc = curves.melt(
         id_vars=["tokens"],
-        value_vars=[c for c in curves if c.endswith("_accuracy")],
+        value_vars=[c for c in curves if c.endswith(("_accuracy", "_validation_verbs"))],
         var_name="task",
         value_name="accuracy",
     )

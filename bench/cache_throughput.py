@@ -2,7 +2,7 @@
 
     python bench/cache_throughput.py [--tokens 65536] [--threads CORES] [--root data/default]
 
-Defaults: the default workspace's size (65k tokens; 77.4M activations on the current default build) and the cache command's threads.
+Defaults: the default workspace's size (65k tokens; 73.0M activations on the current default build) and the cache command's threads.
 
 Measured in one run, on the same batches of Brown training text:
 - base: model forward (up to the last hook needed) + every dictionary's encoder, nothing kept;

@@ -106,6 +106,25 @@ def load_brown(package_dir: Path) -> list[BrownDocument]:
     return docs
 
 
+def past_tense_verbs(package_dir: Path, min_count: int = 5) -> list[str]:
+    """Lower-case words Brown tags `vbd` (simple past) at least `min_count` times in its training files, most frequent first.
+
+    The build's relative-clause verbs: hundreds of them, so that agreement across 'that the N2 <verb>'
+    is learned from the frame and not verb by verb.
+    """
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for path in sorted(package_dir.glob("c[a-r][0-9][0-9]")):
+        if path.name.endswith("0"):  # validation file (see `is_validation`)
+            continue
+        for token in path.read_text().split():
+            word, _, tag = token.rpartition("/")
+            if tag == "vbd" and word.isalpha() and word.islower():
+                counts[word] += 1
+    return [w for w, c in counts.most_common() if c >= min_count]
+
+
 def is_validation(doc: BrownDocument) -> bool:
     """Held-out split: files whose two-digit number ends in 0 (41 of 500, every genre)."""
     return doc.name.endswith("0")

@@ -64,21 +64,18 @@ def plot_learning_curves(curves: list[dict], path: Path) -> None:
     for key in [k for k in curves[0] if k.endswith("_accuracy")]:
         task = key.removesuffix("_accuracy")
         (line,) = ax_acc.plot(tokens, [c[key] for c in curves], marker="o", label=task)
-        train_key = f"{task}_training_items"  # the same task on training names/nouns/templates, if recorded
-        if train_key in curves[0]:
-            ax_acc.plot(
-                tokens,
-                [c[train_key] for c in curves],
-                linestyle="--",
-                color=line.get_color(),
-                label=f"{task} (training items)",
-            )
+        # the same task on training names/nouns/templates, and agreement after verbs kept out of
+        # training, where recorded
+        for suffix, style, what in (("training_items", "--", "training items"), ("validation_verbs", ":", "validation verbs")):
+            if f"{task}_{suffix}" in curves[0]:
+                values = [c[f"{task}_{suffix}"] for c in curves]
+                ax_acc.plot(tokens, values, linestyle=style, color=line.get_color(), label=f"{task} ({what})")
     ax_acc.axhline(0.9, color="grey", linestyle=":", linewidth=1)
     ax_acc.set(
         xlabel="training tokens (M)",
         ylabel="accuracy",
         ylim=(0, 1.02),
-        title="tasks (held-out items; dashed: training items)",
+        title="tasks, held-out items (dashed: training; dotted: validation verbs)",
     )
     ax_acc.legend(fontsize="small")
     ax_loss.plot(tokens, [c["val_loss"] for c in curves], marker="o", color="black")

@@ -7,11 +7,14 @@ import random
 import pytest
 import torch
 
+from core.corpus import past_tense_verbs
 from core.evaluate import TokenizationError, encode_prompts, logit_differences, single_token_id, task_accuracy
 from core.tasks import (
     NAMES,
     NOUNS,
+    SVA_REL_VERBS_HELDOUT,
     TaskItem,
+    TaskSplit,
     bracket_item,
     evaluation_items,
     ioi_item,
@@ -19,6 +22,7 @@ from core.tasks import (
     sva_item,
     training_items,
     training_text_generators,
+    validation_verb_items,
 )
 
 SENTENCES = ["The jury said that the election was conducted well and fairly in every district of the city."] * 5
@@ -131,3 +135,38 @@ def test_training_items_use_training_names_and_number_frames_show_heldout_nouns(
     texts = [gens["number"](rng) for _ in range(400)]
     share = sum(bool(set(t.replace(".", " ").replace(",", " ").split()) & heldout_words) for t in texts) / len(texts)
     assert 0.45 < share < 0.75
+
+
+def test_past_tense_verbs_counts_vbd_tags_in_training_files_only(tmp_path):
+    (tmp_path / "ca01").write_text(
+        "\tThe/at man/nn knew/vbd it/ppo ./.\n The/at dogs/nns knew/vbd ./. He/pps ran/vbd ./.\n"
+    )
+    (tmp_path / "ca02").write_text("\tShe/pps ran/vbd home/nr ./. It/pps was/bedz Ran/vbd-tl ./.\n")
+    (tmp_path / "ca10").write_text("\tThey/ppss slept/vbd ./. They/ppss slept/vbd ./. They/ppss slept/vbd ./.\n")
+    assert past_tense_verbs(tmp_path, min_count=1) == ["knew", "ran"]
+    assert past_tense_verbs(tmp_path, min_count=3) == []
+
+
+def test_split_with_extra_verbs_keeps_evaluation_and_validation_verbs_out_of_training():
+    extra = ["knew", "discovered", "smelled", "replied", "saw", "welcomed", "assured", "withdrew"]
+    split = make_split(list(NAMES), list(NOUNS), seed=0, extra_rel_verbs=extra, n_validation_verbs=3)
+    plain = make_split(list(NAMES), list(NOUNS), seed=0)
+    assert (split.train_names, split.heldout_nouns) == (plain.train_names, plain.heldout_nouns)
+    assert len(split.validation_rel_verbs) == 3 and set(split.validation_rel_verbs) <= set(extra) - {"saw"}
+    assert not set(split.validation_rel_verbs) & set(split.train_rel_verbs)
+    assert not set(SVA_REL_VERBS_HELDOUT) & set(split.train_rel_verbs + split.validation_rel_verbs)
+    assert (
+        set(split.train_rel_verbs) >= set(plain.train_rel_verbs)
+        and "welcomed" in split.train_rel_verbs + split.validation_rel_verbs
+    )
+    assert TaskSplit.from_json(split.to_json()) == split
+    for item in validation_verb_items(split, 50):
+        assert item.prompt.split()[-1] in split.validation_rel_verbs
+    # training agreement sentences use the split's verbs, never the validation or evaluation ones
+    gens = training_text_generators(split, SENTENCES)
+    rng = random.Random(3)
+    held = set(split.validation_rel_verbs) | set(SVA_REL_VERBS_HELDOUT)
+    for _ in range(300):
+        assert not set(gens["sva"](rng).replace(".", " ").split()) & held
+    with pytest.raises(ValueError, match="no validation verbs"):
+        validation_verb_items(plain, 1)
