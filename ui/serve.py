@@ -137,7 +137,13 @@ def wait_rendered(page, timeout: float = 120.0, settle: float = 0.3, ready_js: s
             page.query_selector('[data-testid="stStatusWidget"]') is not None
             or page.evaluate(SCRIPT_STATE_JS) != "notRunning"
         )
-        drawn = page.query_selector('[data-testid="stElementContainer"]') is not None
+        # An element whose code is still loading shows a placeholder (`stSkeleton`, a React Suspense
+        # fallback) until its chunk arrives: on a loaded machine metrics and tables were still
+        # placeholders when the script had finished.
+        drawn = (
+            page.query_selector('[data-testid="stElementContainer"]') is not None
+            and page.query_selector('[data-testid="stSkeleton"]') is None
+        )
         if drawn and not running and ready_js is not None:
             drawn = bool(page.evaluate(ready_js))
         if drawn and not running:
