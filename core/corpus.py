@@ -96,10 +96,15 @@ def parse_brown_file(raw: str) -> str:
     return "\n".join(" ".join(p) for p in paragraphs)
 
 
+def _brown_files(package_dir: Path) -> list[Path]:
+    """The package's 500 tagged text files ('ca01' ... 'cr09'), in file-name order."""
+    return sorted(package_dir.glob("c[a-r][0-9][0-9]"))
+
+
 def load_brown(package_dir: Path) -> list[BrownDocument]:
     """Every Brown file in `package_dir` as a plain-text document, in file-name order."""
     docs = []
-    for path in sorted(package_dir.glob("c[a-r][0-9][0-9]")):
+    for path in _brown_files(package_dir):
         docs.append(BrownDocument(name=path.name, genre=path.name[1], text=parse_brown_file(path.read_text())))
     if len(docs) < 500:
         raise RuntimeError(f"expected 500 Brown files in {package_dir}, found {len(docs)}")
@@ -115,8 +120,8 @@ def past_tense_verbs(package_dir: Path, min_count: int = 5) -> list[str]:
     from collections import Counter
 
     counts: Counter[str] = Counter()
-    for path in sorted(package_dir.glob("c[a-r][0-9][0-9]")):
-        if path.name.endswith("0"):  # validation file (see `is_validation`)
+    for path in _brown_files(package_dir):
+        if _is_validation_file(path.name):
             continue
         for token in path.read_text().split():
             word, _, tag = token.rpartition("/")
@@ -125,9 +130,13 @@ def past_tense_verbs(package_dir: Path, min_count: int = 5) -> list[str]:
     return [w for w, c in counts.most_common() if c >= min_count]
 
 
+def _is_validation_file(name: str) -> bool:
+    return name.endswith("0")
+
+
 def is_validation(doc: BrownDocument) -> bool:
     """Held-out split: files whose two-digit number ends in 0 (41 of 500, every genre)."""
-    return doc.name.endswith("0")
+    return _is_validation_file(doc.name)
 
 
 def save_corpus(docs: list[BrownDocument], path: Path) -> None:
