@@ -1,6 +1,7 @@
 """Throughput of the whole caching job against the forward pass and encoders alone.
 
     python bench/cache_throughput.py [--tokens 65536] [--threads CORES] [--root data/default]
+    python bench/cache_throughput.py --subject gpt2-small-shape [--layers 6] --tokens 131072
 
 Defaults: the default workspace's size (65k tokens; 73.0M activations on the current default build) and the cache command's threads.
 
@@ -10,11 +11,10 @@ Measured in one run, on the same batches of Brown training text:
 - job: `run_cache` into a fresh workspace, start to finish: fingerprints, contexts, extraction of
   positive activations, scratch chunks, merge into per-dictionary Parquet files, statistics
   (deciles, histograms, top tokens, output tokens through W_U) and commits.
-ratio = (tokens/s of the job) / (tokens/s of base), by wall clock. The job's writer thread groups
-and writes chunks and a second thread computes output tokens while the main thread runs the model,
-and finalisation runs two dictionaries at a time: on a machine with a free second core that work
-overlaps. cpu_ratio = CPU seconds of base / CPU seconds of the job (all threads): the same figure
-without that overlap, and nearly unaffected by other processes. Check load_average: wall-clock
+ratio = (tokens/s of the job) / (tokens/s of base), by wall clock. The job's storage work runs
+on one thread per core between forward passes, and finalisation (with the output tokens) two
+dictionaries at a time. cpu_ratio = CPU seconds of base / CPU seconds of the job (all threads):
+the same figure without parallelism, and nearly unaffected by other processes. Check load_average: wall-clock
 figures taken while other jobs compete for the cores understate the job.
 The last line printed is one JSON object.
 """
@@ -40,13 +40,20 @@ def main() -> None:
     ap.add_argument("--root", help="default build folder (default data/default)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-raw-neurons", action="store_true", help="leave out the raw (dense-ish) neuron baselines")
+    ap.add_argument(
+        "--subject",
+        choices=["default", "gpt2-small-shape"],
+        default="default",
+        help="the embedded default, or GPT-2 small's shape with random weights (bench/cache_subject.py)",
+    )
+    ap.add_argument("--layers", default="6", help="gpt2-small-shape: comma-separated layers given dictionaries")
     args = ap.parse_args()
 
     import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
-    from cache_subject import load_subject_model, subject_dictionaries
+    from cache_subject import gpt2_small_shape_subject, load_subject_model, subject_dictionaries
 
     from core.cache import (
         CacheParams,
@@ -61,9 +68,15 @@ def main() -> None:
     from core.paths import default_paths
 
     root = Path(args.root) if args.root else None
-    model, mroot = load_subject_model(root)
-    plan = plan_corpus_contexts(model.tokenizer, args.tokens, min(128, model.cfg.n_ctx), default_paths(mroot)["corpus"])
-    dicts, label = subject_dictionaries(model, root, torch.from_numpy(plan.tokens[:16].astype(np.int64)))
+    if args.subject == "gpt2-small-shape":
+        model, dicts, label = gpt2_small_shape_subject([int(x) for x in args.layers.split(",")])
+        plan = plan_corpus_contexts(model.tokenizer, args.tokens, 128, default_paths(root)["corpus"])
+    else:
+        model, mroot = load_subject_model(root)
+        plan = plan_corpus_contexts(
+            model.tokenizer, args.tokens, min(128, model.cfg.n_ctx), default_paths(mroot)["corpus"]
+        )
+        dicts, label = subject_dictionaries(model, root, torch.from_numpy(plan.tokens[:16].astype(np.int64)))
     if args.no_raw_neurons:
         dicts = [d for d in dicts if d.kind != "neurons"]
     params = CacheParams(n_tokens=args.tokens, ctx_len=plan.ctx_len, batch_contexts=args.batch_size)

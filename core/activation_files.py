@@ -84,25 +84,42 @@ def group_by_latent(latent: np.ndarray, token: np.ndarray, value: np.ndarray, d_
     return ChunkPart(token[order], value[order], counts)
 
 
-def write_chunk(workspace: Path, run_id: str, chunk: int, parts: dict[int, ChunkPart]) -> int:
-    """Write every dictionary's part of a chunk, then rename the folder into place; returns bytes written."""
+def begin_chunk_dir(workspace: Path, run_id: str, chunk: int) -> Path:
+    """A fresh temporary folder for chunk `chunk`'s files (any earlier copy of the chunk is removed)."""
     final = chunk_dir(workspace, run_id, chunk)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        total = 0
-        for idx, part in parts.items():
-            for name in ("counts", "token", "value"):
-                arr = getattr(part, name)
-                np.save(tmp / f"d{idx:03d}.{name}.npy", arr)
-                total += arr.nbytes
-        os.rename(tmp, final)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise _disk_error(exc, tmp) from exc
+    return tmp
+
+
+def write_chunk_part(folder: Path, dict_idx: int, part: ChunkPart) -> int:
+    """Write one dictionary's part of a chunk into the chunk's temporary `folder`; returns bytes written.
+
+    On failure the caller removes the folder (`remove_chunk`), once no other thread writes into it.
+    """
+    total = 0
+    try:
+        for name in ("counts", "token", "value"):
+            arr = getattr(part, name)
+            np.save(folder / f"d{dict_idx:03d}.{name}.npy", arr)
+            total += arr.nbytes
+    except OSError as exc:
+        raise _disk_error(exc, folder) from exc
     return total
+
+
+def publish_chunk_dir(folder: Path) -> None:
+    """Rename a chunk's temporary folder into place once all its files are written."""
+    try:
+        os.rename(folder, folder.with_name(folder.name.removesuffix(".tmp")))
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _disk_error(exc, folder) from exc
 
 
 def remove_chunk(workspace: Path, run_id: str, chunk: int) -> None:

@@ -11,16 +11,17 @@ Steps (each logs its wall time):
 3. Compute, one chunk of `chunk_contexts` contexts at a time, skipping committed chunks: batched
    forward passes up to the last hook needed and each dictionary's encoder on its `hook_in` (the
    neuron baselines are the MLP's own `hook_post`, which the forward pass computes anyway; top-k
-   neurons keep the k largest per token). The main thread only runs torch. A writer thread takes
-   each batch's activations, keeps the positive entries (`acts > 0`; raw MLP neurons thus keep
-   GELU's positive part), groups each chunk's rows by latent, writes them as scratch files and
-   commits the chunk in a millisecond transaction. A third thread computes each dictionary's output
-   tokens (`W_dec @ W_U`, weights only). On two cores the storage work overlaps the forward passes.
+   neurons keep the k largest per token). After each batch, the main thread and a helper (one
+   thread per core in all) keep the positive entries (`acts > 0`; raw MLP neurons thus keep GELU's
+   positive part) while the model waits; at the end of a chunk they group its rows by latent and
+   write them as scratch files, and the chunk is committed in a millisecond transaction. Storage
+   runs in lock step with torch rather than beside it: see `_ChunkBuilder`.
 4. Finalise each dictionary (two at a time, largest first): merge its chunks by latent ranges (a
    linear scatter; chunks are already grouped by latent and ordered by token) into one Parquet file
    sorted by (latent, context, position), computing per-latent statistics from the same slices
-   (`core.stats`). The calling thread commits the statistics of every dictionary finished since its
-   last commit in one transaction and marks them ready, while the workers go on.
+   (`core.stats`) and the output tokens (`W_dec @ W_U`, weights only). The calling thread commits
+   the statistics of every dictionary finished since its last commit in one transaction and marks
+   them ready, while the workers go on.
 5. Mark the run finished and delete its scratch files.
 
 A kill at any point loses at most the uncommitted chunk or dictionary; rerunning the same command
@@ -29,6 +30,7 @@ resumes there, and rerunning a finished command does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -36,7 +38,6 @@ import json
 import logging
 import math
 import os
-import queue
 import re
 import threading
 import time
@@ -320,18 +321,28 @@ def positive_entries(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     """Positive entries of one encoded slice (see `encode_slices`), row by row: (per-row counts `[t]`, latent `[n]`, value `[n]`).
 
     Latents are uint16 when `d_sae` allows, else uint32; values float32. The scan of dense
-    activations runs in numpy (several times faster than torch.nonzero on one CPU thread).
+    activations on the CPU runs in numpy (several times faster than torch.nonzero on one CPU
+    thread); on an accelerator it runs there (`positive_entries_on_device`), so only the positive
+    entries are copied to the host, not the dense outputs.
     """
     import torch
 
     lat_type = np.uint16 if d_sae <= 1 << 16 else np.uint32
+    parts = [piece] if isinstance(piece, torch.Tensor) else list(piece)
+    if parts[0].device.type != "cpu":
+        return positive_entries_on_device(piece, d_sae)
     if isinstance(piece, torch.Tensor):
         acts = piece.float().cpu().numpy()  # [t, d_sae]
         mask = acts > 0
         idx = np.flatnonzero(mask)
-        cnt = np.count_nonzero(mask, axis=1)
         value = acts.reshape(-1)[idx]
-        if d_sae & (d_sae - 1) == 0:  # a power of two: the column is the low bits
+        pow2 = d_sae & (d_sae - 1) == 0
+        if len(idx) * 8 < mask.size:  # sparse: count rows from the few indices, not by another pass over the mask
+            row = idx >> (d_sae.bit_length() - 1) if pow2 else idx // d_sae
+            cnt = np.bincount(row, minlength=acts.shape[0])
+        else:
+            cnt = np.count_nonzero(mask, axis=1)
+        if pow2:  # the column is the low bits
             idx &= d_sae - 1
         else:
             idx -= np.repeat(np.arange(acts.shape[0], dtype=np.int64) * d_sae, cnt)
@@ -339,6 +350,26 @@ def positive_entries(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     v, i = piece[0].float().cpu().numpy(), piece[1].cpu().numpy()  # top-k (values, indices) [t, k]
     mask = v > 0
     return np.count_nonzero(mask, axis=1), i[mask].astype(lat_type), v[mask]
+
+
+def positive_entries_on_device(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`positive_entries` computed with torch on the piece's own device; only the results are copied to the host."""
+    import torch
+
+    lat_type = np.uint16 if d_sae <= 1 << 16 else np.uint32
+    if isinstance(piece, torch.Tensor):
+        mask = piece > 0  # [t, d_sae]
+        col = mask.nonzero()[:, 1]  # row-major order, as np.flatnonzero
+        value = piece[mask]
+    else:  # top-k (values, indices) [t, k]
+        mask = piece[0] > 0
+        col, value = piece[1][mask], piece[0][mask]
+    cnt = mask.sum(dim=1)
+    return (
+        cnt.cpu().numpy().astype(np.int64),
+        col.to(torch.int32).cpu().numpy().astype(lat_type),
+        value.float().cpu().numpy(),
+    )
 
 
 def _piece_bytes(piece) -> int:
@@ -384,12 +415,27 @@ def forward_hooks(model, tokens, hooks: list[str]) -> dict:
     return cache
 
 
-class _ChunkWriter:
-    """Background thread: extracts each batch's positive activations, groups each chunk's rows by latent,
-    writes scratch files and commits the chunk, while the caller computes the next batches.
+def _balanced_groups(costs: list[float], n_groups: int) -> list[list[int]]:
+    """Indices of `costs` split into `n_groups` groups of near-equal total cost (largest first, each to the lightest group)."""
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
+    loads = [0.0] * n_groups
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        g = loads.index(min(loads))
+        groups[g].append(i)
+        loads[g] += costs[i]
+    return groups
 
-    Memory is bounded twice: at most `max_pending` chunks are unwritten, and dense activations handed
-    over but not yet scanned stay under `max_bytes` (a single batch may exceed it).
+
+class _ChunkBuilder:
+    """Extracts each batch's positive activations, groups each chunk's rows by latent and writes and commits
+    the chunk, in lock step with the forward passes: the caller's thread and `threads - 1` helpers share
+    the work while the model waits.
+
+    Why not overlap it with the next forward pass: torch already keeps every core busy there, and a
+    storage thread running beside it preempts one of torch's threads, so the others stall at the next
+    barrier; the job measured ~1 s of wall time per CPU second of storage that way, against ~1/threads
+    in lock step. Memory: dense encoder outputs wait until `max_dense_bytes` are held (one slice may
+    exceed it); the rows of one chunk are kept until it is written.
     """
 
     def __init__(
@@ -397,115 +443,108 @@ class _ChunkWriter:
         workspace: Path,
         run_id: str,
         records: dict[str, store.DictionaryRecord],
-        max_pending: int = 2,
-        max_bytes: int = 1 << 29,
+        threads: int = 2,
+        max_dense_bytes: int = 1 << 26,
     ):
         self.workspace = workspace
         self.run_id = run_id
         self.records = records
-        self.queue: queue.Queue = queue.Queue()
-        self.slots = threading.Semaphore(max_pending)
-        self.max_bytes = max_bytes
-        self.in_flight = 0
-        self.in_flight_cv = threading.Condition()
-        self.error: BaseException | None = None
-        self.write_seconds = 0.0
-        self.cpu_seconds = 0.0  # CPU time of the writer thread
-        self.thread = threading.Thread(target=self._run, name="cache-writer", daemon=True)
-        self.thread.start()
+        self.threads = max(1, threads)
+        self.max_dense_bytes = max_dense_bytes
+        self.pool = (
+            ThreadPoolExecutor(max_workers=self.threads - 1, thread_name_prefix="cache") if self.threads > 1 else None
+        )
+        self.held: list[tuple[str, int, np.ndarray, object]] = []  # (dictionary id, d_sae, row tokens, encoded slice)
+        self.held_bytes = 0
+        self.pending: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self.helper_cpu = [0.0] * max(0, self.threads - 1)
 
-    def begin_chunk(self) -> None:
-        """Block until fewer than `max_pending` chunks wait to be written (bounds memory)."""
-        while not self.slots.acquire(timeout=0.2):
-            self.raise_if_failed()
-        self.raise_if_failed()
+    def _map(self, fn: Callable, items: list, costs: list[float]) -> list:
+        """`[fn(x) for x in items]`, shared between this thread and the helpers by balanced cost."""
+        if self.pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+        groups = _balanced_groups(costs, self.threads)
+        out: list = [None] * len(items)
 
-    def put(self, chunk: int, d: Dictionary, row_token: np.ndarray, pieces: list) -> None:
-        """Queue one batch of dictionary `d`: `encode_slices` output in row order and each row's global token index `[T]`."""
-        nbytes = sum(_piece_bytes(p) for p in pieces)
-        with self.in_flight_cv:
-            while self.in_flight > 0 and self.in_flight + nbytes > self.max_bytes and self.error is None:
-                self.in_flight_cv.wait(timeout=0.2)
-            self.in_flight += nbytes
-        self.raise_if_failed()
-        self.queue.put(("rows", chunk, d.id, d.d_sae, row_token, pieces, nbytes))
+        def run(slot: int, idx: list[int]) -> None:
+            c0 = time.thread_time()
+            for i in idx:
+                out[i] = fn(items[i])
+            if slot:
+                self.helper_cpu[slot - 1] += time.thread_time() - c0
 
-    def end_chunk(self, chunk: int) -> None:
-        """Ask for chunk `chunk` to be written and committed."""
-        self.queue.put(("end", chunk))
+        futures = [self.pool.submit(run, g, idx) for g, idx in enumerate(groups) if g and idx]
+        try:
+            run(0, groups[0])
+        finally:
+            wait(futures)  # on an error too: no helper may still be working when the caller cleans up
+        for f in futures:
+            f.result()
+        return out
+
+    def add(self, d: Dictionary, row_token: np.ndarray, piece) -> None:
+        """One encoded slice of dictionary `d` (an `encode_slices` item, `[t, ...]`) and each of its rows' global token index `[t]`."""
+        self.held.append((d.id, d.d_sae, row_token, piece))
+        self.held_bytes += _piece_bytes(piece)
+        if self.held_bytes >= self.max_dense_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Extract the positive entries of every held slice, each cut by rows among the threads (frees the dense outputs)."""
+        import torch
+
+        if not self.held:
+            return
+        held, self.held, self.held_bytes = self.held, [], 0
+        parts = []  # (index into held, first row, end row)
+        for i, (_, _, row_token, _) in enumerate(held):
+            n = len(row_token)
+            cuts = np.linspace(0, n, min(self.threads, max(1, n)) + 1).astype(int)
+            parts += [(i, int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+        def extract(part: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            i, a, b = part
+            _, d_sae, row_token, piece = held[i]
+            rows = piece[a:b] if isinstance(piece, torch.Tensor) else (piece[0][a:b], piece[1][a:b])
+            cnt, lat, val = positive_entries(rows, d_sae)
+            return np.repeat(row_token[a:b], cnt), lat, val
+
+        got = self._map(extract, parts, [float(b - a) * held[i][1] for i, a, b in parts])
+        for (i, _, _), rows in zip(parts, got, strict=True):
+            self.pending.setdefault(held[i][0], []).append(rows)
+
+    def end_chunk(self, chunk: int) -> int:
+        """Group the chunk's rows by latent, write every dictionary's files and commit the chunk; returns its rows."""
+        self.flush()
+        folder = files.begin_chunk_dir(self.workspace, self.run_id, chunk)
+        recs = list(self.records.values())
+        pending, self.pending = self.pending, {}
+
+        def group_and_write(rec: store.DictionaryRecord) -> int:
+            got = pending.pop(rec.id, [])
+            if got:
+                token, latent, value = (np.concatenate([g[i] for g in got]) for i in range(3))
+            else:
+                token, latent, value = np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.float32)
+            del got
+            files.write_chunk_part(folder, rec.index, files.group_by_latent(latent, token, value, rec.d_sae))
+            return len(value)
+
+        costs = [float(sum(len(g[2]) for g in pending.get(r.id, []))) for r in recs]
+        try:
+            n_rows = sum(self._map(group_and_write, recs, costs))
+            files.publish_chunk_dir(folder)
+        except BaseException:
+            files.remove_chunk(self.workspace, self.run_id, chunk)
+            raise
+        with store.session(self.workspace, write=True) as con:
+            store.commit_chunk(con, self.run_id, chunk, n_rows)
+        return n_rows
 
     def close(self) -> None:
-        """Wait for every queued chunk; re-raise the writer's error if it failed."""
-        self.queue.put(("stop",))
-        self.thread.join()
-        self.raise_if_failed()
-
-    def raise_if_failed(self) -> None:
-        """Re-raise the writer thread's error in the caller."""
-        if self.error is not None:
-            raise self.error
-
-    def _release(self, nbytes: int) -> None:
-        with self.in_flight_cv:
-            self.in_flight -= nbytes
-            self.in_flight_cv.notify_all()
-
-    def _extract(self, pending: dict, dict_id: str, d_sae: int, row_token: np.ndarray, pieces: list) -> None:
-        s = 0
-        for piece in pieces:
-            cnt, lat, val = positive_entries(piece, d_sae)
-            pending.setdefault(dict_id, []).append((np.repeat(row_token[s : s + len(cnt)], cnt), lat, val))
-            s += len(cnt)
-
-    def _run(self) -> None:
-        c0 = time.thread_time()
-        try:
-            self._loop()
-        finally:
-            self.cpu_seconds = time.thread_time() - c0
-
-    def _loop(self) -> None:
-        pending: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        while True:
-            item = self.queue.get()
-            if item[0] == "stop":
-                return
-            if item[0] == "rows":
-                _, _chunk, dict_id, d_sae, row_token, pieces, nbytes = item
-                try:
-                    if self.error is None:
-                        self._extract(pending, dict_id, d_sae, row_token, pieces)
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                    self.error = exc
-                finally:
-                    del pieces, item
-                    self._release(nbytes)
-                continue
-            if self.error is not None:
-                self.slots.release()
-                continue
-            try:
-                t0 = time.perf_counter()
-                chunk = item[1]
-                parts = {}
-                n_rows = 0
-                for dict_id, rec in self.records.items():
-                    got = pending.pop(dict_id, [])
-                    token, latent, value = (
-                        (np.concatenate([g[i] for g in got]) for i in range(3))
-                        if got
-                        else (np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.float32))
-                    )
-                    parts[rec.index] = files.group_by_latent(latent, token, value, rec.d_sae)
-                    n_rows += len(value)
-                files.write_chunk(self.workspace, self.run_id, chunk, parts)
-                with store.session(self.workspace, write=True) as con:
-                    store.commit_chunk(con, self.run_id, chunk, n_rows)
-                self.write_seconds += time.perf_counter() - t0
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                self.error = exc
-            finally:
-                self.slots.release()
+        """Stop the helper threads."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _compute_chunks(
@@ -514,7 +553,7 @@ def _compute_chunks(
     plan: ContextPlan,
     params: CacheParams,
     chunks: list[int],
-    writer: _ChunkWriter,
+    builder: _ChunkBuilder,
     progress: ProgressFn | None,
     done_before: int,
 ) -> None:
@@ -528,7 +567,6 @@ def _compute_chunks(
     if progress:
         progress("caching", done, total)
     for chunk in chunks:
-        writer.begin_chunk()
         c0 = chunk * params.chunk_contexts
         c1 = min(c0 + params.chunk_contexts, plan.n_contexts)
         for b0 in range(c0, c1, params.batch_contexts):
@@ -541,13 +579,17 @@ def _compute_chunks(
             ).reshape(-1)
             with torch.inference_mode():
                 for d in dictionaries:
-                    writer.put(chunk, d, row_token, list(encode_slices(d, dictionary_input(d, cache))))
+                    s = 0
+                    for piece in encode_slices(d, dictionary_input(d, cache)):
+                        t = len(piece) if isinstance(piece, torch.Tensor) else len(piece[0])
+                        builder.add(d, row_token[s : s + t], piece)
+                        s += t
             del cache
+            builder.flush()
             done += (b1 - b0) * per
             if progress:
                 progress("caching", done, total)
-        writer.end_chunk(chunk)
-        writer.raise_if_failed()
+        builder.end_chunk(chunk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,41 +612,33 @@ def _latent_ranges(counts: np.ndarray, max_rows: int, max_latents: int) -> list[
 
 
 class _OutputTokens:
-    """Computes every dictionary's output tokens (`W_dec @ W_U`, weights only) on a background thread,
-    so this fixed cost overlaps the forward passes instead of adding to the finalisation."""
+    """Every dictionary's output tokens (`W_dec @ W_U`, weights only), computed when first asked for.
+
+    Finalisation asks for them, so they are computed by the finalisation workers, each on its own
+    core, rather than by a thread competing with the forward passes. Raw and top-k neuron baselines
+    share `W_out`, so they are computed once for both.
+    """
 
     def __init__(self, dictionaries: list[Dictionary], model, k: int):
-        self.results: dict[str, dict[str, np.ndarray]] = {}
-        self.error: BaseException | None = None
+        self.dicts = {d.id: d for d in dictionaries}
+        self.model = model
+        self.k = k
+        self.by_weights: dict[int, dict[str, np.ndarray]] = {}
+        self.locks: dict[int, threading.Lock] = {d.W_dec.data_ptr(): threading.Lock() for d in dictionaries}
         self.cpu_seconds = 0.0
-        self.thread = threading.Thread(
-            target=self._run, args=(dictionaries, model, k), name="output-tokens", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, dictionaries: list[Dictionary], model, k: int) -> None:
-        c0 = time.thread_time()
-        try:
-            by_weights: dict[int, dict[str, np.ndarray]] = {}  # raw and top-k neurons share W_out
-            for d in dictionaries:
-                if d.d_out != model.cfg.d_model:
-                    self.results[d.id] = no_output_tokens(d.d_sae)
-                    continue
-                key = d.W_dec.data_ptr()
-                if key not in by_weights:
-                    by_weights[key] = output_token_logits(d.W_dec, model.W_U, k)
-                self.results[d.id] = by_weights[key]
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller of get()
-            self.error = exc
-        finally:
-            self.cpu_seconds = time.thread_time() - c0
 
     def get(self, dict_id: str) -> dict[str, np.ndarray]:
-        """The output tokens of one dictionary (waits for the thread)."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.results[dict_id]
+        """The output tokens of one dictionary: `[d_sae, k]` arrays (see `output_token_logits`)."""
+        d = self.dicts[dict_id]
+        if d.d_out != self.model.cfg.d_model:
+            return no_output_tokens(d.d_sae)
+        key = d.W_dec.data_ptr()
+        with self.locks[key]:
+            if key not in self.by_weights:
+                c0 = time.thread_time()
+                self.by_weights[key] = output_token_logits(d.W_dec, self.model.W_U, self.k)
+                self.cpu_seconds += time.thread_time() - c0
+        return self.by_weights[key]
 
 
 def _finalize_dictionary(
@@ -619,7 +653,7 @@ def _finalize_dictionary(
 ) -> _Finalized:
     """Merge a dictionary's chunks into its Parquet file and compute its statistics (committed later by `_commit_finalized`).
 
-    `output_tokens()` returns the dictionary's output tokens; it is called last, as it may wait for the thread computing them.
+    `output_tokens()` returns the dictionary's output tokens.
     """
     readers = [files.open_chunk(workspace, run_id, c, rec.index) for c in range(n_chunks)]
     counts = np.zeros(rec.d_sae, dtype=np.int64)
@@ -660,7 +694,7 @@ def _finalize_dictionary(
     except BaseException:
         writer.abort()
         raise
-    stats.update(output_tokens())  # last: the output-token thread may still be running
+    stats.update(output_tokens())
     top = tuple(np.concatenate([p[i] for p in top_parts]) if top_parts else np.zeros(0, np.int64) for i in range(3))
     return _Finalized(rec, name, int(counts.sum()), file_bytes, stats, top)  # type: ignore[arg-type]
 
@@ -746,8 +780,11 @@ def run_cache(
     restart: bool = False,
     finalize_rows: int = FINALIZE_ROWS,
     finalize_workers: int = 2,
+    storage_threads: int | None = None,
 ) -> CacheResult:
     """Cache the sparse activations of `dictionaries` over `plan`'s contexts into `workspace` (resuming if possible).
+
+    `storage_threads` (default: one per core) share the extraction and scratch writing between forward passes.
 
     Returns what was cached or skipped, rows and bytes per dictionary, and the time of each phase.
     """
@@ -880,29 +917,24 @@ def run_cache(
         for chunk in pending:
             files.remove_chunk(workspace, run_id, chunk)
         if pending:
-            compute_dicts = todo
-            writer = _ChunkWriter(workspace, run_id, {d.id: records[d.id] for d in compute_dicts})
+            builder = _ChunkBuilder(
+                workspace, run_id, {d.id: records[d.id] for d in todo}, threads=storage_threads or os.cpu_count() or 1
+            )
             done_before = sum(
                 (min((c + 1) * params.chunk_contexts, plan.n_contexts) - c * params.chunk_contexts) * (plan.ctx_len - 1)
                 for c in done_chunks
             )
             main_cpu = time.thread_time()
             try:
-                _compute_chunks(model, compute_dicts, plan, params, pending, writer, progress, done_before)
+                _compute_chunks(model, todo, plan, params, pending, builder, progress, done_before)
             finally:
-                writer.close()
+                builder.close()
             result.cpu_seconds["compute_main_thread"] = time.thread_time() - main_cpu
-            result.cpu_seconds["writer_thread"] = writer.cpu_seconds
-            result.seconds["writer_busy"] = writer.write_seconds
+            result.cpu_seconds["storage_helpers"] = sum(builder.helper_cpu)
         result.chunks_computed = len(pending)
         result.seconds["compute"] = time.perf_counter() - t
         result.cpu_seconds["compute"] = time.process_time() - c
-        log.info(
-            "compute %d chunks: %.1f s (writer busy %.1f s)",
-            len(pending),
-            result.seconds["compute"],
-            result.seconds.get("writer_busy", 0.0),
-        )
+        log.info("compute %d chunks: %.1f s", len(pending), result.seconds["compute"])
 
         # 4. finalise each dictionary
         t, c = time.perf_counter(), time.process_time()
@@ -914,7 +946,16 @@ def run_cache(
         by_size = sorted(
             to_finalize, key=lambda d: -files.scratch_bytes(workspace, run_id, n_chunks, records[d.id].index)
         )
-        with ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        if finalize_workers > 1:
+            torch.set_num_threads(1)  # the workers' output-token products run one per core
+        with (
+            contextlib.ExitStack() as restore,
+            ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool,
+        ):
+            restore.callback(torch.set_num_threads, torch_threads)
             futures = {
                 pool.submit(
                     _finalize_dictionary,
@@ -952,7 +993,7 @@ def run_cache(
                     f.cancel()
                 raise
         result.cached = [d.id for d in todo]
-        result.cpu_seconds["output_tokens_thread"] = outputs.cpu_seconds
+        result.cpu_seconds["output_tokens"] = outputs.cpu_seconds
         with store.session(workspace, write=True) as con:
             store.finish_run(con, run_id)
         files.remove_scratch(workspace, run_id)

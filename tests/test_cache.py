@@ -187,6 +187,64 @@ def _assert_same(a: Path, b: Path, dict_ids: list[str]) -> None:
     np.testing.assert_array_equal(ctx[0], ctx[1])
 
 
+def test_storage_threads_do_not_change_the_rows(setup, reference, tmp_path, monkeypatch):
+    """Storage work shared by one thread or by several (with tiny dense batches, so every batch is
+    flushed in pieces) stores the same rows and statistics as the reference run."""
+    from core import cache
+
+    model, dicts, plan, params = setup
+    ws = tmp_path / "one.duckdb"
+    cache.run_cache(model, list(dicts.values()), ws, plan, params, storage_threads=1)
+    _assert_same(reference, ws, [d.id for d in dicts.values()])
+
+    real = cache._ChunkBuilder.__init__
+
+    def tiny_batches(self, *a, **k):
+        real(self, *a, **{**k, "threads": 3, "max_dense_bytes": 1})
+
+    ws3 = tmp_path / "three.duckdb"
+    monkeypatch.setattr(cache._ChunkBuilder, "__init__", tiny_batches)
+    cache.run_cache(model, list(dicts.values()), ws3, plan, params)
+    _assert_same(reference, ws3, [d.id for d in dicts.values()])
+
+
+@pytest.mark.parametrize(
+    ("rows", "d_sae", "density"), [(300, 2048, 0.01), (300, 1024, 0.6), (64, 3000, 0.02), (64, 3000, 0.7), (0, 16, 0.5)]
+)
+def test_positive_entries_match_a_direct_scan(rows, d_sae, density):
+    """The numpy scan (sparse and dense paths, power-of-two and other widths) and the on-device torch
+    scan (run here on the CPU) both return each row's positive entries in row-major order."""
+    import torch
+
+    from core.cache import positive_entries, positive_entries_on_device
+
+    rng = np.random.default_rng(rows + d_sae)
+    dense = np.where(rng.random((rows, d_sae)) < density, rng.random((rows, d_sae)) + 0.01, -rng.random((rows, d_sae)))
+    dense[: rows // 3] = 0.0  # rows with nothing positive
+    dense = dense.astype(np.float32)
+    r, c = np.nonzero(dense > 0)
+    want = (np.bincount(r, minlength=rows), c, dense[r, c])
+    vals, idx = torch.from_numpy(dense).topk(min(8, d_sae), dim=-1)
+    topk_mask = vals.numpy() > 0
+    want_topk = (topk_mask.sum(1), idx.numpy()[topk_mask], vals.numpy()[topk_mask])
+    for fn in (positive_entries, positive_entries_on_device):
+        for piece, expected in ((torch.from_numpy(dense), want), ((vals, idx), want_topk)):
+            got = fn(piece, d_sae)
+            assert got[1].dtype == np.uint16 and got[2].dtype == np.float32
+            for g, w in zip(got, expected, strict=True):
+                np.testing.assert_array_equal(g, w)
+
+
+def test_balanced_groups_cover_every_item_once():
+    from core.cache import _balanced_groups
+
+    costs = [5.0, 1.0, 4.0, 4.0, 2.0, 0.0]
+    groups = _balanced_groups(costs, 2)
+    assert sorted(i for g in groups for i in g) == list(range(len(costs)))
+    assert sorted(sum(costs[i] for i in g) for g in groups) == [8.0, 8.0]
+    assert _balanced_groups([1.0], 3) == [[0], [], []]
+
+
 def _child(ws: Path, tokdir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
