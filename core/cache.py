@@ -434,8 +434,10 @@ class _ChunkBuilder:
     Why not overlap it with the next forward pass: torch already keeps every core busy there, and a
     storage thread running beside it preempts one of torch's threads, so the others stall at the next
     barrier; the job measured ~1 s of wall time per CPU second of storage that way, against ~1/threads
-    in lock step. Memory: dense encoder outputs wait until `max_dense_bytes` are held (one slice may
-    exceed it); the rows of one chunk are kept until it is written.
+    in lock step. On an accelerator the scan runs on the device, but grouping and writing still run
+    on the host while the device waits; there a thread beside the forward passes could overlap them
+    (not measured: no GPU here). Memory: dense encoder outputs wait until `max_dense_bytes` are held
+    (one slice may exceed it); the rows of one chunk are kept until it is written.
     """
 
     def __init__(
