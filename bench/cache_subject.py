@@ -62,24 +62,27 @@ def random_sparse_dictionaries(
     return out
 
 
-def gpt2_small_shape_subject(layers: list[int], calibration_contexts: int = 16, d_sae: int = 24_576, l0: int = 64):
+def gpt2_small_shape_subject(
+    layers: list[int], root: Path | None = None, calibration_contexts: int = 16, d_sae: int = 24_576, l0: int = 64
+):
     """(model, dictionaries, label): GPT-2 small's shape with random weights and random SAEs at `layers` (see the module doc)."""
     import numpy as np
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from core.cache import plan_corpus_contexts, resolve_dictionaries
-    from core.models import load_default_model
     from core.paths import default_paths
+    from core.tokenizer import load_tokenizer
 
-    tokenizer = load_default_model(device="cpu").tokenizer
+    paths = default_paths(root)
+    tokenizer = load_tokenizer(paths["tokenizer_dir"])
     cfg = HookedTransformerConfig(
         n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50_257, n_ctx=1024,
         act_fn="gelu_new", normalization_type="LN", seed=0, device="cpu",
     )  # fmt: skip
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     model.eval()
-    plan = plan_corpus_contexts(tokenizer, calibration_contexts * 127, 128, default_paths()["corpus"])
+    plan = plan_corpus_contexts(tokenizer, calibration_contexts * 127, 128, paths["corpus"])
     calib = torch.from_numpy(plan.tokens[:calibration_contexts].astype(np.int64))
     sparse = random_sparse_dictionaries(model, calib, d_sae=d_sae, l0=l0, layers=layers)
     neurons = resolve_dictionaries(model, "custom", None, neuron_layers=layers)
@@ -108,6 +111,8 @@ def subject_dictionaries(model, root: Path | None, calibration_tokens) -> tuple[
         return dicts, f"default model and its {len(dicts)} dictionaries incl. neuron baselines"
     sparse = random_sparse_dictionaries(model, calibration_tokens)
     dicts = resolve_dictionaries(model, "custom", None, neuron_layers=list(range(model.cfg.n_layers)))
-    label = (f"{model.cfg.n_layers}-layer default model with {len(sparse)} random JumpReLU SAEs (d_sae 2048, L0~32; "
-             f"trained dictionaries not built yet) + {len(dicts)} neuron baselines")
+    label = (
+        f"{model.cfg.n_layers}-layer default model with {len(sparse)} random JumpReLU SAEs (d_sae 2048, L0~32; "
+        f"trained dictionaries not built yet) + {len(dicts)} neuron baselines"
+    )
     return sparse + dicts, label

@@ -36,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=65_536)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: as the cache command)")
+    ap.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: as the cache command)"
+    )
     ap.add_argument("--root", help="default build folder (default data/default)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-raw-neurons", action="store_true", help="leave out the raw (dense-ish) neuron baselines")
@@ -69,7 +71,7 @@ def main() -> None:
 
     root = Path(args.root) if args.root else None
     if args.subject == "gpt2-small-shape":
-        model, dicts, label = gpt2_small_shape_subject([int(x) for x in args.layers.split(",")])
+        model, dicts, label = gpt2_small_shape_subject([int(x) for x in args.layers.split(",")], root)
         plan = plan_corpus_contexts(model.tokenizer, args.tokens, 128, default_paths(root)["corpus"])
     else:
         model, mroot = load_subject_model(root)

@@ -114,11 +114,10 @@ def write_chunk_part(folder: Path, dict_idx: int, part: ChunkPart) -> int:
 
 
 def publish_chunk_dir(folder: Path) -> None:
-    """Rename a chunk's temporary folder into place once all its files are written."""
+    """Rename a chunk's temporary folder into place once all its files are written (on failure the caller removes it)."""
     try:
         os.rename(folder, folder.with_name(folder.name.removesuffix(".tmp")))
     except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
         raise _disk_error(exc, folder) from exc
 
 

@@ -327,9 +327,8 @@ def positive_entries(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     """
     import torch
 
-    lat_type = np.uint16 if d_sae <= 1 << 16 else np.uint32
-    parts = [piece] if isinstance(piece, torch.Tensor) else list(piece)
-    if parts[0].device.type != "cpu":
+    lat_type = _latent_dtype(d_sae)
+    if _piece_tensors(piece)[0].device.type != "cpu":
         return positive_entries_on_device(piece, d_sae)
     if isinstance(piece, torch.Tensor):
         acts = piece.float().cpu().numpy()  # [t, d_sae]
@@ -356,7 +355,7 @@ def positive_entries_on_device(piece, d_sae: int) -> tuple[np.ndarray, np.ndarra
     """`positive_entries` computed with torch on the piece's own device; only the results are copied to the host."""
     import torch
 
-    lat_type = np.uint16 if d_sae <= 1 << 16 else np.uint32
+    lat_type = _latent_dtype(d_sae)
     if isinstance(piece, torch.Tensor):
         mask = piece > 0  # [t, d_sae]
         col = mask.nonzero()[:, 1]  # row-major order, as np.flatnonzero
@@ -372,11 +371,26 @@ def positive_entries_on_device(piece, d_sae: int) -> tuple[np.ndarray, np.ndarra
     )
 
 
-def _piece_bytes(piece) -> int:
+def _latent_dtype(d_sae: int) -> type:
+    return np.uint16 if d_sae <= 1 << 16 else np.uint32
+
+
+def _piece_tensors(piece) -> list:
+    """The tensors of an `encode_slices` item: the dense `[t, d_sae]` one, or top-k values and indices `[t, k]`."""
     import torch
 
-    parts = [piece] if isinstance(piece, torch.Tensor) else list(piece)
-    return sum(p.numel() * p.element_size() for p in parts)
+    return [piece] if isinstance(piece, torch.Tensor) else list(piece)
+
+
+def _piece_rows(piece, a: int, b: int):
+    """Rows `[a, b)` of an `encode_slices` item, as an item of the same form."""
+    import torch
+
+    return piece[a:b] if isinstance(piece, torch.Tensor) else (piece[0][a:b], piece[1][a:b])
+
+
+def _piece_bytes(piece) -> int:
+    return sum(p.numel() * p.element_size() for p in _piece_tensors(piece))
 
 
 _ALLOCATOR_TUNED = False
@@ -493,8 +507,6 @@ class _ChunkBuilder:
 
     def flush(self) -> None:
         """Extract the positive entries of every held slice, each cut by rows among the threads (frees the dense outputs)."""
-        import torch
-
         if not self.held:
             return
         held, self.held, self.held_bytes = self.held, [], 0
@@ -507,8 +519,7 @@ class _ChunkBuilder:
         def extract(part: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             i, a, b = part
             _, d_sae, row_token, piece = held[i]
-            rows = piece[a:b] if isinstance(piece, torch.Tensor) else (piece[0][a:b], piece[1][a:b])
-            cnt, lat, val = positive_entries(rows, d_sae)
+            cnt, lat, val = positive_entries(_piece_rows(piece, a, b), d_sae)
             return np.repeat(row_token[a:b], cnt), lat, val
 
         got = self._map(extract, parts, [float(b - a) * held[i][1] for i, a, b in parts])
@@ -583,7 +594,7 @@ def _compute_chunks(
                 for d in dictionaries:
                     s = 0
                     for piece in encode_slices(d, dictionary_input(d, cache)):
-                        t = len(piece) if isinstance(piece, torch.Tensor) else len(piece[0])
+                        t = len(_piece_tensors(piece)[0])
                         builder.add(d, row_token[s : s + t], piece)
                         s += t
             del cache
