@@ -10,12 +10,20 @@ import plotly.express as px
 import streamlit as st
 
 from core import store
-from core.cache import DEFAULT_WORKSPACE, default_workspace_ready, ensure_default_workspace
+from core.cache import (
+    DEFAULT_WORKSPACE,
+    build_lock_holder,
+    default_workspace_ready,
+    ensure_default_workspace,
+    set_aside_damaged,
+)
 from core.models import MODEL_NAMES, ArtifactError
 from core.overview import default_overview
 from ui.explain_job import default_job_panel
 from ui.state import (
     CORE_ERRORS,
+    PROBE_TIMEOUT_S,
+    checked_workspace_path,
     core_errors,
     current_workspace,
     llm_model,
@@ -26,6 +34,7 @@ from ui.state import (
     show_error,
     workspace_model_name,
 )
+from ui.text import code, literal
 
 st.set_page_config(page_title="SAE Circuit Explorer", layout="wide")
 st.title("SAE Circuit Explorer")
@@ -46,38 +55,86 @@ choice = st.radio(
 workspace_ok = True
 if choice == OTHER_CHOICE:
     typed = st.text_input("Path to a workspace (.duckdb file made by `python -m core cache`)", key="ws_path").strip()
-    path = Path(typed).expanduser() if typed else None
-    if path is None:
+    if not typed:
         st.info("Type the path of a workspace file; the pages keep using the current one until then.")
         workspace_ok = False
-    elif path.suffix != ".duckdb":
-        st.error(
-            f"{typed!r} is not a .duckdb file; a workspace is a NAME.duckdb file made by `python -m core cache --workspace NAME.duckdb`."
-        )
-        workspace_ok = False
-    elif not path.is_file():
-        st.error(
-            f"{path} does not exist; build one with `python -m core cache --model default --tokens N --workspace {path}`."
-        )
-        workspace_ok = False
     else:
-        set_workspace(path.resolve())
+        try:  # a path outside the allowed folders, or a file that is locked or damaged, is refused
+            chosen_path = checked_workspace_path(typed)
+            store.check_workspace(chosen_path, timeout=PROBE_TIMEOUT_S)
+        except store.WorkspaceOutdatedError:
+            set_workspace(chosen_path)  # the overview below offers the upgrade
+        except (store.WorkspaceLockedError, store.WorkspaceDamagedError) as exc:
+            show_error(exc)  # one message naming the file or process and what to do
+            st.stop()
+        except CORE_ERRORS as exc:
+            show_error(exc)
+            workspace_ok = False
+        else:
+            set_workspace(chosen_path)
 else:
     set_workspace(DEFAULT_WORKSPACE)
-    if DEFAULT_WORKSPACE.exists() and not default_workspace_ready(DEFAULT_WORKSPACE):
+    # Answer at once when another process holds the default workspace (builds it, or has the file open)
+    # or the file is damaged: say who and what to do, rather than wait for it.
+    builder = build_lock_holder(DEFAULT_WORKSPACE)
+    if builder is not None and not builder.this_process:
+        st.warning(
+            literal(
+                f"The default workspace {DEFAULT_WORKSPACE} is being built by {builder.describe()}, "
+                "not by this app. Wait for it to finish, then reload this page; or stop that process "
+                + (f"(`kill {builder.pid}`) " if builder.pid else "")
+                + "and reload: this app then resumes the build where it stopped."
+            )
+        )
+        try:
+            runs = store.cache_status(DEFAULT_WORKSPACE, timeout=PROBE_TIMEOUT_S) if DEFAULT_WORKSPACE.exists() else []
+        except store.WorkspaceError:
+            runs = []
+        if runs:
+            st.progress(
+                min(runs[0].committed_chunks / max(runs[0].n_chunks, 1), 1.0),
+                text=f"its progress: {runs[0].committed_chunks:,} / {runs[0].n_chunks:,} chunks cached",
+            )
+        st.button("Check again", key="default_check_again")
+        st.stop()
+    try:
+        default_ready = default_workspace_ready(DEFAULT_WORKSPACE, timeout=PROBE_TIMEOUT_S, strict=True)
+    except store.WorkspaceDamagedError as exc:
+        show_error(exc)
+        if st.button("Set it aside and rebuild the default", key="default_set_aside"):
+            with core_errors("Setting the damaged default workspace aside"):
+                st.session_state["default_set_aside_to"] = str(set_aside_damaged(DEFAULT_WORKSPACE))
+            st.rerun()
+        st.stop()
+    except store.WorkspaceLockedError as exc:
+        show_error(exc)
+        st.button("Check again", key="default_check_again")
+        st.stop()
+    if aside := st.session_state.pop("default_set_aside_to", None):
+        st.success(literal(f"The damaged default workspace was moved, unchanged, to {aside}; building a new one."))
+    if DEFAULT_WORKSPACE.exists() and not default_ready:
         with core_errors("Upgrading the default workspace", stop=False):
-            store.migrate(DEFAULT_WORKSPACE)  # built by older code: add the newer tables (nothing stored changes)
-    if not default_workspace_ready(DEFAULT_WORKSPACE):
-        with st.status(
-            "Building the default workspace (first start: caching activations of every dictionary)…", expanded=True
-        ) as status:
+            # built by older code: add the newer tables (nothing stored changes)
+            store.migrate(DEFAULT_WORKSPACE, timeout=PROBE_TIMEOUT_S)
+        default_ready = default_workspace_ready(DEFAULT_WORKSPACE, timeout=PROBE_TIMEOUT_S)
+    if not default_ready:
+        label = (
+            "Another session of this app is building the default workspace; showing its progress…"
+            if builder is not None
+            else "Building the default workspace (first start: caching activations of every dictionary)…"
+        )
+        with st.status(label, expanded=True) as status:
             bar = st.progress(0.0, text="loading the model and dictionaries")
 
             def progress(phase: str, done: int, total: int) -> None:
+                if phase == "waiting" and not total:
+                    bar.progress(0.0, text="waiting: the other session is loading the model and dictionaries")
+                    return
                 bar.progress(min(done / max(total, 1), 1.0), text=f"{phase}: {done:,} / {total:,}")
 
-            with core_errors("Building the default workspace (reload this page once the other job has finished)"):
-                ensure_default_workspace(progress, path=DEFAULT_WORKSPACE)
+            with core_errors("Building the default workspace"):
+                # Another process building it meanwhile raises at once, naming it (it does not wait for it).
+                ensure_default_workspace(progress, path=DEFAULT_WORKSPACE, wait_for_other_processes=False)
             status.update(label="Default workspace built", state="complete", expanded=False)
     # Then its latents are explained and scored offline by a detached background job (see README, issue 4).
     with core_errors("The default workspace's explanations job", stop=False):
@@ -89,9 +146,9 @@ def render_overview(workspace: Path, summary: dict) -> None:
     corpus = summary["corpus"] or {}
     dicts = summary["dictionaries"]
     ready = [d for d in dicts if d["status"] == "ready"]
-    st.caption(f"`{workspace}` · schema v{summary['schema_version']}")
+    st.caption(f"{code(workspace)} · schema v{summary['schema_version']}")
     cols = st.columns(4)
-    cols[0].metric("model", (summary["model"] or {}).get("name", "unknown"))
+    cols[0].metric("model", literal(str((summary["model"] or {}).get("name", "unknown"))))
     cols[1].metric("cached tokens", f"{corpus.get('n_tokens', 0):,}")
     cols[2].metric("dictionaries ready", f"{len(ready)} / {len(dicts)}")
     cols[3].metric("stored activations", f"{sum(d['n_activations'] or 0 for d in ready):,}")
@@ -121,9 +178,13 @@ def render_overview(workspace: Path, summary: dict) -> None:
 workspace = current_workspace()
 if workspace_ok:
     try:
+        store.check_workspace(workspace, timeout=PROBE_TIMEOUT_S)  # locked or damaged: says so at once
         render_overview(workspace, store.workspace_summary(workspace))
+    except (store.WorkspaceLockedError, store.WorkspaceDamagedError) as exc:
+        show_error(exc)
+        st.stop()
     except store.WorkspaceOutdatedError as exc:
-        st.warning(str(exc))
+        st.warning(literal(str(exc)))
         if st.button("Upgrade this workspace now (adds the new tables; nothing stored changes)"):
             with core_errors("Upgrading the workspace"), st.spinner("Upgrading…"):
                 store.migrate(workspace)
@@ -150,7 +211,7 @@ chosen = left.selectbox(
 set_model_set(chosen)
 if built_from in MODEL_NAMES and chosen != built_from:
     left.warning(
-        f"This workspace was built from model {built_from!r}; its latents belong to that model's dictionaries."
+        f"This workspace was built from model {literal(repr(built_from))}; its latents belong to that model's dictionaries."
     )
 
 if "llm_model_input" not in st.session_state:
@@ -171,9 +232,9 @@ else:
 
     try:
         check_credentials(llm_model())
-        right.success(f"{llm_model()}: its credentials are in the environment.")
+        right.success(f"{literal(llm_model())}: its credentials are in the environment.")
     except LLMConfigError as exc:
-        right.error(str(exc))
+        right.error(literal(str(exc)))
 
 # ---------------------------------------------------------------------------------------------
 # The embedded default's figures
@@ -181,7 +242,7 @@ st.subheader("Model: embedded default")
 try:
     overview = default_overview()
 except ArtifactError as exc:
-    st.error(f"The embedded default is not available: {exc}")
+    st.error(f"The embedded default is not available: {literal(str(exc))}")
     st.stop()
 
 cfg = overview.model_config

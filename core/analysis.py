@@ -11,8 +11,9 @@ Analyses (each returns a plain dataclass that `to_json` turns into what the work
 1. `score_distributions`: per scorer, the values of each sampling strategy and of the
    random-explanation and random-latent baselines (mean with a bootstrap CI, quartiles), plus
    paired contrasts between strategies over the latents explained by both.
-2. `decile_curves`: per scorer and strategy, the accuracy on activating examples of each decile and
-   on non-activating ones (decile 0), averaged over explanations (each latent weighs the same).
+2. `decile_curves`: per scorer and strategy, the recall on activating examples of each decile and
+   the specificity on non-activating ones (decile 0), averaged over explanations (each latent weighs
+   the same); fuzzing's rejection of mis-marked activating windows is reported apart, per decile.
 3. `spearman_matrix`: Spearman's rho between every two scorers over the explanations both scored,
    with the number n and a 95% CI (Fisher z with the Bonett-Wright variance, or bootstrap).
 4. `unit_comparison`: per scorer, SAE latents vs MLP neurons vs top-k neurons vs random latents.
@@ -283,7 +284,12 @@ def score_distributions(
 
 @dataclass
 class DecileCurve:
-    """Accuracy per decile (index 0 = non-activating, 1..10 = activation deciles, 10 the highest) for one scorer and group."""
+    """Accuracy per decile for one scorer and group: index 0 = specificity on non-activating examples,
+    1..10 = recall on activating examples of that activation decile (10 the highest).
+
+    `mismarked_rejection` (fuzzing only, else all NaN): per decile 1..10, the share of activating
+    windows shown with wrong marks (truth 0) that the scorer rejected; kept out of `accuracy`.
+    """
 
     scorer: str
     group: str
@@ -292,6 +298,8 @@ class DecileCurve:
     ci_high: list[float]
     n_examples: list[int]
     n_explanations: list[int]
+    mismarked_rejection: list[float] = field(default_factory=lambda: [math.nan] * 11)  # [11], index 0 NaN
+    n_mismarked: list[int] = field(default_factory=lambda: [0] * 11)
 
 
 @dataclass
@@ -308,12 +316,31 @@ def _is_binary(pred: np.ndarray) -> bool:
     return bool(np.isin(pred, (0.0, 1.0)).all())
 
 
+def _per_decile_means(per: pd.DataFrame) -> tuple[list[float], list[float], list[float], list[int], list[int]]:
+    """(mean over explanations, CI low, CI high, examples, explanations) per decile 0..10 of per-score means."""
+    by_decile = {int(d): rows for d, rows in per.groupby("decile")}
+    acc, lo, hi, n_ex, n_expl = [], [], [], [], []
+    for d in range(11):
+        rows = by_decile.get(d)
+        vals = rows["mean"].to_numpy() if rows is not None else np.zeros(0)
+        acc.append(float(vals.mean()) if len(vals) else math.nan)
+        ci = bootstrap_mean_ci(vals)
+        lo.append(ci[0])
+        hi.append(ci[1])
+        n_ex.append(int(rows["size"].sum()) if rows is not None else 0)
+        n_expl.append(len(vals))
+    return acc, lo, hi, n_ex, n_expl
+
+
 def decile_curves(examples: pd.DataFrame, units: str = "latents", min_latents: int = MIN_LATENTS["deciles"]) -> Deciles:
     """Per scorer and group: the mean over explanations of each explanation's accuracy within each decile.
 
-    An example is correct when the yes/no prediction equals the truth (activating examples have truth
-    1, non-activating 0), so deciles 1..10 give the recall per activation decile and decile 0 the
-    specificity on non-activating examples. Examples without a prediction are left out.
+    A decile's accuracy means one thing for every scorer: in deciles 1..10 the recall (the share of
+    activating examples of that decile, truth 1, predicted yes), in decile 0 the specificity (the
+    share of non-activating examples, truth 0, predicted no). Fuzzing also shows activating windows
+    with wrong marks (truth 0, half of them): the share of those rejected is reported apart, per
+    decile, as `mismarked_rejection`, rather than mixed into the recall. Examples without a
+    prediction are left out, as are non-activating examples with truth 1 (none for yes/no scorers).
     """
     x = examples[examples["prediction"].notna()].copy()
     x["unit"] = [unit_group(d, b) for d, b in zip(x["dictionary"], x["baseline"], strict=True)]
@@ -324,10 +351,12 @@ def decile_curves(examples: pd.DataFrame, units: str = "latents", min_latents: i
     x["group"] = [explanation_group(st, b) for st, b in zip(x["strategy"], x["baseline"], strict=True)]
     x["scorer_key"] = _scorer_keys(x)
     x["correct"] = ((x["prediction"] >= 0.5) == (x["truth"] >= 0.5)).astype(np.float64)
+    activating, positive = x["decile"] > 0, x["truth"] >= 0.5
+    x["measure"] = np.select([activating == positive, activating & ~positive], ["curve", "mismarked"], default="other")
     curves, skipped = [], []
-    # One accuracy per (scorer, group, decile, explanation's score), then summarised per decile.
+    # One accuracy per (scorer, group, measure, decile, explanation's score), then summarised per decile.
     per_score = (
-        x.groupby(["scorer_key", "group", "decile", "score_id"], observed=True)["correct"]
+        x.groupby(["scorer_key", "group", "measure", "decile", "score_id"], observed=True)["correct"]
         .agg(["mean", "size"])
         .reset_index()
     )
@@ -338,18 +367,10 @@ def decile_curves(examples: pd.DataFrame, units: str = "latents", min_latents: i
             continue
         per = per_score[per_score["scorer_key"] == scorer]
         for group in _order(per["group"].unique()):
-            by_decile = {int(d): rows for d, rows in per[per["group"] == group].groupby("decile")}
-            acc, lo, hi, n_ex, n_expl = [], [], [], [], []
-            for d in range(11):
-                rows = by_decile.get(d)
-                vals = rows["mean"].to_numpy() if rows is not None else np.zeros(0)
-                acc.append(float(vals.mean()) if len(vals) else math.nan)
-                ci = bootstrap_mean_ci(vals)
-                lo.append(ci[0])
-                hi.append(ci[1])
-                n_ex.append(int(rows["size"].sum()) if rows is not None else 0)
-                n_expl.append(len(vals))
-            curves.append(DecileCurve(scorer, group, acc, lo, hi, n_ex, n_expl))
+            mine = per[per["group"] == group]
+            acc, lo, hi, n_ex, n_expl = _per_decile_means(mine[mine["measure"] == "curve"])
+            rej, _, _, n_mis, _ = _per_decile_means(mine[mine["measure"] == "mismarked"])
+            curves.append(DecileCurve(scorer, group, acc, lo, hi, n_ex, n_expl, rej, n_mis))
     return Deciles(curves, skipped, n, units)
 
 

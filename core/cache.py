@@ -744,6 +744,7 @@ class _JobLock:
     """An exclusive lock on a workspace for the length of one job (released by the OS if the process dies)."""
 
     def __init__(self, workspace: Path):
+        self.workspace = Path(workspace)
         self.path = store.data_dir(workspace) / "job.lock"
 
     def __enter__(self) -> _JobLock:
@@ -752,11 +753,15 @@ class _JobLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            holder = store.lock_file_holder(self.path, os.pread(self.fd, 400, 0).decode(errors="replace"))
             os.close(self.fd)
-            raise WorkspaceError(f"another job is writing this workspace ({holder}); wait for it to finish") from exc
+            raise WorkspaceLockedError(
+                f"another job is writing this workspace ({self.workspace}): {holder.describe()}; "
+                f"{holder.what_to_do()}, then try again",
+                holder,
+            ) from exc
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        os.pwrite(self.fd, store.holder_record().encode(), 0)  # who holds it, for whoever meets the lock
         return self
 
     def __exit__(self, *exc) -> None:
@@ -1146,22 +1151,57 @@ def _default_info(path: Path) -> dict | None:
         return store.get_info(con, "default_workspace")
 
 
-def default_workspace_ready(path: Path = DEFAULT_WORKSPACE, root: Path | None = None) -> bool:
+def default_workspace_ready(
+    path: Path = DEFAULT_WORKSPACE, root: Path | None = None, timeout: float | None = None, strict: bool = False
+) -> bool:
     """True if the default workspace exists, was built from the current default artifacts
-    (`default_source_fingerprint`), and every dictionary in it is cached (no unfinished run)."""
+    (`default_source_fingerprint`), and every dictionary in it is cached (no unfinished run).
+
+    `timeout`: how long to wait for another process's lock on the file (default store.READ_TIMEOUT_S).
+    With `strict`, a file locked that long or damaged raises (WorkspaceLockedError, WorkspaceDamagedError)
+    instead of counting as not ready, so a caller can say so rather than start a build.
+    """
     path = Path(path)
     if not path.exists():
         return False
     source = default_source_fingerprint(root)
     try:
-        with store.session(path) as con:
+        with store.session(path, timeout=timeout) as con:
             info = store.get_info(con, "default_workspace")
             if info is None or info.get("source") != source:
                 return False
             dicts = store.dictionaries(con)
             return bool(dicts) and all(d.status == "ready" for d in dicts) and not store.unfinished_runs(con)
+    except (WorkspaceLockedError, store.WorkspaceDamagedError):
+        if strict:
+            raise
+        return False
     except WorkspaceError:
         return False
+
+
+def set_aside_damaged(path: Path = DEFAULT_WORKSPACE) -> Path:
+    """Move a damaged workspace (its file, write-ahead log and data folder, bytes untouched) to a new name
+    NAME.damaged-YYYYmmdd-HHMMSS.duckdb beside it, so the default can be rebuilt; returns the new path.
+    Never replaces an existing file. Refuses while a job writes the workspace."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.stem}.damaged-{stamp}{path.suffix}")
+    n = 1
+    while aside.exists() or store.data_dir(aside).exists():
+        n += 1
+        aside = path.with_name(f"{path.stem}.damaged-{stamp}-{n}{path.suffix}")
+    moves = [
+        (path, aside),
+        (Path(str(path) + ".wal"), Path(str(aside) + ".wal")),
+        (store.data_dir(path), store.data_dir(aside)),
+    ]
+    with _JobLock(path):  # (its lock file moves with the data folder; the open lock stays valid)
+        for src, dst in moves:
+            if src.exists():
+                os.rename(src, dst)
+    log.warning("the workspace %s is damaged; moved it to %s", path, aside)
+    return aside
 
 
 def _set_aside(path: Path, reason: str) -> Path:
@@ -1184,16 +1224,28 @@ def _set_aside(path: Path, reason: str) -> Path:
     return stale
 
 
+def _build_lock_path(workspace: Path) -> Path:
+    return Path(workspace).with_name(Path(workspace).name + ".build-lock")
+
+
 class _BuildLock:
     """Exclusive right to build a default workspace: a second caller (another process, or another
     thread such as a second browser session) waits, reporting the builder's progress, then finds
-    the workspace built. The OS releases the lock if the builder dies; the waiter then resumes the build."""
+    the workspace built. The OS releases the lock if the builder dies; the waiter then resumes the build.
 
-    def __init__(self, workspace: Path, progress: ProgressFn | None, timeout: float):
+    The holder records who it is in the lock file (`store.holder_record`). With `wait_for_other_processes`
+    False, a caller that finds another *process* building fails at once, naming it (the app answers
+    rather than hang); it still waits, with progress, for a build running in this process.
+    """
+
+    def __init__(
+        self, workspace: Path, progress: ProgressFn | None, timeout: float, wait_for_other_processes: bool = True
+    ):
         self.workspace = workspace
-        self.path = workspace.with_name(workspace.name + ".build-lock")
+        self.path = _build_lock_path(workspace)
         self.progress = progress
         self.timeout = timeout
+        self.wait_for_other_processes = wait_for_other_processes
 
     def _report_waiting(self) -> None:
         if self.progress is None:
@@ -1204,31 +1256,73 @@ class _BuildLock:
             runs = []
         self.progress("waiting", runs[0].committed_chunks if runs else 0, runs[0].n_chunks if runs else 0)
 
+    def _holder(self) -> store.LockHolder:
+        return store.lock_file_holder(self.path, os.pread(self.fd, 400, 0).decode(errors="replace"))
+
     def __enter__(self) -> _BuildLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+                holder = self._holder()
+                # A holder not found yet (no /proc/locks, record not yet written) gets a moment to record itself.
+                other = not holder.this_process and (holder.pid is not None or time.monotonic() - start > 1.0)
+                if other and not self.wait_for_other_processes:
                     os.close(self.fd)
                     raise WorkspaceLockedError(
-                        f"{holder} has been building the default workspace {self.workspace} for more than "
-                        f"{self.timeout / 60:.0f} minutes; wait for it or stop it, then reload"
+                        f"the default workspace {self.workspace} is being built by {holder.describe()}; "
+                        f"{holder.what_to_do()}, then reload (a stopped build resumes where it stopped)",
+                        holder,
+                    ) from None
+                if time.monotonic() - start > self.timeout:
+                    os.close(self.fd)
+                    raise WorkspaceLockedError(
+                        f"{holder.describe()} has been building the default workspace {self.workspace} for more "
+                        f"than {self.timeout / 60:.0f} minutes; {holder.what_to_do()}, then reload",
+                        holder,
                     ) from None
                 self._report_waiting()
                 time.sleep(0.5)
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"process {os.getpid()} (since {time.strftime('%H:%M:%S')})".encode(), 0)
+        os.pwrite(self.fd, store.holder_record().encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+def _lock_held_by(lock: Path) -> store.LockHolder | None:
+    """Who holds the flock() on lock file `lock` right now, or None if nobody does (answers at once)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return store.lock_file_holder(lock, os.pread(fd, 400, 0).decode(errors="replace"))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def build_lock_holder(path: Path = DEFAULT_WORKSPACE) -> store.LockHolder | None:
+    """Who is building the default workspace `path` right now (see `_BuildLock`), or None if nobody is.
+    Answers at once; `LockHolder.this_process` tells a build by another thread of this process (another
+    session of the app) from one by another process."""
+    return _lock_held_by(_build_lock_path(path))
+
+
+def job_lock_holder(workspace: Path) -> store.LockHolder | None:
+    """Who is running a cache job on `workspace` right now (see `_JobLock`), or None (answers at once)."""
+    return _lock_held_by(store.data_dir(workspace) / "job.lock")
 
 
 def ensure_default_workspace(
@@ -1237,23 +1331,31 @@ def ensure_default_workspace(
     root: Path | None = None,
     params: CacheParams = DEFAULT_WORKSPACE_PARAMS,
     wait_timeout: float = DEFAULT_WAIT_S,
+    wait_for_other_processes: bool = True,
 ) -> Path:
     """Build (or finish building) the embedded default's workspace if needed; returns its path.
 
     Caches `params.n_tokens` Brown training tokens for every default dictionary plus neuron
     baselines; `progress(phase, done, total)` reports as it goes (the app passes st.progress).
     An interrupted build resumes where it stopped. Safe to call from several processes or threads
-    at once: one builds, the others wait (phase 'waiting') and return the built workspace. A
-    workspace built from other default artifacts (a rebuilt model or dictionaries, see
-    `default_source_fingerprint`) or with other parameters is moved aside to NAME.stale.duckdb
-    (explanations stored in it are kept there) and rebuilt.
+    at once: one builds, the others wait (phase 'waiting') and return the built workspace; with
+    `wait_for_other_processes` False, a build by another process raises WorkspaceLockedError naming
+    it instead of waiting (a build in this process is still waited for). A workspace built from
+    other default artifacts (a rebuilt model or dictionaries, see `default_source_fingerprint`) or with
+    other parameters is moved aside to NAME.stale.duckdb (explanations stored in it are kept there) and rebuilt.
     """
     path = Path(path)
     if default_workspace_ready(path, root):
         return path
-    with _BuildLock(path, progress, wait_timeout):
+    with _BuildLock(path, progress, wait_timeout, wait_for_other_processes):
         if default_workspace_ready(path, root):  # another process built it while we waited
             return path
+        job = job_lock_holder(path)
+        if job is not None:  # e.g. `python -m core cache --workspace` on this path: say so before loading anything
+            raise WorkspaceLockedError(
+                f"another job is writing this workspace ({path}): {job.describe()}; {job.what_to_do()}, then try again",
+                job,
+            )
         want = {"source": default_source_fingerprint(root), "params": asdict(params)}
         if path.exists():
             try:
@@ -1370,23 +1472,32 @@ def _run_cache_command(args) -> int:
     if result.nothing_to_do:
         print(f"nothing to do: {len(result.skipped)} dictionaries already cached in {args.workspace}")
         return 0
-    rows = sum(result.rows.values())
-    nbytes = sum(result.file_bytes.values())
-    print(
-        json.dumps(
-            {
-                "workspace": args.workspace,
-                "run_id": result.run_id,
-                "dictionaries": len(result.cached),
-                "skipped": len(result.skipped),
-                "tokens": result.n_tokens,
-                "activations": rows,
-                "bytes_per_activation": round(nbytes / max(rows, 1), 2),
-                "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
-            }
-        )
-    )
+    print(json.dumps(cache_summary(result, Path(args.workspace))))
     return 0
+
+
+def cache_summary(result: CacheResult, workspace: Path) -> dict:
+    """What the cache command prints: the workspace's totals after the run (every ready dictionary,
+    including those an earlier or interrupted run finished) and, under `this_command`, what this
+    invocation did itself (a resumed run finalises only the dictionaries still unfinished)."""
+    ready = store.list_dictionaries(workspace, ready_only=True)
+    rows = sum(d.n_activations or 0 for d in ready)
+    nbytes = sum(d.file_bytes or 0 for d in ready)
+    return {
+        "workspace": str(workspace),
+        "run_id": result.run_id,
+        "dictionaries": len(ready),
+        "activations": rows,
+        "bytes_per_activation": round(nbytes / max(rows, 1), 2),
+        "tokens": result.n_tokens,
+        "this_command": {
+            "dictionaries_finalised": len(result.rows),
+            "activations_finalised": sum(result.rows.values()),
+            "dictionaries_already_cached": len(result.skipped),
+            "chunks_computed": result.chunks_computed,
+        },
+        "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+    }
 
 
 def _run_info_command(args) -> int:

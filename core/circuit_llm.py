@@ -895,6 +895,7 @@ def save_pruned_version(
     parent_version: int | None = None,
     faithfulness: Any = None,
     timeout: float | None = None,
+    expected_circuit_id: str | None = None,
 ) -> Any:
     """Save `applied` as a new version of saved circuit `name` (`core.circuits`); returns that CircuitVersion.
 
@@ -904,6 +905,8 @@ def save_pruned_version(
     unless the summary was rejected. Nodes the LLM kept that lose every path to the target once
     the drops are applied leave with their annotations (the circuits' pruning drops orphans); the
     note says how many. Earlier versions are never changed; a failed save stores nothing.
+    `expected_circuit_id` (the loaded circuit's `circuit_id`) refuses the save with
+    `circuits.CircuitChangedError` if the circuit was deleted or replaced since (`circuits.save_version`).
     """
     from core import circuits as C
 
@@ -942,6 +945,9 @@ def save_pruned_version(
         parent_version=parent,
         note=note,
         timeout=timeout,
+        expected_circuit_id=expected_circuit_id
+        if expected_circuit_id is not None
+        else getattr(base, "circuit_id", None),
     )
 
 

@@ -30,8 +30,9 @@ Faithfulness of a version (`measure_faithfulness`) ablates its latents on the re
 
 API (used by pages/5_Circuits.py and by LLM pruning):
     save_circuit(workspace, name, graph, target=None, ...) -> CircuitVersion   version 1
-    save_version(workspace, name, pruning, ...) -> CircuitVersion             the next version
+    save_version(workspace, name, pruning, ..., expected_circuit_id=...) -> CircuitVersion   the next version
     load_circuit(workspace, name, version=None) -> CircuitVersion             latest by default
+    load_with_original(workspace, name, version) -> (CircuitVersion, version 1 graph), read together
     list_circuits(workspace) -> [CircuitInfo]; list_versions(workspace, name) -> [CircuitVersion] (graph None)
     delete_circuit(workspace, name) -> number of versions deleted
     prune_graph(G, pruning); edge_shares(G); node_influence(G); target_node(G)
@@ -40,6 +41,12 @@ API (used by pages/5_Circuits.py and by LLM pruning):
     export_json(version) -> dict (a graph JSON whose metadata["circuit"] holds the version)
 Writes raise `CircuitError` (bad name, unknown circuit) or `core.store.WorkspaceError` (e.g. the
 workspace is locked); a failed write changes nothing.
+
+Stale saves: every loaded or saved CircuitVersion carries `circuit_id`, a fingerprint of the stored
+circuit (`store.circuit_identity`: its creation time and version 1 graph). A page passes it back as
+`save_version(..., expected_circuit_id=...)`, which checks it in the same write transaction as the
+insert and raises `CircuitChangedError` if the circuit was deleted, or deleted and saved again with
+another graph, since it was loaded; otherwise the edits would land on someone else's circuit.
 """
 
 from __future__ import annotations
@@ -67,6 +74,32 @@ HAND = "hand"  # `created_by` / `author` of what a person made in the app
 
 class CircuitError(UserError):
     """A circuit operation that cannot be done as asked (printed without a traceback)."""
+
+
+class CircuitChangedError(CircuitError):
+    """A save based on a circuit that was deleted (`deleted` True) or replaced since it was loaded; nothing was saved."""
+
+    def __init__(self, message: str, name: str, deleted: bool) -> None:
+        super().__init__(message)
+        self.name = name
+        self.deleted = deleted
+
+
+def join_sentences(*parts: str) -> str:
+    """`parts` as one text: each part capitalised and ended with '.', unless it already ends with
+    '.', '!', '?' or '…', joined by spaces; empty parts are skipped. For messages built from pieces
+    (an exception's text, then what to do), which otherwise run together."""
+    out = []
+    for part in parts:
+        text = str(part).strip()
+        if not text:
+            continue
+        if text[0].islower():
+            text = text[0].upper() + text[1:]
+        if text[-1] not in ".!?…":
+            text += "."
+        out.append(text)
+    return " ".join(out)
 
 
 @dataclass(frozen=True)
@@ -157,6 +190,7 @@ class CircuitVersion:
     n_nodes: int = 0
     n_edges: int = 0
     n_latents: int = 0
+    circuit_id: str | None = None  # store.circuit_identity of the stored circuit; None for an unsaved version
 
 
 CircuitInfo = store.CircuitRecord
@@ -455,7 +489,8 @@ def save_circuit(
             con, name, str(G.graph.get("prompt", "")), spec, tgt, model, str(G.graph.get("method", ""))
         )
         store.insert_circuit_version(con, rec)
-    return _from_record(rec, G)
+        circuit_id = store.circuit_identity(con, name)
+    return _from_record(rec, G, circuit_id)
 
 
 def save_version(
@@ -469,32 +504,64 @@ def save_version(
     parent_version: int | None = None,
     note: str = "",
     timeout: float | None = None,
+    expected_circuit_id: str | None = None,
 ) -> CircuitVersion:
     """Save a new version of circuit `name`: version 1's graph pruned by `pruning`, with annotations.
 
     `faithfulness` (a FaithfulnessResult or its JSON) must have been measured on this pruning
     (`measure_faithfulness(..., prune_graph(original, pruning))`); pass None if it was not.
     Annotations of nodes the pruning removes raise CircuitError. Earlier versions are never changed.
+    `expected_circuit_id` (the `circuit_id` of the version the edits were made on) is checked in the
+    write transaction: CircuitChangedError if the circuit was deleted or replaced since; nothing is saved.
     """
     name = check_name(name)
-    original = load_circuit(workspace, name, 1, timeout=timeout).graph
-    try:
-        G = prune_graph(original, pruning)
-    except ValueError as exc:
-        raise CircuitError(str(exc)) from exc
+    if not Path(workspace).exists():
+        raise CircuitError(f"circuit {name!r} is not in workspace {workspace}; nothing was saved")
     with store.session(workspace, write=True, timeout=timeout) as con:
-        if store.circuit_record(con, name) is None:
-            raise CircuitError(f"circuit {name!r} was deleted meanwhile; nothing was saved")
+        # One transaction from the check to the insert: no other writer can delete or replace the circuit between.
+        circuit_id = store.circuit_identity(con, name)
+        _check_unchanged(workspace, name, circuit_id, expected_circuit_id)
+        first = store.circuit_version_record(con, name, 1)
+        try:
+            G = prune_graph(graph_from_json(first.graph), pruning)
+        except ValueError as exc:
+            raise CircuitError(f"{exc}; nothing was saved") from exc
         version = store.next_circuit_version(con, name)
         parent = parent_version if parent_version is not None else version - 1
+        if not 1 <= parent < version:
+            raise CircuitError(
+                f"circuit {name!r} has no version {parent} to base version {version} on; nothing was saved"
+            )
         rec = _version_record(
             name, version, parent, G, pruning, node_annotations, annotation, faithfulness, created_by, note
         )
         store.insert_circuit_version(con, rec)
-    return _from_record(rec, G)
+    return _from_record(rec, G, circuit_id)
 
 
-def _from_record(rec: store.CircuitVersionRecord, graph: nx.DiGraph | None) -> CircuitVersion:
+def _check_unchanged(workspace: Path, name: str, circuit_id: str | None, expected: str | None) -> None:
+    """Raise unless circuit `name` exists and (when `expected` is given) is still the one with id `expected`."""
+    if circuit_id is not None and (expected is None or circuit_id == expected):
+        return
+    if expected is None:
+        raise CircuitError(f"circuit {name!r} is not in workspace {workspace}; nothing was saved")
+    if circuit_id is None:
+        raise CircuitChangedError(
+            f"circuit {name!r} was deleted from the workspace after these edits were loaded; nothing was saved",
+            name,
+            deleted=True,
+        )
+    raise CircuitChangedError(
+        f"circuit {name!r} was replaced after these edits were loaded: it was deleted and a circuit was saved "
+        "again under the same name, so these edits would land on a different circuit; nothing was saved",
+        name,
+        deleted=False,
+    )
+
+
+def _from_record(
+    rec: store.CircuitVersionRecord, graph: nx.DiGraph | None, circuit_id: str | None = None
+) -> CircuitVersion:
     annotation = Annotation(rec.annotation_text, rec.annotation_author or HAND) if rec.annotation_text else None
     return CircuitVersion(
         name=rec.name,
@@ -511,6 +578,7 @@ def _from_record(rec: store.CircuitVersionRecord, graph: nx.DiGraph | None) -> C
         n_nodes=rec.n_nodes,
         n_edges=rec.n_edges,
         n_latents=rec.n_latents,
+        circuit_id=circuit_id,
     )
 
 
@@ -518,13 +586,28 @@ def load_circuit(
     workspace: Path, name: str, version: int | None = None, timeout: float | None = None
 ) -> CircuitVersion:
     """Version `version` (default the latest) of circuit `name`, with its graph; CircuitError if there is none."""
-    rec = None
+    return load_with_original(workspace, name, version, timeout)[0]
+
+
+def load_with_original(
+    workspace: Path, name: str, version: int | None = None, timeout: float | None = None
+) -> tuple[CircuitVersion, nx.DiGraph]:
+    """Version `version` (default the latest) of circuit `name` and its version 1 graph (what the version
+    prunes), read in one session so both belong to the same stored circuit; CircuitError if there is none."""
+
+    def query(con) -> tuple[Any, Any, str | None]:
+        rec = store.circuit_version_record(con, name, version)
+        first = rec if rec is None or rec.version == 1 else store.circuit_version_record(con, name, 1)
+        return rec, first, store.circuit_identity(con, name)
+
+    rec = first = circuit_id = None
     if Path(workspace).exists():
-        rec = _read(workspace, timeout, lambda con: store.circuit_version_record(con, name, version))
-    if rec is None:
+        rec, first, circuit_id = _read(workspace, timeout, query)
+    if rec is None or first is None:
         what = f"version {version} of circuit {name!r}" if version is not None else f"circuit {name!r}"
         raise CircuitError(f"{what} is not in workspace {workspace}")
-    return _from_record(rec, graph_from_json(rec.graph))
+    graph = graph_from_json(rec.graph)
+    return _from_record(rec, graph, circuit_id), graph if first is rec else graph_from_json(first.graph)
 
 
 def list_circuits(workspace: Path, timeout: float | None = None) -> list[CircuitInfo]:

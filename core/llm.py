@@ -18,8 +18,15 @@ Every call of the project to a language model (explainer, scorers, circuit summa
 6. Log-probabilities of the generated tokens when asked (`logprobs=True, top_logprobs=k`) and the
    provider returns them; `reply.logprobs` is None otherwise.
 
-Writes to the workspace are buffered and flushed in one short write session every `flush_every`
-calls (and on `flush()`), so a run of thousands of calls holds the DuckDB file only briefly.
+Durability. Before a call returns, its usage row (and its reply, when a new one arrived) is
+appended to the client's write-ahead file `NAME.duckdb.data/llm-journal/*.jsonl`, fsynced unless
+the call was a cache hit. The rows are merged into DuckDB in one short write session every
+`flush_every` calls and on `flush()`, so a run of thousands of calls holds the DuckDB file only
+briefly and the app keeps reading. The next client of the workspace merges a journal left by a
+killed process (its flock is free) before it reads the cache: a killed run's finished replies are
+never paid again and its usage log is complete. Rows and a mark naming their journal commit in one
+transaction, so a crash between that commit and the file's removal stores nothing twice.
+
 litellm is imported lazily: importing this module is cheap.
 """
 
@@ -27,10 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import hashlib
+import itertools
 import json
 import logging
+import os
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -195,10 +206,85 @@ def check_credentials(model: str, api_key: str | None = None, api_base: str | No
 # The workspace cache and usage log
 
 
+JOURNAL_DIR = "llm-journal"  # in the workspace's data folder
+_journal_ids = itertools.count()
+
+
+class _Journal:
+    """One client's write-ahead file: JSON lines `{"reply": entry | None, "usage": row}` not yet merged
+    into the workspace. Its writer holds an exclusive flock from before the file has its name until
+    after the file is removed, so a free lock on a `*.jsonl` file means its writer died."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}-{next(_journal_ids)}"
+        tmp = folder / f"{name}.tmp"
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path = folder / f"{name}.jsonl"
+            os.rename(tmp, self.path)  # only now can a recovering client see it, already locked
+        except BaseException:
+            os.close(self.fd)
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def append(self, data: bytes, sync: bool) -> None:
+        """Append `data`; with `sync`, also to the disk (not only the OS's cache) before returning."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        if sync:
+            os.fsync(self.fd)
+
+    def remove(self) -> None:
+        """Delete the file (its rows are stored), then release the lock."""
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+def _remove_if_unlocked(path: Path, min_age_s: float) -> None:
+    """Delete `path` if nobody holds its lock and it is older than `min_age_s` (a new one is not locked yet)."""
+    try:
+        if time.time() - path.stat().st_mtime < min_age_s:
+            return
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_journal(fd: int, path: Path) -> tuple[list[dict], list[dict]]:
+    """(replies, usage rows) of a journal; a line cut short by a crash is skipped."""
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    replies, usage = [], []
+    for line in b"".join(chunks).splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            log.warning("skipping a torn line of %s (the process died while writing it)", path)
+            continue
+        if rec.get("reply") is not None:
+            replies.append(rec["reply"])
+        usage.append(rec["usage"])
+    return replies, usage
+
+
 class ResponseCache:
     """Replies by cache key: an in-memory map in front of the workspace's `llm_responses` table.
 
-    New replies and usage rows are buffered and written in one write session by `flush()`.
+    `record` keeps each call's usage row (and new reply) in memory and in a journal file (see the
+    module docstring); `flush()` merges them into the workspace in one write session.
     With `workspace=None` the cache lives in memory only.
     """
 
@@ -208,10 +294,77 @@ class ResponseCache:
         self._known_absent: set[str] = set()
         self._pending: list[dict] = []
         self._usage: list[dict] = []
+        self._journal: _Journal | None = None
+        self._unmerged: list[_Journal] = []  # journals of a failed flush: still locked, merged by the next one
+        self._journal_failed = False
+        self._recovered = workspace is None
         self._lock = threading.Lock()
+
+    @property
+    def journal_dir(self) -> Path | None:
+        """Where this workspace's journals live (None without a workspace)."""
+        if self.workspace is None:
+            return None
+        from core.store import data_dir
+
+        return data_dir(self.workspace) / JOURNAL_DIR
+
+    def recover(self) -> int:
+        """Merge the journals of dead processes into the workspace (once per cache); returns how many.
+
+        A journal whose lock is held belongs to a live client and is left alone. A failure to write
+        (e.g. the workspace stays locked) is logged and the journal kept for the next client.
+        """
+        if self._recovered:
+            return 0
+        self._recovered = True
+        folder = self.journal_dir
+        if folder is None or not folder.is_dir():
+            return 0
+        from core import store
+
+        for tmp in folder.glob("*.tmp"):  # a writer died between creating and naming its journal: empty
+            _remove_if_unlocked(tmp, min_age_s=60.0)
+        merged = 0
+        for path in sorted(folder.glob("*.jsonl")):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive
+                try:
+                    if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                        continue
+                except FileNotFoundError:
+                    continue  # merged and removed by someone else meanwhile
+                replies, usage = _read_journal(fd, path)
+                try:
+                    if replies or usage:
+                        store.write_llm_records(self.workspace, replies, usage, journals=[path])
+                except Exception as exc:
+                    log.warning(
+                        "could not merge the LLM journal %s into %s (kept for later): %s", path, self.workspace, exc
+                    )
+                    continue
+                path.unlink(missing_ok=True)
+                merged += 1
+                log.info(
+                    "merged %d replies and %d usage rows left by a stopped run (%s)",
+                    len(replies),
+                    len(usage),
+                    path.name,
+                )
+            finally:
+                os.close(fd)
+        return merged
 
     def prefetch(self, keys: Sequence[str]) -> None:
         """Load the stored replies of `keys` in one read session (absent keys are remembered as absent)."""
+        self.recover()
         want = [k for k in dict.fromkeys(keys) if k not in self._mem and k not in self._known_absent]
         if not want or self.workspace is None or not self.workspace.exists():
             self._known_absent.update(want)
@@ -229,39 +382,58 @@ class ResponseCache:
             self.prefetch([key])
         return self._mem.get(key)
 
-    def put(self, entry: dict) -> None:
-        """Remember a new reply (written at the next flush)."""
-        with self._lock:
-            self._mem[entry["key"]] = entry
-            self._known_absent.discard(entry["key"])
-            self._pending.append(entry)
+    def record(self, entry: dict | None, usage: dict) -> None:
+        """Keep one call's usage row and its new reply `entry` (None for a cache hit, a failure, or use_cache=False).
 
-    def log_usage(self, row: dict) -> None:
-        """Queue one `llm_usage` row."""
+        Before this returns both are in the journal file, fsynced unless the call was a cache hit;
+        `flush()` stores them in the workspace.
+        """
+        data = (json.dumps({"reply": entry, "usage": usage}, default=str) + "\n").encode()
         with self._lock:
-            self._usage.append(row)
+            if entry is not None:
+                self._mem[entry["key"]] = entry
+                self._known_absent.discard(entry["key"])
+                self._pending.append(entry)
+            self._usage.append(usage)
+            if self.workspace is not None and not self._journal_failed:
+                try:
+                    if self._journal is None:
+                        self._journal = _Journal(self.journal_dir)
+                    self._journal.append(data, sync=not usage["cached"])
+                except OSError as exc:  # e.g. a read-only folder: the rows still reach the workspace at flush
+                    self._journal_failed = True
+                    log.warning(
+                        "cannot write the LLM journal in %s (%s); replies are kept in memory until flushed",
+                        self.journal_dir,
+                        exc,
+                    )
 
     @property
-    def n_pending(self) -> int:
-        """Rows waiting for the next flush."""
-        return len(self._pending) + len(self._usage)
+    def calls_pending(self) -> int:
+        """Calls recorded since the last flush."""
+        return len(self._usage)
 
     def flush(self) -> None:
-        """Write buffered replies and usage rows to the workspace in one transaction."""
+        """Write buffered replies and usage rows to the workspace in one transaction, then drop their journal."""
+        self.recover()
         with self._lock:
             pending, usage = self._pending, self._usage
-            self._pending, self._usage = [], []
+            journals = self._unmerged + ([self._journal] if self._journal is not None else [])
+            self._pending, self._usage, self._unmerged, self._journal = [], [], [], None
         if self.workspace is None or not (pending or usage):
             return
         from core import store
 
         try:
-            store.write_llm_records(self.workspace, pending, usage)
+            store.write_llm_records(self.workspace, pending, usage, journals=[j.path for j in journals])
         except BaseException:
             with self._lock:  # keep them for the next attempt
                 self._pending[:0] = pending
                 self._usage[:0] = usage
+                self._unmerged[:0] = journals
             raise
+        for j in journals:
+            j.remove()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,8 +479,9 @@ class LLMClient:
     """Async litellm calls with a workspace cache, bounded concurrency, retries and accounting.
 
     Use one client per run: `await client.acomplete(...)` or `await client.acomplete_many(requests)`,
-    then `client.flush()` (also done every `flush_every` calls). `stats` counts calls, cache hits,
-    tokens and cost of this client's lifetime.
+    then `client.flush()`. Every call is in the client's journal when it returns; `flush()` (also run
+    every `flush_every` calls, cache hits and failures included) stores the journal in the workspace.
+    `stats` counts calls, cache hits, tokens and cost of this client's lifetime.
     """
 
     def __init__(
@@ -337,6 +510,7 @@ class LLMClient:
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self._checked: set[str] = set()
+        self._flushing = False
         self.stats = {
             "calls": 0,
             "cached": 0,
@@ -397,25 +571,23 @@ class LLMClient:
         return list(replies)
 
     def flush(self) -> None:
-        """Write buffered cache entries and usage rows to the workspace."""
+        """Store the calls made since the last flush (replies and usage rows) in the workspace."""
         self.cache.flush()
 
     async def _one(self, req: LLMRequest) -> LLMReply:
         self.check(req.model, req.params)
         key = cache_key(req.model, req.messages, req.params)
-        if self.use_cache:
-            entry = self.cache.get(key)
-            if entry is not None:
-                reply = _entry_to_reply(entry, cached=True)
-                self._account(req, reply, latency=0.0)
-                return reply
-        async with self._semaphore():
-            t0 = time.perf_counter()
-            reply = await self._call_with_retries(req, key)
-            latency = time.perf_counter() - t0
-        if reply.error is None and self.use_cache:
-            self.cache.put(
-                {
+        stored = self.cache.get(key) if self.use_cache else None
+        entry = None
+        if stored is not None:
+            reply, latency = _entry_to_reply(stored, cached=True), 0.0
+        else:
+            async with self._semaphore():
+                t0 = time.perf_counter()
+                reply = await self._call_with_retries(req, key)
+                latency = time.perf_counter() - t0
+            if reply.error is None and self.use_cache:
+                entry = {
                     "key": key,
                     "model": req.model,
                     "request": _request_record(req.model, req.messages, req.params),
@@ -426,13 +598,17 @@ class LLMClient:
                     "completion_tokens": reply.usage.completion_tokens,
                     "cost": reply.usage.cost,
                 }
-            )
-        self._account(req, reply, latency)
-        if self.cache.n_pending >= self.flush_every:
-            await asyncio.to_thread(self.flush)
+        self.cache.record(entry, self._account(req, reply, latency))  # on disk before the reply is handed back
+        if self.cache.calls_pending >= self.flush_every and not self._flushing:
+            self._flushing = True  # one merge at a time; calls finishing meanwhile wait for the next
+            try:
+                await asyncio.to_thread(self.flush)
+            finally:
+                self._flushing = False
         return reply
 
-    def _account(self, req: LLMRequest, reply: LLMReply, latency: float) -> None:
+    def _account(self, req: LLMRequest, reply: LLMReply, latency: float) -> dict:
+        """Count the call in `stats`; returns its `llm_usage` row."""
         s = self.stats
         s["calls"] += 1
         s["cached"] += int(reply.cached)
@@ -441,22 +617,20 @@ class LLMClient:
             s["prompt_tokens"] += reply.usage.prompt_tokens
             s["completion_tokens"] += reply.usage.completion_tokens
             s["cost"] += reply.usage.cost or 0.0
-        self.cache.log_usage(
-            {
-                "key": reply.key,
-                "model": req.model,
-                "purpose": req.purpose,
-                "dictionary": req.dictionary,
-                "latent": req.latent,
-                "cached": reply.cached,
-                "prompt_tokens": reply.usage.prompt_tokens,
-                "completion_tokens": reply.usage.completion_tokens,
-                # a cache hit is free now; its original cost stays in llm_responses
-                "cost": 0.0 if reply.cached else reply.usage.cost,
-                "latency_s": latency,
-                "error": reply.error,
-            }
-        )
+        return {
+            "key": reply.key,
+            "model": req.model,
+            "purpose": req.purpose,
+            "dictionary": req.dictionary,
+            "latent": req.latent,
+            "cached": reply.cached,
+            "prompt_tokens": reply.usage.prompt_tokens,
+            "completion_tokens": reply.usage.completion_tokens,
+            # a cache hit is free now; its original cost stays in llm_responses
+            "cost": 0.0 if reply.cached else reply.usage.cost,
+            "latency_s": latency,
+            "error": reply.error,
+        }
 
     async def _call_with_retries(self, req: LLMRequest, key: str) -> LLMReply:
         litellm = _litellm()

@@ -46,7 +46,21 @@ class WorkspaceError(UserError):
 
 
 class WorkspaceLockedError(WorkspaceError):
-    """Another process held the workspace file for longer than the session's timeout."""
+    """Another process held the workspace file (or a job's lock on it) for longer than the caller waits;
+    `holder` says which process, when it can be found."""
+
+    def __init__(self, message: str, holder: LockHolder | None = None):
+        super().__init__(message)
+        self.holder = holder
+
+
+class WorkspaceDamagedError(WorkspaceError):
+    """The workspace file cannot be read: truncated, corrupt, or not a DuckDB file. Nothing in it is changed."""
+
+    def __init__(self, message: str, path: Path | None = None, detail: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.detail = detail  # what is wrong with the file, e.g. "the file is cut short: ..."
 
 
 class WorkspaceOutdatedError(WorkspaceError):
@@ -333,9 +347,90 @@ def _db() -> duckdb.DuckDBPyConnection:
     return _instance
 
 
-def _lock_holder(message: str) -> str:
+# ---------------------------------------------------------------------------------------------
+# Who holds a lock: a page or command that meets one says which process and what to do at once.
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process holding a lock: its id, command line and start of holding (each None when unknown)."""
+
+    pid: int | None
+    command: str | None = None
+    since: str | None = None
+
+    @property
+    def this_process(self) -> bool:
+        """True if the holder is this process (e.g. another thread: another browser session of the same app)."""
+        return self.pid == os.getpid()
+
+    def describe(self) -> str:
+        """E.g. "process 4242 (`python -m core cache --workspace w.duckdb`), holding it since 14:03:02"."""
+        if self.pid is None:
+            return "another process (it did not record its id)"
+        text = f"process {self.pid}" + (f" (`{self.command}`)" if self.command else "")
+        return text + (f", holding it since {self.since}" if self.since else "")
+
+    def what_to_do(self) -> str:
+        """What the user can do about it."""
+        stop = f"stop it (`kill {self.pid}`)" if self.pid is not None else "stop it"
+        return f"wait for it to finish, or {stop}"
+
+
+def process_command(pid: int) -> str | None:
+    """The command line of process `pid` (Linux /proc; the program's path shortened to its name), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if not args:
+        return None
+    text = re.sub(r"\s+", " ", " ".join([Path(args[0]).name, *args[1:]])).strip()
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def holder_record() -> str:
+    """What a lock file records about this process once it holds the lock (see `lock_file_holder`)."""
+    command = process_command(os.getpid()) or "?"
+    return f"process {os.getpid()} ({command}) since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+def _flock_pid(path: Path) -> int | None:
+    """The process holding a flock() on `path`, from /proc/locks (Linux), or None."""
+    try:
+        st = path.stat()
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device and fields[4].lstrip("-").isdigit():
+            return int(fields[4]) if int(fields[4]) > 0 else None
+    return None
+
+
+def lock_file_holder(path: Path, recorded: str = "") -> LockHolder:
+    """Who holds the flock() on lock file `path`: the kernel's answer (/proc/locks) if it has one, with what
+    the holder recorded in the file (`holder_record`; it can lag the kernel by a moment, or be an older holder's)."""
+    match = re.match(r"process (\d+) \((.*)\) since (.+)$", recorded.strip())
+    rec = LockHolder(int(match.group(1)), match.group(2), match.group(3)) if match else None
+    pid = _flock_pid(path)
+    if pid is None:
+        return rec or LockHolder(None)
+    if rec is not None and rec.pid == pid:
+        return rec
+    return LockHolder(pid, process_command(pid))
+
+
+def _duckdb_lock_holder(message: str) -> LockHolder | None:
+    """The process named by DuckDB's "Conflicting lock is held in PROGRAM (PID N)" message."""
     match = re.search(r"held in (.+?) \(PID (\d+)\)", message)
-    return f"process {match.group(2)} ({match.group(1)})" if match else "another process"
+    if not match:
+        return None
+    pid = int(match.group(2))
+    return LockHolder(pid, process_command(pid) or match.group(1))
 
 
 def _intent_path(path: Path) -> Path:
@@ -358,6 +453,85 @@ def _wait_for_waiting_writer(intent: Path, max_wait: float) -> None:
         time.sleep(0.005)
 
 
+def _is_lock_error(msg: str) -> bool:
+    return "Could not set lock" in msg or "Conflicting lock" in msg
+
+
+# What DuckDB says when a file's bytes are not a database it can read: cut short, checksum failures, garbage.
+_DAMAGE_SIGNS = (
+    "Could not read enough bytes",
+    "Corrupt database file",
+    "checksum",
+    "not a valid DuckDB database",
+    "Serialization Error",
+    "Failed to deserialize",
+)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.SerializationException) or any(s in str(exc) for s in _DAMAGE_SIGNS)
+
+
+def _damaged(path: Path, detail: str) -> WorkspaceDamagedError:
+    """The one message for an unreadable workspace: which file, what is wrong, that nothing was changed, the way out."""
+    return WorkspaceDamagedError(
+        f"{path} is not a readable DuckDB workspace: {detail}. Nothing in it was changed. "
+        f"Set it aside (move or rename the file and its {data_dir(path).name} folder; keep them if they hold "
+        f"results you want to recover) and rebuild it with `python -m core cache --workspace {path} ...`, "
+        "or use another workspace.",
+        path,
+        detail,
+    )
+
+
+def _duckdb_detail(path: Path, exc: BaseException) -> str:
+    text = str(exc).strip()
+    msg = re.sub(r"^[A-Za-z ]*Error: ", "", text.splitlines()[0]) if text else type(exc).__name__
+    named = re.search(r'"([^"]+)"', msg)
+    if named and Path(named.group(1)).resolve() != path:  # e.g. an activations file in its data folder
+        return f"its file {named.group(1)} is damaged or missing (DuckDB says: {msg})"
+    return f"damaged, or another kind of file (DuckDB says: {msg})"
+
+
+def _check_intact(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    """Refuse a workspace file cut short (by a full disk or an interrupted copy): one whose tables have
+    blocks beyond its end.
+
+    DuckDB reads a block only when a query needs it, so a truncated file opens and then fails query by
+    query; this finds it at once, from the tables' storage metadata (tens of ms, no data read). Skipped
+    while a write-ahead log is pending (its blocks can lie beyond the last checkpoint's end).
+    """
+    if Path(str(path) + ".wal").exists():
+        return
+    block_size, used = con.execute(
+        "SELECT block_size, used_blocks FROM pragma_database_size() WHERE database_name = ?", [alias]
+    ).fetchone() or (0, 0)
+    if not block_size:
+        return
+    last = -1
+    tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [alias]).fetchall()
+    for (table,) in tables:
+        qualified = f'{alias}."{table.replace(chr(34), chr(34) * 2)}"'
+        row = con.execute(
+            f"SELECT max(block_id) FROM pragma_storage_info('{_sql_str(qualified)}') WHERE block_id >= 0"
+        ).fetchone()
+        if row and row[0] is not None:
+            last = max(last, int(row[0]))
+    size = path.stat().st_size
+    have = max(0, size - DUCKDB_HEADER_BYTES) // int(block_size)
+    need = max(last + 1, int(used))
+    if have < need:
+        expected = DUCKDB_HEADER_BYTES + need * int(block_size)
+        raise _damaged(
+            path,
+            f"the file is cut short: it has {size:,} bytes but its tables need at least {expected:,} "
+            "(e.g. a copy that was interrupted, or a disk that filled up)",
+        )
+
+
+DUCKDB_HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers precede the blocks
+
+
 def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.002
@@ -373,7 +547,7 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: b
                 return
             except duckdb.IOException as exc:
                 msg = str(exc)
-                if "lock" in msg.lower() and time.monotonic() < deadline:
+                if _is_lock_error(msg) and time.monotonic() < deadline:
                     if not read_only:
                         intent.parent.mkdir(parents=True, exist_ok=True)
                         intent.write_text(str(os.getpid()))  # (re)touch: fresh while we wait
@@ -381,19 +555,22 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: b
                     time.sleep(delay)
                     delay = min(delay * 2, 0.02 if not read_only else 0.1)
                     continue
-                if "lock" in msg.lower():
+                if _is_lock_error(msg):
+                    holder = _duckdb_lock_holder(msg)
+                    who = holder.describe() if holder else "another process"
+                    todo = holder.what_to_do() if holder else "wait for it to finish or stop it"
                     raise WorkspaceLockedError(
-                        f"workspace {path} is locked by {_lock_holder(msg)} for more than {timeout:.0f} s; "
-                        "wait for that process to finish (a cache job holds it only briefly) or stop it"
+                        f"workspace {path} is locked by {who}, which did not let go within {timeout:g} s "
+                        f"(a cache job holds the file only briefly). {todo[0].upper()}{todo[1:]}, then try again.",
+                        holder,
                     ) from exc
-                if "not a valid DuckDB database" in msg or "orrupt" in msg:
-                    raise WorkspaceError(
-                        f"{path} is not a readable DuckDB workspace (corrupt or another kind of file): {msg}; "
-                        "nothing was changed. Use another --workspace path or restore the file."
-                    ) from exc
-                raise WorkspaceError(f"cannot open workspace {path}: {msg}") from exc
+                if _is_damage(exc):
+                    raise _damaged(path, _duckdb_detail(path, exc)) from exc
+                raise WorkspaceError(f"cannot open workspace {path}: {msg}; nothing in it was changed") from exc
             except duckdb.Error as exc:
-                raise WorkspaceError(f"cannot open workspace {path}: {exc}") from exc
+                if _is_damage(exc):
+                    raise _damaged(path, _duckdb_detail(path, exc)) from exc
+                raise WorkspaceError(f"cannot open workspace {path}: {exc}; nothing in it was changed") from exc
     finally:
         if flagged:
             intent.unlink(missing_ok=True)
@@ -425,6 +602,7 @@ def session(workspace: Path, write: bool = False, timeout: float | None = None) 
         try:
             _attach(con, path, alias, read_only=not write, timeout=timeout)
             try:
+                _ensure_intact(con, path, alias)  # before anything is read from, or written into, a damaged file
                 con.execute(f"USE {alias}")
                 if write:
                     con.execute("BEGIN TRANSACTION")
@@ -444,17 +622,37 @@ def session(workspace: Path, write: bool = False, timeout: float | None = None) 
             finally:
                 con.execute("USE memory")
                 con.execute(f"DETACH {alias}")
-        except duckdb.IOException as exc:
-            if "No space left" in str(exc):
+            if write:  # what this session wrote was written by DuckDB into a file found intact
+                _intact[str(path)] = _file_stamp(path)
+        except duckdb.Error as exc:
+            if isinstance(exc, duckdb.IOException) and "No space left" in str(exc):
                 raise WorkspaceError(
                     f"disk full while writing workspace {path}; the last transaction was rolled back, nothing stored was changed"
                 ) from exc
+            if isinstance(exc, duckdb.FatalException):
+                _reset_instance()  # DuckDB invalidates an instance after a fatal error: the next session starts a new one
+            if _is_damage(exc):  # a query met a damaged block (found only when read)
+                raise _damaged(path, _duckdb_detail(path, exc)) from exc
             raise
         finally:
             con.close()
 
 
+def _reset_instance() -> None:
+    global _instance
+    with _instance_lock:
+        _instance = None
+
+
 _checked: dict[str, tuple[int, int, int]] = {}  # path -> file stamp at the last successful schema check
+_intact: dict[str, tuple[int, int, int]] = {}  # path -> file stamp at the last check that it is not cut short
+
+
+def _ensure_intact(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    stamp = _file_stamp(path)
+    if _intact.get(str(path)) != stamp:
+        _check_intact(con, path, alias)
+        _intact[str(path)] = stamp
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int]:
@@ -525,12 +723,21 @@ def _check_readable(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
 
 
-def migrate(workspace: Path) -> int:
-    """Apply missing migrations to an existing workspace; returns the schema version."""
+def migrate(workspace: Path, timeout: float | None = None) -> int:
+    """Apply missing migrations to an existing workspace; returns the schema version. `timeout`: how long to
+    wait for another process's lock on the file (default WRITE_TIMEOUT_S)."""
     if not Path(workspace).exists():
         raise WorkspaceError(f"workspace {workspace} does not exist")
-    with session(workspace, write=True) as con:
+    with session(workspace, write=True, timeout=timeout) as con:
         return _applied_version(con) or 0
+
+
+def check_workspace(workspace: Path, timeout: float = READ_TIMEOUT_S) -> None:
+    """Open `workspace` read-only once, waiting at most `timeout` s for another process's lock. Raises
+    WorkspaceError (a subclass says which) if it is missing, locked, damaged (WorkspaceDamagedError), not a
+    workspace, or made by older code (WorkspaceOutdatedError); nothing is written."""
+    with session(workspace, timeout=timeout):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1037,9 +1244,10 @@ def latents_by_token(
     return [TokenMatch(*r) for r in con.execute(sql, params).fetchall()]
 
 
-def cache_status(workspace: Path) -> list[RunRecord]:
-    """Unfinished cache runs with their committed chunk counts (for a progress display while a job writes)."""
-    with session(workspace) as con:
+def cache_status(workspace: Path, timeout: float | None = None) -> list[RunRecord]:
+    """Unfinished cache runs with their committed chunk counts (for a progress display while a job writes);
+    `timeout`: how long to wait for the writer's lock (default READ_TIMEOUT_S)."""
+    with session(workspace, timeout=timeout) as con:
         return unfinished_runs(con)
 
 
@@ -1373,28 +1581,54 @@ def read_llm_responses(workspace: Path, keys: list[str]) -> dict[str, dict]:
     return out
 
 
-def write_llm_records(workspace: Path, responses: list[dict], usage: list[dict]) -> None:
-    """Store new cached replies (ignoring keys already stored) and usage rows, in one transaction."""
+JOURNAL_MARK = "llm-journal/"  # workspace_info key prefix: a core.llm write-ahead file whose rows are stored
+
+
+def write_llm_records(
+    workspace: Path, responses: list[dict], usage: list[dict], journals: list[Path] | None = None
+) -> bool:
+    """Store new cached replies (ignoring keys already stored) and usage rows, in one transaction.
+
+    `journals`: the write-ahead files of `core.llm` these rows were read from. The same transaction
+    marks them stored (`workspace_info` key `llm-journal/NAME`), so a file left behind by a crash
+    between this commit and its removal is never stored twice: if any of them is marked already,
+    nothing is written and False is returned. Marks of files that no longer exist are dropped.
+    Returns True when the rows were written.
+    """
     with session(workspace, write=True) as con:
-        seen = set()
+        marks = [JOURNAL_MARK + Path(p).name for p in journals or []]
+        if marks:
+            stored = con.execute(
+                "SELECT count(*) FROM workspace_info WHERE key IN (SELECT unnest(?::VARCHAR[]))", [marks]
+            ).fetchall()[0][0]
+            if stored:
+                return False
+        first: dict[str, dict] = {}
         for r in responses:
-            if r["key"] in seen:
-                continue
-            seen.add(r["key"])
-            con.execute(
-                "INSERT INTO llm_responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
-                [
-                    r["key"],
-                    r["model"],
-                    r["request"],
-                    r["text"],
-                    r["finish_reason"],
-                    _json_or_none(r["logprobs"]),
-                    r["prompt_tokens"],
-                    r["completion_tokens"],
-                    r["cost"],
-                ],
-            ).fetchall()  # consume the row count: DuckDB refuses further work on a connection with a pending result
+            first.setdefault(r["key"], r)
+        unique = list(first.values())
+        if unique:
+            replies = pa.table(
+                {
+                    "key": pa.array([r["key"] for r in unique], pa.string()),
+                    "model": pa.array([r["model"] for r in unique], pa.string()),
+                    "request": pa.array([r["request"] for r in unique], pa.string()),
+                    "text": pa.array([r["text"] for r in unique], pa.string()),
+                    "finish_reason": pa.array([r["finish_reason"] for r in unique], pa.string()),
+                    "logprobs": pa.array([_json_or_none(r["logprobs"]) for r in unique], pa.string()),
+                    "prompt_tokens": pa.array([r["prompt_tokens"] for r in unique], pa.int32()),
+                    "completion_tokens": pa.array([r["completion_tokens"] for r in unique], pa.int32()),
+                    "cost": pa.array([r["cost"] for r in unique], pa.float64()),
+                }
+            )
+            con.register("_replies_in", replies)
+            try:
+                con.execute(
+                    "INSERT OR IGNORE INTO llm_responses SELECT key, model, request, text, finish_reason, logprobs, "
+                    "prompt_tokens, completion_tokens, cost, now() FROM _replies_in"
+                ).fetchall()  # consume the row count: DuckDB refuses a register() while a result is pending
+            finally:
+                con.unregister("_replies_in")
         if usage:
             cols = (
                 "key",
@@ -1428,9 +1662,21 @@ def write_llm_records(workspace: Path, responses: list[dict], usage: list[dict])
             try:
                 con.execute(
                     f"INSERT INTO llm_usage ({', '.join(cols)}, created_at) SELECT {', '.join(cols)}, now() FROM _usage_in"
-                )
+                ).fetchall()
             finally:
                 con.unregister("_usage_in")
+        if marks:
+            for mark in marks:
+                set_info(con, mark, {"replies": len(unique), "usage": len(usage)})
+            # Listed inside the transaction: a writer removes its file only after committing its mark,
+            # so a mark is dropped only once its file is gone for good.
+            folder = Path(journals[0]).parent
+            present = [JOURNAL_MARK + p.name for p in folder.glob("*")] if folder.exists() else []
+            con.execute(
+                "DELETE FROM workspace_info WHERE starts_with(key, ?) AND key NOT IN (SELECT unnest(?::VARCHAR[]))",
+                [JOURNAL_MARK, present],
+            ).fetchall()
+    return True
 
 
 def llm_usage_summary(workspace: Path, by: str = "purpose"):  # -> pandas.DataFrame
@@ -1762,6 +2008,19 @@ def delete_circuit_records(con: duckdb.DuckDBPyConnection, name: str) -> int:
     con.execute("DELETE FROM circuit_versions WHERE name = ?", [name])
     con.execute("DELETE FROM circuits WHERE name = ?", [name])
     return n
+
+
+def circuit_identity(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """A fingerprint of the circuit now stored as `name` (None if there is none): a hash of its creation
+    time and its version 1 graph. Versions are immutable, so it changes only when the circuit is deleted
+    and a circuit is saved again under the same name; a save checks it to refuse edits made on the old one."""
+    row = con.execute(
+        """SELECT md5(strftime(c.created_at, '%Y-%m-%dT%H:%M:%S.%f') || '|' || CAST(v.graph AS VARCHAR))
+            FROM circuits c JOIN circuit_versions v ON v.name = c.name AND v.version = 1
+            WHERE c.name = ?""",
+        [name],
+    ).fetchone()
+    return row[0] if row else None
 
 
 # Analysis results and layer overlap (migration 4). Each function opens its own short session.

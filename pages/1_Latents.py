@@ -1,6 +1,12 @@
-"""Latents: find a latent by dictionary and id, by token or by meaning, and read its card."""
+"""Latents: find a latent by dictionary and id, by token or by meaning, and read its card.
+
+A link `?dictionary=ID&latent=N` opens that latent; a value that names no dictionary or is not a latent
+id of it (`-5`, `abc`, `1e3`, a Unicode digit such as `²`) gets a notice naming it and what is shown instead.
+"""
 
 from __future__ import annotations
+
+import re
 
 import streamlit as st
 
@@ -10,12 +16,24 @@ from core.models import MODEL_NAMES
 from core.search import index_explanations, search_explanations, unindexed_explanations
 from ui.explanations import progress_bar, render_explain_now, render_explanations
 from ui.latent_card import render_examples, render_plots, render_stats, render_tokens
-from ui.state import core_errors, current_workspace, llm_model, workspace_model_name
+from ui.state import core_errors, llm_model, open_workspace_or_stop, workspace_model_name
+from ui.text import code, literal
+
+TOKEN_ID_LIMIT = 2**31  # token ids are stored as INT32: a larger `#id` names no token
+
+
+def parse_index(value: str, limit: int = 2**53) -> int | None:
+    """`value` as an integer in [0, limit) if it is plain ASCII digits ('42'), else None ('-5', '1e3', '²', '')."""
+    if len(value) > 20 or not re.fullmatch(r"[0-9]+", value):  # int() of thousands of digits raises
+        return None
+    index = int(value)
+    return index if index < limit else None
+
 
 st.set_page_config(page_title="Latents · SAE Circuit Explorer", layout="wide")
 st.title("Latents")
-workspace = current_workspace()
-st.caption(f"Workspace: `{workspace}`")
+workspace = open_workspace_or_stop()
+st.caption(f"Workspace: {code(workspace)}")
 
 with core_errors("Opening the workspace"):
     dictionaries = store.list_dictionaries(workspace, ready_only=True)
@@ -27,11 +45,25 @@ if not dictionaries:
 by_id = {d.id: d for d in dictionaries}
 
 # A link such as ?dictionary=resid:blocks.1.hook_resid_pre&latent=42 opens that latent (other pages link here).
+# Read once per session (the widgets keep the choice after that); a bad value is named in a notice below.
 params = st.query_params
+url_problems: list[str] = []
 if "lat_dict" not in st.session_state:
-    st.session_state["lat_dict"] = params.get("dictionary") if params.get("dictionary") in by_id else dictionaries[0].id
-if "lat_id" not in st.session_state and str(params.get("latent", "")).isdigit():
-    st.session_state["lat_id"] = int(params["latent"])
+    asked = params.get("dictionary")
+    st.session_state["lat_dict"] = asked if asked in by_id else dictionaries[0].id
+    if asked is not None and asked not in by_id:
+        url_problems.append(f"dictionary {literal(repr(asked))} is not in this workspace")
+if "lat_id" not in st.session_state and "latent" in params:
+    asked = params.get("latent", "")
+    index = parse_index(asked)
+    d_sae = by_id[st.session_state["lat_dict"]].d_sae
+    if index is not None and index < d_sae:
+        st.session_state["lat_id"] = index
+    else:
+        url_problems.append(
+            f"latent {literal(repr(asked))} is not a latent of {literal(st.session_state['lat_dict'])} "
+            f"(a whole number 0 – {d_sae - 1})"
+        )
 
 mode = st.radio("Find latents", ["by dictionary and id", "by token", "by meaning"], horizontal=True, key="lat_mode")
 selected: tuple[str, int] | None = None
@@ -47,7 +79,9 @@ if mode == "by dictionary and id":
         st.session_state["lat_id"] = int(live.iloc[0]) if len(live) else 0
     latent = right.number_input(f"Latent (0 – {d_sae - 1})", min_value=0, step=1, key="lat_id")
     if latent >= d_sae:
-        st.error(f"latent {latent} is out of range for {dictionary}: it has {d_sae} latents (0 – {d_sae - 1}).")
+        st.error(
+            f"latent {latent} is out of range for {literal(dictionary)}: it has {d_sae} latents (0 – {d_sae - 1})."
+        )
         st.stop()
     selected = (dictionary, int(latent))
 
@@ -56,11 +90,12 @@ elif mode == "by token":
     token = left.text_input("Token text (surrounding spaces ignored) or #id", key="lat_token")
     scope = right.selectbox("In dictionary", ["all dictionaries", *by_id], key="lat_token_dict")
     if token.strip():
-        query: str | int = int(token[1:]) if token.startswith("#") and token[1:].isdigit() else token
+        token_id = parse_index(token[1:], TOKEN_ID_LIMIT) if token.startswith("#") else None
+        query: str | int = token if token_id is None else token_id
         with core_errors("Searching by token"):
             matches = find_latents_by_token(workspace, query, None if scope == "all dictionaries" else scope)
         if not matches:
-            st.info(f"No latent has its highest activations on {token!r}.")
+            st.info(f"No latent has its highest activations on {literal(repr(token))}.")
             st.stop()
         st.dataframe(
             [
@@ -133,6 +168,9 @@ else:
         )
         selected = (found[pick].dictionary, found[pick].latent)
 
+if url_problems:
+    shown = f"latent {selected[1]} of {literal(selected[0])}" if selected else "the search above"
+    st.warning(f"The link's {' and '.join(url_problems)}; showing {shown} instead.")
 if selected is None:
     st.stop()
 
@@ -142,10 +180,11 @@ with core_errors(f"Loading latent {latent} of {dictionary}"):
     card = latent_card(workspace, dictionary, latent)
     freq = store.latent_stats_frame(workspace, dictionary)
 
-st.header(f"{dictionary} · latent {latent}")
+st.header(f"{literal(dictionary)} · latent {latent}")
 rec = by_id[dictionary]
 st.caption(
-    f"{rec.kind} · layer {rec.layer} · `{rec.hook_in}` → `{rec.hook_out}` · {rec.d_sae:,} latents · source {rec.source or 'embedded'}"
+    f"{literal(rec.kind)} · layer {rec.layer} · {code(rec.hook_in)} → {code(rec.hook_out)} · "
+    f"{rec.d_sae:,} latents · source {literal(rec.source or 'embedded')}"
 )
 render_stats(card)
 if card.stats.n_fires == 0:

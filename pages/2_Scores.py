@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import figures
 from ui.analysis_view import missing, stored_results, workspace_or_stop
+from ui.text import literal
 
 st.set_page_config(page_title="Scores · SAE Circuit Explorer", layout="wide")
 st.title("Scores")
@@ -72,7 +73,7 @@ st.subheader("Latents vs neurons vs top-k neurons vs random latents")
 if "units" in results:
     units = results["units"].result
     st.plotly_chart(figures.units_figure(units), width="stretch")
-    st.caption(f"'{units.strategy}' explanations of each kind of unit.")
+    st.caption(f"{literal(repr(units.strategy))} explanations of each kind of unit.")
     contrast_table(units.contrasts, lambda c: f"latents − {c.reference}", "Mann-Whitney p")
 else:
     missing("units", "latents-vs-neurons comparison", ws)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import figures
 from ui.analysis_view import missing, stored_results, workspace_or_stop
+from ui.text import literal
 
 st.set_page_config(page_title="Deciles · SAE Circuit Explorer", layout="wide")
 st.title("Deciles")
@@ -34,6 +35,16 @@ st.dataframe(
     ),
     hide_index=True,
 )
-st.caption("Examples per decile: " + "; ".join(f"{figures.group_label(c.group)} {sum(c.n_examples)}" for c in rows))
+st.caption(
+    "Examples per decile: " + literal("; ".join(f"{figures.group_label(c.group)} {sum(c.n_examples)}" for c in rows))
+)
+if any(sum(c.n_mismarked) for c in rows):  # fuzzing: its wrongly marked windows are not in the deciles
+    rejected = [(c, [v for v in c.mismarked_rejection if v == v]) for c in rows]  # v == v drops NaN
+    st.caption(
+        "Deciles 1-10 count only the windows marked correctly (recall). Windows shown with wrong marks, share rejected: "
+        + literal("; ".join(f"{figures.group_label(c.group)} {sum(v) / len(v):.2f}" for c, v in rejected if v))
+    )
 if deciles.skipped_scorers:
-    st.caption(f"Not shown (continuous predictions, no yes/no accuracy): {', '.join(deciles.skipped_scorers)}.")
+    st.caption(
+        f"Not shown (continuous predictions, no yes/no accuracy): {literal(', '.join(deciles.skipped_scorers))}."
+    )

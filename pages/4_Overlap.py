@@ -8,6 +8,7 @@ from core import figures, overlap, store
 from core.cli import UserError
 from ui.analysis_view import engine_error, workspace_or_stop
 from ui.state import CORE_ERRORS, core_errors, workspace_model_name
+from ui.text import code, literal
 
 st.set_page_config(page_title="Overlap · SAE Circuit Explorer", layout="wide")
 st.title("Layer overlap")
@@ -33,17 +34,17 @@ def compute_overlap() -> None:
         try:
             dicts = overlap.workspace_dictionaries(ws, workspace_model_name(ws), KINDS)
         except CORE_ERRORS as exc:
-            st.write(f"Decoder overlap skipped: {exc}")
+            st.write(f"Decoder overlap skipped: {literal(str(exc))}")
         run = overlap.overlap_workspace(
             ws, dicts, kinds=KINDS, progress=lambda d, t, label: bar.progress(d / max(t, 1), text=label)
         )
         for note in run.notes:
-            st.write(note)
+            st.write(literal(note))
         status.update(label=f"{len(run.computed)} pairs matched and stored", state="complete")
 
 
 if not records:
-    st.info(f"No overlap stored for this workspace. Run `python -m core overlap --workspace {ws}` or:")
+    st.info(f"No overlap stored for this workspace. Run {code(f'python -m core overlap --workspace {ws}')} or:")
     if st.button("Compute overlap now"):
         with core_errors("Computing overlap"):
             compute_overlap()
@@ -80,7 +81,8 @@ if chance:
 if similarity == "explanation" and chosen:
     p = chosen[0].params
     st.caption(
-        f"Explanations by {p.get('explainer')} ({p.get('strategy')} sampling), embedded with {p.get('embedding_model')}; "
+        f"Explanations by {literal(str(p.get('explainer')))} ({literal(str(p.get('strategy')))} sampling), "
+        f"embedded with {literal(str(p.get('embedding_model')))}; "
         "only explained latents take part."
     )
 
@@ -94,8 +96,8 @@ lb = k3.selectbox("Layer B", sorted({b for a, b in layer_pairs if a == la}))
 order = k4.radio("Order", ["most similar first", "least similar first"])
 rec = next(r for r in pairs_of_kind if (r.layer_a, r.layer_b) == (la, lb))
 st.caption(
-    f"{rec.dict_a} ~ {rec.dict_b}: {rec.n_matched} pairs, mean cosine {rec.mean_similarity:.3f}, "
-    f"Frobenius {rec.frobenius:.3f} ({rec.method} matching)."
+    f"{literal(rec.dict_a)} ~ {literal(rec.dict_b)}: {rec.n_matched} pairs, mean cosine {rec.mean_similarity:.3f}, "
+    f"Frobenius {rec.frobenius:.3f} ({literal(rec.method)} matching)."
 )
 with core_errors("Loading matched pairs"):
     pairs_hist = store.read_overlap_pairs(ws, rec.overlap_id)

@@ -4,6 +4,12 @@ circuit's faithfulness by ablation on the real model, and save versions of it in
 The engine is `core.tracing.api.trace_prompt` (tracing) and `core.circuits` (pruning, faithfulness,
 saved circuits); the graph is drawn by `ui.graph_view`. Everything the page holds between reruns
 lives in st.session_state under keys starting with "circ.".
+
+Text from users and models (prompts, names, notes, annotations, explanations, model ids, error
+messages that quote them) goes through `ui.text.literal` wherever Streamlit would read Markdown.
+A failed trace is shown as an error above the graph, which is then marked as the previous one.
+A save carries the `circuit_id` of the circuit it was loaded from: if that circuit was deleted or
+replaced meanwhile, the save is refused and the edits stay on the page.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import circuits as C  # noqa: E402
+from core.circuits import join_sentences  # noqa: E402
 from ui import graph_view, llm_prune_view  # noqa: E402
-from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, current_workspace  # noqa: E402
+from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, open_workspace_or_stop  # noqa: E402
+from ui.text import code, literal  # noqa: E402
 
 st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
 
@@ -52,12 +60,19 @@ def latent_means(_model, _dicts, n_windows: int = 64):
     )
 
 
-def set_original(graph, target, source: dict | None, version: C.CircuitVersion | None = None) -> None:
-    """Make `graph` (a version 1) the page's circuit, with the pruning and annotations of `version` if given."""
+def set_original(
+    graph, target, source: dict | None, version: C.CircuitVersion | None = None, warnings: list[str] | None = None
+) -> None:
+    """Make `graph` (a version 1) the page's circuit, with the pruning and annotations of `version` if given.
+
+    `source` = {"name", "version", "circuit_id"} of the saved circuit it came from (None: not saved);
+    `warnings` are the trace's (shown with the graph until another circuit replaces it)."""
     v = version
     S["circ.original"] = graph
     S["circ.target"] = target
     S["circ.source"] = source
+    S["circ.trace_warnings"] = list(warnings or [])
+    S.pop("circ.trace_error", None)
     S["circ.influence"] = C.node_influence(graph)
     S["circ.remove_nodes"] = list(v.pruning.removed_nodes) if v else []
     S["circ.remove_edges"] = [edge_key(e) for e in v.pruning.removed_edges] if v else []
@@ -81,18 +96,19 @@ def edge_key(e: tuple[str, str]) -> str:
 
 
 def flash(kind: str, text: str) -> None:
+    """Queue a message for the next run (callbacks run before the page is drawn); shown literally."""
     S.setdefault("circ.flash", []).append((kind, text))
 
 
 def load_saved(ws: Path, name: str, version: int) -> None:
     """Callback of the Load button: the saved version and its version 1 become the page's circuit."""
     try:
-        v = C.load_circuit(ws, name, version, timeout=WRITE_TIMEOUT_S)
-        original = v.graph if version == 1 else C.load_circuit(ws, name, 1, timeout=WRITE_TIMEOUT_S).graph
-        set_original(original, C.graph_target(original), {"name": name, "version": version}, v)
+        v, original = C.load_with_original(ws, name, version, timeout=WRITE_TIMEOUT_S)
+        source = {"name": name, "version": version, "circuit_id": v.circuit_id}
+        set_original(original, C.graph_target(original), source, v)
         flash("success", f"Loaded {name!r} version {version}.")
     except ERRORS as exc:
-        flash("error", str(exc))
+        flash("error", join_sentences(str(exc)))
 
 
 def delete_saved(ws: Path, name: str) -> None:
@@ -103,7 +119,31 @@ def delete_saved(ws: Path, name: str) -> None:
             S["circ.source"] = None
         flash("success", f"Deleted {name!r} ({n} version{'s' if n != 1 else ''}).")
     except ERRORS as exc:
-        flash("error", f"{exc} Nothing was deleted.")
+        flash("error", join_sentences(str(exc), "Nothing was deleted"))
+
+
+def zero_latent_warning(what: str) -> str:
+    """The warning for a circuit that keeps no latent."""
+    return join_sentences(
+        f"{what} keeps no latents: only embeddings, error nodes and the target are left, so it explains nothing "
+        "about the SAE or transcoder latents",
+        "Lower the node or edge threshold, or take nodes out of Remove nodes, to keep some",
+    )
+
+
+def save_refused(exc: C.CircuitChangedError, name: str) -> str:
+    """The message for a save refused because the circuit it was loaded from changed; how to keep the edits."""
+    if exc.deleted:
+        how = (
+            f"Press Save again to save this page's graph and edits as a new circuit named {name!r}, "
+            "or type another name first"
+        )
+    else:
+        how = (
+            "To keep them, type a new name and press Save: this page's graph and edits become a new circuit. "
+            f"To see the other {name!r}, load it from the sidebar (this page's edits are then replaced)"
+        )
+    return join_sentences(f"Not saved: {exc}", "Your edits are still on this page", how)
 
 
 def set_annotation(node: str) -> None:
@@ -116,10 +156,10 @@ def set_annotation(node: str) -> None:
         notes.pop(node, None)
 
 
-ws = current_workspace()
+ws = open_workspace_or_stop(stop_if_locked=False)  # a lock: its own timeouts keep the edits
 st.title("Circuits")
 st.caption(
-    f"Workspace `{ws}` · trace a prompt on the embedded default model, prune and annotate the graph, "
+    f"Workspace {code(str(ws))} · trace a prompt on the embedded default model, prune and annotate the graph, "
     "measure the circuit's faithfulness by ablation, save versions."
 )
 
@@ -130,7 +170,7 @@ with st.sidebar:
         saved = C.list_circuits(ws, timeout=WRITE_TIMEOUT_S)
     except ERRORS as exc:
         saved = []
-        st.error(f"Cannot read saved circuits: {exc}")
+        st.error(literal(join_sentences(f"Cannot read saved circuits: {exc}")))
     if not saved:
         st.caption("None saved in this workspace yet.")
     else:
@@ -139,7 +179,9 @@ with st.sidebar:
             "Circuit", list(by_name), key="circ.pick", format_func=lambda n: f"{n} (v{by_name[n].latest_version})"
         )
         info = by_name[name]
-        st.caption(f"{info.prompt!r} → {info.target_label} · {info.n_versions} version(s) · model {info.model}")
+        st.caption(
+            literal(f"{info.prompt!r} → {info.target_label} · {info.n_versions} version(s) · model {info.model}")
+        )
         version = st.selectbox(
             "Version",
             list(range(info.latest_version, 0, -1)),
@@ -151,7 +193,7 @@ with st.sidebar:
         st.button("Delete circuit", key="circ.delete", disabled=not confirm, on_click=delete_saved, args=(ws, name))
 
 for kind, text in S.pop("circ.flash", []):
-    getattr(st, kind)(text)
+    getattr(st, kind)(literal(text))
 
 # ---------------------------------------------------------------------------------------------- trace
 with st.form("circ.trace_form"):
@@ -186,6 +228,7 @@ if submitted:
 
     with st.status("Tracing…", expanded=True) as status:
         bar = st.progress(0.0, text="loading the model and dictionaries")
+        S.pop("circ.trace_error", None)
         try:
             t0 = time.perf_counter()
             model, dicts = engine()
@@ -204,24 +247,32 @@ if submitted:
                 progress=lambda msg, frac: bar.progress(frac, text=msg),
             )
         except ERRORS as exc:
-            status.update(label="Trace failed", state="error")
-            st.error(str(exc))
+            # Shown below the form, outside this box, and kept until the next trace or load (see "stale" below).
+            S["circ.trace_error"] = str(exc)
+            status.update(label="Trace failed: see the error below", state="error", expanded=False)
         else:
             seconds = time.perf_counter() - t0
-            set_original(C.with_target(result.graph, result.target), result.target, None)
+            set_original(C.with_target(result.graph, result.target), result.target, None, warnings=result.warnings)
             s = result.summary()
             st.caption("Where the time went: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items()))
             status.update(
-                label=f"Traced {result.graph.graph['target']['node_id']} in {seconds:.1f} s: {s['n_nodes']} nodes "
-                f"({s['n_latents']} latents), {s['n_edges']} edges",
+                label=literal(
+                    f"Traced {result.graph.graph['target']['node_id']} in {seconds:.1f} s: {s['n_nodes']} nodes "
+                    f"({s['n_latents']} latents), {s['n_edges']} edges"
+                ),
                 state="complete",
                 expanded=False,
             )
+
+failed = S.get("circ.trace_error")
+if failed:
+    st.error(literal(join_sentences(f"Trace failed: {failed}")))
 
 original = S.get("circ.original")
 if original is None:
     st.info("Trace a prompt, or load a saved circuit from the sidebar.")
     st.stop()
+stale = failed is not None  # the graph below is not the prompt whose trace just failed
 
 # ---------------------------------------------------------------------------------------------- prune
 explained = C.node_explanations(ws, original)
@@ -239,12 +290,24 @@ def describe(v: str) -> str:
 
 source = S.get("circ.source")
 meta = original.graph
-st.subheader(f"{meta.get('prompt', '')!r} → {meta['target']['node_id']}")
+st.subheader("Previous circuit (the last trace failed)" if stale else "Circuit")
+if stale:
+    st.warning(
+        "The graph below is the circuit shown before your last trace, not the prompt that failed: fix the "
+        "input and trace again, or keep working on this circuit."
+    )
+# The prompt and target are user text: shown literally, at body size (a long prompt is not a heading).
+st.markdown(f"**Prompt:** {literal(meta.get('prompt', ''))}  \n**Target:** {literal(meta['target']['node_id'])}")
+for w in S.get("circ.trace_warnings", []):
+    st.warning(literal(join_sentences(f"Traced, but {w}")))
 if source:
-    st.caption(f"Saved circuit {source['name']!r}, loaded from version {source['version']}.")
+    st.caption(literal(f"Saved circuit {source['name']!r}, loaded from version {source['version']}."))
 if explained:
     st.caption(
-        f"Latent labels: explanations by {', '.join(sorted({e for _, e in explained.values()}))} ({len(explained)} latents)."
+        literal(
+            f"Latent labels: explanations by {', '.join(sorted({e for _, e in explained.values()}))} "
+            f"({len(explained)} latents)."
+        )
     )
 else:
     st.caption("No explanations for these latents in this workspace: nodes are labelled kind.layer/latent.")
@@ -278,6 +341,10 @@ m1, m2, m3 = st.columns(3)
 m1.metric("nodes", counts["nodes"], -counts["removed_nodes"] or None)
 m2.metric("edges", counts["edges"], -counts["removed_edges"] or None)
 m3.metric("latents (the circuit)", counts["latents"], -counts["removed_latents"] or None)
+if counts["latents"] == 0 and counts["removed_latents"] == 0:
+    st.warning("The traced graph has no latents: trace again with a lower node threshold or more Max latents.")
+elif counts["latents"] == 0:
+    st.warning(zero_latent_warning("This pruning"))
 
 notes = S.setdefault("circ.annotations", {})
 graph_view.render(graph_view.graph_html(G, labels, notes, influence, set(pinned)))
@@ -295,7 +362,7 @@ if st.button("Recompute faithfulness", key="circ.recompute"):
             faith = C.measure_faithfulness(model, dicts, G, means, ablation, reference=ref).to_json()
             S["circ.faith"][pruning.key()] = faith
         except ERRORS as exc:
-            st.error(str(exc))
+            st.error(literal(join_sentences(str(exc))))
 if faith:
     f1, f2, f3, f4, f5 = st.columns(5)
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
@@ -310,7 +377,9 @@ if faith:
         "necessity m(M\\C)", fmt(faith["metric_complement"]), help="the target with the circuit's latents ablated"
     )
     f5.metric("model m(M) / empty m(∅)", f"{fmt(faith['metric_full'])} / {fmt(faith['metric_empty'])}")
-    st.caption(f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real embedded default model.")
+    st.caption(
+        literal(f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real embedded default model.")
+    )
 else:
     st.caption("Not measured for this pruning yet: press Recompute faithfulness.")
 
@@ -348,6 +417,7 @@ version_note = s2.text_input("Version note (optional)", key="circ.version_note")
 annotation = C.Annotation(S["circ.note"].strip()) if S.get("circ.note", "").strip() else None
 node_notes = C.annotations_from(kept_notes)
 if st.button("Save", key="circ.save", type="primary"):
+    first = None  # version 1, when this click saves a new circuit
     try:
         name = C.check_name(name)
         if source and source["name"] == name:
@@ -361,17 +431,42 @@ if st.button("Save", key="circ.save", type="primary"):
                 note=version_note,
                 parent_version=source["version"],
                 timeout=WRITE_TIMEOUT_S,
+                expected_circuit_id=source.get("circuit_id"),
             )
         else:
-            v = C.save_circuit(ws, name, original, S.get("circ.target"), timeout=WRITE_TIMEOUT_S)
+            first = v = C.save_circuit(ws, name, original, S.get("circ.target"), timeout=WRITE_TIMEOUT_S)
+            source = S["circ.source"] = {"name": name, "version": v.version, "circuit_id": v.circuit_id}
             if not pruning.is_empty or node_notes or annotation:
                 v = C.save_version(
-                    ws, name, pruning, node_notes, annotation, faith, note=version_note, timeout=WRITE_TIMEOUT_S
+                    ws,
+                    name,
+                    pruning,
+                    node_notes,
+                    annotation,
+                    faith,
+                    note=version_note,
+                    timeout=WRITE_TIMEOUT_S,
+                    expected_circuit_id=v.circuit_id,
                 )
-        S["circ.source"] = {"name": name, "version": v.version}
-        st.success(f"Saved {name!r} version {v.version} ({v.n_latents} latents) in {ws}.")
+        source = S["circ.source"] = {"name": name, "version": v.version, "circuit_id": v.circuit_id}
+        st.success(literal(f"Saved {name!r} version {v.version} ({v.n_latents} latents) in {ws}."))
+        if v.n_latents == 0:
+            st.warning(zero_latent_warning(f"Version {v.version}"))
+    except C.CircuitChangedError as exc:
+        # The page no longer shows a stored circuit: the next Save makes a new one from this page's graph.
+        source = S["circ.source"] = None
+        st.error(literal(save_refused(exc, name)))
     except ERRORS as exc:
-        st.error(f"Not saved: {exc} Your edits are still on this page; nothing stored was changed.")
+        if first:  # the new circuit's version 1 was stored, the version with the edits was not
+            text = join_sentences(
+                f"Saved {name!r} version 1 (the traced graph), but not your edits: {exc}",
+                "Your edits are still on this page; press Save again to add them as the next version",
+            )
+        else:
+            text = join_sentences(
+                f"Not saved: {exc}", "Your edits are still on this page", "Nothing stored was changed"
+            )
+        st.error(literal(text))
 
 current = C.unsaved_version(name or "circuit", original, pruning, node_notes, annotation, faith)
 export = C.export_json(current, labels)
@@ -413,8 +508,12 @@ st.divider()
 llm_saved = llm_prune_view.render(ws, G, explained, current, source)
 if llm_saved is not None:
     st.success(
-        f"Saved the accepted suggestions as {llm_saved.name!r} version {llm_saved.version} ({llm_saved.created_by})."
+        literal(
+            f"Saved the accepted suggestions as {llm_saved.name!r} version {llm_saved.version} ({llm_saved.created_by})."
+        )
     )
+    if llm_saved.n_latents == 0:
+        st.warning(zero_latent_warning(f"Version {llm_saved.version}"))
     st.button(
         f"Show version {llm_saved.version}",
         key="circ.load_llm",

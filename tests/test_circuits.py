@@ -134,7 +134,8 @@ def test_influence_matches_the_full_graph_formula(traced):
     tgt = C.target_node(G)
     for v in nodes:
         if v != tgt:
-            assert got[v] == pytest.approx(float(expected[idx[v]]), abs=1e-9)
+            # float32 edge weights summed in another order: agreement to float32 precision
+            assert got[v] == pytest.approx(float(expected[idx[v]]), rel=1e-6, abs=1e-9)
     assert sum(got[v] > 0 for v in nodes) > 3
 
 

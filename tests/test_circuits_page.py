@@ -58,7 +58,7 @@ def test_bad_input_is_a_clear_message(ws):
     at = trace(at, "word " * 400, ")")
     assert not at.exception and any("context is 128" in e for e in errors(at))
     at = trace(at, PROMPT, " councilplanxyz")
-    assert not at.exception and any("not one token" in e or "tokens [" in e for e in errors(at)), errors(at)
+    assert not at.exception and any("not one" in e for e in errors(at)), errors(at)
     assert "circ.original" not in at.session_state
 
 
@@ -175,7 +175,7 @@ def test_locked_workspace_keeps_the_edits(ws, tmp_path):
         holder.kill()
         holder.wait()
     assert not at.exception
-    assert any("locked" in e and "nothing stored was changed" in e for e in errors(at)), errors(at)
+    assert any("locked" in e and "nothing stored was changed" in e.lower() for e in errors(at)), errors(at)
     assert at.session_state["circ.note"] == "my note" and at.session_state["circ.original"] is not None
     # Once the lock is gone the same click saves.
     next(b for b in at.button if b.label == "Save").click()

@@ -119,3 +119,17 @@ def test_png_export():
 def test_empty_graph_renders():
     page = graph_view.graph_html(nx.DiGraph())
     assert graph_view.external_urls(page) == [] and "new vis.Network" in page
+
+
+def test_png_shows_dollar_signs_as_typed():
+    """matplotlib reads `$...$` as math: a prompt or label with an unknown command made the PNG export fail."""
+    png = graph_view.graph_png(
+        small_graph(), labels={"attn.0/2@1": r"costs $\notacommand$"}, title=r"price $\alsonot$ → ')'"
+    )
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tooltips_are_set_as_text():
+    """The inlined vis-network sets a string title with innerText (older builds used innerHTML)."""
+    page = graph_view.graph_html(small_graph(token=PROBE))
+    assert graph_view.TOOLTIP_AS_TEXT in page and "frame.innerHTML" not in page

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from app_workspace import PROBE
+from hostile_text import shown
 from streamlit.testing.v1 import AppTest
 
 from core import store
@@ -80,9 +81,9 @@ def test_find_by_token(app_workspace):
     expected = find_latents_by_token(app_workspace, PROBE)
     table = at.dataframe[0].value
     assert list(zip(table["dictionary"], table["latent"], strict=True)) == [(m.dictionary, m.latent) for m in expected]
-    assert at.header[0].value == f"{expected[0].dictionary} · latent {expected[0].latent}"
+    assert shown(at.header[0].value) == f"{expected[0].dictionary} · latent {expected[0].latent}"
     at.selectbox(key="lat_token_pick").set_value(1).run()
-    assert at.header[0].value == f"{expected[1].dictionary} · latent {expected[1].latent}"
+    assert shown(at.header[0].value) == f"{expected[1].dictionary} · latent {expected[1].latent}"
 
     at.text_input(key="lat_token").set_value("zzqqxx").run()
     assert not at.exception
@@ -109,7 +110,7 @@ def test_search_by_meaning_indexes_then_finds(app_workspace, tmp_path):
     table = at.dataframe[0].value
     assert list(table["explanation"])[0] == "fires on: Mary, John"
     assert list(table["explainer"]) == ["baseline: baseline:token-stats", "openai/gpt-4o-mini"]
-    assert at.header[0].value == "resid:blocks.1.hook_resid_pre · latent 10"
+    assert shown(at.header[0].value) == "resid:blocks.1.hook_resid_pre · latent 10"
 
 
 def test_explain_now_runs_the_engine_and_shows_the_result(app_workspace, tmp_path):

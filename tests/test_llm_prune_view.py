@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from streamlit.testing.v1 import AppTest
+from test_circuits_page_hardening import plain
 
 
 def _section():
@@ -54,7 +55,8 @@ def test_a_rejected_reply_is_shown_with_its_reason(tmp_path):
     with scripted_llm(lambda m, p: reply({"transcoder.9/9@5": "<b>made up</b>"}, [])):
         at.button(key="llmp.ask").click().run()
     assert not at.exception
-    assert any("not in the graph: 'transcoder.9/9@5'" in e.value and "nothing was applied" in e.value for e in at.error)
+    shown = [plain(e.value) for e in at.error]  # the reason is shown literally (escaped Markdown)
+    assert any("not in the graph: 'transcoder.9/9@5'" in e and "nothing was applied" in e for e in shown), shown
     assert "<b>made up</b>" in at.code[0].value  # the raw reply, as text
     assert "llmp.suggestion" not in at.session_state
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import analysis_workspace
 import pytest
+from hostile_text import shown
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,10 @@ def _page(path: str, ws: Path | str) -> AppTest:
 
 
 def _texts(at: AppTest) -> str:
-    return " ".join(str(x.value) for x in list(at.info) + list(at.warning) + list(at.caption) + list(at.markdown))
+    """What the page's messages display (their Markdown sources with ui.text.literal's escapes decoded)."""
+    return shown(
+        " ".join(str(x.value) for x in list(at.info) + list(at.warning) + list(at.caption) + list(at.markdown))
+    )
 
 
 def test_scores_page_shows_distributions_units_and_spearman(analysed):

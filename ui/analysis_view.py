@@ -9,7 +9,8 @@ import streamlit as st
 
 from core import analysis, store
 from core.cli import UserError
-from ui.state import current_workspace
+from ui.state import check_workspace_or_stop, current_workspace
+from ui.text import code, literal
 
 
 def workspace_or_stop() -> Path:
@@ -17,22 +18,23 @@ def workspace_or_stop() -> Path:
     ws = current_workspace()
     if not Path(ws).exists():
         st.info(
-            f"Workspace `{ws}` does not exist yet. Build it on the start page, or with "
-            f"`python -m core cache --workspace {ws} --tokens N`, then explain and score latents."
+            f"Workspace {code(ws)} does not exist yet. Build it on the start page, or with "
+            f"{code(f'python -m core cache --workspace {ws} --tokens N')}, then explain and score latents."
         )
         st.stop()
+    check_workspace_or_stop(ws)  # locked or damaged: one message naming the file and what to do
     return ws
 
 
 def engine_error(exc: UserError, ws: Path) -> None:
     """Show an engine error as st.warning and stop; a workspace made by older code gets an upgrade button
     (migrations only add tables, nothing stored changes)."""
-    st.warning(str(exc))
+    st.warning(literal(str(exc)))
     if isinstance(exc, store.WorkspaceOutdatedError) and st.button("Upgrade this workspace", key="upgrade_workspace"):
         try:
             store.migrate(ws)
         except UserError as again:
-            st.error(str(again))
+            st.error(literal(str(again)))
             st.stop()
         st.rerun()
     st.stop()
@@ -40,10 +42,10 @@ def engine_error(exc: UserError, ws: Path) -> None:
 
 def provenance_caption(prov: analysis.Provenance) -> None:
     """One line saying which explainers and scorer models made the rows shown (baselines labelled)."""
-    explainers = ", ".join(f"{e} (baseline)" if b else e for e, b in prov.explainers.items())
-    scorers = "; ".join(f"{s}: {', '.join(ms)}" for s, ms in prov.scorer_models.items())
+    explainers = ", ".join(f"{literal(e)} (baseline)" if b else literal(e) for e, b in prov.explainers.items())
+    scorers = "; ".join(f"{literal(s)}: {', '.join(literal(m) for m in ms)}" for s, ms in prov.scorer_models.items())
     st.caption(
-        f"Model {prov.model}. {prov.n_scores} scores of {prov.n_latents} latents. Explainers: {explainers}. Scorers: {scorers}."
+        f"Model {literal(str(prov.model))}. {prov.n_scores} scores of {prov.n_latents} latents. Explainers: {explainers}. Scorers: {scorers}."
     )
     if prov.offline_baselines:
         st.caption(
@@ -61,7 +63,7 @@ def _compute(ws: Path) -> None:
         results = analysis.analyze_workspace(ws, progress=progress)
         for name, r in results.items():
             if isinstance(r, analysis.NotEnoughScores):
-                st.write(f"{name}: {r}")
+                st.write(literal(f"{name}: {r}"))
         status.update(label="Analyses stored", state="complete")
 
 
@@ -77,24 +79,24 @@ def stored_results(ws: Path) -> dict[str, analysis.StoredResult]:
         engine_error(exc, ws)
     if prov.n_scores == 0:
         st.info(
-            f"No scored explanations in `{ws}` yet. Run `python -m core explain --workspace {ws} ...` and "
-            f"`python -m core score --workspace {ws} ...` (or use “explain now” on the Latents page)."
+            f"No scored explanations in {code(ws)} yet. Run {code(f'python -m core explain --workspace {ws} ...')} and "
+            f"{code(f'python -m core score --workspace {ws} ...')} (or use “explain now” on the Latents page)."
         )
         st.stop()
     provenance_caption(prov)
     stale = [r.name for r in results.values() if r.stale]
     if not results:
         st.info(
-            f"The analyses of this workspace have not been computed. Run `python -m core analyze --workspace {ws}` or:"
+            f"The analyses of this workspace have not been computed. Run {code(f'python -m core analyze --workspace {ws}')} or:"
         )
     elif stale:
-        st.warning(f"Scores changed since {', '.join(stale)} were computed.")
+        st.warning(f"Scores changed since {literal(', '.join(stale))} were computed.")
     if not results or stale:
         if st.button("Compute analyses now", key="compute_analyses"):
             try:
                 _compute(ws)
             except UserError as exc:
-                st.error(str(exc))
+                st.error(literal(str(exc)))
                 st.stop()
             st.rerun()
     return results
@@ -104,5 +106,5 @@ def missing(name: str, what: str, ws: Path) -> None:
     """An st.info for an analysis the workspace lacks (too few scored latents, or never computed)."""
     st.info(
         f"No {what} stored for this workspace (too few scored latents, or not computed yet: "
-        f"`python -m core analyze --workspace {ws} --what {name}` says how many it needs)."
+        f"{code(f'python -m core analyze --workspace {ws} --what {name}')} says how many it needs)."
     )

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core.autointerp import default_job
 from core.autointerp.default import STAGES
+from ui.text import code, literal
 
 REFRESH_S = 3.0
 WHAT = {
@@ -30,11 +31,11 @@ def _show(workspace: Path, status: default_job.JobStatus) -> None:
         stage = f"{status.stage} stage, " if status.stage else ""
         st.progress(
             min(max(status.fraction, 0.0), 1.0),
-            text=f"Explaining and scoring every latent in the background: {stage}{status.phase or 'starting'} "
+            text=f"Explaining and scoring every latent in the background: {literal(stage)}{literal(status.phase or 'starting')} "
             f"({status.fraction:.0%}). Every page stays usable; results appear as they are stored.",
         )
         since = dt.datetime.fromtimestamp(status.started).strftime("%H:%M:%S") if status.started else "?"
-        st.caption(f"Process {status.pid}, started {since}; its log: `{files['log']}`.")
+        st.caption(f"Process {status.pid}, started {since}; its log: {code(files['log'])}.")
     elif status.state == "finished":
         took = ", ".join(f"{k} {v / 60:.0f} min" for k, v in status.seconds.items())
         st.success(
@@ -45,8 +46,10 @@ def _show(workspace: Path, status: default_job.JobStatus) -> None:
         )
     elif status.state in ("failed", "stopped"):
         st.error(
-            f"The background job that explains and scores this workspace's latents {status.state}: {status.error}\n\n"
-            f"Rerun it with `{command}` (it resumes where it stopped), or press the button below. Its log: `{files['log']}`."
+            f"The background job that explains and scores this workspace's latents {status.state}: "
+            f"{literal(str(status.error))}\n\n"
+            f"Rerun it with {code(command)} (it resumes where it stopped), or press the button below. "
+            f"Its log: {code(files['log'])}."
         )
         if st.button("Restart the background job", key="restart_default_job"):
             default_job.start_default_job(workspace, retry=True)
@@ -59,7 +62,10 @@ def default_job_panel(workspace: Path) -> None:
     try:
         status = default_job.start_default_job(workspace, stages=tuple(STAGES))
     except OSError as exc:  # e.g. a read-only data folder: the pages still work without the job
-        st.error(f"Could not start the background job ({exc}); run `{default_job.rerun_command(workspace)}` by hand.")
+        st.error(
+            f"Could not start the background job ({literal(str(exc))}); "
+            f"run {code(default_job.rerun_command(workspace))} by hand."
+        )
         return
     if status.state not in ("starting", "running"):
         _show(workspace, status)

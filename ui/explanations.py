@@ -13,6 +13,7 @@ import streamlit as st
 
 from core.store import ExplanationRecord, ScoreRecord
 from ui.state import core_errors
+from ui.text import literal
 
 
 def explainer_label(rec: ExplanationRecord) -> str:
@@ -107,10 +108,10 @@ def render_explain_now(
     # Surprisal and intervention run the workspace's own model; a workspace built from another model can't.
     offered = SCORERS if subject_loadable else tuple(s for s in SCORERS if s not in ("surprisal", "intervention"))
     with st.expander("Explain now", expanded=False):
-        who = explainer or "the offline baseline explainer (baseline:token-stats)"
+        who = literal(explainer) if explainer else literal("the offline baseline explainer (baseline:token-stats)")
         st.caption(
             f"Explainer: {who}. Scorers {', '.join(LLM_SCORERS)} use "
-            f"{explainer or 'offline judges'}; the others run offline. Set the LLM on the home page."
+            f"{literal(explainer) if explainer else 'offline judges'}; the others run offline. Set the LLM on the home page."
         )
         if not subject_loadable:
             st.caption(

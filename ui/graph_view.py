@@ -9,7 +9,9 @@ Colour by node kind; edge width by |direct effect| relative to the strongest edg
 Safety: every text is plain text. Labels are drawn on the canvas; tooltips (titles) are set with
 `innerText` by the vis-network 9.1.2 that pyvis inlines; the graph data is embedded as JSON with
 <, >, & and ' escaped (Jinja's tojson); text this module writes into HTML goes through
-html.escape. pyvis switches to an innerHTML popup when a title contains "href", so titles never do.
+html.escape. pyvis switches to an innerHTML popup when a title contains "href", so titles never do,
+and `graph_html` refuses a bundle whose tooltip does not set its text with innerText. In the PNG,
+matplotlib would read `$...$` as math (and fail on an unknown command), so `$` is escaped there.
 Offline: vis-network's JS and CSS are inlined and pyvis's CDN <script>/<link> tags are removed.
 """
 
@@ -65,6 +67,8 @@ INERT_URLS = frozenset(
         "https://visjs.github.io/vis-network/",
     }
 )
+# How the inlined vis-network 9.1.2 (pyvis 0.3.2) shows a string title: as text. Older builds used innerHTML.
+TOOLTIP_AS_TEXT = "this.frame.innerText=t"
 _URL = re.compile(r"https?://[^\s\"'<>)\\]+")
 
 
@@ -113,6 +117,11 @@ def node_text(
 def _clip(text: str, n: int = LABEL_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _mpl_text(text: str) -> str:
+    """`text` for matplotlib, shown as typed: an unescaped `$` would start mathtext."""
+    return text.replace("$", r"\$")
 
 
 def _no_href(text: str) -> str:
@@ -259,6 +268,8 @@ def graph_html(
     page = strip_external(net.generate_html(notebook=False))
     if "popup.innerHTML" in page:  # pyvis's link template: would render titles as HTML
         raise RuntimeError("pyvis chose its innerHTML tooltip template; refusing to render")
+    if TOOLTIP_AS_TEXT not in page:  # another vis-network build, which may set string titles as HTML
+        raise RuntimeError("the inlined vis-network does not set tooltips with innerText; refusing to render")
     if header_html:
         page = page.replace("<body>", "<body>\n" + header_html, 1)
     return page
@@ -327,9 +338,9 @@ def graph_png(
             node_size=90,
             node_color=[KIND_COLOURS.get(a.get("kind"), "#888888") for _, a in G.nodes(data=True)],
         )
-        text = {v: _clip(node_text(v, a, labels, annotations), 18) for v, a in G.nodes(data=True)}
+        text = {v: _mpl_text(_clip(node_text(v, a, labels, annotations), 18)) for v, a in G.nodes(data=True)}
         nx.draw_networkx_labels(G, {v: (x, y + 14) for v, (x, y) in pos.items()}, labels=text, ax=ax, font_size=6)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_mpl_text(title), fontsize=9)
         ax.axis("off")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", bbox_inches="tight")

@@ -5,7 +5,8 @@ The LLM chosen on the landing page (`ui.state.llm_model`) prunes the graph on sc
 the user picks (accept, edit the role, reject = leave the node as it is), and a summary to accept,
 edit or reject. "Save as a new version" stores the accepted ones as the next version of the saved
 circuit (`core.circuit_llm.save_pruned_version`), labelled with the model that wrote them; nothing
-else changes. A rejected reply is shown with its reason and nothing is applied.
+else changes. A rejected reply is shown with its reason and nothing is applied. The model id, the
+reasons and the circuit's name are shown literally (`ui.text.literal`), never as Markdown.
 Session state keys start with "llmp.".
 """
 
@@ -20,6 +21,8 @@ import networkx as nx
 import streamlit as st
 
 from core import circuit_llm as L
+from core.circuits import CircuitChangedError, join_sentences
+from ui.text import literal
 
 S = st.session_state
 VERDICTS = ("accept", "reject")
@@ -39,7 +42,7 @@ def _ask(
     S.pop("llmp.suggestion", None)
     S.pop("llmp.rejected", None)
     expl = {v: f"{text} [{explainer}]" for v, (text, explainer) in explanations.items()}
-    with st.status(f"Asking {model} to prune and annotate…", expanded=True) as status:
+    with st.status(literal(f"Asking {model} to prune and annotate…"), expanded=True) as status:
         bar = st.progress(0.0, text="building the prompt")
         try:
             suggestion = L.suggest_pruning(
@@ -60,8 +63,10 @@ def _ask(
             S["llmp.rejected"] = {"reason": str(exc), "reply": ""}
         else:
             status.update(
-                label=f"{model} kept {len(suggestion.kept_ids)} and dropped {len(suggestion.dropped_ids)} nodes "
-                f"({suggestion.mode}; {suggestion.n_calls} call(s), {suggestion.n_cached} from the cache)",
+                label=literal(
+                    f"{model} kept {len(suggestion.kept_ids)} and dropped {len(suggestion.dropped_ids)} nodes "
+                    f"({suggestion.mode}; {suggestion.n_calls} call(s), {suggestion.n_cached} from the cache)"
+                ),
                 state="complete",
                 expanded=False,
             )
@@ -120,12 +125,12 @@ def render(
         key="llmp.budget",
     )
     fresh = c2.checkbox("Ask again, ignoring a cached reply", key="llmp.fresh")
-    if st.button(f"Ask {model} to prune and annotate", key="llmp.ask"):
+    if st.button(literal(f"Ask {model} to prune and annotate"), key="llmp.ask"):
         _ask(ws, G, model, explanations, int(budget), fresh)
 
     rejected = S.get("llmp.rejected")
     if rejected:
-        st.error(rejected["reason"])
+        st.error(literal(join_sentences(rejected["reason"])))
         if rejected["reply"]:
             with st.expander("The reply as received"):
                 st.code(rejected["reply"], language=None)  # shown as text, never rendered
@@ -137,8 +142,10 @@ def render(
         return None
     suggestion = L.PruneSuggestion.from_json(data)
     st.caption(
-        f"Suggested by {suggestion.model} · prompt {suggestion.prompt_version} · {suggestion.mode} · "
-        f"{suggestion.n_calls} call(s), {suggestion.n_cached} cached"
+        literal(
+            f"Suggested by {suggestion.model} · prompt {suggestion.prompt_version} · {suggestion.mode} · "
+            f"{suggestion.n_calls} call(s), {suggestion.n_cached} cached"
+        )
     )
     import pandas as pd
 
@@ -177,15 +184,33 @@ def render(
     if source is None:
         st.caption("Save the circuit below first: the accepted suggestions become its next version.")
         return None
-    if not st.button(f"Save as a new version of {source['name']!r}", key="llmp.save", type="primary"):
+    if not st.button(literal(f"Save as a new version of {source['name']!r}"), key="llmp.save", type="primary"):
         return None
     try:
         applied = L.resolve_suggestion(suggestion, _decisions(suggestion, edited.to_dict("records")), summary_decision)
         version = L.save_pruned_version(
-            ws, source["name"], applied, base=base, parent_version=source["version"], timeout=5.0
+            ws,
+            source["name"],
+            applied,
+            base=base,
+            parent_version=source["version"],
+            timeout=5.0,
+            expected_circuit_id=source.get("circuit_id"),
         )
+    except CircuitChangedError as exc:
+        st.error(
+            literal(
+                join_sentences(
+                    f"Not saved: {exc}",
+                    "The suggestions are still here",
+                    "To keep them, save this page's circuit under a new name (Save and export, above), "
+                    "then save the suggestions as its next version",
+                )
+            )
+        )
+        return None
     except CORE_ERRORS as exc:
-        st.error(f"Not saved: {exc}")
+        st.error(literal(join_sentences(f"Not saved: {exc}", "The suggestions are still here")))
         return None
     S.pop("llmp.suggestion", None)
     return version

@@ -16,6 +16,8 @@ from pathlib import Path
 import streamlit as st
 
 import core.cache
+import core.paths
+from core import store
 from core.cli import UserError
 from core.models import ArtifactError, HubUnreachableError
 
@@ -23,6 +25,10 @@ WORKSPACE_KEY = "workspace"
 LLM_MODEL_KEY = "llm_model"
 MODEL_SET_KEY = "model_set"
 WORKSPACE_ENV = "SAE_EXPLORER_WORKSPACE"  # e.g. `SAE_EXPLORER_WORKSPACE=my.duckdb ./dev app`
+# Folders besides the data folder whose workspaces the home page's box may open, separated by ':'.
+WORKSPACE_DIRS_ENV = "SAE_EXPLORER_WORKSPACE_DIRS"  # e.g. `SAE_EXPLORER_WORKSPACE_DIRS=/srv/ws:/home/me/ws`
+# How long a page waits for another process's lock on the workspace before saying who holds it.
+PROBE_TIMEOUT_S = 2.0
 
 # Errors the engine raises for bad input or missing/locked/corrupt data: shown as st.error, never a traceback.
 # (WorkspaceError and WorkspaceLockedError are UserError subclasses.)
@@ -50,6 +56,104 @@ def current_workspace() -> Path:
 def set_workspace(path: Path | str | None) -> None:
     """Choose the workspace every page reads (None: back to the embedded default's)."""
     st.session_state[WORKSPACE_KEY] = str(path) if path else None
+
+
+class WorkspacePathError(UserError):
+    """A path typed into the workspace box that the app refuses to open (outside the allowed folders, or not a workspace file)."""
+
+
+def allowed_workspace_dirs() -> list[Path]:
+    """The folders (symlinks resolved) whose workspaces, at any depth, the home page's box may open: the data
+    folder (core.paths.DATA_DIR), each folder in $SAE_EXPLORER_WORKSPACE_DIRS (separated by ':') and the
+    folder of $SAE_EXPLORER_WORKSPACE. Anyone who can reach the app can open and write what lies there."""
+    dirs = [Path(core.paths.DATA_DIR)]
+    dirs += [Path(d).expanduser() for d in os.environ.get(WORKSPACE_DIRS_ENV, "").split(os.pathsep) if d.strip()]
+    if os.environ.get(WORKSPACE_ENV, "").strip():
+        dirs.append(startup_workspace().parent)
+    out: list[Path] = []
+    for d in dirs:
+        resolved = d.resolve()
+        if resolved not in out:
+            out.append(resolved)
+    return out
+
+
+def checked_workspace_path(typed: str) -> Path:
+    """The workspace file that `typed` names, with symlinks and `..` resolved, if the app may open it: inside
+    an allowed folder (`allowed_workspace_dirs`; checked first, so a refused path says nothing about what
+    exists there) or the session's current workspace, a .duckdb file, existing. Raises WorkspacePathError
+    saying why and what to do."""
+    path = Path(typed.strip()).expanduser().resolve()
+    allowed = allowed_workspace_dirs()
+    current = path == current_workspace().resolve()  # already chosen (or configured at startup)
+    if not current and not any(path.is_relative_to(d) for d in allowed):
+        raise WorkspacePathError(
+            f"{typed.strip()!r} is outside the folders this app opens workspaces from (after following links "
+            f"and '..'): {', '.join(str(d) for d in allowed)}. To add a folder, restart the app with "
+            f"{WORKSPACE_DIRS_ENV}=/path/to/folder (several separated by ':'), e.g. "
+            f"`{WORKSPACE_DIRS_ENV}=/srv/workspaces ./dev app`."
+        )
+    if path.suffix != ".duckdb":
+        raise WorkspacePathError(
+            f"{typed.strip()!r} is not a .duckdb file; a workspace is a NAME.duckdb file made by "
+            "`python -m core cache --workspace NAME.duckdb`."
+        )
+    if not path.is_file():
+        raise WorkspacePathError(
+            f"{path} does not exist; build one with `python -m core cache --model default --tokens N --workspace {path}`."
+        )
+    return path
+
+
+def workspace_error_text(exc: BaseException) -> str:
+    """The one message a page shows for an engine error about the workspace. For a damaged file it names the
+    file, what is wrong and the way out the app offers (for the embedded default: the home page's button)."""
+    if not isinstance(exc, store.WorkspaceDamagedError) or exc.path is None:
+        return str(exc) or type(exc).__name__
+    if Path(exc.path) == Path(core.cache.DEFAULT_WORKSPACE).resolve():
+        way_out = (
+            "set it aside and rebuild the default with the button on the home page (the file is kept under a "
+            "new name), or choose another workspace on the home page"
+        )
+    else:
+        way_out = (
+            f"choose another workspace on the home page, or set this one aside (move or rename the file and its "
+            f"{store.data_dir(exc.path).name} folder; keep them if they hold results you want to recover) and "
+            f"rebuild it with `python -m core cache --workspace {exc.path} ...`"
+        )
+    return (
+        f"{exc.path} is not a readable DuckDB workspace: {exc.detail}. Nothing in it was changed. Way out: {way_out}."
+    )
+
+
+def check_workspace_or_stop(workspace: Path, stop_if_locked: bool = True) -> None:
+    """Open `workspace` once; if it is damaged or not a workspace, or (with `stop_if_locked`) another process
+    holds it for PROBE_TIMEOUT_S, show one st.error saying which file or process, why and what to do, and
+    stop the page. A missing workspace or one made by older code passes: pages say what to do about those.
+
+    `stop_if_locked=False` is for a page that works without the workspace and keeps the user's unsaved work
+    across reruns (Circuits): a lock is not waited for here, and is left to the page's own short timeouts."""
+    if not Path(workspace).exists():
+        return
+    try:
+        store.check_workspace(workspace, timeout=PROBE_TIMEOUT_S if stop_if_locked else 0.1)
+    except store.WorkspaceOutdatedError:
+        return
+    except store.WorkspaceLockedError as exc:
+        if stop_if_locked:
+            show_error(exc)
+            st.stop()
+    except UserError as exc:
+        show_error(exc)
+        st.stop()
+
+
+def open_workspace_or_stop(stop_if_locked: bool = True) -> Path:
+    """The chosen workspace (`current_workspace()`), after `check_workspace_or_stop`: a page that starts with
+    this shows one clear message, not a traceback, when the workspace is damaged (or locked)."""
+    workspace = current_workspace()
+    check_workspace_or_stop(workspace, stop_if_locked)
+    return workspace
 
 
 def llm_model() -> str | None:
@@ -98,10 +202,8 @@ def cached_dictionaries(model_name: str = "default", ids: tuple[str, ...] | None
 
 def workspace_model_name(workspace: Path | None = None) -> str:
     """The model name a workspace was built from ('default' if it does not say or cannot be read)."""
-    from core import store
-
     try:
-        with store.session(workspace or current_workspace()) as con:
+        with store.session(workspace or current_workspace(), timeout=PROBE_TIMEOUT_S) as con:
             info = store.get_info(con, "model") or {}
     except UserError:
         return "default"
@@ -109,9 +211,13 @@ def workspace_model_name(workspace: Path | None = None) -> str:
 
 
 def show_error(exc: BaseException, context: str | None = None) -> None:
-    """Render an engine error as st.error: its message (which says what to do), optionally after `context`."""
-    message = str(exc) or type(exc).__name__
-    st.error(f"{context}: {message}" if context else message)
+    """Render an engine error as st.error: its message (which says what to do), optionally after `context`.
+
+    Both are shown literally (ui.text.literal): messages quote paths, model ids and prompts as typed."""
+    from ui.text import literal
+
+    message = workspace_error_text(exc)
+    st.error(literal(f"{context}: {message}" if context else message))
 
 
 @contextmanager

@@ -3,6 +3,10 @@
 `trace_prompt` validates the input, prepares the replacement model, runs the hierarchical trace
 (optionally the full graph too), and ablates the circuit on the real model. Everything it returns
 is plain data: a networkx graph plus dataclasses with `to_json`.
+
+Input checks (`make_target`, before any model work): bad input raises `TraceInputError` (a
+UserError and a ValueError) saying what to change; a target or contrast that is a special token
+(`<|endoftext|>`, BOS, EOS, padding) is allowed but returned as a warning in `TraceResult.warnings`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import networkx as nx
 
+from core.cli import UserError
 from core.dictionaries import Dictionary
 from core.tracing.ablation import AblationKind, FaithfulnessResult, circuit_faithfulness, load_or_compute_means
 from core.tracing.graph import circuit_features, graph_summary
@@ -27,6 +32,10 @@ from core.tracing.timing import ProgressCallback, phase, report
 log = logging.getLogger(__name__)
 
 
+class TraceInputError(UserError, ValueError):
+    """Trace input that cannot be traced as given (the message says what to change)."""
+
+
 @dataclass
 class TraceResult:
     """A traced prompt: the graph, the circuit's faithfulness (if measured) and where the time went."""
@@ -36,6 +45,7 @@ class TraceResult:
     faithfulness: FaithfulnessResult | None = None
     full_graph_backward: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # traced anyway, but worth a second look (special tokens)
 
     def summary(self) -> dict[str, Any]:
         """Plain-JSON summary: graph counts and top edges, faithfulness, timings."""
@@ -45,11 +55,19 @@ class TraceResult:
         if self.full_graph_backward is not None:
             out["full_graph_backward"] = self.full_graph_backward
         out["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
-def make_target(rm: ReplacementModel, tokens, target: str | None = None, contrast: str | None = None,
-                latent: tuple[str, int] | None = None, position: int = -1) -> Target:
+def make_target(
+    rm: ReplacementModel,
+    tokens,
+    target: str | None = None,
+    contrast: str | None = None,
+    latent: tuple[str, int] | None = None,
+    position: int = -1,
+) -> Target:
     """The trace target from user input: a token (and contrast) string, or (dictionary id, latent); default the model's top token."""
     n_pos = int(tokens.shape[0])
     if not -n_pos <= position < n_pos:
@@ -63,6 +81,11 @@ def make_target(rm: ReplacementModel, tokens, target: str | None = None, contras
             raise ValueError("position 0 is the BOS token; its latents are not traced")
     elif target is not None:
         t = logit_target(rm, tokens, target, contrast, pos)
+        if t.contrast == t.token:
+            raise TraceInputError(
+                f"the target and the contrast are the same token ({target!r}): logit(target) − logit(contrast) "
+                "is 0 whatever the model does; give a different contrast token, or leave it empty"
+            )
     else:
         import torch
 
@@ -70,9 +93,30 @@ def make_target(rm: ReplacementModel, tokens, target: str | None = None, contras
             top = int(rm.model(tokens[None].to(rm.device))[0, pos].argmax())
         label = rm.model.tokenizer.decode([top]) if rm.model.tokenizer is not None else str(top)
         contrast_id = rm.token_id(contrast) if contrast is not None else None
+        if contrast_id == top:
+            raise TraceInputError(
+                f"the contrast {contrast!r} is the model's top prediction here, which is the target when no target "
+                "is given: logit(target) − logit(contrast) would be 0; give a target token, or another contrast"
+            )
         t = LogitTarget(top, pos, contrast_id, label, contrast or "")
     rm.check_target(t, n_pos)
     return t
+
+
+def special_token_warnings(tokenizer, target: Target) -> list[str]:
+    """Warnings for a logit target or contrast that is one of the tokenizer's special tokens (e.g. `<|endoftext|>`)."""
+    if not isinstance(target, LogitTarget) or tokenizer is None:
+        return []
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    out = []
+    for what, token in (("target", target.token), ("contrast", target.contrast)):
+        if token is not None and token in special:
+            text = tokenizer.decode([token])
+            out.append(
+                f"the {what} {text!r} is a special token (an end-of-text, start or padding marker), not text: "
+                "the graph explains the model's logit for that marker; check that this is what you meant to trace"
+            )
+    return out
 
 
 def trace_prompt(
@@ -96,7 +140,9 @@ def trace_prompt(
     """Trace `prompt` from a token's logit (or a logit difference with `contrast`, or a latent's pre-activation).
 
     Errors (ValueError, with what to do): empty prompt, prompt longer than the context, a target or
-    contrast that is not one token (naming its pieces), an unknown dictionary, a latent out of range.
+    contrast that is not one token (naming its pieces), a contrast that is the target itself, an
+    unknown dictionary, a latent out of range. A special-token target or contrast is traced, with a
+    warning in `TraceResult.warnings` (also logged).
     For mean ablation pass `means` ({dictionary id: [d_sae]}) or a `corpus_path` to compute them;
     `active_only` leaves inactive latents at 0 instead of their mean (see `ablation.metric_values`).
     """
@@ -106,12 +152,15 @@ def trace_prompt(
     rm = ReplacementModel(model, dictionaries)
     tokens = rm.tokenize(prompt)
     tgt = make_target(rm, tokens, target, contrast, latent, position)
+    warnings = special_token_warnings(rm.model.tokenizer, tgt)
+    for w in warnings:
+        log.warning(w)
     report(progress, "preparing the replacement model", 0.02)
     with phase("prepare", timings, log):
         state = rm.prepare(tokens)
     G = hierarchical_trace(rm, state, tgt, params, progress=_scaled(progress, 0.05, 0.6), prompt=prompt)
     timings.update({f"trace.{k}": v for k, v in G.graph["timings"].items()})
-    result = TraceResult(G, tgt, timings=timings)
+    result = TraceResult(G, tgt, timings=timings, warnings=warnings)
     if with_full_graph:
         from core.tracing.full_graph import full_attribution_graph
 
@@ -121,14 +170,24 @@ def trace_prompt(
     if faithfulness:
         if ablation == "mean" and means is None:
             if corpus_path is None:
-                raise ValueError("mean ablation needs latent means: pass means=... or corpus_path=..., or use ablation='zero'")
+                raise ValueError(
+                    "mean ablation needs latent means: pass means=... or corpus_path=..., or use ablation='zero'"
+                )
             report(progress, "latent means over corpus text", 0.8)
             with phase("latent_means", timings, log):
                 means = load_or_compute_means(model, rm.dictionaries, corpus_path, cache_dir)
         report(progress, "ablating the circuit on the real model", 0.9)
         with phase("faithfulness", timings, log):
-            result.faithfulness = circuit_faithfulness(model, rm.dictionaries, tokens[None], [tgt], [circuit_features(G)], means, ablation,
-                                                       active_only=active_only)
+            result.faithfulness = circuit_faithfulness(
+                model,
+                rm.dictionaries,
+                tokens[None],
+                [tgt],
+                [circuit_features(G)],
+                means,
+                ablation,
+                active_only=active_only,
+            )
         G.graph["faithfulness"] = result.faithfulness.to_json()
     timings["total"] = time.perf_counter() - t0
     report(progress, "done", 1.0)
