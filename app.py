@@ -10,15 +10,15 @@ import plotly.express as px
 import streamlit as st
 
 from core import store
-from core.cache import (
+from core.build.overview import default_overview
+from core.cache.workspace import (
     DEFAULT_WORKSPACE,
     build_lock_holder,
     default_workspace_ready,
     ensure_default_workspace,
     set_aside_damaged,
 )
-from core.models import MODEL_NAMES, ArtifactError
-from core.overview import default_overview
+from core.subjects.models import MODEL_NAMES, ArtifactError
 from ui.explain_job import default_job_panel
 from ui.state import (
     CORE_ERRORS,
@@ -228,7 +228,7 @@ right.caption(
 if llm_model() is None:
     right.info("No LLM set: the offline baseline explainer and judges are used; an LLM explainer or scorer needs one.")
 else:
-    from core.llm import LLMConfigError, check_credentials
+    from core.llm.client import LLMConfigError, check_credentials
 
     try:
         check_credentials(llm_model())

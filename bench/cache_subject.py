@@ -40,7 +40,7 @@ def random_sparse_dictionaries(
     import torch
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
-    from core.dictionaries import dictionary_from_sae
+    from core.subjects.dictionaries import dictionary_from_sae
 
     torch.manual_seed(seed)
     d_model = model.cfg.d_model
@@ -70,9 +70,9 @@ def gpt2_small_shape_subject(
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from core.cache import plan_corpus_contexts, resolve_dictionaries
+    from core.build.tokenizer import load_tokenizer
+    from core.cache.plan import plan_corpus_contexts, resolve_dictionaries
     from core.paths import default_paths
-    from core.tokenizer import load_tokenizer
 
     paths = default_paths(root)
     tokenizer = load_tokenizer(paths["tokenizer_dir"])
@@ -95,7 +95,7 @@ def gpt2_small_shape_subject(
 
 def load_subject_model(root: Path | None) -> tuple:
     """(model, root it came from): the default model, or the first fallback model found before data/ is built."""
-    from core.models import load_default_model
+    from core.subjects.models import load_default_model
 
     mroot = _model_root(root)
     return load_default_model(root=mroot, device="cpu"), mroot
@@ -103,8 +103,8 @@ def load_subject_model(root: Path | None) -> tuple:
 
 def subject_dictionaries(model, root: Path | None, calibration_tokens) -> tuple[list, str]:
     """(dictionaries incl. neuron baselines, label): the default's trained ones if built, else random sparse SAEs."""
-    from core.cache import resolve_dictionaries
-    from core.dictionaries import list_default_dictionaries
+    from core.cache.plan import resolve_dictionaries
+    from core.subjects.dictionaries import list_default_dictionaries
 
     if list_default_dictionaries(root):
         dicts = resolve_dictionaries(model, "default", None, root=root, device="cpu")

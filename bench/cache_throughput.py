@@ -57,16 +57,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from cache_subject import gpt2_small_shape_subject, load_subject_model, subject_dictionaries
 
-    from core.cache import (
-        CacheParams,
-        dictionary_input,
-        encode_slices,
-        forward_hooks,
-        plan_corpus_contexts,
-        reuse_freed_memory,
-        run_cache,
-        source_hooks,
-    )
+    from core.cache.compute import dictionary_input, encode_slices, forward_hooks, reuse_freed_memory, source_hooks
+    from core.cache.plan import CacheParams, plan_corpus_contexts
+    from core.cache.run import run_cache
     from core.paths import default_paths
 
     root = Path(args.root) if args.root else None

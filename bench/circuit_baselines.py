@@ -41,9 +41,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from core.dictionaries import load_default_dictionaries
-    from core.models import load_model
     from core.paths import BUILD_CACHE_DIR, default_paths
+    from core.subjects.dictionaries import load_default_dictionaries
+    from core.subjects.models import load_model
     from core.tracing.ablation import circuit_faithfulness, load_or_compute_means, metric_values
     from core.tracing.baselines import active_features, attribution_patching_scores, top_features
     from core.tracing.dataset import load_task_items, padded_tokens, prepare_items

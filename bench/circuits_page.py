@@ -12,7 +12,7 @@ ablation faithfulness on the real model, pruning bookkeeping and the pyvis HTML 
 - cpu_seconds: the CPU time of those runs (all threads of this process), which a machine busy
   with other jobs does not inflate (wall time on a shared 2-core machine varies several-fold).
 - render_seconds: of that, building the graph's HTML (graph_html on the traced graph).
-- browser_seconds: the same in headless Chromium against `streamlit run` (ui/serve.py): from the
+- browser_seconds: the same in headless Chromium against `streamlit run` (tests/browser/serve.py): from the
   click on Trace until the new graph's vis-network canvas has its nodes, median over the same
   prompts after a first (cold) trace; includes the websocket round trip and the drawing.
   Skipped (null) without Debian chromium or with --no-browser.
@@ -52,7 +52,7 @@ def main() -> None:
 
     from streamlit.testing.v1 import AppTest
 
-    from core.models import load_default_model
+    from core.subjects.models import load_default_model
     from ui import graph_view
 
     tok = load_default_model(device="cpu").tokenizer
@@ -114,7 +114,7 @@ def main() -> None:
 
 def browser_times(prompts: list[str]) -> list[float] | None:
     """Seconds from the click on Trace to the new graph drawn, per prompt, in headless Chromium (None without it)."""
-    from ui.serve import CHROMIUM, launch_chromium, serve_app, wait_rendered
+    from tests.browser.serve import CHROMIUM, launch_chromium, serve_app, wait_rendered
 
     if not Path(CHROMIUM).exists():
         print("no chromium: browser timing skipped")

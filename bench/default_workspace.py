@@ -2,7 +2,7 @@
 
     python bench/default_workspace.py [--tokens N] [--root data/default] [--keep DIR]
 
-Calls `core.cache.ensure_default_workspace` (what the app calls) on a new workspace in a temporary
+Calls `core.cache.workspace.ensure_default_workspace` (what the app calls) on a new workspace in a temporary
 folder: loading the model and dictionaries (imports included), caching every default dictionary plus
 the neuron baselines over the default number of Brown training tokens, finalising. Reports the
 wall time of each phase, the bytes on disk, the stored activations, and for each dictionary kind the
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     from dataclasses import replace
 
-    from core.cache import DEFAULT_WORKSPACE_PARAMS, ensure_default_workspace
+    from core.cache.workspace import DEFAULT_WORKSPACE_PARAMS, ensure_default_workspace
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=DEFAULT_WORKSPACE_PARAMS.n_tokens)

@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.evaluate import task_accuracy  # noqa: E402
+from core.build.evaluate import task_accuracy  # noqa: E402
+from core.build.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN, TaskSplit, evaluation_items, ioi_item  # noqa: E402
 from core.paths import default_paths  # noqa: E402
-from core.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN, TaskSplit, evaluation_items, ioi_item  # noqa: E402
 
 STAGES = ((150, 4, 1, 1), (300, 12, 3, 3), (450, 40, 10, 8))  # (until step, names, intros, actions)
 BATCH, N_CTX, EVAL_EVERY = 16, 128, 75
@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    from core.tokenizer import load_bpe, load_tokenizer
+    from core.build.tokenizer import load_bpe, load_tokenizer
 
     paths = default_paths()
     tokenizer = load_tokenizer(paths["tokenizer_dir"])

@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--root", help="default build folder (default data/default)")
-    ap.add_argument("--workspace", default=None, help="workspace to build or reuse (default data/_build/bench_latent_query.duckdb)")
+    ap.add_argument(
+        "--workspace", default=None, help="workspace to build or reuse (default data/_build/bench_latent_query.duckdb)"
+    )
     args = ap.parse_args()
 
     import numpy as np
@@ -45,7 +47,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from core import store
-    from core.latents import latent_card
+    from core.latents.cards import latent_card
     from core.paths import BUILD_CACHE_DIR
 
     ws = Path(args.workspace) if args.workspace else BUILD_CACHE_DIR / "bench_latent_query.duckdb"
@@ -53,12 +55,15 @@ def main() -> None:
     if not ws.exists() or store.cache_status(ws):
         from cache_subject import load_subject_model, subject_dictionaries
 
-        from core.cache import CacheParams, plan_corpus_contexts, run_cache
+        from core.cache.plan import CacheParams, plan_corpus_contexts
+        from core.cache.run import run_cache
         from core.paths import default_paths
 
         root = Path(args.root) if args.root else None
         model, mroot = load_subject_model(root)
-        plan = plan_corpus_contexts(model.tokenizer, args.tokens, min(128, model.cfg.n_ctx), default_paths(mroot)["corpus"])
+        plan = plan_corpus_contexts(
+            model.tokenizer, args.tokens, min(128, model.cfg.n_ctx), default_paths(mroot)["corpus"]
+        )
         dicts, label = subject_dictionaries(model, root, torch.from_numpy(plan.tokens[:16].astype(np.int64)))
         t = time.perf_counter()
         run_cache(model, dicts, ws, plan, CacheParams(n_tokens=args.tokens, ctx_len=plan.ctx_len), model_name="default")
@@ -69,11 +74,15 @@ def main() -> None:
     if label == "reused workspace":
         label = f"reused {ws}: " + "; ".join(sorted({r.source for r in recs}))
     if rows < MIN_ROWS:
-        raise SystemExit(f"{ws} holds {rows:,} activations, fewer than {MIN_ROWS:,}; rerun with a larger --tokens and a new --workspace")
+        raise SystemExit(
+            f"{ws} holds {rows:,} activations, fewer than {MIN_ROWS:,}; rerun with a larger --tokens and a new --workspace"
+        )
     live = []
     with store.session(ws) as con:
         for r in recs:
-            lat = con.execute("SELECT latent FROM latent_stats WHERE dict_idx = ? AND n_fires > 0", [r.index]).fetchnumpy()["latent"]
+            lat = con.execute(
+                "SELECT latent FROM latent_stats WHERE dict_idx = ? AND n_fires > 0", [r.index]
+            ).fetchnumpy()["latent"]
             live += [(r.id, int(x)) for x in lat]
     rng = np.random.default_rng(args.seed)
     picks = [live[i] for i in rng.choice(len(live), size=args.queries + 5, replace=True)]
@@ -89,20 +98,26 @@ def main() -> None:
     t_ms = np.asarray(times)
     load = os.getloadavg()[0]
     print(f"workspace {ws}: {rows:,} activations in {len(recs)} dictionaries; {len(live):,} live latents")
-    print(f"latent card: p50 {np.percentile(t_ms, 50):.1f} ms, p95 {np.percentile(t_ms, 95):.1f} ms, max {t_ms.max():.1f} ms; "
-          f"activations per card median {int(np.median(loaded)):,}, max {max(loaded):,}; "
-          f"CPU time p95 {np.percentile(cpu, 95):.1f} ms; load average {load:.1f} on {os.cpu_count()} cores")
-    print(json.dumps({
-        "p95_ms": round(float(np.percentile(t_ms, 95)), 1),
-        "p50_ms": round(float(np.percentile(t_ms, 50)), 1),
-        "max_ms": round(float(t_ms.max()), 1),
-        "p95_cpu_ms": round(float(np.percentile(cpu, 95)), 1),
-        "load_average": round(load, 2),
-        "rows": rows,
-        "queries": args.queries,
-        "synthesized": False,
-        "subject": label,
-    }))
+    print(
+        f"latent card: p50 {np.percentile(t_ms, 50):.1f} ms, p95 {np.percentile(t_ms, 95):.1f} ms, max {t_ms.max():.1f} ms; "
+        f"activations per card median {int(np.median(loaded)):,}, max {max(loaded):,}; "
+        f"CPU time p95 {np.percentile(cpu, 95):.1f} ms; load average {load:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        json.dumps(
+            {
+                "p95_ms": round(float(np.percentile(t_ms, 95)), 1),
+                "p50_ms": round(float(np.percentile(t_ms, 50)), 1),
+                "max_ms": round(float(t_ms.max()), 1),
+                "p95_cpu_ms": round(float(np.percentile(cpu, 95)), 1),
+                "load_average": round(load, 2),
+                "rows": rows,
+                "queries": args.queries,
+                "synthesized": False,
+                "subject": label,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from core import store  # noqa: E402
-from core.cache import DEFAULT_WORKSPACE, default_workspace_ready  # noqa: E402
-from ui.serve import launch_chromium, serve_app, wait_rendered  # noqa: E402
+from core.cache.workspace import DEFAULT_WORKSPACE, default_workspace_ready  # noqa: E402
+from tests.browser.serve import launch_chromium, serve_app, wait_rendered  # noqa: E402
 
 
 def _task_seconds(cdp) -> float:

@@ -1,10 +1,10 @@
-"""Concurrency of core/llm.py against a local OpenAI-compatible test server, and LLM cost per latent.
+"""Concurrency of core/llm/client.py against a local OpenAI-compatible test server, and LLM cost per latent.
 
 1. Starts a test server (aiohttp, its own process) on 127.0.0.1 that answers
    POST /v1/chat/completions after a fixed latency, with a reply that fits the prompt (an
    `[EXPLANATION]:` line, a 0/1 list of the asked length, or simulation lines) and usage counted with
    litellm's gpt-4o-mini tokenizer.
-2. Throughput through `core.llm.LLMClient` (litellm model "openai/test", api_base = the server,
+2. Throughput through `core.llm.client.LLMClient` (litellm model "openai/test", api_base = the server,
    workspace cache and usage log on, every request distinct so nothing is served from the cache):
    requests/s at concurrency 1 and at 16. `scaling_16` = throughput(16) / (16 × throughput(1)).
 3. Explains and scores (detection + fuzzing) a few latents of a temporary workspace (one dictionary, as many tokens as the default workspace) of the default
@@ -98,7 +98,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, int]:
 
 async def throughput(workspace: Path, port: int, concurrency: int, n: int, tag: str) -> float:
     """Requests per second for `n` distinct requests at `concurrency` (after one warm-up call)."""
-    from core.llm import LLMClient, LLMRequest
+    from core.llm.client import LLMClient, LLMRequest
 
     params = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "test-key", "temperature": 0.0}
     client = LLMClient(workspace, concurrency=concurrency)
@@ -119,9 +119,10 @@ def per_latent_cost(port: int, n_latents: int, tmp: Path) -> dict:
 
     from core import store
     from core.autointerp.engine import RunSpec, run
-    from core.cache import CacheParams, plan_corpus_contexts, resolve_dictionaries, run_cache
-    from core.models import load_model
+    from core.cache.plan import CacheParams, plan_corpus_contexts, resolve_dictionaries
+    from core.cache.run import run_cache
     from core.paths import default_paths
+    from core.subjects.models import load_model
 
     ws = tmp / "bench.duckdb"
     model = load_model("default", device="cpu")
@@ -164,7 +165,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            from core.llm import run_sync
+            from core.llm.client import run_sync
 
             t1 = run_sync(throughput(tmp / "ws.duckdb", port, 1, args.n1, "c1"))
             t16 = run_sync(throughput(tmp / "ws.duckdb", port, 16, args.n16, "c16"))

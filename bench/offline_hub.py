@@ -13,7 +13,7 @@ os.environ.pop("HF_HUB_OFFLINE", None)  # the project's own probe must notice th
 
 import transformer_lens  # noqa: E402,F401
 
-from core.models import HubUnreachableError, load_model  # noqa: E402
+from core.subjects.models import HubUnreachableError, load_model  # noqa: E402
 
 
 def seconds_to_fail(fn) -> float:
@@ -28,7 +28,7 @@ def seconds_to_fail(fn) -> float:
 if __name__ == "__main__":
     result = {"model_seconds": round(seconds_to_fail(lambda: load_model("gpt2")), 3)}
     try:
-        from core.dictionaries import load_dictionaries
+        from core.subjects.dictionaries import load_dictionaries
 
         result["release_seconds"] = round(
             seconds_to_fail(lambda: load_dictionaries("gpt2", releases=["gpt2-small-res-jb"])), 3

@@ -4,7 +4,7 @@
 
 1. The figure: the default model's residual SAEs at layers 1 and 2 (2,048 latents, d 256), matched on
    decoder cosine by dense Hungarian (`scipy.optimize.linear_sum_assignment`) and by the certified
-   sparse method (`core.overlap.match_sparse`); both are timed end to end (cosine matrix included)
+   sparse method (`core.analysis.overlap.match_sparse`); both are timed end to end (cosine matrix included)
    and must find the same total similarity.
 2. Scaling: synthetic decoder pairs of GPT-2 small's width (d 768) shaped like adjacent layers (half
    of B's rows are noisy copies of rows of A, half unrelated), at each size; dense and sparse are
@@ -41,7 +41,7 @@ def timed(fn):
 
 def synthetic_pair(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decoders A, B `[n, d]` with unit rows: half of B's rows are noisy copies of A's rows (permuted), half random."""
-    from core.overlap import unit_rows
+    from core.analysis.overlap import unit_rows
 
     rng = np.random.default_rng(seed)
     a = unit_rows(rng.standard_normal((n, d)))
@@ -71,8 +71,8 @@ def main() -> int:
     import scipy.sparse.csgraph  # noqa: F401
     import threadpoolctl  # noqa: F401
 
-    from core import overlap
-    from core.dictionaries import load_default_dictionaries
+    from core.analysis import overlap
+    from core.subjects.dictionaries import load_default_dictionaries
 
     ids = ["resid:blocks.1.hook_resid_pre", "resid:blocks.2.hook_resid_pre"]
     dicts = load_default_dictionaries(ids=ids)

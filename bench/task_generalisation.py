@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.dictionaries import read_manifest  # noqa: E402
-from core.evaluate import task_accuracy  # noqa: E402
-from core.models import load_default_model  # noqa: E402
-from core.tasks import TaskSplit, ioi_item, sva_item  # noqa: E402
+from core.build.evaluate import task_accuracy  # noqa: E402
+from core.build.tasks import TaskSplit, ioi_item, sva_item  # noqa: E402
+from core.subjects.dictionaries import read_manifest  # noqa: E402
+from core.subjects.models import load_default_model  # noqa: E402
 
 
 def main() -> None:

@@ -53,9 +53,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from core.dictionaries import load_default_dictionaries
-    from core.models import load_default_model
     from core.paths import BUILD_CACHE_DIR, default_paths
+    from core.subjects.dictionaries import load_default_dictionaries
+    from core.subjects.models import load_default_model
     from core.tracing.ablation import circuit_faithfulness, load_or_compute_means
     from core.tracing.api import make_target, trace_prompt
     from core.tracing.baselines import active_features

@@ -13,18 +13,16 @@ import logging
 import os
 import sys
 
+from core.errors import UserError
+
 # Modules with a `register(subparsers)` function, in the order their commands are listed.
 COMMAND_MODULES = (
-    "core.build",
+    "core.build.pipeline",
     "core.tracing.commands",
-    "core.cache",
+    "core.cache.commands",
     "core.autointerp.commands",
-    "core.analysis_commands",
+    "core.analysis.commands",
 )
-
-
-class UserError(Exception):
-    """An error caused by the user's input or environment; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    from core.models import ArtifactError, HubUnreachableError
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
+    )
+    from core.subjects.models import ArtifactError, HubUnreachableError
 
     try:
         return int(args.run(args) or 0)

@@ -1,14 +1,14 @@
 """Where the embedded default's artifacts live. The build writes them; everything else only reads.
 
-    data/default/
-      manifest.json            what was built, from what, with which parameters and seeds
-      model/config.json        HookedTransformerConfig fields
-      model/model.safetensors  weights (float16 on disk, float32 in memory)
-      model/tokenizer/         transformers fast-tokenizer folder
-      dictionaries/<name>/     one SAE-Lens folder each (cfg.json + sae_weights.safetensors)
-      corpus/brown.jsonl.gz    the Brown Corpus as plain text, with its train/validation split
-      evaluation.json          the figures printed by `python -m core evaluate-default`
-      learning_curves.json     task accuracies and validation loss during model training
+data/default/
+  manifest.json            what was built, from what, with which parameters and seeds
+  model/config.json        HookedTransformerConfig fields
+  model/model.safetensors  weights (float16 on disk, float32 in memory)
+  model/tokenizer/         transformers fast-tokenizer folder
+  dictionaries/<name>/     one SAE-Lens folder each (cfg.json + sae_weights.safetensors)
+  corpus/brown.jsonl.gz    the Brown Corpus as plain text, with its train/validation split
+  evaluation.json          the figures printed by `python -m core evaluate-default`
+  learning_curves.json     task accuracies and validation loss during model training
 """
 
 from __future__ import annotations

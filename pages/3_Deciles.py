@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import figures
+from core.analysis import figures
 from ui.analysis_view import missing, stored_results, workspace_or_stop
 from ui.text import literal
 

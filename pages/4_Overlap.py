@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import figures, overlap, store
-from core.cli import UserError
+from core import store
+from core.analysis import figures, overlap
+from core.errors import UserError
 from ui.analysis_view import engine_error, workspace_or_stop
 from ui.state import CORE_ERRORS, core_errors, workspace_model_name
 from ui.text import code, literal

@@ -1,7 +1,7 @@
 """Circuits: trace a typed prompt live, prune and annotate its graph by hand, measure the pruned
 circuit's faithfulness by ablation on the real model, and save versions of it in the workspace.
 
-The engine is `core.tracing.api.trace_prompt` (tracing) and `core.circuits` (pruning, faithfulness,
+The engine is `core.tracing.api.trace_prompt` (tracing) and `core.circuits.saved` (pruning, faithfulness,
 saved circuits); the graph is drawn by `ui.graph_view`. Everything the page holds between reruns
 lives in st.session_state under keys starting with "circ.".
 
@@ -23,8 +23,8 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import circuits as C  # noqa: E402
-from core.circuits import join_sentences  # noqa: E402
+from core.circuits import saved as C  # noqa: E402
+from core.circuits.saved import join_sentences  # noqa: E402
 from ui import graph_view, llm_prune_view  # noqa: E402
 from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, open_workspace_or_stop  # noqa: E402
 from ui.text import code, literal  # noqa: E402

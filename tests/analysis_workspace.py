@@ -48,8 +48,9 @@ def fake_dictionaries(seed: int = 0, d_sae: int = 48, d: int = 8) -> dict:
 
 def build(path: Path, n_latents: int = 12, seed: int = 0, overlaps: bool = True, examples: bool = True) -> Path:
     """Write the synthetic workspace at `path` and return it."""
-    from core import overlap, store
-    from core.store import ExplanationRecord, ScoreExampleRecord, ScoreRecord
+    from core import store
+    from core.analysis import overlap
+    from core.store.explanations import ExplanationRecord, ScoreExampleRecord, ScoreRecord
 
     rng = np.random.default_rng(seed)
     with store.session(path, write=True) as con:

@@ -14,9 +14,10 @@ TEXTS = [*tiny_cache.TEXTS, f"Then Mary wrote {PROBE} on the wall, and John read
 
 def build_app_workspace(directory: Path) -> Path:
     """Cache the tiny dictionaries over the probe text into `directory/app.duckdb`; returns its path (a few seconds)."""
-    from core.cache import CacheParams, plan_contexts, run_cache
-    from core.corpus import BrownDocument
-    from core.tokenizer import save_tokenizer, train_bpe
+    from core.build.corpus import BrownDocument
+    from core.build.tokenizer import save_tokenizer, train_bpe
+    from core.cache.plan import CacheParams, plan_contexts
+    from core.cache.run import run_cache
 
     tokdir = directory / "tokenizer"
     tok = train_bpe(TEXTS * 20, 300)

@@ -9,8 +9,8 @@ import numpy as np
 from core.autointerp.examples import SamplingParams, example_sets
 from core.autointerp.explainers import explanation_id
 from core.autointerp.scorers.base import ScoreTask, ScoringEnv
-from core.sampling import ArrayTokens, LatentActivations
-from core.store import ExplanationRecord
+from core.latents.sampling import ArrayTokens, LatentActivations
+from core.store.explanations import ExplanationRecord
 
 N_CTX, CTX_LEN, VOCAB = 200, 48, 40
 WORDS = ["<bos>", " the", " a", " of", " dog", " cat", " house", " apple", " river", " blue"] + [
@@ -61,7 +61,7 @@ def tiny_workspace(tmp_path_factory) -> tuple[Path, object]:
     import torch
 
     from core.autointerp.scorers.surprisal import register_lm
-    from core.cache import run_cache
+    from core.cache.run import run_cache
     from tests import tiny_cache
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Reading the prompts of core.circuit_llm in scripted LLM replies."""
+"""Reading the prompts of core.circuits.llm_pruning in scripted LLM replies."""
 
 from __future__ import annotations
 

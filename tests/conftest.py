@@ -22,7 +22,7 @@ TINY_TEXT = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     """A small BPE tokenizer folder trained on a few sentences."""
-    from core.tokenizer import save_tokenizer, train_bpe
+    from core.build.tokenizer import save_tokenizer, train_bpe
 
     d = tmp_path_factory.mktemp("tok")
     save_tokenizer(train_bpe(TINY_TEXT, 400), d, model_max_length=32)
@@ -32,7 +32,7 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_tokenizer_dir):
     """The tokenizer of `tiny_tokenizer_dir`, loaded as a transformers fast tokenizer."""
-    from core.tokenizer import load_tokenizer
+    from core.build.tokenizer import load_tokenizer
 
     return load_tokenizer(tiny_tokenizer_dir)
 

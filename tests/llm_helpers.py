@@ -1,7 +1,7 @@
 """A scripted in-process litellm provider for tests: `scripted/<name>` models answer with a Python function.
 
     with scripted_llm(lambda messages, params: "reply text") as calls:
-        ... code that calls core.llm with model "scripted/test" ...
+        ... code that calls core.llm.client with model "scripted/test" ...
     calls  # every request the provider received: (model, messages, params)
 
 The function may return a string, a `Scripted(text, finish_reason, logprobs)` for truncation or

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import analysis as an
+from core.analysis import analyses as an
 
 
 def _scores(rows: list[dict]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from core import analysis as an
+from core.analysis import analyses as an
 
 
 def _fuzzing_frame(n_expl: int = 6) -> pd.DataFrame:
@@ -68,8 +68,8 @@ def test_real_fuzzing_rows_of_a_judge_that_accepts_everything():
     decile (the mixed definition said about 0.5) and rejects none of the mis-marked windows."""
     import re
 
-    from core import llm
     from core.autointerp.scorers import make_scorer
+    from core.llm import client as llm
     from tests.autointerp_helpers import task_and_env
     from tests.llm_helpers import scripted_llm
 

@@ -9,7 +9,9 @@ import analysis_workspace
 import numpy as np
 import pytest
 
-from core import analysis, overlap, store
+from core import store
+from core.analysis import analyses as analysis
+from core.analysis import overlap
 from core.cli import main
 
 
@@ -77,7 +79,7 @@ def test_overlap_command_refuses_another_model(ws, capsys):
 
 
 def test_report_is_reproducible_and_has_the_claims_table(ws, tmp_path):
-    from core import report
+    from core.analysis import report
 
     w = _copy(ws, tmp_path / "r.duckdb")
     first = report.write_report(w, tmp_path / "out1", images="html", overlap=False).read_text()
@@ -104,7 +106,7 @@ def test_report_is_reproducible_and_has_the_claims_table(ws, tmp_path):
 @pytest.mark.slow
 def test_report_writes_png_figures_with_kaleido(ws, tmp_path):
     """PNG export needs kaleido and a Chrome/Chromium (Debian `chromium` here); slow: it starts a browser."""
-    from core import report
+    from core.analysis import report
 
     w = _copy(ws, tmp_path / "p.duckdb")
     text = report.write_report(w, tmp_path / "png", images="png", overlap=False).read_text()
@@ -114,7 +116,7 @@ def test_report_writes_png_figures_with_kaleido(ws, tmp_path):
 
 
 def test_agreement_claim_needs_fuzzing_detection_to_be_the_highest_pair():
-    from core.report import agreement_verdict
+    from core.analysis.report import agreement_verdict
 
     fd = (0.38, 0.33, 0.42, 1659)
     clearly_higher = [(("fuzzing", "simulation"), (0.77, 0.74, 0.79, 1701))]

@@ -97,14 +97,14 @@ def test_a_missing_default_workspace_is_built_with_progress(tmp_path, monkeypatc
     """The real build of the default workspace (default model, every dictionary), on few tokens."""
     import functools
 
-    import core.cache
-    from core.cache import CacheParams
+    import core.cache.workspace
+    from core.cache.plan import CacheParams
 
     target = tmp_path / "workspace.duckdb"
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", target)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", target)
     monkeypatch.setattr(
-        "core.cache.ensure_default_workspace",
-        functools.partial(core.cache.ensure_default_workspace, params=CacheParams(n_tokens=1024, ctx_len=64)),
+        "core.cache.workspace.ensure_default_workspace",
+        functools.partial(core.cache.workspace.ensure_default_workspace, params=CacheParams(n_tokens=1024, ctx_len=64)),
     )
     from core.autointerp import default_job
 
@@ -114,7 +114,7 @@ def test_a_missing_default_workspace_is_built_with_progress(tmp_path, monkeypatc
     )
     at = AppTest.from_file(APP, default_timeout=900).run()
     assert not at.exception and not at.error
-    assert core.cache.default_workspace_ready(target)
+    assert core.cache.workspace.default_workspace_ready(target)
     assert at.status[0].proto.label == "Default workspace built"
     assert len(launches) == 1 and "explain-default" in launches[0]
     assert {m.label: m.value for m in at.metric}[
@@ -170,8 +170,8 @@ def _default_home(workspace: Path, monkeypatch, ready: bool = False) -> tuple[Ap
 
     from core.autointerp import default_job
 
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", workspace)
-    monkeypatch.setattr("core.cache.default_workspace_ready", lambda *a, **k: True)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", workspace)
+    monkeypatch.setattr("core.cache.workspace.default_workspace_ready", lambda *a, **k: True)
     monkeypatch.setattr(default_job, "default_explanations_ready", lambda *a, **k: ready)
     launches: list = []
 

@@ -7,9 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core import llm, store
+from core import store
 from core.autointerp import engine
 from core.autointerp.engine import RunSpec, explain_and_score_latent, run
+from core.llm import client as llm
 from tests.app_workspace import copy_workspace as _copy
 from tests.autointerp_helpers import tiny_workspace
 from tests.llm_helpers import scripted_llm

@@ -10,7 +10,7 @@ from core.autointerp.examples import render
 from core.autointerp.prompts import detection, explainer, simulation
 from core.autointerp.scorers.base import parse_binary_list
 from core.autointerp.scorers.simulation import expected_values, parse_simulation
-from core.llm import TokenLogprob
+from core.llm.client import TokenLogprob
 
 
 def test_render_marks_runs_and_keeps_leading_space_outside():

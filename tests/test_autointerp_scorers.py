@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from core import llm, store
+from core import store
 from core.autointerp.scorers import make_scorer
+from core.llm import client as llm
 from tests.autointerp_helpers import task_and_env
 from tests.llm_helpers import Scripted, scripted_llm
 
@@ -111,7 +112,7 @@ def test_simulation_with_a_perfect_simulator_scores_one_with_parsed_numbers_and_
 
     scorer_lp = make_scorer("simulation", "scripted/sim", n_per_decile=1, n_negatives=3)
     env.client = llm.LLMClient(None)  # a fresh cache: the same prompts must reach the provider again
-    import core.llm as core_llm
+    import core.llm.client as core_llm
 
     orig = core_llm.supports_logprobs
     core_llm.supports_logprobs = lambda model: True

@@ -39,7 +39,7 @@ def setup(tokdir):
 @pytest.fixture(scope="module")
 def reference(setup, tmp_path_factory) -> Path:
     """An uninterrupted run of every tiny dictionary."""
-    from core.cache import run_cache
+    from core.cache.run import run_cache
 
     model, dicts, plan, params = setup
     ws = tmp_path_factory.mktemp("ref") / "ws.duckdb"
@@ -75,8 +75,8 @@ def _dense(model, d, plan, params) -> np.ndarray:
 
 
 def _table(ws: Path, dict_id: str):
-    from core import activation_files as files
     from core import store
+    from core.cache import files
 
     rec = next(r for r in store.list_dictionaries(ws) if r.id == dict_id)
     return pq.read_table(files.activations_dir(ws) / rec.activations_file)
@@ -92,7 +92,7 @@ def _stats(ws: Path, dict_id: str) -> list[tuple]:
 
 def test_rows_and_statistics_match_direct_recomputation(setup, reference):
     from core import store
-    from core.stats import N_OUTPUT_TOKENS
+    from core.cache.stats import N_OUTPUT_TOKENS
 
     model, dicts, plan, params = setup
     for name in ("resid1", "attn0", "neurons0", "neurons0_topk"):
@@ -139,7 +139,7 @@ def test_rows_and_statistics_match_direct_recomputation(setup, reference):
 
 def test_top_tokens_table_counts_tokens_at_top_activations(setup, reference):
     from core import store
-    from core.stats import TOP_ROWS
+    from core.cache.stats import TOP_ROWS
 
     model, dicts, plan, params = setup
     d = dicts["attn0"]
@@ -157,7 +157,7 @@ def test_top_tokens_table_counts_tokens_at_top_activations(setup, reference):
 
 
 def test_rerun_of_finished_run_does_nothing(setup, reference):
-    from core.cache import run_cache
+    from core.cache.run import run_cache
 
     model, dicts, plan, params = setup
     before = {p: p.stat().st_mtime_ns for p in reference.parent.rglob("*") if p.is_file() and p.suffix == ".parquet"}
@@ -168,8 +168,8 @@ def test_rerun_of_finished_run_does_nothing(setup, reference):
 
 
 def _assert_same(a: Path, b: Path, dict_ids: list[str]) -> None:
-    from core import activation_files as files
     from core import store
+    from core.cache import files
 
     for dict_id in dict_ids:
         ta, tb = _table(a, dict_id), _table(b, dict_id)
@@ -216,7 +216,7 @@ def test_positive_entries_match_a_direct_scan(rows, d_sae, density):
     scan (run here on the CPU) both return each row's positive entries in row-major order."""
     import torch
 
-    from core.cache import positive_entries, positive_entries_on_device
+    from core.cache.compute import positive_entries, positive_entries_on_device
 
     rng = np.random.default_rng(rows + d_sae)
     dense = np.where(rng.random((rows, d_sae)) < density, rng.random((rows, d_sae)) + 0.01, -rng.random((rows, d_sae)))
@@ -236,7 +236,7 @@ def test_positive_entries_match_a_direct_scan(rows, d_sae, density):
 
 
 def test_balanced_groups_cover_every_item_once():
-    from core.cache import _balanced_groups
+    from core.cache.compute import _balanced_groups
 
     costs = [5.0, 1.0, 4.0, 4.0, 2.0, 0.0]
     groups = _balanced_groups(costs, 2)
@@ -258,7 +258,7 @@ def _child(ws: Path, tokdir: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_resume_after_kill_matches_uninterrupted_run(setup, reference, tokdir, tmp_path):
     from core import store
-    from core.cache import run_cache
+    from core.cache.run import run_cache
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -284,10 +284,10 @@ def test_resume_after_kill_matches_uninterrupted_run(setup, reference, tokdir, t
 
 
 def test_resume_after_disk_full_and_no_damage(setup, reference, tmp_path, monkeypatch):
-    from core import activation_files as files
     from core import store
-    from core.cache import run_cache
-    from core.store import WorkspaceError
+    from core.cache import files
+    from core.cache.run import run_cache
+    from core.store.schema import WorkspaceError
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -316,10 +316,10 @@ def test_disk_full_while_finalising_or_committing_loses_nothing(setup, reference
     """ENOSPC in the Parquet writer and in a DuckDB commit: a clear error, no partial file, and a rerun completes."""
     import duckdb
 
-    from core import activation_files as files
     from core import store
-    from core.cache import run_cache
-    from core.store import WorkspaceError
+    from core.cache import files
+    from core.cache.run import run_cache
+    from core.store.schema import WorkspaceError
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -377,8 +377,8 @@ def test_reader_process_works_while_writer_process_writes(setup, reference, tokd
     import shutil
 
     from core import store
-    from core.cache import run_cache
-    from core.latents import latent_card
+    from core.cache.run import run_cache
+    from core.latents.cards import latent_card
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -413,8 +413,8 @@ def test_reader_process_works_while_writer_process_writes(setup, reference, tokd
 
 
 def test_workspace_from_another_model_is_refused(setup, reference, tokdir):
-    from core.cache import run_cache
-    from core.store import WorkspaceError
+    from core.cache.run import run_cache
+    from core.store.schema import WorkspaceError
 
     _, _, plan, params = setup
     other, other_dicts = tiny_cache.build(tokdir, model_seed=5)
@@ -423,8 +423,9 @@ def test_workspace_from_another_model_is_refused(setup, reference, tokdir):
 
 
 def test_other_corpus_slice_is_refused(setup, reference):
-    from core.cache import CacheParams, plan_contexts, run_cache
-    from core.store import WorkspaceError
+    from core.cache.plan import CacheParams, plan_contexts
+    from core.cache.run import run_cache
+    from core.store.schema import WorkspaceError
 
     model, dicts, _, params = setup
     plan = plan_contexts(model.tokenizer, tiny_cache.docs(), 600, params.ctx_len)
@@ -434,8 +435,8 @@ def test_other_corpus_slice_is_refused(setup, reference):
 
 def test_unfinished_run_with_other_parameters_needs_restart(setup, tmp_path):
     from core import store
-    from core.cache import run_cache
-    from core.store import WorkspaceError
+    from core.cache.run import run_cache
+    from core.store.schema import WorkspaceError
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -454,9 +455,9 @@ def test_unfinished_run_with_other_parameters_needs_restart(setup, tmp_path):
 
 
 def test_corrupt_workspace_is_reported_and_left_alone(setup, tmp_path):
-    from core.cache import run_cache
-    from core.latents import latent_card
-    from core.store import WorkspaceError
+    from core.cache.run import run_cache
+    from core.latents.cards import latent_card
+    from core.store.schema import WorkspaceError
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -469,8 +470,8 @@ def test_corrupt_workspace_is_reported_and_left_alone(setup, tmp_path):
 
 
 def test_bad_inputs_give_clear_errors(setup, tmp_path):
-    from core.cache import check_dictionaries, plan_contexts, resolve_dictionaries
-    from core.dictionaries import neuron_dictionary
+    from core.cache.plan import check_dictionaries, plan_contexts, resolve_dictionaries
+    from core.subjects.dictionaries import neuron_dictionary
 
     model, dicts, _, _ = setup
     with pytest.raises(ValueError, match="larger than the corpus"):
@@ -499,8 +500,8 @@ def test_cli_reports_unknown_model_and_missing_workspace(tmp_path, capsys):
 
 
 def test_latent_card_and_find_by_token(setup, reference):
-    from core.latents import find_latents_by_token, latent_card
-    from core.store import WorkspaceError
+    from core.latents.cards import find_latents_by_token, latent_card
+    from core.store.schema import WorkspaceError
 
     model, dicts, plan, params = setup
     d = dicts["attn0"]
@@ -531,8 +532,8 @@ def test_latent_card_and_find_by_token(setup, reference):
 
 
 def test_second_job_on_the_same_workspace_is_refused(setup, tmp_path):
-    from core.cache import _JobLock, run_cache
-    from core.store import WorkspaceError
+    from core.cache.run import _JobLock, run_cache
+    from core.store.schema import WorkspaceError
 
     model, dicts, plan, params = setup
     ws = tmp_path / "ws.duckdb"
@@ -551,8 +552,8 @@ def default_root(tmp_path_factory, tokdir) -> Path:
 
 
 def test_default_workspace_is_built_once_with_progress(default_root, tmp_path):
-    from core.cache import default_workspace_ready, ensure_default_workspace
-    from core.latents import latent_card
+    from core.cache.workspace import default_workspace_ready, ensure_default_workspace
+    from core.latents.cards import latent_card
 
     ws = tmp_path / "workspace.duckdb"
     seen: list[tuple[str, int, int]] = []
@@ -573,7 +574,7 @@ def test_default_workspace_is_built_once_with_progress(default_root, tmp_path):
 def test_two_callers_build_the_default_workspace_once(default_root, tokdir, tmp_path):
     """A second caller (here this process, while another process builds) waits and reports the builder's progress."""
     from core import store
-    from core.cache import default_workspace_ready, ensure_default_workspace
+    from core.cache.workspace import default_workspace_ready, ensure_default_workspace
 
     ws = tmp_path / "workspace.duckdb"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -608,8 +609,8 @@ def test_two_callers_build_the_default_workspace_once(default_root, tokdir, tmp_
 
 
 def test_waiting_for_a_stuck_default_build_times_out_with_a_clear_error(default_root, tmp_path):
-    from core.cache import _BuildLock, ensure_default_workspace
-    from core.store import WorkspaceLockedError
+    from core.cache.workspace import _BuildLock, ensure_default_workspace
+    from core.store.schema import WorkspaceLockedError
 
     ws = tmp_path / "workspace.duckdb"
     seen: list[tuple[str, int, int]] = []
@@ -629,7 +630,7 @@ def test_stale_default_workspace_is_rebuilt_and_kept_aside(default_root, tokdir,
     import shutil
 
     from core import store
-    from core.cache import default_workspace_ready, ensure_default_workspace
+    from core.cache.workspace import default_workspace_ready, ensure_default_workspace
 
     root = tmp_path / "default"
     shutil.copytree(default_root, root)
@@ -657,9 +658,9 @@ def test_stale_default_workspace_is_rebuilt_and_kept_aside(default_root, tokdir,
 def test_cli_bad_inputs_name_the_cause_and_damage_nothing(default_root, tokdir, tmp_path, capsys, monkeypatch):
     """Each bad input of the cache command exits 2 with a one-line cause (no traceback); a workspace
     already holding a cached dictionary keeps it byte for byte through every failure, full disk included."""
-    from core import activation_files as files
     from core import store
-    from core.cache import _JobLock
+    from core.cache import files
+    from core.cache.run import _JobLock
     from core.cli import main
 
     other_root = tmp_path / "other_default"

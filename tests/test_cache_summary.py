@@ -33,7 +33,7 @@ def test_summary_after_resumed_finalisation_reports_workspace_totals(default_roo
         if done:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache, "_commit_finalized", commit_then_stop)
+    monkeypatch.setattr(cache.run, "_commit_finalized", commit_then_stop)
     assert main(argv) == 130
     monkeypatch.undo()
     before = {d.id: d.n_activations for d in store.list_dictionaries(ws, ready_only=True)}

@@ -8,7 +8,7 @@ import networkx as nx
 import pytest
 from circuit_llm_helpers import listed_ids
 
-from core.circuit_llm import (
+from core.circuits.llm_pruning import (
     Decision,
     NodeSuggestion,
     PruneConfig,
@@ -234,7 +234,7 @@ def test_suggestion_round_trips_through_json():
 
 
 # ---------------------------------------------------------------------------------------------
-# Through core.llm with a scripted in-process provider
+# Through core.llm.client with a scripted in-process provider
 
 
 def keep_top_layers(messages, params) -> str:
@@ -251,8 +251,8 @@ def keep_top_layers(messages, params) -> str:
 def test_missing_key_fails_before_any_call(tmp_path, monkeypatch):
     import litellm
 
-    from core.circuit_llm import suggest_pruning
-    from core.llm import MissingCredentialsError
+    from core.circuits.llm_pruning import suggest_pruning
+    from core.llm.client import MissingCredentialsError
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
@@ -268,7 +268,7 @@ def test_missing_key_fails_before_any_call(tmp_path, monkeypatch):
 
 
 def test_single_prompt_suggestion_is_validated_and_cached(tmp_path):
-    from core.circuit_llm import suggest_pruning
+    from core.circuits.llm_pruning import suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     G = toy_graph()
@@ -302,7 +302,7 @@ def test_single_prompt_suggestion_is_validated_and_cached(tmp_path):
     ],
 )
 def test_bad_replies_are_rejected_with_the_reason(tmp_path, bad, reason):
-    from core.circuit_llm import suggest_pruning
+    from core.circuits.llm_pruning import suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     G = toy_graph()
@@ -315,7 +315,7 @@ def test_bad_replies_are_rejected_with_the_reason(tmp_path, bad, reason):
 
 
 def test_large_graph_is_pruned_layer_by_layer_then_summarised(tmp_path):
-    from core.circuit_llm import estimate_tokens, suggest_pruning
+    from core.circuits.llm_pruning import estimate_tokens, suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     G = toy_graph(n_per_layer=6, n_layers=3)
@@ -352,7 +352,7 @@ def test_large_graph_is_pruned_layer_by_layer_then_summarised(tmp_path):
 
 
 def test_a_rejected_part_rejects_the_whole_pruning(tmp_path):
-    from core.circuit_llm import estimate_tokens, suggest_pruning
+    from core.circuits.llm_pruning import estimate_tokens, suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     G = toy_graph(n_per_layer=6, n_layers=3)
@@ -378,7 +378,7 @@ def test_a_rejected_part_rejects_the_whole_pruning(tmp_path):
 
 def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
     from core import store
-    from core.circuit_llm import node_explanations
+    from core.circuits.llm_pruning import node_explanations
 
     ws = tmp_path / "ws.duckdb"
     d2 = "transcoder:blocks.2.ln2.hook_normalized"
@@ -411,8 +411,8 @@ def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
 
 
 def saved_toy(ws):
-    """The toy graph saved as version 1 of circuit 'brackets' (skips until core.circuits, helper `circuits`, lands)."""
-    C = pytest.importorskip("core.circuits")
+    """The toy graph saved as version 1 of circuit 'brackets' (skips until core.circuits.saved, helper `circuits`, lands)."""
+    C = pytest.importorskip("core.circuits.saved")
     from core.tracing.nodes import LogitTarget
 
     C.save_circuit(ws, "brackets", toy_graph(), target=LogitTarget(1, 5, 2, ")", "."))
@@ -420,12 +420,12 @@ def saved_toy(ws):
 
 
 def test_accepted_suggestion_becomes_a_new_version_and_the_original_is_kept(tmp_path):
-    from core.circuit_llm import save_pruned_version, suggest_pruning
+    from core.circuits.llm_pruning import save_pruned_version, suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     ws = tmp_path / "ws.duckdb"
     v1 = saved_toy(ws)
-    from core import circuits as C
+    from core.circuits import saved as C
 
     with scripted_llm(keep_top_layers):
         s = suggest_pruning(ws, v1.graph, "scripted/pruner")
@@ -452,12 +452,12 @@ def test_accepted_suggestion_becomes_a_new_version_and_the_original_is_kept(tmp_
 
 
 def test_rejected_reply_saves_nothing(tmp_path):
-    from core.circuit_llm import suggest_pruning
+    from core.circuits.llm_pruning import suggest_pruning
     from tests.llm_helpers import scripted_llm
 
     ws = tmp_path / "ws.duckdb"
     v1 = saved_toy(ws)
-    from core import circuits as C
+    from core.circuits import saved as C
 
     invented = reply({"transcoder.9/9@5": "made up"}, [v for v in v1.graph if v != TARGET])
     with scripted_llm(lambda m, p: invented), pytest.raises(PruneReplyError, match="not in the graph"):
@@ -466,7 +466,7 @@ def test_rejected_reply_saves_nothing(tmp_path):
 
 
 def test_kept_nodes_cut_off_from_the_target_leave_with_a_note(tmp_path):
-    from core.circuit_llm import save_pruned_version
+    from core.circuits.llm_pruning import save_pruned_version
 
     ws = tmp_path / "ws.duckdb"
     v1 = saved_toy(ws)

@@ -1,4 +1,4 @@
-"""core.circuits: pruning math on hand-built graphs, influence against the full-graph formula, versioned
+"""core.circuits.saved: pruning math on hand-built graphs, influence against the full-graph formula, versioned
 save/load in a workspace (the original never changes), annotations that survive, faithfulness recomputed."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 from tracing_helpers import exact_dictionaries, relu_model
 
-from core import circuits as C
 from core import store
+from core.circuits import saved as C
 from core.tracing.graph import circuit_features, graph_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,7 +237,7 @@ def test_annotations_survive_in_another_process(traced, tmp_path):
     node = next(v for v in res.graph if res.graph.nodes[v].get("kind") in ("attn", "transcoder"))
     C.save_version(ws, "c", C.Pruning(), {node: C.Annotation("fires on names")}, C.Annotation("summary", "hand"))
     code = (
-        "import json, sys; from pathlib import Path; from core import circuits as C; "
+        "import json, sys; from pathlib import Path; from core.circuits import saved as C; "
         f"v = C.load_circuit(Path({str(ws)!r}), 'c'); "
         "print(json.dumps({'v': v.version, 'notes': {k: a.text for k, a in v.node_annotations.items()}, 'summary': v.annotation.text}))"
     )
@@ -248,7 +248,7 @@ def test_annotations_survive_in_another_process(traced, tmp_path):
 def test_a_workspace_from_before_circuits_is_migrated_on_read(tmp_path, monkeypatch):
     ws = tmp_path / "old.duckdb"
     old = tuple(m for m in store.MIGRATIONS if m.version != 3)
-    monkeypatch.setattr(store, "MIGRATIONS", old)
+    monkeypatch.setattr(store.schema, "MIGRATIONS", old)
     with store.session(ws, write=True) as con:
         store.set_info(con, "model", {"name": "default"})
     monkeypatch.undo()

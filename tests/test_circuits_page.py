@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import circuits as C
 from core import store
+from core.circuits import saved as C
 from ui import graph_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,9 +95,9 @@ def test_trace_prune_annotate_save_and_reload(ws):
     at = at.run()
     assert not errors(at), errors(at)
     shown = at.session_state["circ.faith"][pruning.key()]
-    from core.dictionaries import load_default_dictionaries
-    from core.models import load_default_model
     from core.paths import BUILD_CACHE_DIR, default_paths
+    from core.subjects.dictionaries import load_default_dictionaries
+    from core.subjects.models import load_default_model
     from core.tracing.ablation import load_or_compute_means
 
     model = load_default_model(device="cpu")

@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_circuits_page import PAGE, PROMPT, errors, trace
 
-from core import circuits as C
+from core.circuits import saved as C
 from ui.text import literal
 
 HOSTILE = "![x](http://evil.example/a.png) **c** _bold_ $x^2$ <b>b</b>"

@@ -1,4 +1,4 @@
-"""core.circuits: a save carries the identity of the circuit it was loaded from and is refused, with nothing
+"""core.circuits.saved: a save carries the identity of the circuit it was loaded from and is refused, with nothing
 stored, when that circuit was deleted (and maybe saved again under the same name) meanwhile; message helpers."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_graph_view import small_graph
 
-from core import circuits as C
 from core import store
+from core.circuits import saved as C
 from core.tracing.nodes import LogitTarget
 
 TARGET = LogitTarget(3, 3, None, ")")
@@ -91,7 +91,7 @@ def test_join_sentences_ends_each_part_with_punctuation():
 
 
 def test_an_llm_pruning_on_a_replaced_circuit_is_refused(tmp_path):
-    from core.circuit_llm import AppliedPruning, save_pruned_version
+    from core.circuits.llm_pruning import AppliedPruning, save_pruned_version
 
     ws = tmp_path / "w.duckdb"
     C.save_circuit(ws, "c", small_graph(), TARGET)

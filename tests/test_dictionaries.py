@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.dictionaries import (
+from core.paths import default_paths
+from core.subjects.dictionaries import (
     Dictionary,
     dictionary_from_sae,
     load_dictionaries,
     neuron_dictionary,
     save_dictionary,
 )
-from core.models import ArtifactError, HubUnreachableError
-from core.paths import default_paths
+from core.subjects.models import ArtifactError, HubUnreachableError
 
 KINDS = ("resid", "attn", "transcoder")
 
@@ -26,7 +26,7 @@ def random_sae(kind: str, layer: int, d_model: int, d_sae: int = 48, seed: int =
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, JumpReLUTranscoder, JumpReLUTranscoderConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from core.dictionaries import hooks_for
+    from core.subjects.dictionaries import hooks_for
 
     g = torch.Generator().manual_seed(seed)
     hook_in, hook_out = hooks_for(kind, layer)
@@ -71,7 +71,7 @@ def random_dictionaries(tiny_model, tokens) -> list[Dictionary]:
     out = []
     for layer in range(tiny_model.cfg.n_layers):
         for i, kind in enumerate(KINDS):
-            from core.dictionaries import hooks_for
+            from core.subjects.dictionaries import hooks_for
 
             scale = act_scale(tiny_model, hooks_for(kind, layer)[1], tokens)
             sae = random_sae(kind, layer, tiny_model.cfg.d_model, seed=10 * layer + i, scale=scale)
@@ -102,7 +102,7 @@ def test_save_load_round_trip_gives_same_encode_decode(tmp_path, tiny_model, ran
 
 def test_trained_transcoder_converts_exactly_to_sae_lens():
     """The folded JumpReLUTranscoder on raw activations equals the training module on scaled ones."""
-    from core.train_dictionaries import BatchTopKTranscoder
+    from core.build.train_dictionaries import BatchTopKTranscoder
 
     torch.manual_seed(0)
     tc = BatchTopKTranscoder(16, 40, 12, k=3, generator=torch.Generator().manual_seed(0))
@@ -130,7 +130,7 @@ def test_trained_transcoder_converts_exactly_to_sae_lens():
 
 
 def test_splice_with_error_term_reproduces_clean_logits(tiny_model, tokens, random_dictionaries):
-    from core.dictionary_metrics import splice_hooks
+    from core.build.dictionary_metrics import splice_hooks
 
     with torch.no_grad():
         clean = tiny_model(tokens)
@@ -143,7 +143,7 @@ def test_splice_with_error_term_reproduces_clean_logits(tiny_model, tokens, rand
 
 
 def test_ce_loss_recovered_is_one_for_exact_and_zero_for_zero_reconstruction(tiny_model, tokens):
-    from core.dictionary_metrics import evaluate_dictionaries
+    from core.build.dictionary_metrics import evaluate_dictionaries
 
     exact = neuron_dictionary(tiny_model, 1)  # the MLP's own neurons reconstruct hook_mlp_out exactly
     zero_sae = random_sae("transcoder", 1, tiny_model.cfg.d_model)
@@ -160,7 +160,7 @@ def test_ce_loss_recovered_is_one_for_exact_and_zero_for_zero_reconstruction(tin
 
 
 def test_metrics_match_direct_recomputation(tiny_model, tokens, random_dictionaries):
-    from core.dictionary_metrics import dictionary_metrics
+    from core.build.dictionary_metrics import dictionary_metrics
 
     for d in (random_dictionaries[0], random_dictionaries[-1]):  # an SAE and a transcoder
         m = dictionary_metrics(tiny_model, d, tokens, batch_size=4)  # batches of 4 and 2 rows
@@ -241,7 +241,7 @@ def test_offline_hub_release_fails_fast_and_names_the_default(monkeypatch, tmp_p
     from huggingface_hub import constants
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    from core.dictionaries import hub_reachable
+    from core.subjects.dictionaries import hub_reachable
 
     get_pretrained_saes_directory()  # parsed once per process; not part of the failure
     # No network here either way: an endpoint that refuses connections, and an empty HF cache.
@@ -279,7 +279,7 @@ def test_local_directory_infers_kind_layer_and_hooks(tmp_path, random_dictionari
 
 
 def test_spec_from_hook_covers_pretrained_hook_names():
-    from core.dictionaries import spec_from_hook
+    from core.subjects.dictionaries import spec_from_hook
 
     assert spec_from_hook("blocks.11.hook_resid_post") == (
         "resid",
@@ -299,7 +299,7 @@ def test_spec_from_hook_covers_pretrained_hook_names():
 
 
 def tiny_training_config(**kw):
-    from core.train_dictionaries import DictionaryTrainingConfig
+    from core.build.train_dictionaries import DictionaryTrainingConfig
 
     base = dict(
         d_sae=64,
@@ -324,7 +324,7 @@ def tiny_training_config(**kw):
 def trained(tiny_model, tmp_path_factory):
     import warnings
 
-    from core.train_dictionaries import rows_needed, train_all_dictionaries
+    from core.build.train_dictionaries import rows_needed, train_all_dictionaries
 
     cfg = tiny_training_config()
     g = torch.Generator().manual_seed(3)
@@ -359,7 +359,7 @@ def test_train_all_dictionaries_writes_loadable_folders_with_metrics(tiny_model,
 def test_training_is_reproducible(tiny_model, trained, tmp_path):
     from safetensors.torch import load_file
 
-    from core.train_dictionaries import train_all_dictionaries
+    from core.build.train_dictionaries import train_all_dictionaries
 
     rows, out, _, _ = trained
     train_all_dictionaries(

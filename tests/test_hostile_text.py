@@ -148,7 +148,7 @@ def test_engine_errors_are_shown_literally():
 def _provenance_script():
     import streamlit as st
 
-    from core.analysis import Provenance
+    from core.analysis.analyses import Provenance
     from ui.analysis_view import provenance_caption
 
     evil = st.session_state["message"]

@@ -14,7 +14,7 @@ from hostile_text import shown
 from streamlit.testing.v1 import AppTest
 
 from core import store
-from core.latents import find_latents_by_token, latent_card
+from core.latents.cards import find_latents_by_token, latent_card
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "1_Latents.py")
@@ -162,7 +162,7 @@ def test_missing_and_locked_workspaces_give_messages(app_workspace, tmp_path, mo
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(store, "READ_TIMEOUT_S", 0.5)
+        monkeypatch.setattr(store.schema, "READ_TIMEOUT_S", 0.5)
         at = _page(app_workspace).run()
         assert not at.exception
         assert any("locked by process" in e.value for e in at.error)

@@ -1,4 +1,4 @@
-"""core.llm: cache, retries, failures, credentials, logprobs — through a scripted in-process provider."""
+"""core.llm.client: cache, retries, failures, credentials, logprobs — through a scripted in-process provider."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from core import llm, store
+from core import store
+from core.llm import client as llm
 from tests.llm_helpers import Scripted, scripted_llm
 
 MSG = [{"role": "user", "content": "Explain latent 3"}]
@@ -135,7 +136,7 @@ def test_run_sync_works_inside_a_running_event_loop():
     """Callers inside a running loop (Jupyter, Playwright's sync API in the test session) still get a result."""
     import concurrent.futures
 
-    from core.llm import run_sync
+    from core.llm.client import run_sync
 
     async def answer() -> int:
         await asyncio.sleep(0)

@@ -1,4 +1,4 @@
-"""core.llm keeps every finished call across a kill: no paid reply is paid twice, the usage log is complete.
+"""core.llm.client keeps every finished call across a kill: no paid reply is paid twice, the usage log is complete.
 
 The end-to-end test runs an LLM batch in a subprocess against a local OpenAI-compatible HTTP server
 (127.0.0.1, counting requests per prompt), kills it with SIGKILL after some replies were handed to
@@ -18,7 +18,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from core import llm, store
+from core import store
+from core.llm import client as llm
 from tests.llm_helpers import scripted_llm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ class FakeOpenAI:
 
 CHILD = r"""
 import sys
-from core import llm
+from core.llm import client as llm
 
 ws, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 params = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "dummy-key", "temperature": 0.0}

@@ -20,7 +20,7 @@ def _section():
     source = st.session_state.get("test.source")
     G, base = toy_graph(), None
     if source:
-        from core import circuits as C
+        from core.circuits import saved as C
 
         G = C.load_circuit(ws, "brackets", 1).graph
         base = C.unsaved_version("brackets", G, C.Pruning())
@@ -67,7 +67,7 @@ def test_suggestions_are_reviewed_then_saved_as_the_next_version(tmp_path):
     from tests.llm_helpers import scripted_llm
 
     saved_toy(tmp_path / "ws.duckdb")
-    from core import circuits as C
+    from core.circuits import saved as C
 
     at = _app(tmp_path, source={"name": "brackets", "version": 1}).run()
     with scripted_llm(keep_top_layers) as calls:

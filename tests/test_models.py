@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from core.models import ArtifactError, HubUnreachableError, load_default_model, load_model, save_model
 from core.paths import DEFAULT_DIR, default_paths
+from core.subjects.models import ArtifactError, HubUnreachableError, load_default_model, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_default_model_loads_with_tokenizer(default_model):
     assert logits.shape == (1, tokens.shape[1], default_model.cfg.d_vocab)
     assert torch.isfinite(logits).all()
     # every held-out name of the default is one token (IOI targets must be)
-    from core.dictionaries import read_manifest
+    from core.subjects.dictionaries import read_manifest
 
     for name in read_manifest()["task_split"]["heldout_names"]:
         assert len(default_model.tokenizer.encode(" " + name, add_special_tokens=False)) == 1, name

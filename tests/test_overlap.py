@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from core import overlap as ov
+from core.analysis import overlap as ov
 
 
 def _rand_unit(n: int, d: int, seed: int) -> np.ndarray:

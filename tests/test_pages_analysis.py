@@ -16,7 +16,7 @@ SCORES, DECILES, OVERLAP = (str(ROOT / "pages" / n) for n in ("2_Scores.py", "3_
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory) -> Path:
     """A synthetic workspace with scores, overlaps and stored analyses."""
-    from core import analysis
+    from core.analysis import analyses as analysis
 
     ws = analysis_workspace.build(tmp_path_factory.mktemp("pages") / "ws.duckdb")
     analysis.analyze_workspace(ws)

@@ -10,7 +10,7 @@ from tracing_helpers import exact_dictionaries, planted_model, relu_model
 
 @pytest.fixture(scope="module")
 def planted():
-    from core.tasks import TaskItem
+    from core.build.tasks import TaskItem
     from core.tracing.dataset import PreparedItem
     from core.tracing.hierarchical import TraceParams, hierarchical_trace
     from core.tracing.nodes import LogitTarget
@@ -28,7 +28,7 @@ def planted():
 
 def test_known_pruning_gets_the_faithfulness_of_its_circuit(planted):
     """Keeping the planted path: the LLM row equals the formulas applied to direct ablation runs of that circuit."""
-    from core.pruning_comparison import compare_pruning
+    from core.circuits.pruning_comparison import compare_pruning
     from core.tracing.ablation import metric_values
 
     rm, item, G, info = planted
@@ -65,7 +65,7 @@ def test_known_pruning_gets_the_faithfulness_of_its_circuit(planted):
 
 
 def test_keeping_only_the_side_path_is_neither_sufficient_nor_complete(planted):
-    from core.pruning_comparison import compare_pruning
+    from core.circuits.pruning_comparison import compare_pruning
 
     rm, item, G, info = planted
     res = compare_pruning(rm, [item], [G], {"transcoder.1/1", "transcoder.0/3"}, ablation="zero", random_seeds=(0,))
@@ -76,8 +76,8 @@ def test_keeping_only_the_side_path_is_neither_sufficient_nor_complete(planted):
 
 def test_kept_keys_map_to_each_prompts_own_positions():
     """Position-free keys select, per prompt, the latents of that prompt's graph, wherever they sit."""
-    from core.pruning_comparison import circuits_from_keys, compare_pruning, influence_circuit
-    from core.tasks import TaskItem
+    from core.build.tasks import TaskItem
+    from core.circuits.pruning_comparison import circuits_from_keys, compare_pruning, influence_circuit
     from core.tracing.dataset import PreparedItem, aggregate_graphs
     from core.tracing.hierarchical import TraceParams, hierarchical_trace
     from core.tracing.nodes import LogitTarget

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.sampling import (
+from core.cache.stats import decile_of
+from core.latents.sampling import (
     ArrayTokens,
     LatentActivations,
     WindowSpec,
@@ -17,7 +18,6 @@ from core.sampling import (
     sample_top,
     typical_tokens,
 )
-from core.stats import decile_of
 
 N_CTX, CTX_LEN, VOCAB = 300, 64, 50
 
@@ -26,7 +26,9 @@ def _make(density: float = 0.05, seed: int = 0) -> tuple[LatentActivations, Arra
     rng = np.random.default_rng(seed)
     tokens = rng.integers(1, VOCAB, size=(N_CTX, CTX_LEN)).astype(np.int32)
     tokens[:, 0] = 0
-    dense = np.where(rng.random((N_CTX, CTX_LEN)) < density, rng.exponential(1.0, (N_CTX, CTX_LEN)), 0.0).astype(np.float32)
+    dense = np.where(rng.random((N_CTX, CTX_LEN)) < density, rng.exponential(1.0, (N_CTX, CTX_LEN)), 0.0).astype(
+        np.float32
+    )
     dense[tokens == 7] = rng.uniform(5, 6, (tokens == 7).sum())  # token 7 is "typical": fires strongly
     dense[:, 0] = 0
     # contexts 0-99 hold token 7 without firing: hard negatives exist
@@ -107,7 +109,9 @@ def test_random_negatives_never_fire():
     assert len(neg) == 12 and _no_overlap(neg)
     assert all(e.decile == 0 and e.activations.max() == 0 for e in neg)
     _check_windows(neg, tokens, dense, 8)
-    assert [e.context for e in neg] == [e.context for e in sample_random_negatives(acts, tokens, 12, seed=3, window=WindowSpec(length=8))]
+    assert [e.context for e in neg] == [
+        e.context for e in sample_random_negatives(acts, tokens, 12, seed=3, window=WindowSpec(length=8))
+    ]
 
 
 def test_hard_negatives_hold_typical_tokens_but_do_not_fire():

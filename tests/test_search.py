@@ -1,4 +1,4 @@
-"""core.search: explanations indexed with MiniLM once, and found by meaning; similarities agree with a direct cosine."""
+"""core.latents.search: explanations indexed with MiniLM once, and found by meaning; similarities agree with a direct cosine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from app_workspace import copy_workspace
 
 from core import store
-from core.search import EMBEDDING_MODEL, index_explanations, search_explanations, unindexed_explanations
+from core.latents.search import EMBEDDING_MODEL, index_explanations, search_explanations, unindexed_explanations
 
 TEXTS = {
     ("resid:blocks.1.hook_resid_pre", 10): "first names of people, such as Mary and John",

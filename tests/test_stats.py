@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.stats import decile_of, output_token_logits, range_stats
+from core.cache.stats import decile_of, output_token_logits, range_stats
 
 
 def test_range_stats_match_brute_force():

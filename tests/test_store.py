@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core import store
-from core.store import Migration, WorkspaceError, WorkspaceLockedError
+from core.store.schema import Migration, WorkspaceError, WorkspaceLockedError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +31,8 @@ def test_added_migration_is_applied_by_the_next_write(tmp_path, monkeypatch):
     with store.session(ws, write=True) as con:
         store.set_info(con, "k", {"v": 1})
     extra = Migration(store.SCHEMA_VERSION + 1, "extra", ("CREATE TABLE extra_table (latent INTEGER, text VARCHAR)",))
-    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + (extra,))
-    monkeypatch.setattr(store, "SCHEMA_VERSION", extra.version)
+    monkeypatch.setattr(store.schema, "MIGRATIONS", store.MIGRATIONS + (extra,))
+    monkeypatch.setattr(store.schema, "SCHEMA_VERSION", extra.version)
     with pytest.raises(WorkspaceError, match="--migrate"):
         with store.session(ws):
             pass
@@ -49,11 +49,11 @@ def test_migration_landing_out_of_order_is_still_applied(tmp_path, monkeypatch):
     top = max(m.version for m in base)
     late = Migration(top + 2, "late", ("CREATE TABLE late_table (i INTEGER)",))
     early = Migration(top + 1, "early", ("CREATE TABLE early_table (i INTEGER)",))
-    monkeypatch.setattr(store, "MIGRATIONS", base + (late,))
-    monkeypatch.setattr(store, "SCHEMA_VERSION", late.version)
+    monkeypatch.setattr(store.schema, "MIGRATIONS", base + (late,))
+    monkeypatch.setattr(store.schema, "SCHEMA_VERSION", late.version)
     with store.session(ws, write=True) as con:
         store.set_info(con, "k", {"v": 1})
-    monkeypatch.setattr(store, "MIGRATIONS", base + (early, late))
+    monkeypatch.setattr(store.schema, "MIGRATIONS", base + (early, late))
     with pytest.raises(store.WorkspaceOutdatedError, match=f"without migration\\(s\\) {early.version};"):
         with store.session(ws):
             pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import store
-from core.store import ExplanationRecord, ScoreExampleRecord, ScoreRecord
+from core.store.explanations import ExplanationRecord, ScoreExampleRecord, ScoreRecord
 
 
 def _expl(eid: str, latent: int, baseline: str | None = None, text: str = "the token ' the'") -> ExplanationRecord:

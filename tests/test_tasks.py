@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from core.corpus import past_tense_verbs
-from core.evaluate import TokenizationError, encode_prompts, logit_differences, single_token_id, task_accuracy
-from core.tasks import (
+from core.build.corpus import past_tense_verbs
+from core.build.evaluate import encode_prompts, logit_differences, task_accuracy
+from core.build.tasks import (
     NAMES,
     NOUNS,
     SVA_REL_VERBS_HELDOUT,
@@ -24,6 +24,7 @@ from core.tasks import (
     training_text_generators,
     validation_verb_items,
 )
+from core.subjects.tokens import TokenizationError, single_token_id
 
 SENTENCES = ["The jury said that the election was conducted well and fairly in every district of the city."] * 5
 

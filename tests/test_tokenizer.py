@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.tokenizer import END_OF_TEXT, single_token_words, train_bpe
+from core.build.tokenizer import END_OF_TEXT, single_token_words, train_bpe
 
 TEXT = ["He left early (see page 12). Mary's book)."] * 50 + ["When Mary and John went to the store."] * 50
 
@@ -37,7 +37,7 @@ def test_hooked_transformer_to_tokens_and_back(tiny_model):
 
 
 def test_raw_bpe_and_transformers_tokenizer_agree(tiny_tokenizer, tiny_tokenizer_dir):
-    from core.tokenizer import load_bpe
+    from core.build.tokenizer import load_bpe
 
     text = "When Mary and John went to the store (late), John gave a drink to Mary."
     assert load_bpe(tiny_tokenizer_dir).encode(text).ids == tiny_tokenizer.encode(text, add_special_tokens=False)
@@ -46,7 +46,7 @@ def test_raw_bpe_and_transformers_tokenizer_agree(tiny_tokenizer, tiny_tokenizer
 def test_missing_tokenizer_names_file_and_rebuild_command(tmp_path):
     import pytest
 
-    from core.tokenizer import load_bpe, load_tokenizer
+    from core.build.tokenizer import load_bpe, load_tokenizer
 
     for load in (load_bpe, load_tokenizer):
         with pytest.raises(FileNotFoundError, match=r"tokenizer\.json.*python -m core build-default"):

@@ -8,7 +8,7 @@ import re
 import pytest
 from tracing_helpers import exact_dictionaries, relu_model
 
-from core.cli import UserError
+from core.errors import UserError
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 

@@ -48,7 +48,9 @@ def test_whole_model_is_faithful_and_empty_circuit_is_not(setup, relu):
     # m(M) is the real model's value.
     with torch.no_grad():
         logits = relu(tokens)
-    real = torch.stack([logits[b, t.position, t.token] - logits[b, t.position, t.contrast] for b, t in enumerate(targets)])
+    real = torch.stack(
+        [logits[b, t.position, t.token] - logits[b, t.position, t.contrast] for b, t in enumerate(targets)]
+    )
     got = metric_values(relu, dicts, tokens, targets, None, "ablate", means)
     assert torch.allclose(got, real, atol=1e-4)
 
@@ -67,7 +69,7 @@ def test_latent_means_are_averages_over_non_bos_positions(tiny_model):
 
 
 def test_means_are_cached_on_disk(tiny_model, tmp_path):
-    from core.corpus import BrownDocument, save_corpus
+    from core.build.corpus import BrownDocument, save_corpus
     from core.tracing.ablation import load_or_compute_means
 
     corpus = tmp_path / "corpus.jsonl.gz"
@@ -92,7 +94,10 @@ def test_necessity_and_sufficiency_move_the_metric(setup, relu):
     top = top_features(scores, 5)
     worst = metric_values(relu, dicts, tokens[:1], targets[:1], [top], "ablate", means)
     # The 5 lowest-|score| latents (BOS excluded): flip the scores so the smallest rank first.
-    flipped = {k: torch.where(torch.arange(s.shape[0])[:, None] == 0, torch.zeros_like(s), 1.0 / (s.abs() + 1e-9)) for k, s in scores.items()}
+    flipped = {
+        k: torch.where(torch.arange(s.shape[0])[:, None] == 0, torch.zeros_like(s), 1.0 / (s.abs() + 1e-9))
+        for k, s in scores.items()
+    }
     low = top_features(flipped, 5)
     assert not (low & top)
     mild = metric_values(relu, dicts, tokens[:1], targets[:1], [low], "ablate", means)

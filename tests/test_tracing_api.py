@@ -23,8 +23,16 @@ def test_trace_prompt_end_to_end(tiny):
 
     model, dicts = tiny
     steps = []
-    res = trace_prompt(model, dicts, "When Mary and John went to the store, John gave a drink to", target=" Mary", contrast=" John",
-                       params=TraceParams(node_threshold=0.05), ablation="zero", progress=lambda m, f: steps.append(f))
+    res = trace_prompt(
+        model,
+        dicts,
+        "When Mary and John went to the store, John gave a drink to",
+        target=" Mary",
+        contrast=" John",
+        params=TraceParams(node_threshold=0.05),
+        ablation="zero",
+        progress=lambda m, f: steps.append(f),
+    )
     G = res.graph
     assert G.graph["target"]["node_id"].startswith("logit@") and "' Mary'-' John'" in G.graph["target"]["node_id"]
     assert res.summary()["n_latents"] >= 1
@@ -39,7 +47,7 @@ def test_trace_prompt_end_to_end(tiny):
 
 
 def test_bad_input_is_a_clear_error(tiny):
-    from core.evaluate import TokenizationError
+    from core.subjects.tokens import TokenizationError
     from core.tracing.api import trace_prompt
 
     model, dicts = tiny
@@ -75,11 +83,11 @@ def test_latent_target(tiny):
 @pytest.fixture(scope="module")
 def build_root(tmp_path_factory, tiny, tiny_tokenizer_dir):
     """A folder laid out like data/default: model, tokenizer, dictionaries, corpus, manifest."""
-    from core.corpus import BrownDocument, save_corpus
-    from core.dictionaries import save_dictionary
-    from core.models import save_model
+    from core.build.corpus import BrownDocument, save_corpus
+    from core.build.tasks import TaskSplit
     from core.paths import default_paths
-    from core.tasks import TaskSplit
+    from core.subjects.dictionaries import save_dictionary
+    from core.subjects.models import save_model
 
     model, dicts = tiny
     root = tmp_path_factory.mktemp("default")
@@ -90,7 +98,12 @@ def build_root(tmp_path_factory, tiny, tiny_tokenizer_dir):
         save_dictionary(d, paths["dictionaries_dir"])
     text = "When Mary and John went to the store, John gave a drink to Mary. He left early (because it was late). " * 30
     save_corpus([BrownDocument("ca10", "a", text)], paths["corpus"])
-    split = TaskSplit(("Mary", "John"), ("Tom", "Anna", "Mary", "John"), (("key", "keys"),), (("key", "keys"), ("cabinet", "cabinets")))
+    split = TaskSplit(
+        ("Mary", "John"),
+        ("Tom", "Anna", "Mary", "John"),
+        (("key", "keys"),),
+        (("key", "keys"), ("cabinet", "cabinets")),
+    )
     paths["manifest"].write_text(json.dumps({"model_training": {}, "task_split": split.to_json()}))
     return root
 
@@ -105,9 +118,26 @@ def _run(argv: list[str]) -> int:
 
 
 def test_trace_command_json(build_root, capsys, tmp_path):
-    code = _run(["trace", "--root", str(build_root), "--prompt", "When Mary and John went to the store, John gave a drink to",
-                 "--target", " Mary", "--contrast", " John", "--json", "--threads", "1", "--means-windows", "4",
-                 "--out", str(tmp_path / "g.json")])
+    code = _run(
+        [
+            "trace",
+            "--root",
+            str(build_root),
+            "--prompt",
+            "When Mary and John went to the store, John gave a drink to",
+            "--target",
+            " Mary",
+            "--contrast",
+            " John",
+            "--json",
+            "--threads",
+            "1",
+            "--means-windows",
+            "4",
+            "--out",
+            str(tmp_path / "g.json"),
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n_nodes"] >= 2 and out["n_backward"] >= 1
@@ -116,8 +146,24 @@ def test_trace_command_json(build_root, capsys, tmp_path):
 
 
 def test_circuits_command(build_root, capsys):
-    code = _run(["circuits", "--root", str(build_root), "--task", "ioi", "--n", "3", "--json", "--threads", "1",
-                 "--means-windows", "4", "--thresholds", "0.2,0.05"])
+    code = _run(
+        [
+            "circuits",
+            "--root",
+            str(build_root),
+            "--task",
+            "ioi",
+            "--n",
+            "3",
+            "--json",
+            "--threads",
+            "1",
+            "--means-windows",
+            "4",
+            "--thresholds",
+            "0.2,0.05",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["task"] == "ioi" and out["n_prompts"] == 3
@@ -130,14 +176,17 @@ def test_circuits_command(build_root, capsys):
 
 def test_metric_positions_follow_each_prompt(tiny):
     """Prompts of different lengths are padded; each target is read at its own last position."""
-    from core.tasks import TaskItem
+    from core.build.tasks import TaskItem
     from core.tracing.ablation import metric_values
     from core.tracing.dataset import padded_tokens, prepare_items
     from core.tracing.replacement import ReplacementModel
 
     model, dicts = tiny
     rm = ReplacementModel(model, dicts)
-    items = [TaskItem("ioi", "Mary and John went to the store", " Mary", " John"), TaskItem("ioi", "Tom gave a drink to", " Anna", " Tom")]
+    items = [
+        TaskItem("ioi", "Mary and John went to the store", " Mary", " John"),
+        TaskItem("ioi", "Tom gave a drink to", " Anna", " Tom"),
+    ]
     prepared, skipped = prepare_items(rm, items)
     assert skipped == 0
     tokens = padded_tokens(prepared)
@@ -151,7 +200,10 @@ def test_metric_positions_follow_each_prompt(tiny):
 def test_latent_argument_parsing():
     from core.tracing.commands import _parse_latent
 
-    assert _parse_latent("transcoder:blocks.1.ln2.hook_normalized:42") == ("transcoder:blocks.1.ln2.hook_normalized", 42)
+    assert _parse_latent("transcoder:blocks.1.ln2.hook_normalized:42") == (
+        "transcoder:blocks.1.ln2.hook_normalized",
+        42,
+    )
     assert _parse_latent(None) is None
     with pytest.raises(ValueError, match="DICTIONARY_ID:LATENT"):
         _parse_latent("transcoder:blocks.1.ln2.hook_normalized:x")

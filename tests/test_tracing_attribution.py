@@ -24,10 +24,19 @@ def _targets(state):
 
     last = state.n_positions - 1
     lat = [i for i, n in enumerate(state.nodes) if n.is_latent]
-    attn1 = next(i for i in lat if state.nodes[i].kind == "attn" and state.nodes[i].layer == 1 and state.nodes[i].position == last)
+    attn1 = next(
+        i
+        for i in lat
+        if state.nodes[i].kind == "attn" and state.nodes[i].layer == 1 and state.nodes[i].position == last
+    )
     tc1 = next(i for i in lat if state.nodes[i].kind == "transcoder" and state.nodes[i].layer == 1)
     tc0 = next(i for i in lat if state.nodes[i].kind == "transcoder" and state.nodes[i].layer == 0)
-    return [LogitTarget(3, last, 7), target_for_node(state, attn1), target_for_node(state, tc1), target_for_node(state, tc0)]
+    return [
+        LogitTarget(3, last, 7),
+        target_for_node(state, attn1),
+        target_for_node(state, tc1),
+        target_for_node(state, tc0),
+    ]
 
 
 def _remove_node(state, j: int) -> tuple[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from tracing_helpers import exact_dictionaries, relu_model
 
 @pytest.fixture(scope="module")
 def prepared():
-    from core.tasks import TaskItem
+    from core.build.tasks import TaskItem
     from core.tracing.ablation import latent_means
     from core.tracing.dataset import PreparedItem
     from core.tracing.nodes import LogitTarget

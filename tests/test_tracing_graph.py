@@ -22,7 +22,11 @@ def graphs():
     for _ in range(3):
         tokens = torch.tensor([0] + torch.randint(1, 64, (8,), generator=g).tolist())
         state = rm.prepare(tokens)
-        out.append(hierarchical_trace(rm, state, LogitTarget(3, 8, 5, " a", " b"), TraceParams(node_threshold=0.05, max_parents=4)))
+        out.append(
+            hierarchical_trace(
+                rm, state, LogitTarget(3, 8, 5, " a", " b"), TraceParams(node_threshold=0.05, max_parents=4)
+            )
+        )
     return out
 
 

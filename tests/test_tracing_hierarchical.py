@@ -42,8 +42,12 @@ def test_planted_side_path_appears_only_below_its_share(planted):
 
     rm, state, info = planted
     p = info["position"]
-    loose = hierarchical_trace(rm, state, LogitTarget(info["token"], p), TraceParams(node_threshold=0.001, max_parents=8))
-    strict = hierarchical_trace(rm, state, LogitTarget(info["token"], p), TraceParams(node_threshold=0.1, max_parents=8))
+    loose = hierarchical_trace(
+        rm, state, LogitTarget(info["token"], p), TraceParams(node_threshold=0.001, max_parents=8)
+    )
+    strict = hierarchical_trace(
+        rm, state, LogitTarget(info["token"], p), TraceParams(node_threshold=0.1, max_parents=8)
+    )
     assert f"transcoder.1/1@{p}" in loose and f"transcoder.1/1@{p}" not in strict
 
 
@@ -97,7 +101,9 @@ def test_latent_target_and_depth_limit(random_setup):
     from core.tracing.hierarchical import TraceParams, hierarchical_trace
 
     rm, state, _ = random_setup
-    j = max((i for i, n in enumerate(state.nodes) if n.is_latent and n.layer == 1), key=lambda i: state.nodes[i].activation)
+    j = max(
+        (i for i, n in enumerate(state.nodes) if n.is_latent and n.layer == 1), key=lambda i: state.nodes[i].activation
+    )
     target = target_for_node(state, j)
     G = hierarchical_trace(rm, state, target, TraceParams(max_depth=1))
     assert G.graph["target"]["node_id"] == state.nodes[j].node_id

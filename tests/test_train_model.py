@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 
-from core.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN, NAMES, NOUNS, make_split
-from core.tokenizer import load_bpe
-from core.train_model import ModelTrainingConfig, _build_rows, curriculum_stage
+from core.build.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN, NAMES, NOUNS, make_split
+from core.build.tokenizer import load_bpe
+from core.build.train_model import ModelTrainingConfig, _build_rows, curriculum_stage
 
 SENTENCES = ["The jury said that the election was conducted well and fairly in every district of the city."] * 5
 

@@ -26,7 +26,7 @@ def _state_script():
 
 
 def test_defaults_choices_and_errors():
-    from core.cache import DEFAULT_WORKSPACE
+    from core.cache.workspace import DEFAULT_WORKSPACE
 
     at = AppTest.from_function(_state_script, default_timeout=60).run()
     assert not at.exception

@@ -28,7 +28,7 @@ from workspace_helpers import (
 )
 
 from core import store
-from core.cli import UserError
+from core.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["app.py", "pages/1_Latents.py", "pages/2_Scores.py", "pages/3_Deciles.py", "pages/4_Overlap.py"]
@@ -87,15 +87,15 @@ def test_a_damaged_default_workspace_is_set_aside_from_the_home_page(app_workspa
     """The home page names the file and offers to set it aside (renamed, bytes kept) and rebuild the default."""
     from app_workspace import copy_workspace
 
-    import core.cache
+    import core.cache.workspace
     import ui.explain_job
 
     default = truncated_copy(app_workspace, tmp_path / "default", name="workspace.duckdb")
     before = {k.replace("workspace.duckdb", ""): v for k, v in fingerprint(default).items()}
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", default)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", default)
     builds: list[Path] = []
 
-    def fake_build(progress=None, path=core.cache.DEFAULT_WORKSPACE, **kwargs) -> Path:
+    def fake_build(progress=None, path=core.cache.workspace.DEFAULT_WORKSPACE, **kwargs) -> Path:
         builds.append(path)  # stands in for the real build (minutes): the tiny workspace becomes the default
         (tmp_path / "built").mkdir()
         copy_workspace(app_workspace, tmp_path / "built")
@@ -103,7 +103,7 @@ def test_a_damaged_default_workspace_is_set_aside_from_the_home_page(app_workspa
         shutil.move(store.data_dir(tmp_path / "built" / app_workspace.name), store.data_dir(path))
         return path
 
-    monkeypatch.setattr("core.cache.ensure_default_workspace", fake_build)
+    monkeypatch.setattr("core.cache.workspace.ensure_default_workspace", fake_build)
     monkeypatch.setattr(ui.explain_job, "default_job_panel", lambda workspace: None)
 
     at = page("app.py").run()
@@ -119,13 +119,13 @@ def test_a_damaged_default_workspace_is_set_aside_from_the_home_page(app_workspa
     assert {k.replace(aside[0].name, ""): v for k, v in fingerprint(aside[0]).items()} == before  # byte for byte
     assert any(str(aside[0]) in text for text in shown(at))
 
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", tmp_path / "default" / "other.duckdb")
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", tmp_path / "default" / "other.duckdb")
     latents = page("pages/1_Latents.py", aside[0]).run()  # the set-aside copy still reads as damaged
     assert not latents.exception and len(latents.error) == 1 and "cut short" in plain(latents.error[0].value)
 
 
 def test_other_pages_point_to_the_home_page_for_a_damaged_default(damaged, monkeypatch):
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", damaged)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", damaged)
     at = page("pages/1_Latents.py").run()
     assert not at.exception and len(at.error) == 1
     message = plain(at.error[0].value)
@@ -181,8 +181,8 @@ def test_home_page_names_another_process_building_the_default(tmp_path, monkeypa
     """The build lock held by another process: the page says who (pid, command, since when) and what to do
     within seconds, and starts no build (it waited up to 30 minutes, under a misleading 'first start' label)."""
     default = tmp_path / "workspace.duckdb"
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", default)
-    monkeypatch.setattr("core.cache.ensure_default_workspace", no_build)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", default)
+    monkeypatch.setattr("core.cache.workspace.ensure_default_workspace", no_build)
     holder = python_holding(HOLD_BUILD_LOCK, default)
     try:
         at = page("app.py", timeout=30).run()
@@ -214,8 +214,8 @@ def test_home_page_names_a_process_that_holds_the_build_lock_without_saying_so(t
     default = tmp_path / "workspace.duckdb"
     lock = tmp_path / "workspace.duckdb.build-lock"
     lock.touch()
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", default)
-    monkeypatch.setattr("core.cache.ensure_default_workspace", no_build)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", default)
+    monkeypatch.setattr("core.cache.workspace.ensure_default_workspace", no_build)
     holder = subprocess.Popen(["flock", str(lock), "sleep", "120"])
     try:
         deadline = time.monotonic() + 10
@@ -232,7 +232,7 @@ def test_home_page_names_a_process_that_holds_the_build_lock_without_saying_so(t
 
 def test_home_page_names_the_process_holding_the_default_workspace_file(write_locked, monkeypatch):
     ws, pid = write_locked
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", ws)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", ws)
     at = page("app.py", timeout=60).run()
     seconds = answered(at)
     assert not at.exception and seconds < ANSWER_S, seconds
@@ -245,7 +245,7 @@ def test_home_page_names_a_cache_job_writing_the_default_workspace(app_workspace
     from app_workspace import copy_workspace
 
     ws = copy_workspace(app_workspace, tmp_path)
-    monkeypatch.setattr("core.cache.DEFAULT_WORKSPACE", ws)
+    monkeypatch.setattr("core.cache.workspace.DEFAULT_WORKSPACE", ws)
     holder = python_holding(HOLD_JOB_LOCK, ws)
     try:
         at = page("app.py", timeout=30).run()
@@ -264,7 +264,7 @@ def test_build_lock_waits_for_a_build_in_this_process_and_names_another_process(
     progress; another process's build fails at once, naming it."""
     import threading
 
-    from core.cache import _BuildLock, build_lock_holder
+    from core.cache.workspace import _BuildLock, build_lock_holder
 
     ws = tmp_path / "workspace.duckdb"
     assert build_lock_holder(ws) is None
@@ -420,7 +420,7 @@ def serve_with_dev(port: int, host: str, env: dict[str, str], *args: str) -> set
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux /proc/net/tcp")
 def test_the_app_serves_this_machine_only_unless_told_otherwise():
-    from ui.serve import free_port
+    from tests.browser.serve import free_port
 
     assert serve_with_dev(free_port(), "127.0.0.1", {}) == {"127.0.0.1"}
     # the documented options (another loopback address here, so that the test exposes nothing)

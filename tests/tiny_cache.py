@@ -27,14 +27,14 @@ N_TOKENS = 1200
 
 def make_tokenizer(directory: Path) -> None:
     """Train and save the tiny tokenizer (once per test session)."""
-    from core.tokenizer import save_tokenizer, train_bpe
+    from core.build.tokenizer import save_tokenizer, train_bpe
 
     save_tokenizer(train_bpe(TEXTS * 20, 300), directory, model_max_length=32)
 
 
 def docs():
     """A few documents of the tiny text."""
-    from core.corpus import BrownDocument
+    from core.build.corpus import BrownDocument
 
     return [BrownDocument(f"doc{i}", "a", " ".join(TEXTS[(i + j) % 4] for j in range(12))) for i in range(30)]
 
@@ -45,8 +45,8 @@ def build(tokdir: Path, model_seed: int = 0):
     from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from core.dictionaries import dictionary_from_sae, neuron_dictionary
-    from core.tokenizer import load_tokenizer
+    from core.build.tokenizer import load_tokenizer
+    from core.subjects.dictionaries import dictionary_from_sae, neuron_dictionary
 
     tok = load_tokenizer(tokdir)
     torch.manual_seed(model_seed)
@@ -82,7 +82,7 @@ def build(tokdir: Path, model_seed: int = 0):
 
 def plan_and_params(model, chunk_contexts: int = 8, batch_contexts: int = 4):
     """The context plan and parameters every tiny run uses."""
-    from core.cache import CacheParams, plan_contexts
+    from core.cache.plan import CacheParams, plan_contexts
 
     plan = plan_contexts(model.tokenizer, docs(), N_TOKENS, CTX_LEN, {"corpus": "tiny", "split": "train"})
     params = CacheParams(
@@ -93,16 +93,16 @@ def plan_and_params(model, chunk_contexts: int = 8, batch_contexts: int = 4):
 
 def default_params():
     """Parameters of the tiny default workspace."""
-    from core.cache import CacheParams
+    from core.cache.plan import CacheParams
 
     return CacheParams(n_tokens=400, ctx_len=CTX_LEN, chunk_contexts=4)
 
 
 def make_default_root(root: Path, tokdir: Path, model_seed: int = 0) -> None:
     """An embedded-default folder holding the tiny model (no dictionaries: neuron baselines only) and corpus."""
-    from core.corpus import save_corpus
-    from core.models import save_model
+    from core.build.corpus import save_corpus
     from core.paths import default_paths
+    from core.subjects.models import save_model
 
     model, _ = build(tokdir, model_seed)
     paths = default_paths(root)
@@ -126,7 +126,8 @@ def main() -> int:
         "--default-root", help="call ensure_default_workspace with this default folder (see make_default_root)"
     )
     args = p.parse_args()
-    from core.cache import ensure_default_workspace, run_cache
+    from core.cache.run import run_cache
+    from core.cache.workspace import ensure_default_workspace
 
     model, dicts = build(Path(args.tokdir))
     plan, params = plan_and_params(model)

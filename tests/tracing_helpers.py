@@ -14,17 +14,31 @@ def random_dictionaries(model, d_sae: int = 48, seed: int = 0, bias_scale: float
     from sae_lens import StandardSAE, StandardSAEConfig, Transcoder, TranscoderConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from core.dictionaries import dictionary_from_sae
+    from core.subjects.dictionaries import dictionary_from_sae
 
     g = torch.Generator().manual_seed(seed)
     d_model = model.cfg.d_model
     out = []
     for layer in range(model.cfg.n_layers):
-        attn = StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=d_sae, apply_b_dec_to_input=True,
-                                             metadata=SAEMetadata(hook_name=f"blocks.{layer}.hook_attn_out")))
-        tc = Transcoder(TranscoderConfig(d_in=d_model, d_sae=d_sae, d_out=d_model, apply_b_dec_to_input=False,
-                                         metadata=SAEMetadata(hook_name=f"blocks.{layer}.ln2.hook_normalized",
-                                                              hook_name_out=f"blocks.{layer}.hook_mlp_out")))
+        attn = StandardSAE(
+            StandardSAEConfig(
+                d_in=d_model,
+                d_sae=d_sae,
+                apply_b_dec_to_input=True,
+                metadata=SAEMetadata(hook_name=f"blocks.{layer}.hook_attn_out"),
+            )
+        )
+        tc = Transcoder(
+            TranscoderConfig(
+                d_in=d_model,
+                d_sae=d_sae,
+                d_out=d_model,
+                apply_b_dec_to_input=False,
+                metadata=SAEMetadata(
+                    hook_name=f"blocks.{layer}.ln2.hook_normalized", hook_name_out=f"blocks.{layer}.hook_mlp_out"
+                ),
+            )
+        )
         for sae, in_scale, out_scale in ((attn, 0.05, 0.05), (tc, 1.0, 0.05)):
             with torch.no_grad():
                 sae.W_enc.copy_(torch.randn(d_model, d_sae, generator=g) / d_model**0.5 / in_scale)
@@ -50,12 +64,23 @@ def planted_model():
     from sae_lens.saes.sae import SAEMetadata
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from core.dictionaries import dictionary_from_sae
+    from core.subjects.dictionaries import dictionary_from_sae
 
     torch.manual_seed(0)
     d_model, d_sae, vocab = 16, 8, 10
-    cfg = HookedTransformerConfig(n_layers=2, d_model=d_model, n_ctx=8, d_head=4, n_heads=1, d_mlp=d_sae, d_vocab=vocab,
-                                  act_fn="relu", normalization_type="LN", device="cpu", seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=d_model,
+        n_ctx=8,
+        d_head=4,
+        n_heads=1,
+        d_mlp=d_sae,
+        d_vocab=vocab,
+        act_fn="relu",
+        normalization_type="LN",
+        device="cpu",
+        seed=0,
+    )
     model = HookedTransformer(cfg)
     # Orthonormal directions orthogonal to the all-ones vector.
     basis = torch.linalg.qr(torch.cat([torch.ones(d_model, 1), torch.randn(d_model, d_model - 1)], dim=1))[0][:, 1:]
@@ -75,9 +100,17 @@ def planted_model():
         model.unembed.W_U[:, 1] = v[8] * 3.0
 
     def transcoder(layer: int, reads: dict[int, torch.Tensor], writes: dict[int, torch.Tensor], bias: float):
-        tc = Transcoder(TranscoderConfig(d_in=d_model, d_sae=d_sae, d_out=d_model, apply_b_dec_to_input=False,
-                                         metadata=SAEMetadata(hook_name=f"blocks.{layer}.ln2.hook_normalized",
-                                                              hook_name_out=f"blocks.{layer}.hook_mlp_out")))
+        tc = Transcoder(
+            TranscoderConfig(
+                d_in=d_model,
+                d_sae=d_sae,
+                d_out=d_model,
+                apply_b_dec_to_input=False,
+                metadata=SAEMetadata(
+                    hook_name=f"blocks.{layer}.ln2.hook_normalized", hook_name_out=f"blocks.{layer}.hook_mlp_out"
+                ),
+            )
+        )
         with torch.no_grad():
             tc.W_enc.zero_()
             tc.W_dec.zero_()
@@ -107,14 +140,27 @@ def planted_model():
     return model, [tc0, tc1], tokens, planted
 
 
-def relu_model(tokenizer=None, n_layers: int = 2, d_model: int = 32, n_ctx: int = 64, d_vocab: int | None = None, seed: int = 0):
+def relu_model(
+    tokenizer=None, n_layers: int = 2, d_model: int = 32, n_ctx: int = 64, d_vocab: int | None = None, seed: int = 0
+):
     """A random HookedTransformer with ReLU MLPs (so transcoders can match them), weights scaled up to be non-trivial."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(seed)
     vocab = d_vocab if d_vocab is not None else (len(tokenizer) if tokenizer is not None else 64)
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=n_ctx, d_head=8, n_heads=d_model // 8, d_mlp=2 * d_model,
-                                  d_vocab=vocab, act_fn="relu", normalization_type="LN", device="cpu", seed=seed)
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=n_ctx,
+        d_head=8,
+        n_heads=d_model // 8,
+        d_mlp=2 * d_model,
+        d_vocab=vocab,
+        act_fn="relu",
+        normalization_type="LN",
+        device="cpu",
+        seed=seed,
+    )
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -134,20 +180,34 @@ def exact_dictionaries(model, noise: float = 0.02, seed: int = 0) -> list:
     from sae_lens import StandardSAE, StandardSAEConfig, Transcoder, TranscoderConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from core.dictionaries import dictionary_from_sae
+    from core.subjects.dictionaries import dictionary_from_sae
 
     g = torch.Generator().manual_seed(seed)
     d_model = model.cfg.d_model
     out = []
     for layer in range(model.cfg.n_layers):
         q = torch.linalg.qr(torch.randn(d_model, d_model, generator=g))[0]
-        attn = StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=2 * d_model, apply_b_dec_to_input=True,
-                                             metadata=SAEMetadata(hook_name=f"blocks.{layer}.hook_attn_out")))
+        attn = StandardSAE(
+            StandardSAEConfig(
+                d_in=d_model,
+                d_sae=2 * d_model,
+                apply_b_dec_to_input=True,
+                metadata=SAEMetadata(hook_name=f"blocks.{layer}.hook_attn_out"),
+            )
+        )
         mlp = model.blocks[layer].mlp
         ln2 = model.blocks[layer].ln2
-        tc = Transcoder(TranscoderConfig(d_in=d_model, d_sae=model.cfg.d_mlp, d_out=d_model, apply_b_dec_to_input=False,
-                                         metadata=SAEMetadata(hook_name=f"blocks.{layer}.ln2.hook_normalized",
-                                                              hook_name_out=f"blocks.{layer}.hook_mlp_out")))
+        tc = Transcoder(
+            TranscoderConfig(
+                d_in=d_model,
+                d_sae=model.cfg.d_mlp,
+                d_out=d_model,
+                apply_b_dec_to_input=False,
+                metadata=SAEMetadata(
+                    hook_name=f"blocks.{layer}.ln2.hook_normalized", hook_name_out=f"blocks.{layer}.hook_mlp_out"
+                ),
+            )
+        )
         with torch.no_grad():
             attn.W_enc.copy_(torch.cat([q, -q], dim=1))
             attn.b_enc.zero_()

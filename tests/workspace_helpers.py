@@ -63,12 +63,12 @@ HOLD_WRITE_SESSION = (
     "    print('holding', flush=True); time.sleep(600)\n"
 )
 HOLD_BUILD_LOCK = (
-    "import sys, time; from pathlib import Path; from core.cache import _BuildLock\n"
+    "import sys, time; from pathlib import Path; from core.cache.workspace import _BuildLock\n"
     "with _BuildLock(Path(sys.argv[1]), None, 1.0):\n"
     "    print('holding', flush=True); time.sleep(120)\n"
 )
 HOLD_JOB_LOCK = (
-    "import sys, time; from pathlib import Path; from core.cache import _JobLock\n"
+    "import sys, time; from pathlib import Path; from core.cache.run import _JobLock\n"
     "with _JobLock(Path(sys.argv[1])):\n"
     "    print('holding', flush=True); time.sleep(120)\n"
 )
@@ -81,5 +81,5 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def no_build(*args, **kwargs):
-    """Stands in for core.cache.ensure_default_workspace where a page must not start a build."""
+    """Stands in for core.cache.workspace.ensure_default_workspace where a page must not start a build."""
     raise AssertionError("the page started a build of the default workspace while another process holds it")

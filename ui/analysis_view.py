@@ -7,8 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import analysis, store
-from core.cli import UserError
+from core import store
+from core.analysis import analyses as analysis
+from core.errors import UserError
 from ui.state import check_workspace_or_stop, current_workspace
 from ui.text import code, literal
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.store import ExplanationRecord, ScoreRecord
+from core.store.explanations import ExplanationRecord, ScoreRecord
 from ui.state import core_errors
 from ui.text import literal
 

@@ -1,4 +1,4 @@
-"""Render a latent card (core.latents.LatentCard) in Streamlit: statistics, examples by decile, histogram,
+"""Render a latent card (core.latents.cards.LatentCard) in Streamlit: statistics, examples by decile, histogram,
 density among the dictionary's latents, output tokens. Text that reaches HTML is escaped (ui.tokens).
 """
 
@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.latents import LatentCard
-from core.sampling import Example
+from core.latents.cards import LatentCard
+from core.latents.sampling import Example
 from ui.tokens import TOKEN_CSS, example_html, token_display
 
 _PLOT_HEIGHT = 260

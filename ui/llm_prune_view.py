@@ -1,10 +1,10 @@
 """The circuits page's "ask the LLM to prune and annotate" section.
 
 The LLM chosen on the landing page (`ui.state.llm_model`) prunes the graph on screen
-(`core.circuit_llm.suggest_pruning`); its suggestions are listed one per node, each with a verdict
+(`core.circuits.llm_pruning.suggest_pruning`); its suggestions are listed one per node, each with a verdict
 the user picks (accept, edit the role, reject = leave the node as it is), and a summary to accept,
 edit or reject. "Save as a new version" stores the accepted ones as the next version of the saved
-circuit (`core.circuit_llm.save_pruned_version`), labelled with the model that wrote them; nothing
+circuit (`core.circuits.llm_pruning.save_pruned_version`), labelled with the model that wrote them; nothing
 else changes. A rejected reply is shown with its reason and nothing is applied. The model id, the
 reasons and the circuit's name are shown literally (`ui.text.literal`), never as Markdown.
 Session state keys start with "llmp.".
@@ -20,8 +20,8 @@ from typing import Any
 import networkx as nx
 import streamlit as st
 
-from core import circuit_llm as L
-from core.circuits import CircuitChangedError, join_sentences
+from core.circuits import llm_pruning as L
+from core.circuits.saved import CircuitChangedError, join_sentences
 from ui.text import literal
 
 S = st.session_state

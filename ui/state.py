@@ -15,11 +15,11 @@ from pathlib import Path
 
 import streamlit as st
 
-import core.cache
+import core.cache.workspace
 import core.paths
 from core import store
-from core.cli import UserError
-from core.models import ArtifactError, HubUnreachableError
+from core.errors import UserError
+from core.subjects.models import ArtifactError, HubUnreachableError
 
 WORKSPACE_KEY = "workspace"
 LLM_MODEL_KEY = "llm_model"
@@ -44,7 +44,7 @@ CORE_ERRORS: tuple[type[BaseException], ...] = (
 def startup_workspace() -> Path:
     """The workspace a new session starts on: $SAE_EXPLORER_WORKSPACE if set, else the embedded default's."""
     value = os.environ.get(WORKSPACE_ENV, "").strip()
-    return Path(value).expanduser() if value else core.cache.DEFAULT_WORKSPACE
+    return Path(value).expanduser() if value else core.cache.workspace.DEFAULT_WORKSPACE
 
 
 def current_workspace() -> Path:
@@ -110,7 +110,7 @@ def workspace_error_text(exc: BaseException) -> str:
     file, what is wrong and the way out the app offers (for the embedded default: the home page's button)."""
     if not isinstance(exc, store.WorkspaceDamagedError) or exc.path is None:
         return str(exc) or type(exc).__name__
-    if Path(exc.path) == Path(core.cache.DEFAULT_WORKSPACE).resolve():
+    if Path(exc.path) == Path(core.cache.workspace.DEFAULT_WORKSPACE).resolve():
         way_out = (
             "set it aside and rebuild the default with the button on the home page (the file is kept under a "
             "new name), or choose another workspace on the home page"
@@ -169,7 +169,7 @@ def set_llm_model(model_id: str | None) -> None:
 
 def model_set() -> str:
     """The model set chosen on the landing page ('default' | 'gpt2'), else the one the workspace was built from."""
-    from core.models import MODEL_NAMES
+    from core.subjects.models import MODEL_NAMES
 
     value = st.session_state.get(MODEL_SET_KEY)
     if value in MODEL_NAMES:
@@ -185,8 +185,8 @@ def set_model_set(name: str) -> None:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
 def cached_model(name: str = "default"):
-    """The subject model `name` ('default' | 'gpt2'), loaded once per server process (core.models.load_model)."""
-    from core.models import load_model
+    """The subject model `name` ('default' | 'gpt2'), loaded once per server process (core.subjects.models.load_model)."""
+    from core.subjects.models import load_model
 
     return load_model(name)
 
@@ -194,8 +194,8 @@ def cached_model(name: str = "default"):
 @st.cache_resource(show_spinner="Loading dictionaries…", max_entries=4)
 def cached_dictionaries(model_name: str = "default", ids: tuple[str, ...] | None = None) -> dict:
     """The model's dictionaries by id (all, or those in `ids`), loaded once per server process
-    (core.dictionaries.load_dictionaries; for 'default' the embedded ones, as load_default_dictionaries)."""
-    from core.dictionaries import load_dictionaries
+    (core.subjects.dictionaries.load_dictionaries; for 'default' the embedded ones, as load_default_dictionaries)."""
+    from core.subjects.dictionaries import load_dictionaries
 
     return load_dictionaries(model_name, ids=list(ids) if ids is not None else None)
 

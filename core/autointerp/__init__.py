@@ -8,5 +8,5 @@
     engine.py          the resumable pipeline; explain_and_score_latent for the app
     default.py         ensure_default_explanations for the default workspace
     commands.py        `python -m core explain` / `python -m core score`
-LLM calls go through core/llm.py; rows are stored by core/store.py (migration 2).
+LLM calls go through core/llm/client.py; rows are stored by core/store/ (migration 2).
 """

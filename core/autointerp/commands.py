@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli import UserError
+from core.errors import UserError
 
 
 class Bars:
@@ -114,7 +114,7 @@ def _run_score(args) -> int:
 def _run_explain_default(args) -> int:
     from core.autointerp.default import STAGES
     from core.autointerp.default_job import job_files, run_default_job
-    from core.cache import DEFAULT_WORKSPACE
+    from core.cache.workspace import DEFAULT_WORKSPACE
 
     workspace = Path(args.workspace) if args.workspace else DEFAULT_WORKSPACE
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())

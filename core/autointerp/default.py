@@ -69,7 +69,7 @@ def ensure_default_explanations(
 
     `workspace` defaults to the default workspace. Returns the report of each stage that ran (empty if all were done).
     """
-    from core.cache import DEFAULT_WORKSPACE
+    from core.cache.workspace import DEFAULT_WORKSPACE
 
     workspace = Path(workspace) if workspace is not None else DEFAULT_WORKSPACE
     dicts = [d.id for d in store.list_dictionaries(workspace, ready_only=True)]

@@ -34,7 +34,7 @@ from core import store
 from core.autointerp import default as default_stages
 from core.autointerp.default import STAGES, default_explanations_ready, ensure_default_explanations
 from core.autointerp.engine import ProgressFn, RunSpec
-from core.cli import UserError
+from core.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTING_STALE_S = 300.0  # a 'starting' child that has not taken the lock by then is considered dead

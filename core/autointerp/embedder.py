@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import store
-from core.sampling import Example, TokenSource
+from core.latents.sampling import Example, TokenSource
 
 MINILM = "all-MiniLM-L6-v2"
 

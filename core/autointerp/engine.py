@@ -40,8 +40,8 @@ from core.autointerp.explainers import (
 from core.autointerp.random_latents import RANDOM_LATENT_SEED, RandomLatents, build_random_latents
 from core.autointerp.scorers import LLM_SCORERS, SCORERS, make_scorer
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv, failed_outcome
-from core.cli import UserError
-from core.store import ExplanationRecord
+from core.errors import UserError
+from core.store.explanations import ExplanationRecord
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def subject_model(name: str):
 
 def load_decoder(model_name: str, dictionary: str) -> np.ndarray:
     """Decoder directions `[d_sae, d_out]` of a dictionary of the workspace's model (neurons: the MLP's W_out)."""
-    from core.cache import resolve_dictionaries
+    from core.cache.plan import resolve_dictionaries
 
     model = subject_model(model_name)
     d = resolve_dictionaries(model, model_name, [dictionary], neurons=False, device="cpu")[0]
@@ -249,7 +249,7 @@ async def _explain_chunk(
         report.explanations_failed += sum(r.status != "ok" for r in new)
         return [r for r in recs if r.status == "ok"]
 
-    from core.llm import LLMRequest
+    from core.llm.client import LLMRequest
 
     # ids do not depend on the reply: compute them from an empty reply to find what is stored
     probes = [
@@ -377,7 +377,7 @@ def select_latents(
 
 
 def _check_models(spec: RunSpec, subject: str = "default") -> list[Scorer]:
-    from core.llm import check_credentials
+    from core.llm.client import check_credentials
 
     unknown = [s for s in spec.scorers if s not in SCORERS]
     if unknown:
@@ -411,7 +411,7 @@ async def arun(
     progress: ProgressFn | None = None,
 ) -> RunReport:
     """Explain and score latents of `dictionaries` as `spec` says (see the module docstring); returns counts."""
-    from core.llm import LLMClient
+    from core.llm.client import LLMClient
 
     t_start = time.perf_counter()
     workspace = Path(workspace)
@@ -514,7 +514,7 @@ def run(
     progress: ProgressFn | None = None,
 ) -> RunReport:
     """Synchronous `arun` (CLI, Streamlit)."""
-    from core.llm import run_sync
+    from core.llm.client import run_sync
 
     return run_sync(arun(workspace, dictionaries, spec, latents, sample, progress))
 

@@ -6,7 +6,7 @@ For one latent and one sampling strategy (`SamplingParams`):
     test              `n_test_per_decile` activating windows from each decile, disjoint from `train`
     random_negatives  windows where the latent never fires
     hard_negatives    windows around the latent's typical tokens where it does not fire
-All windows come from `core.sampling` (seeded). Scorers use test + negatives, so an explanation is
+All windows come from `core.latents.sampling` (seeded). Scorers use test + negatives, so an explanation is
 never scored on the windows it was written from.
 
 Rendering: a window's tokens are joined into text; marked tokens are wrapped in `<<` `>>`, consecutive
@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from core import activation_files as files
 from core import store
-from core.sampling import (
+from core.cache import files
+from core.cache.stats import N_DECILES
+from core.latents.sampling import (
     ArrayTokens,
     Example,
     LatentActivations,
@@ -34,7 +35,6 @@ from core.sampling import (
     sample_test,
     sample_top,
 )
-from core.stats import N_DECILES
 
 STRATEGIES = ("top", "random", "quantile")
 
@@ -117,7 +117,7 @@ def example_sets(acts: LatentActivations, tokens: TokenSource, params: SamplingP
 class DictionaryLatents:
     """Every cached activation of one dictionary, read once; `activations(latent)` slices one latent.
 
-    Much faster than one `core.latents.load_latent` per latent when thousands are explained.
+    Much faster than one `core.latents.cards.load_latent` per latent when thousands are explained.
     """
 
     def __init__(self, workspace, dictionary: str):
@@ -165,7 +165,7 @@ class DictionaryLatents:
 
 def workspace_tokens(workspace) -> tuple[ArrayTokens, list[str]]:
     """Every cached context's tokens (as a TokenSource) and the decoded text of every token id."""
-    from core.latents import load_context_tokens
+    from core.latents.cards import load_context_tokens
 
     tokens = load_context_tokens(workspace)
     with store.session(workspace) as con:

@@ -24,8 +24,8 @@ import numpy as np
 
 from core.autointerp.examples import ExampleSets, SamplingParams, activation_listing, example_token_texts, render
 from core.autointerp.prompts import explainer as explainer_prompt
-from core.sampling import Example
-from core.store import ExplanationRecord
+from core.latents.sampling import Example
+from core.store.explanations import ExplanationRecord
 
 BASELINE_EXPLAINER = "baseline:token-stats"
 TOKEN_STATS_VERSION = "token-stats-v1"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.sampling import LatentActivations
+from core.latents.sampling import LatentActivations
 
 RANDOM_LATENT_SEED = 1234
 

@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from core.dictionaries import Dictionary
+from core.subjects.dictionaries import Dictionary
 from core.tracing.nodes import LatentTarget, LogitTarget, Target
 from core.tracing.replacement import pre_activation
 from core.tracing.timing import ProgressCallback, phase, report
@@ -103,7 +103,9 @@ def metric_values(
     if ablation == "mean":
         missing = [d.id for d in dicts if means is None or d.id not in means]
         if missing:
-            raise ValueError(f"no latent means for {', '.join(missing)}; compute them with load_or_compute_means or use ablation='zero'")
+            raise ValueError(
+                f"no latent means for {', '.join(missing)}; compute them with load_or_compute_means or use ablation='zero'"
+            )
     n = tokens.shape[0]
     circuits = list(circuits) if circuits is not None else [()] * n
     if len(circuits) != n or len(targets) != n:
@@ -112,7 +114,20 @@ def metric_values(
     out = []
     for start in range(0, n, batch_size):
         sl = slice(start, min(n, start + batch_size))
-        out.append(_metric_batch(model, dicts, by_id, tokens[sl].to(device), list(targets[sl]), list(circuits[sl]), mode, means, ablation, active_only))
+        out.append(
+            _metric_batch(
+                model,
+                dicts,
+                by_id,
+                tokens[sl].to(device),
+                list(targets[sl]),
+                list(circuits[sl]),
+                mode,
+                means,
+                ablation,
+                active_only,
+            )
+        )
     return torch.cat(out)
 
 
@@ -150,7 +165,11 @@ def _metric_batch(model, dicts, by_id, tokens, targets, circuits, mode, means, a
                 replace &= acts != 0
             if not bool(replace.any()):
                 return value
-            fill = means[d.id].to(acts.dtype) if ablation == "mean" else torch.zeros(d.d_sae, dtype=acts.dtype, device=acts.device)
+            fill = (
+                means[d.id].to(acts.dtype)
+                if ablation == "mean"
+                else torch.zeros(d.d_sae, dtype=acts.dtype, device=acts.device)
+            )
             new = torch.where(replace, fill.expand_as(acts), acts)
             return d.decode(new) + err
 
@@ -192,13 +211,29 @@ def circuit_faithfulness(
     timings: dict[str, float] = {}
     if reference is None:
         with phase("reference runs (model, empty circuit)", timings, log):
-            m_full = float(metric_values(model, dictionaries, tokens, targets, None, "ablate", means, ablation, active_only=active_only).mean())
-            m_empty = float(metric_values(model, dictionaries, tokens, targets, None, "keep", means, ablation, active_only=active_only).mean())
+            m_full = float(
+                metric_values(
+                    model, dictionaries, tokens, targets, None, "ablate", means, ablation, active_only=active_only
+                ).mean()
+            )
+            m_empty = float(
+                metric_values(
+                    model, dictionaries, tokens, targets, None, "keep", means, ablation, active_only=active_only
+                ).mean()
+            )
     else:
         m_full, m_empty = reference
     with phase("circuit runs (keep, ablate)", timings, log):
-        m_c = float(metric_values(model, dictionaries, tokens, targets, circuits, "keep", means, ablation, active_only=active_only).mean())
-        m_mc = float(metric_values(model, dictionaries, tokens, targets, circuits, "ablate", means, ablation, active_only=active_only).mean())
+        m_c = float(
+            metric_values(
+                model, dictionaries, tokens, targets, circuits, "keep", means, ablation, active_only=active_only
+            ).mean()
+        )
+        m_mc = float(
+            metric_values(
+                model, dictionaries, tokens, targets, circuits, "ablate", means, ablation, active_only=active_only
+            ).mean()
+        )
     return FaithfulnessResult(
         metric_full=m_full,
         metric_empty=m_empty,
@@ -232,8 +267,13 @@ def corpus_windows(tokenizer, texts: Sequence[str], n_windows: int = 64, ctx: in
 
 
 @torch.no_grad()
-def latent_means(model, dictionaries: Sequence[Dictionary], windows: torch.Tensor, batch_size: int = 8,
-                 progress: ProgressCallback | None = None) -> dict[str, torch.Tensor]:
+def latent_means(
+    model,
+    dictionaries: Sequence[Dictionary],
+    windows: torch.Tensor,
+    batch_size: int = 8,
+    progress: ProgressCallback | None = None,
+) -> dict[str, torch.Tensor]:
     """Each latent's mean activation over every non-BOS position of `windows: [n, ctx]`: `{id: [d_sae]}`."""
     dicts = [d for d in dictionaries if d.kind in ("attn", "transcoder")]
     hooks = {d.hook_in for d in dicts}
@@ -260,7 +300,9 @@ def _fingerprint(model, dictionaries: Sequence[Dictionary], extra: dict) -> str:
         if p.is_floating_point():
             h.update(f"{name}:{float(p.double().sum()):.6e}".encode())
     for d in sorted(dictionaries, key=lambda d: d.id):
-        h.update(f"{d.id}:{d.d_sae}:{float(d.W_enc.detach().double().sum()):.6e}:{float(d.b_enc.detach().double().sum()):.6e}".encode())
+        h.update(
+            f"{d.id}:{d.d_sae}:{float(d.W_enc.detach().double().sum()):.6e}:{float(d.b_enc.detach().double().sum()):.6e}".encode()
+        )
     h.update(json.dumps(extra, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -277,7 +319,7 @@ def load_or_compute_means(
     """Latent means over the validation split of the corpus at `corpus_path`, cached in `cache_dir` by a fingerprint of model, dictionaries and settings."""
     from safetensors.torch import load_file, save_file
 
-    from core.corpus import read_corpus
+    from core.build.corpus import read_corpus
 
     dicts = [d for d in dictionaries if d.kind in ("attn", "transcoder")]
     ctx = min(ctx, model.cfg.n_ctx)
@@ -300,7 +342,11 @@ def load_or_compute_means(
 def all_latent_circuit(dictionaries: Sequence[Dictionary], n_positions: int) -> Circuit:
     """Every latent of every traced dictionary at every non-BOS position (the whole model as a circuit)."""
     return frozenset(
-        (d.id, p, i) for d in dictionaries if d.kind in ("attn", "transcoder") for p in range(1, n_positions) for i in range(d.d_sae)
+        (d.id, p, i)
+        for d in dictionaries
+        if d.kind in ("attn", "transcoder")
+        for p in range(1, n_positions)
+        for i in range(d.d_sae)
     )
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import networkx as nx
 
-from core.cli import UserError
-from core.dictionaries import Dictionary
+from core.errors import UserError
+from core.subjects.dictionaries import Dictionary
 from core.tracing.ablation import AblationKind, FaithfulnessResult, circuit_faithfulness, load_or_compute_means
 from core.tracing.graph import circuit_features, graph_summary
 from core.tracing.hierarchical import TraceParams, hierarchical_trace

@@ -106,7 +106,9 @@ class Attributor:
         self._run = None
 
 
-def direct_effects(rm: ReplacementModel, state: PromptState, targets: list[Target], batch_size: int = 32) -> torch.Tensor:
+def direct_effects(
+    rm: ReplacementModel, state: PromptState, targets: list[Target], batch_size: int = 32
+) -> torch.Tensor:
     """Direct effects `[len(targets), n_nodes]` of every source node of `state` on each target."""
     return Attributor(rm, state, batch_size).effects(targets)
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-from core.dictionaries import Dictionary
+from core.subjects.dictionaries import Dictionary
 from core.tracing.ablation import Circuit, Feature
 from core.tracing.nodes import LatentTarget, LogitTarget, Target
 from core.tracing.replacement import PromptState, params_frozen, pre_activation

@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from core.tracing.loading import ablation_means, load_subject, trace_params
+
 log = logging.getLogger(__name__)
 
 
@@ -52,50 +54,6 @@ def _add_trace_params(p) -> None:
     )
 
 
-def _params(args):
-    from core.tracing.hierarchical import TraceParams
-
-    return TraceParams(
-        node_threshold=args.node_threshold,
-        max_parents=args.max_parents,
-        edge_threshold=args.edge_threshold,
-        max_depth=args.max_depth,
-        max_latents=args.max_latents,
-        batch_size=args.batch_size,
-    )
-
-
-def _load(args):
-    import torch
-
-    from core.dictionaries import load_default_dictionaries
-    from core.models import load_model
-
-    torch.set_num_threads(args.threads)
-    if args.model != "default":
-        raise ValueError(
-            f"tracing needs transcoders for the model; only the embedded default has them (got --model {args.model})"
-        )
-    root = Path(args.root) if args.root else None
-    model = load_model("default", root=root)
-    dicts = [d for d in load_default_dictionaries(root).values() if d.kind in ("attn", "transcoder")]
-    if not dicts:
-        raise ValueError("the default build has no attention SAEs or transcoders to trace with")
-    return model, dicts, root
-
-
-def _means(args, model, dicts, root):
-    from core.paths import BUILD_CACHE_DIR, default_paths
-    from core.tracing.ablation import load_or_compute_means
-
-    if args.ablation != "mean":
-        return None
-    corpus = default_paths(root)["corpus"]
-    if not corpus.exists():
-        raise FileNotFoundError(f"{corpus} is missing: mean ablation needs corpus text (or pass --ablation zero)")
-    return load_or_compute_means(model, dicts, corpus, BUILD_CACHE_DIR / "tracing", n_windows=args.means_windows)
-
-
 def _parse_latent(text: str | None) -> tuple[str, int] | None:
     if text is None:
         return None
@@ -112,8 +70,8 @@ def run_trace(args) -> int:
     from core.tracing.api import trace_prompt
     from core.tracing.graph import save_graph
 
-    model, dicts, root = _load(args)
-    means = _means(args, model, dicts, root) if not args.no_faithfulness else None
+    model, dicts, root = load_subject(args)
+    means = ablation_means(args, model, dicts, root) if not args.no_faithfulness else None
     result = trace_prompt(
         model,
         dicts,
@@ -122,7 +80,7 @@ def run_trace(args) -> int:
         contrast=args.contrast,
         latent=_parse_latent(args.latent),
         position=args.position,
-        params=_params(args),
+        params=trace_params(args),
         faithfulness=not args.no_faithfulness,
         means=means,
         ablation=args.ablation,
@@ -159,18 +117,18 @@ def run_trace(args) -> int:
 def run_circuits(args) -> int:
     """`circuits`: dataset-level comparison of hierarchical tracing, attribution patching and random."""
     if args.compare_pruning:
-        from core.pruning_comparison import run_compare_pruning
+        from core.circuits.pruning_comparison import run_compare_pruning
 
         return run_compare_pruning(args)
-    from core.tasks import TASKS
+    from core.build.tasks import TASKS
     from core.tracing.dataset import DEFAULT_SWEEP, aggregate_graphs, compare_methods, load_task_items, prepare_items
     from core.tracing.graph import graph_to_json
     from core.tracing.hierarchical import TraceParams
     from core.tracing.replacement import ReplacementModel
 
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    model, dicts, root = _load(args)
-    means = _means(args, model, dicts, root)
+    model, dicts, root = load_subject(args)
+    means = ablation_means(args, model, dicts, root)
     rm = ReplacementModel(model, dicts)
     sweep = DEFAULT_SWEEP
     if args.thresholds:
@@ -233,7 +191,7 @@ def register(subparsers) -> None:
     c.add_argument("--thresholds", help="comma-separated node thresholds for the sweep (default: the built-in sweep)")
     _add_common(c)
     c.add_argument("--out", help="folder for <task>-comparison.json and <task>-aggregate-graph.json")
-    from core.pruning_comparison import add_arguments
+    from core.circuits.pruning_comparison import add_arguments
 
     add_arguments(c)
     c.set_defaults(run=run_circuits)

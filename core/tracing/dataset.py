@@ -1,7 +1,7 @@
 """Tracing over a dataset of task prompts: aggregate graphs and faithfulness-vs-size curves per method.
 
 Method, step by step:
-1. Items: the held-out evaluation items of a task (`core.tasks.evaluation_items`) from the
+1. Items: the held-out evaluation items of a task (`core.build.tasks.evaluation_items`) from the
    default build's task split and validation text; items whose answer tokens are not single tokens
    are skipped (and counted). Each item's target is logit(correct) - logit(incorrect) at its last
    position.
@@ -33,7 +33,7 @@ from typing import Any
 import networkx as nx
 import torch
 
-from core.tasks import TaskItem
+from core.build.tasks import TaskItem
 from core.tracing.ablation import AblationKind, Circuit, circuit_faithfulness, metric_values
 from core.tracing.baselines import active_features, attribution_patching_scores, random_features, top_features
 from core.tracing.graph import circuit_features
@@ -74,11 +74,11 @@ def load_task_items(task: str, n: int, root: Path | None = None, seed: int = 123
     it is rebuilt as the training does: the single-token names and all nouns, `make_split(seed=0)`,
     which needs `tokenizer`.
     """
-    from core.corpus import read_corpus, split_sentences
-    from core.dictionaries import read_manifest
-    from core.models import ArtifactError
+    from core.build.corpus import read_corpus, split_sentences
+    from core.build.tasks import NAMES, NOUNS, TaskSplit, evaluation_items, make_split
     from core.paths import default_paths
-    from core.tasks import NAMES, NOUNS, TaskSplit, evaluation_items, make_split
+    from core.subjects.dictionaries import read_manifest
+    from core.subjects.models import ArtifactError
 
     try:
         split_json = _find_key(read_manifest(root), "task_split")
@@ -116,7 +116,7 @@ def prepare_items(
     rm: ReplacementModel, items: Sequence[TaskItem], progress: ProgressCallback | None = None
 ) -> tuple[list[PreparedItem], int]:
     """Prepare each item (step 2); returns the prepared items and how many were skipped for multi-token answers."""
-    from core.evaluate import TokenizationError
+    from core.subjects.tokens import TokenizationError
 
     out, skipped = [], 0
     for j, it in enumerate(items):

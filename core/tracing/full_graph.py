@@ -68,7 +68,9 @@ def full_attribution_graph(
     rm.check_target(target, state.n_positions)
     n = state.n_nodes
     if n + 1 > max_nodes:
-        raise ValueError(f"the full graph would have {n + 1} nodes (> max_nodes {max_nodes}); use hierarchical tracing or a shorter prompt")
+        raise ValueError(
+            f"the full graph would have {n + 1} nodes (> max_nodes {max_nodes}); use hierarchical tracing or a shorter prompt"
+        )
     attributor = Attributor(rm, state, batch_size)
     timings = attributor.timings
     A = torch.zeros(n + 1, n + 1, device=state.tokens.device)
@@ -78,13 +80,23 @@ def full_attribution_graph(
     for start in range(0, len(latents), step):
         idx = latents[start : start + step]
         A[torch.tensor(idx), :n] = attributor.effects([target_for_node(state, i) for i in idx])
-        report(progress, f"full graph: {start + len(idx)}/{len(latents)} latents", (start + len(idx)) / max(1, len(latents)))
+        report(
+            progress,
+            f"full graph: {start + len(idx)}/{len(latents)} latents",
+            (start + len(idx)) / max(1, len(latents)),
+        )
     attributor.release()
-    log.info("full graph: %d nodes, %d backward passes; %s", n + 1, attributor.n_backward,
-             ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
+    log.info(
+        "full graph: %d nodes, %d backward passes; %s",
+        n + 1,
+        attributor.n_backward,
+        ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()),
+    )
     value = rm.clean_target_value(state, target)
     nodes = [*state.nodes, rm.target_node(state, target, value)]
-    return FullGraph(nodes, A, attributor.n_backward, batch_size, list(state.token_strs), state.tokens.tolist(), timings)
+    return FullGraph(
+        nodes, A, attributor.n_backward, batch_size, list(state.token_strs), state.tokens.tolist(), timings
+    )
 
 
 def node_influence(adjacency: torch.Tensor, target: int) -> torch.Tensor:
@@ -125,7 +137,13 @@ def full_graph_to_networkx(full: FullGraph, keep: list[int] | None = None, edge_
     """
     with phase("to_networkx", full.timings, log):
         tnode = full.nodes[-1]
-        G = start_graph(full.token_strs, full.token_ids, tnode, "full", {"batch_size": full.batch_size, "edge_threshold": edge_threshold})
+        G = start_graph(
+            full.token_strs,
+            full.token_ids,
+            tnode,
+            "full",
+            {"batch_size": full.batch_size, "edge_threshold": edge_threshold},
+        )
         influence = node_influence(full.adjacency, full.target_index)
         chosen = set(range(len(full.nodes) - 1)) if keep is None else set(keep)
         chosen |= {i for i, nd in enumerate(full.nodes[:-1]) if not nd.is_latent}
@@ -143,4 +161,3 @@ def full_graph_to_networkx(full: FullGraph, keep: list[int] | None = None, edge_
         G.graph["n_backward"] = full.n_backward
         G.graph["timings"] = {k: round(v, 4) for k, v in full.timings.items()}
     return G
-

@@ -71,7 +71,9 @@ def latent_nodes(G: nx.DiGraph) -> list[str]:
 
 def circuit_features(G: nx.DiGraph) -> frozenset[tuple[str, int, int]]:
     """The latents of `G` as (dictionary id, position, latent) triples, the form ablation takes."""
-    return frozenset((a["dictionary"], a["position"], a["latent"]) for _, a in G.nodes(data=True) if a.get("kind") in LATENT_KINDS)
+    return frozenset(
+        (a["dictionary"], a["position"], a["latent"]) for _, a in G.nodes(data=True) if a.get("kind") in LATENT_KINDS
+    )
 
 
 def graph_summary(G: nx.DiGraph, top: int = 10) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def graph_summary(G: nx.DiGraph, top: int = 10) -> dict[str, Any]:
     target = next((v for v, a in G.nodes(data=True) if a.get("kind") == "logit" or a.get("is_target")), None)
     into_target = []
     if target is not None:
-        into_target = sorted(((u, d["weight"]) for u, _, d in G.in_edges(target, data=True)), key=lambda t: -abs(t[1]))[:top]
+        into_target = sorted(((u, d["weight"]) for u, _, d in G.in_edges(target, data=True)), key=lambda t: -abs(t[1]))[
+            :top
+        ]
     meta = {k: v for k, v in G.graph.items() if k not in ("timings",)}
     return {
         "n_nodes": G.number_of_nodes(),
@@ -152,12 +156,23 @@ def graph_to_json(G: nx.DiGraph, n_layers: int | None = None, scan: str = "defau
 def graph_from_json(obj: dict[str, Any]) -> nx.DiGraph:
     """Rebuild the DiGraph written by `graph_to_json` (raises ValueError on another format)."""
     if obj.get("format") != GRAPH_FORMAT:
-        raise ValueError(f"not an attribution graph of this project (format {obj.get('format')!r}, expected {GRAPH_FORMAT!r})")
+        raise ValueError(
+            f"not an attribution graph of this project (format {obj.get('format')!r}, expected {GRAPH_FORMAT!r})"
+        )
     if obj.get("version", 0) > GRAPH_VERSION:
         raise ValueError(f"graph JSON version {obj.get('version')} is newer than this code reads ({GRAPH_VERSION})")
     G = nx.DiGraph()
     G.graph.update(obj.get("metadata", {}))
-    neuronpedia_only = {"node_id", "feature", "ctx_idx", "feature_type", "jsNodeId", "clerp", "is_target_logit", "layer_index"}
+    neuronpedia_only = {
+        "node_id",
+        "feature",
+        "ctx_idx",
+        "feature_type",
+        "jsNodeId",
+        "clerp",
+        "is_target_logit",
+        "layer_index",
+    }
     for entry in obj["nodes"]:
         attrs = {k: v for k, v in entry.items() if k not in neuronpedia_only and k != "layer"}
         attrs["layer"] = entry["layer_index"]
@@ -167,7 +182,9 @@ def graph_from_json(obj: dict[str, Any]) -> nx.DiGraph:
             attrs.pop("influence", None)
         G.add_node(entry["node_id"], **attrs)
     for link in obj["links"]:
-        G.add_edge(link["source"], link["target"], weight=link["weight"] if link["weight"] is not None else float("nan"))
+        G.add_edge(
+            link["source"], link["target"], weight=link["weight"] if link["weight"] is not None else float("nan")
+        )
     return G
 
 
@@ -188,7 +205,12 @@ def _slug(text: str) -> str:
 
 
 def start_graph(
-    token_strs: list[str], token_ids: list[int], target_info: NodeInfo, method: str, params: dict[str, Any], prompt: str | None = None
+    token_strs: list[str],
+    token_ids: list[int],
+    target_info: NodeInfo,
+    method: str,
+    params: dict[str, Any],
+    prompt: str | None = None,
 ) -> nx.DiGraph:
     """An empty graph for one prompt (BOS first in `token_strs`/`token_ids`) holding only its target node and metadata."""
     G = nx.DiGraph()

@@ -93,7 +93,13 @@ def select_parents(row: torch.Tensor, node_threshold: float, max_parents: int) -
     return [int(i) for i in torch.topk(share, k).indices]
 
 
-def expand(rm: ReplacementModel, state: PromptState, target: Target, params: TraceParams, progress: ProgressCallback | None = None) -> Expansion:
+def expand(
+    rm: ReplacementModel,
+    state: PromptState,
+    target: Target,
+    params: TraceParams,
+    progress: ProgressCallback | None = None,
+) -> Expansion:
     """Steps 2-4: expand from `target` level by level; returns the rows and kept nodes."""
     attributor = Attributor(rm, state, params.batch_size)
     timings = attributor.timings
@@ -124,12 +130,24 @@ def expand(rm: ReplacementModel, state: PromptState, target: Target, params: Tra
         frontier = [s for s in nxt if s not in rows]
         timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t0
     if frontier:
-        log.info("stopped with %d nodes unexpanded (max_depth %d, max_latents %d)", len(frontier), params.max_depth, params.max_latents)
+        log.info(
+            "stopped with %d nodes unexpanded (max_depth %d, max_latents %d)",
+            len(frontier),
+            params.max_depth,
+            params.max_latents,
+        )
     attributor.release()
     return Expansion(rows, kept, parent_edges, attributor.n_backward, timings)
 
 
-def expansion_graph(rm: ReplacementModel, state: PromptState, target: Target, params: TraceParams, ex: Expansion, prompt: str | None = None) -> nx.DiGraph:
+def expansion_graph(
+    rm: ReplacementModel,
+    state: PromptState,
+    target: Target,
+    params: TraceParams,
+    ex: Expansion,
+    prompt: str | None = None,
+) -> nx.DiGraph:
     """Step 5: the networkx graph of an expansion, with edges above `edge_threshold`."""
     value = rm.clean_target_value(state, target)
     tnode = rm.target_node(state, target, value)

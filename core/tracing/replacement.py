@@ -46,14 +46,19 @@ from typing import Literal
 
 import torch
 
-from core.dictionaries import Dictionary
-from core.evaluate import single_token_id
+from core.subjects.dictionaries import Dictionary
+from core.subjects.tokens import single_token_id
 from core.tracing.nodes import LatentTarget, LogitTarget, NodeInfo, NodeKind, Target
 
 log = logging.getLogger(__name__)
 
 SiteKind = Literal["embed", "pos_embed", "attn", "mlp"]
-_RESIDUAL_NODE_KIND: dict[str, NodeKind] = {"embed": "embed", "pos_embed": "pos_embed", "attn": "attn_error", "mlp": "mlp_error"}
+_RESIDUAL_NODE_KIND: dict[str, NodeKind] = {
+    "embed": "embed",
+    "pos_embed": "pos_embed",
+    "attn": "attn_error",
+    "mlp": "mlp_error",
+}
 
 
 @dataclass
@@ -139,7 +144,9 @@ def pre_activation(d: Dictionary, x: torch.Tensor, latents: torch.Tensor) -> tor
     module = d.module
     norm = getattr(module.cfg, "normalize_activations", "none")
     if norm not in ("none", None, "expected_average_only_in"):
-        raise NotImplementedError(f"dictionary {d.id} normalises its input ({norm}); tracing needs a linear encoder input")
+        raise NotImplementedError(
+            f"dictionary {d.id} normalises its input ({norm}); tracing needs a linear encoder input"
+        )
     sae_in = module.process_sae_in(x)  # [n, d_in]
     pre = (sae_in * module.W_enc[:, latents].T).sum(-1) + module.b_enc[latents]
     if getattr(module.cfg, "rescale_acts_by_decoder_norm", False):
@@ -173,7 +180,9 @@ class ReplacementModel:
                 log.info("ignoring %s: residual-stream SAEs would double-count in the replacement graph", d.id)
                 continue
             if d.kind not in ("attn", "transcoder"):
-                raise ValueError(f"{d.id} is a {d.kind} dictionary; the replacement model takes attention SAEs and transcoders")
+                raise ValueError(
+                    f"{d.id} is a {d.kind} dictionary; the replacement model takes attention SAEs and transcoders"
+                )
             table = self.attn if d.kind == "attn" else self.transcoders
             if d.layer in table:
                 raise ValueError(f"two {d.kind} dictionaries for layer {d.layer}: {table[d.layer].id} and {d.id}")
@@ -187,7 +196,8 @@ class ReplacementModel:
         self._frozen_hooks = [
             name
             for name in hooks
-            if name.endswith("attn.hook_pattern") or (name.endswith("hook_scale") and ("ln1" in name or "ln2" in name or "ln_final" in name))
+            if name.endswith("attn.hook_pattern")
+            or (name.endswith("hook_scale") and ("ln1" in name or "ln2" in name or "ln_final" in name))
         ]
 
     @property
@@ -215,7 +225,9 @@ class ReplacementModel:
         ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
         n_ctx = self.model.cfg.n_ctx
         if len(ids) > n_ctx:
-            raise ValueError(f"the prompt is {len(ids)} tokens with BOS; this model's context is {n_ctx} tokens: shorten it")
+            raise ValueError(
+                f"the prompt is {len(ids)} tokens with BOS; this model's context is {n_ctx} tokens: shorten it"
+            )
         return torch.tensor(ids, dtype=torch.long)
 
     def token_id(self, text: str) -> int:
@@ -229,9 +241,13 @@ class ReplacementModel:
         if isinstance(target, LatentTarget):
             d = self.by_id.get(target.dictionary)
             if d is None:
-                raise ValueError(f"unknown dictionary {target.dictionary!r}; traceable ones: {', '.join(self.by_id) or 'none'}")
+                raise ValueError(
+                    f"unknown dictionary {target.dictionary!r}; traceable ones: {', '.join(self.by_id) or 'none'}"
+                )
             if not 0 <= target.latent < d.d_sae:
-                raise ValueError(f"latent {target.latent} is out of range: {d.id} has {d.d_sae} latents (0..{d.d_sae - 1})")
+                raise ValueError(
+                    f"latent {target.latent} is out of range: {d.id} has {d.d_sae} latents (0..{d.d_sae - 1})"
+                )
         else:
             vocab = self.model.cfg.d_vocab
             for t in (target.token, target.contrast):
@@ -257,7 +273,9 @@ class ReplacementModel:
         if tokens.ndim != 1 or tokens.numel() < 2:
             raise ValueError("tokens must be one prompt [pos] with BOS first and at least one more token")
         if tokens.numel() > self.model.cfg.n_ctx:
-            raise ValueError(f"the prompt is {tokens.numel()} tokens with BOS; this model's context is {self.model.cfg.n_ctx}")
+            raise ValueError(
+                f"the prompt is {tokens.numel()} tokens with BOS; this model's context is {self.model.cfg.n_ctx}"
+            )
         t0 = time.perf_counter()
         sites_spec = self._site_hooks()
         wanted = {h for h, _, _ in sites_spec} | set(self._frozen_hooks)
@@ -275,8 +293,19 @@ class ReplacementModel:
             d = self.attn.get(layer) if kind == "attn" else self.transcoders.get(layer) if kind == "mlp" else None
             empty = torch.zeros(0, dtype=torch.long, device=value.device)
             if d is None:
-                site = Site(hook, kind, layer, None, value, value.clone(), torch.zeros_like(value[0]), empty, empty,
-                            value.new_zeros(0), value.new_zeros(0, value.shape[1]))
+                site = Site(
+                    hook,
+                    kind,
+                    layer,
+                    None,
+                    value,
+                    value.clone(),
+                    torch.zeros_like(value[0]),
+                    empty,
+                    empty,
+                    value.new_zeros(0),
+                    value.new_zeros(0, value.shape[1]),
+                )
             else:
                 x_in = cache[d.hook_in][0].float()  # [pos, d_in]
                 acts = d.encode(x_in).float()  # [pos, d_sae]
@@ -284,8 +313,19 @@ class ReplacementModel:
                 bias = d.decode(torch.zeros_like(acts[:1]))[0].float()  # [d_model]
                 recon = d.decode(acts).float()
                 pos_idx, lat_idx = torch.nonzero(acts, as_tuple=True)  # sorted by position, then latent
-                site = Site(hook, kind, layer, d, value, value - recon, bias, pos_idx, lat_idx,
-                            acts[pos_idx, lat_idx], d.W_dec[lat_idx].detach().float())
+                site = Site(
+                    hook,
+                    kind,
+                    layer,
+                    d,
+                    value,
+                    value - recon,
+                    bias,
+                    pos_idx,
+                    lat_idx,
+                    acts[pos_idx, lat_idx],
+                    d.W_dec[lat_idx].detach().float(),
+                )
             site.node_offset = len(nodes)
             counts = torch.bincount(site.feat_pos, minlength=n_pos).tolist()
             start = 0
@@ -295,19 +335,31 @@ class ReplacementModel:
                 start += c
             if d is not None:
                 latent_kind: NodeKind = "attn" if kind == "attn" else "transcoder"
-                for p, i, a in zip(site.feat_pos.tolist(), site.feat_latent.tolist(), site.feat_act.tolist(), strict=True):
+                for p, i, a in zip(
+                    site.feat_pos.tolist(), site.feat_latent.tolist(), site.feat_act.tolist(), strict=True
+                ):
                     latent_index[(d.id, p, i)] = len(nodes)
                     nodes.append(NodeInfo(latent_kind, layer, p, i, a, d.id, token_strs[p]))
             for p, norm in enumerate(site.residual.norm(dim=-1).tolist()):
-                nodes.append(NodeInfo(_RESIDUAL_NODE_KIND[kind], layer, p, None, norm, d.id if d else None, token_strs[p]))
+                nodes.append(
+                    NodeInfo(_RESIDUAL_NODE_KIND[kind], layer, p, None, norm, d.id if d else None, token_strs[p])
+                )
             sites.append(site)
         frozen = {h: cache[h].detach() for h in self._frozen_hooks}
-        log.info("prepare: %.3f s (%d positions, %d nodes, %d latents)", time.perf_counter() - t0, n_pos, len(nodes), len(latent_index))
+        log.info(
+            "prepare: %.3f s (%d positions, %d nodes, %d latents)",
+            time.perf_counter() - t0,
+            n_pos,
+            len(nodes),
+            len(latent_index),
+        )
         return PromptState(tokens, token_strs, sites, nodes, frozen, logits[0].detach().float(), latent_index)
 
     # ------------------------------------------------------------------ step 3-4: frozen forward
 
-    def frozen_forward(self, state: PromptState, batch: int, overrides: dict[str, torch.Tensor] | None = None) -> FrozenRun:
+    def frozen_forward(
+        self, state: PromptState, batch: int, overrides: dict[str, torch.Tensor] | None = None
+    ) -> FrozenRun:
         """Forward `batch` copies of the prompt with frozen patterns/scales and every site a fresh leaf.
 
         `overrides` maps a site hook to a replacement value `[pos, d_model]` (for explicit linear
@@ -338,7 +390,11 @@ class ReplacementModel:
         fwd_hooks += [(h, frozen_hook) for h in self._frozen_hooks]
         fwd_hooks += [(d.hook_in, live_hook) for d in self.transcoders.values()]
         tokens = state.tokens[None].expand(batch, -1)
-        with torch.enable_grad(), params_frozen([self.model, *[d.module for d in self.by_id.values()]]), self.model.hooks(fwd_hooks=fwd_hooks):
+        with (
+            torch.enable_grad(),
+            params_frozen([self.model, *[d.module for d in self.by_id.values()]]),
+            self.model.hooks(fwd_hooks=fwd_hooks),
+        ):
             resid = self.model(tokens, stop_at_layer=self.n_layers)  # [batch, pos, d_model]
             final = self.model.ln_final(resid)
         return FrozenRun(final, leaves, live, batch)
@@ -419,7 +475,9 @@ class ReplacementModel:
         return self.model.run_with_hooks(state.tokens[None], fwd_hooks=hooks)[0].float()
 
 
-def logit_target(rm: ReplacementModel, tokens: torch.Tensor, target: str, contrast: str | None = None, position: int = -1) -> LogitTarget:
+def logit_target(
+    rm: ReplacementModel, tokens: torch.Tensor, target: str, contrast: str | None = None, position: int = -1
+) -> LogitTarget:
     """A LogitTarget for the strings `target` (and `contrast`) at `position` (default: the last)."""
     pos = position % int(tokens.shape[0])
     return LogitTarget(

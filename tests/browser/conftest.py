@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ui.serve import CHROMIUM, ROOT, launch_chromium, serve_app, wait_rendered
+from tests.browser.serve import CHROMIUM, ROOT, launch_chromium, serve_app, wait_rendered
 
 ARTIFACTS = ROOT / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -35,7 +35,7 @@ def probe_latent(app_workspace) -> tuple[str, int]:
     """A latent whose highest activations are on the HTML probe token (dictionary, latent)."""
     from app_workspace import PROBE
 
-    from core.latents import find_latents_by_token
+    from core.latents.cards import find_latents_by_token
 
     match = find_latents_by_token(app_workspace, PROBE)[0]
     return match.dictionary, match.latent

@@ -13,7 +13,7 @@ import analysis_workspace
 import pytest
 
 from browser.conftest import BrowserPage
-from ui.serve import serve_app
+from tests.browser.serve import serve_app
 
 PAGES = {
     "/Scores": ("scores-page", "Scorer agreement"),
@@ -25,7 +25,7 @@ PAGES = {
 @pytest.fixture(scope="module")
 def analysis_app(chromium, tmp_path_factory):
     """The app served on a synthetic workspace whose analyses and overlaps are stored; yields its URL."""
-    from core import analysis
+    from core.analysis import analyses as analysis
 
     root = tmp_path_factory.mktemp("analysis-browser")
     ws = analysis_workspace.build(root / "ws.duckdb", n_latents=24)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from core import circuits as C
-from ui.serve import wait_rendered
+from core.circuits import saved as C
+from tests.browser.serve import wait_rendered
 
 PROMPT = "The old man said that the new plan (which the city council had approved last year"
 PROBE = "<img src=x onerror=alert(1)>"

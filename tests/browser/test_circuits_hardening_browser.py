@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from browser.test_circuits_browser import PROMPT, TRACE_TIMEOUT_S, graph_frame, see, wait
-from core import circuits as C
+from core.circuits import saved as C
 
 HOSTILE = "![x](http://evil.example/a.png) **c** _bold_ $x^2$ <b>b</b>"
 WORD_JOINER = "\u2060"  # ui.text.literal breaks URL and shortcode patterns with it; invisible

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlparse
 import pytest
 from hostile_text import EVIL_PROMPT, HOSTILE, collapse
 
-from ui.serve import OFFLINE_ENV, ROOT, free_port, wait_rendered
+from tests.browser.serve import OFFLINE_ENV, ROOT, free_port, wait_rendered
 
 LITERAL_APP = Path(__file__).resolve().parent / "literal_app.py"
 LLM_LABEL = "LLM for explanations and scoring (a litellm model id)"

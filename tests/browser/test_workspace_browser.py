@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from workspace_helpers import HOLD_WRITE_SESSION, fingerprint, plain, python_holding, stop, truncated_copy
 
-from ui.serve import serve_app
+from tests.browser.serve import serve_app
 
 from .conftest import RENDER_TIMEOUT_S, BrowserPage
 

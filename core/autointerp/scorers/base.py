@@ -30,8 +30,8 @@ import numpy as np
 from core.autointerp.examples import ExampleSets
 from core.autointerp.explainers import stable_id
 from core.autointerp.metrics import balanced_accuracy
-from core.sampling import Example
-from core.store import ExplanationRecord, ScoreExampleRecord, ScoreRecord
+from core.latents.sampling import Example
+from core.store.explanations import ExplanationRecord, ScoreExampleRecord, ScoreRecord
 
 JUDGE = "judge:minilm-similarity"
 OFFLINE_PREFIXES = ("judge:", "lm:", "embedding:")  # scorer models that are not litellm ids
@@ -54,8 +54,8 @@ class ScoringEnv:
 
     workspace: Path | None
     texts: list[str]
-    tokens: Any  # core.sampling.TokenSource
-    client: Any = None  # core.llm.LLMClient
+    tokens: Any  # core.latents.sampling.TokenSource
+    client: Any = None  # core.llm.client.LLMClient
     n_contexts: int = 0
     ctx_len: int = 0
     cache: dict = field(default_factory=dict)  # lazily built shared resources (judge, LM, ...)
@@ -246,7 +246,7 @@ class ClassifierScorer(Scorer):
                 self._finish(t, items, [None if p is None else bool(p) for p in pred], [])
                 for t, items, pred in zip(tasks, prepared, preds, strict=True)
             ]
-        from core.llm import LLMRequest
+        from core.llm.client import LLMRequest
 
         requests, where = [], []
         for ti, (task, items) in enumerate(zip(tasks, prepared, strict=True)):

@@ -3,7 +3,7 @@
 Activating test windows alternate (in decile order) between correctly marked (the tokens where the
 latent fires; truth 1) and mis-marked (as many tokens, drawn at random among those where it does not
 fire; truth 0). Non-activating windows get random marks (as many as a typical activating window; truth 0).
-The stored rows keep each activating window's decile; `core.analysis.decile_curves` counts only the
+The stored rows keep each activating window's decile; `core.analysis.analyses.decile_curves` counts only the
 correctly marked ones in a decile's recall and reports the rejection of mis-marked ones apart.
 """
 

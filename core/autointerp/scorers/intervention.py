@@ -27,7 +27,7 @@ from core.autointerp.metrics import auroc
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv
 from core.autointerp.scorers.detection import shared_judge
 from core.autointerp.scorers.surprisal import load_lm
-from core.store import ScoreExampleRecord
+from core.store.explanations import ScoreExampleRecord
 
 PROMPT_VERSION = "intervention-v1"
 

@@ -25,7 +25,7 @@ from core.autointerp.prompts import simulation as prompt
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv, example_record
 from core.autointerp.scorers.detection import shared_judge
 from core.autointerp.scorers.surprisal import subset_examples
-from core.llm import LLMReply, TokenLogprob
+from core.llm.client import LLMReply, TokenLogprob
 
 _LINE = re.compile(r"^\s*(\d+)\s*(?:\t|:|\s)\s*(\d+(?:\.\d+)?)\s*$")
 
@@ -131,7 +131,7 @@ class SimulationScorer(Scorer):
 
     async def _score_llm(self, tasks, chosen, env: ScoringEnv) -> list[Outcome]:
         from core.autointerp.examples import example_token_texts
-        from core.llm import LLMRequest, supports_logprobs
+        from core.llm.client import LLMRequest, supports_logprobs
 
         want_lp = self.use_logprobs and supports_logprobs(self.model)
         requests, where = [], []

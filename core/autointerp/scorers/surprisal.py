@@ -6,7 +6,7 @@ computed twice: after the prompt `Text about {explanation}:` and after the gener
 (generic − explained); the score is the AUROC of that drop for activating windows against
 non-activating ones (delphi's surprisal scorer, seed paper §3).
 
-The LM is `lm:<name>`, a model loadable by `core.models.load_model` — by default `lm:default`, the
+The LM is `lm:<name>`, a model loadable by `core.subjects.models.load_model` — by default `lm:default`, the
 workspace's own subject model. That tiny model was never taught to read instructions, so what this
 measures offline is mostly lexical priming: whether words of the explanation make the window's
 tokens more predictable (e.g. an explanation quoting the activating token makes that token cheaper).
@@ -40,7 +40,7 @@ def load_lm(name: str):
     """A causal LM by `lm:` name (`lm:default`, `lm:gpt2`, or one given to `register_lm`), loaded once per process, in eval mode."""
     key = f"lm:{name.removeprefix('lm:')}"
     if key not in _LMS:
-        from core.models import load_model
+        from core.subjects.models import load_model
 
         model = load_model(key.removeprefix("lm:"), device="cpu")
         model.eval()

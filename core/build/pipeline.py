@@ -1,0 +1,171 @@
+"""Build and evaluate the embedded default: `python -m core build-default`, `python -m core evaluate-default`.
+
+The build has two stages, each skipped when its artifacts exist and were made with the same
+parameters (so rerunning is idempotent and an interrupted build resumes at the stage it was in):
+1. model: corpus, tokenizer and the GPT-2-architecture model (`core.build.train_model`);
+2. dictionaries: residual and attention SAEs (SAE-Lens runner) and MLP transcoders
+   (`core.build.train_dictionaries`), trained on activations of the same data mix.
+Then it evaluates the result and writes `evaluation.json` and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from core.build.tasks import TASKS, TaskSplit, evaluation_items
+from core.paths import DEFAULT_DIR, REBUILD_COMMAND, default_paths
+
+log = logging.getLogger(__name__)
+
+EVAL_ITEMS_PER_TASK = 1000
+EVAL_LM_WINDOWS = 512
+EVAL_DICTIONARY_WINDOWS = 128
+ACCURACY_KEYS = {"ioi": "ioi_accuracy", "sva": "sva_accuracy", "brackets": "bracket_accuracy"}
+
+
+def _config_hash(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def validation_data(root: Path | None = None) -> tuple[torch.Tensor, list[str], dict]:
+    """Held-out Brown windows `[n, n_ctx]`, validation sentences, and the text statistics of that split."""
+    from core.build.corpus import read_corpus
+    from core.build.tokenizer import END_OF_TEXT, load_bpe
+    from core.build.train_model import encode_stream, sentences_of, validation_windows
+
+    paths = default_paths(root)
+    bpe = load_bpe(paths["tokenizer_dir"])
+    n_ctx = json.loads(paths["model_config"].read_text())["n_ctx"]
+    docs = read_corpus(paths["corpus"], split="validation")
+    ids = encode_stream(bpe, [d.text for d in docs])
+    windows = validation_windows(ids, n_ctx, bpe.token_to_id(END_OF_TEXT))
+    return windows, sentences_of(docs), {"tokens": len(ids), "characters": sum(len(d.text) + 1 for d in docs)}
+
+
+def evaluate_default(root: Path | None = None, device: str | None = None, progress: bool = True) -> dict:
+    """The default's figures: val_loss, bits/char, task accuracies on held-out items, per-dictionary metrics."""
+    from core.build.dictionary_metrics import dictionary_metrics
+    from core.build.evaluate import bits_per_character, language_model_loss, task_accuracy
+    from core.subjects.dictionaries import load_default_dictionaries, read_manifest
+    from core.subjects.models import load_default_model
+
+    manifest = read_manifest(root)
+    split = TaskSplit.from_json(manifest["task_split"])
+    model = load_default_model(root, device=device)
+    windows, sentences, text_stats = validation_data(root)
+    lm_windows = windows[:EVAL_LM_WINDOWS]
+    val_loss = language_model_loss(model, lm_windows)
+    n_tokens = int(lm_windows[:, 1:].numel())
+    # characters covered by the evaluated windows, pro rata of the whole validation split
+    chars = text_stats["characters"] * n_tokens / text_stats["tokens"]
+    result: dict = {
+        "val_loss": round(val_loss, 4),
+        "val_bits_per_char": round(bits_per_character(val_loss, n_tokens, int(chars)), 4),
+    }
+    for task in TASKS:
+        items = evaluation_items(task, split, sentences, EVAL_ITEMS_PER_TASK)
+        result[ACCURACY_KEYS[task]] = round(task_accuracy(model, items), 4)
+    dictionaries = load_default_dictionaries(root, device=device)
+    dict_windows = windows[:EVAL_DICTIONARY_WINDOWS]
+    rows = []
+    for d in dictionaries.values():
+        m = dictionary_metrics(model, d, dict_windows)
+        rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
+    result["dictionaries"] = rows
+    result["eval_items_per_task"] = EVAL_ITEMS_PER_TASK
+    result["eval_tokens"] = n_tokens
+    return result
+
+
+def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: bool = True) -> dict:
+    """Run the build's stages into `out_root`, skipping stages already built with the same parameters."""
+    from core.build.overview import plot_learning_curves
+    from core.build.train_dictionaries import DictionaryTrainingConfig, rows_needed, train_all_dictionaries
+    from core.build.train_model import ModelTrainingConfig, load_default_data, mixed_rows, train_default_model
+    from core.subjects.models import load_default_model
+
+    paths = default_paths(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    manifest = _read_json(paths["manifest"])
+    model_cfg = ModelTrainingConfig()
+    dict_cfg = DictionaryTrainingConfig()
+    model_hash = _config_hash(asdict(model_cfg))
+    dict_hash = _config_hash({"model": model_hash, **asdict(dict_cfg)})
+    t0 = time.time()
+
+    model_done = (
+        manifest.get("model_hash") == model_hash and paths["model_weights"].exists() and paths["tokenizer_dir"].exists()
+    )
+    if force or not model_done:
+        log.info("stage 1: training the model")
+        info = train_default_model(out_root, model_cfg, progress=progress)
+        manifest = {"model_hash": model_hash, **info, "built_with": REBUILD_COMMAND}
+        paths["manifest"].write_text(json.dumps(manifest, indent=1))
+    else:
+        log.info("stage 1: model up to date (%s)", model_hash)
+    plot_learning_curves(json.loads(paths["learning_curves"].read_text()), out_root / "learning_curves.png")
+    t1 = time.time()
+
+    dict_done = manifest.get("dictionaries_hash") == dict_hash and paths["dictionaries_dir"].exists()
+    if force or not dict_done:
+        log.info("stage 2: training the dictionaries")
+        torch.set_num_threads(model_cfg.threads)
+        model = load_default_model(out_root, device="cpu")
+        split = TaskSplit.from_json(manifest["task_split"])
+        data = load_default_data(out_root, split)
+        # Dictionaries see the model's own training mix, from a different seed than its training rows.
+        n_rows = rows_needed(dict_cfg, model_cfg.n_ctx)
+        tokens = mixed_rows(data, n_rows, model_cfg.n_ctx, task_share=0.5, seed=model_cfg.seed + 100)
+        dict_info = train_all_dictionaries(model, tokens, paths["dictionaries_dir"], dict_cfg, progress=progress)
+        manifest.update(
+            {"dictionaries_hash": dict_hash, "dictionary_training": asdict(dict_cfg), "dictionaries": dict_info}
+        )
+        manifest.setdefault("timings", {})["dictionaries_s"] = time.time() - t1
+        paths["manifest"].write_text(json.dumps(manifest, indent=1))
+    else:
+        log.info("stage 2: dictionaries up to date (%s)", dict_hash)
+
+    evaluation = evaluate_default(out_root, progress=progress)
+    paths["evaluation"].write_text(json.dumps(evaluation, indent=1))
+    manifest.setdefault("timings", {})["this_run_s"] = time.time() - t0
+    paths["manifest"].write_text(json.dumps(manifest, indent=1))
+    return evaluation
+
+
+def _run_build(args) -> int:
+    result = build_default(Path(args.out), force=args.force)
+    print(json.dumps(result))
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    result = evaluate_default(Path(args.root) if args.root else None)
+    print(json.dumps(result))
+    return 0
+
+
+def register(sub) -> None:
+    """Add `build-default` and `evaluate-default` to the CLI."""
+    p = sub.add_parser(
+        "build-default", help="train the embedded default (model, tokenizer, dictionaries) into data/default"
+    )
+    p.add_argument("--out", default=str(DEFAULT_DIR), help="output folder (default: data/default)")
+    p.add_argument("--force", action="store_true", help="retrain every stage even if up to date")
+    p.set_defaults(run=_run_build)
+    p = sub.add_parser("evaluate-default", help="print the default's figures as one JSON line")
+    p.add_argument("--root", default=None, help="folder of a default build (default: data/default)")
+    p.set_defaults(run=_run_evaluate)

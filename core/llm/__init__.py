@@ -1,0 +1,1 @@
+"""The one litellm client (`client`): cached, retried, concurrent chat completions."""

@@ -1,0 +1,232 @@
+"""The workspace store: the one package that speaks SQL.
+
+A workspace is a DuckDB file `NAME.duckdb` plus a sibling folder `NAME.duckdb.data/` for bulk files
+(see `core.cache.files`). The DuckDB file holds the catalog and every table a page joins:
+which model, corpus slice and dictionaries built it, the contexts (token ids), the vocabulary,
+per-latent statistics, the cache runs and their committed chunks. Sparse activations live in one
+Parquet file per dictionary in the data folder, sorted by latent, read with pyarrow (`core.cache.files`).
+
+Concurrency. DuckDB lets one process write a file, and no process read it meanwhile. So nobody keeps
+the file open: every access is a short *session* that attaches the file to a process-wide in-memory
+DuckDB instance (attaching costs under a millisecond; opening a new instance costs ~30 ms), runs its
+queries and detaches. A writer's session is one transaction. A session that meets another process's
+lock retries with backoff until its timeout, then fails naming the process that holds the lock. A
+cache job therefore holds the file for milliseconds per chunk, and the app keeps reading while it runs.
+So that back-to-back readers can't starve a writer, a writer that finds the file locked raises a
+write-intent flag (`NAME.duckdb.data/write-intent`) until it gets in, and readers pause while the
+flag is fresh (a dead writer's flag goes stale after a few seconds and is ignored).
+
+Schema. `MIGRATIONS` is an append-only list; `schema_migrations` records which have been applied.
+Write sessions apply the missing ones first. Later issues add their tables by appending a migration.
+
+Modules (this package re-exports their public names, except the CLI's):
+    schema.py         Workspace files, sessions and schema migrations; helpers every table module shares.
+    cache.py          The activation cache's tables: contexts, vocabulary, dictionaries, runs, chunks, latent statistics.
+    explanations.py   Explanations, their scores and scored examples, and the embeddings of windows and explanations.
+    llm.py            The LLM reply cache and usage log (written by core/llm/client.py only).
+    circuits.py       Saved circuits and their versions.
+    analyses.py       Stored analyses of scores and overlaps between dictionaries.
+"""
+
+from __future__ import annotations
+
+from core.store.analyses import (
+    AnalysisRecord,
+    OverlapRecord,
+    read_analyses,
+    read_overlap_pairs,
+    read_overlaps,
+    write_analysis,
+    write_overlap,
+)
+from core.store.cache import (
+    DictionaryRecord,
+    LatentStatsRecord,
+    RunRecord,
+    TokenMatch,
+    all_context_tokens,
+    all_token_texts,
+    cache_status,
+    commit_chunk,
+    committed_chunks,
+    dictionaries,
+    dictionary_and_latent,
+    dictionary_latent_arrays,
+    dictionary_record,
+    discard_run,
+    finish_run,
+    latent_stats,
+    latent_stats_frame,
+    latents_by_token,
+    list_dictionaries,
+    mark_dictionary_ready,
+    register_dictionary,
+    runs,
+    start_run,
+    store_contexts,
+    store_latent_stats,
+    store_vocab,
+    token_texts,
+    tokens_for_text,
+    top_activating_tokens,
+    unfinished_runs,
+    workspace_summary,
+)
+from core.store.circuits import (
+    CircuitRecord,
+    CircuitVersionRecord,
+    circuit_identity,
+    circuit_record,
+    circuit_records,
+    circuit_version_record,
+    circuit_version_records,
+    delete_circuit_records,
+    insert_circuit,
+    insert_circuit_version,
+    next_circuit_version,
+)
+from core.store.explanations import (
+    ExplanationRecord,
+    ScoreExampleRecord,
+    ScoreRecord,
+    done_ids,
+    explain_score_summary,
+    explanations_by_id,
+    explanations_for_latent,
+    list_explanations,
+    read_explanation_embeddings,
+    read_window_embeddings,
+    score_examples,
+    score_examples_frame,
+    scores_for_explanations,
+    scores_frame,
+    write_explanation_embeddings,
+    write_explanations,
+    write_scores,
+    write_window_embeddings,
+)
+from core.store.llm import JOURNAL_MARK, llm_usage_summary, read_llm_responses, write_llm_records
+from core.store.schema import (
+    DUCKDB_HEADER_BYTES,
+    INTENT_FRESH_S,
+    MIGRATIONS,
+    READ_TIMEOUT_S,
+    SCHEMA_VERSION,
+    WRITE_TIMEOUT_S,
+    LockHolder,
+    Migration,
+    WorkspaceDamagedError,
+    WorkspaceError,
+    WorkspaceLockedError,
+    WorkspaceOutdatedError,
+    _check_intact,
+    _checked,
+    _intact,
+    check_workspace,
+    data_dir,
+    get_info,
+    holder_record,
+    lock_file_holder,
+    migrate,
+    process_command,
+    session,
+    set_info,
+)
+
+__all__ = [
+    "AnalysisRecord",
+    "CircuitRecord",
+    "CircuitVersionRecord",
+    "DUCKDB_HEADER_BYTES",
+    "DictionaryRecord",
+    "ExplanationRecord",
+    "INTENT_FRESH_S",
+    "JOURNAL_MARK",
+    "LatentStatsRecord",
+    "LockHolder",
+    "MIGRATIONS",
+    "Migration",
+    "OverlapRecord",
+    "READ_TIMEOUT_S",
+    "RunRecord",
+    "SCHEMA_VERSION",
+    "ScoreExampleRecord",
+    "ScoreRecord",
+    "TokenMatch",
+    "WRITE_TIMEOUT_S",
+    "WorkspaceDamagedError",
+    "WorkspaceError",
+    "WorkspaceLockedError",
+    "WorkspaceOutdatedError",
+    "_check_intact",
+    "_checked",
+    "_intact",
+    "all_context_tokens",
+    "all_token_texts",
+    "cache_status",
+    "check_workspace",
+    "circuit_identity",
+    "circuit_record",
+    "circuit_records",
+    "circuit_version_record",
+    "circuit_version_records",
+    "commit_chunk",
+    "committed_chunks",
+    "data_dir",
+    "delete_circuit_records",
+    "dictionaries",
+    "dictionary_and_latent",
+    "dictionary_latent_arrays",
+    "dictionary_record",
+    "discard_run",
+    "done_ids",
+    "explain_score_summary",
+    "explanations_by_id",
+    "explanations_for_latent",
+    "finish_run",
+    "get_info",
+    "holder_record",
+    "insert_circuit",
+    "insert_circuit_version",
+    "latent_stats",
+    "latent_stats_frame",
+    "latents_by_token",
+    "list_dictionaries",
+    "list_explanations",
+    "llm_usage_summary",
+    "lock_file_holder",
+    "mark_dictionary_ready",
+    "migrate",
+    "next_circuit_version",
+    "process_command",
+    "read_analyses",
+    "read_explanation_embeddings",
+    "read_llm_responses",
+    "read_overlap_pairs",
+    "read_overlaps",
+    "read_window_embeddings",
+    "register_dictionary",
+    "runs",
+    "score_examples",
+    "score_examples_frame",
+    "scores_for_explanations",
+    "scores_frame",
+    "session",
+    "set_info",
+    "start_run",
+    "store_contexts",
+    "store_latent_stats",
+    "store_vocab",
+    "token_texts",
+    "tokens_for_text",
+    "top_activating_tokens",
+    "unfinished_runs",
+    "workspace_summary",
+    "write_analysis",
+    "write_explanation_embeddings",
+    "write_explanations",
+    "write_llm_records",
+    "write_overlap",
+    "write_scores",
+    "write_window_embeddings",
+]

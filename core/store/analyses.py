@@ -1,0 +1,146 @@
+"""Stored analyses of scores and overlaps between dictionaries."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from core.store.schema import _equal_filters, session
+
+# Analysis results and layer overlap (migration 4). Each function opens its own short session.
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """A stored analysis result (see `core.analysis.analyses`): its name, unit group, parameters and JSON result."""
+
+    name: str
+    units: str
+    params: dict
+    result: dict
+    n_latents: int
+    inputs: str
+    created_at: object = None
+
+
+def write_analysis(workspace: Path, rec: AnalysisRecord) -> None:
+    """Store an analysis result, replacing the previous one of the same name and units."""
+    with session(workspace, write=True) as con:
+        con.execute("DELETE FROM analysis_results WHERE name = ? AND units = ?", [rec.name, rec.units])
+        con.execute(
+            "INSERT INTO analysis_results VALUES (?, ?, ?, ?, ?, ?, now())",
+            [
+                rec.name,
+                rec.units,
+                json.dumps(rec.params, sort_keys=True),
+                json.dumps(rec.result),
+                rec.n_latents,
+                rec.inputs,
+            ],
+        )
+
+
+def read_analyses(workspace: Path, name: str | None = None, units: str | None = None) -> list[AnalysisRecord]:
+    """Stored analysis results, optionally of one name and unit group."""
+    where, args = _equal_filters(name=name, units=units)
+    sql = "SELECT name, units, params, result, n_latents, inputs, created_at FROM analysis_results WHERE true" + where
+    with session(workspace) as con:
+        rows = con.execute(sql + " ORDER BY name, units", args).fetchall()
+    return [AnalysisRecord(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
+
+
+@dataclass(frozen=True)
+class OverlapRecord:
+    """A stored overlap of two dictionaries (see `core.analysis.overlap.OverlapResult`; pairs are in `overlap_pairs`)."""
+
+    overlap_id: str
+    similarity: str
+    kind: str
+    dict_a: str
+    dict_b: str
+    layer_a: int
+    layer_b: int
+    n_a: int
+    n_b: int
+    n_matched: int
+    mean_similarity: float
+    frobenius: float
+    method: str
+    seconds: float
+    params: dict
+    created_at: object = None
+
+
+_OVERLAP_COLS = (
+    "overlap_id, similarity, kind, dict_a, dict_b, layer_a, layer_b, n_a, n_b, n_matched, mean_similarity, frobenius, "
+    "method, seconds, params, created_at"
+)
+
+
+def write_overlap(
+    workspace: Path, rec: OverlapRecord, latent_a: np.ndarray, latent_b: np.ndarray, similarity: np.ndarray
+) -> None:
+    """Store one overlap result with its matched pairs `[n_matched]` each, replacing any with the same id (one transaction)."""
+    pairs = pa.table(
+        {
+            "overlap_id": pa.array([rec.overlap_id] * len(latent_a), pa.string()),
+            "latent_a": pa.array(np.asarray(latent_a, dtype=np.int32)),
+            "latent_b": pa.array(np.asarray(latent_b, dtype=np.int32)),
+            "similarity": pa.array(np.asarray(similarity, dtype=np.float32)),
+        }
+    )
+    with session(workspace, write=True) as con:
+        con.execute("DELETE FROM overlap_pairs WHERE overlap_id = ?", [rec.overlap_id])
+        con.execute("DELETE FROM overlap_results WHERE overlap_id = ?", [rec.overlap_id])
+        con.execute(
+            f"INSERT INTO overlap_results ({_OVERLAP_COLS}) VALUES ({', '.join(['?'] * 15)}, now())",
+            [
+                rec.overlap_id,
+                rec.similarity,
+                rec.kind,
+                rec.dict_a,
+                rec.dict_b,
+                rec.layer_a,
+                rec.layer_b,
+                rec.n_a,
+                rec.n_b,
+                rec.n_matched,
+                rec.mean_similarity,
+                rec.frobenius,
+                rec.method,
+                rec.seconds,
+                json.dumps(rec.params, sort_keys=True),
+            ],
+        )
+        con.register("_pairs_in", pairs)
+        try:
+            con.execute("INSERT INTO overlap_pairs SELECT * FROM _pairs_in")
+        finally:
+            con.unregister("_pairs_in")
+
+
+def read_overlaps(workspace: Path, similarity: str | None = None, kind: str | None = None) -> list[OverlapRecord]:
+    """Stored overlap results (no pairs), by kind and layers."""
+    where, args = _equal_filters(similarity=similarity, kind=kind)
+    sql = f"SELECT {_OVERLAP_COLS} FROM overlap_results WHERE true" + where
+    with session(workspace) as con:
+        rows = con.execute(sql + " ORDER BY similarity, kind, layer_a, layer_b", args).fetchall()
+    return [OverlapRecord(*r[:14], json.loads(r[14]), r[15]) for r in rows]
+
+
+def read_overlap_pairs(
+    workspace: Path, overlap_id: str, limit: int | None = None, offset: int = 0, most_similar_first: bool = True
+):  # -> pandas.DataFrame
+    """Matched pairs of one overlap (latent_a, latent_b, similarity), most similar first (or least)."""
+    order = "DESC" if most_similar_first else "ASC"
+    sql = f"SELECT latent_a, latent_b, similarity FROM overlap_pairs WHERE overlap_id = ? ORDER BY similarity {order}, latent_a"
+    args: list = [overlap_id]
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args += [int(limit), int(offset)]
+    with session(workspace) as con:
+        return con.execute(sql, args).df()

@@ -1,0 +1,167 @@
+"""Subject models by name: the embedded default (from `data/`) or GPT-2 small (from the hub).
+
+Both are TransformerLens `HookedTransformer`s with a tokenizer attached, so every other module
+names locations by TransformerLens hook names and never cares which model it has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from core.paths import REBUILD_COMMAND, default_paths
+
+MODEL_NAMES = ("default", "gpt2")
+
+
+class ArtifactError(RuntimeError):
+    """A file of the embedded default is missing or unreadable."""
+
+
+class HubUnreachableError(RuntimeError):
+    """A model or dictionary asked for by hub name could not be downloaded."""
+
+
+def pick_device(device: str | None = None) -> str:
+    """`device` if given, else 'cuda' when available, else 'cpu'."""
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_config_fields(cfg) -> dict:  # cfg: HookedTransformerConfig
+    """The fields of a HookedTransformerConfig needed to rebuild it, as plain JSON."""
+    keep = (
+        "n_layers d_model n_ctx d_head n_heads d_mlp d_vocab act_fn normalization_type "
+        "positional_embedding_type attn_only seed default_prepend_bos original_architecture"
+    ).split()
+    fields = asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else dict(cfg.__dict__)
+    return {k: fields[k] for k in keep if k in fields}
+
+
+def save_model(model, directory: Path) -> None:
+    """Write a HookedTransformer's config (JSON) and weights (float16 safetensors) to `directory`."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(model_config_fields(model.cfg), indent=2))
+    state = {
+        k: v.detach().to(torch.float16).contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if not k.endswith((".IGNORE", ".mask"))
+    }
+    save_file(state, str(directory / "model.safetensors"))
+
+
+def build_config(fields: dict, device: str):
+    """A HookedTransformerConfig from saved fields, on `device`."""
+    from transformer_lens import HookedTransformerConfig
+
+    return HookedTransformerConfig(**fields, device=device)
+
+
+def load_default_model(root: Path | None = None, device: str | None = None):
+    """The embedded default as a HookedTransformer (float32) with its BPE tokenizer attached."""
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer
+
+    from core.build.tokenizer import load_tokenizer
+
+    paths = default_paths(root)
+    device = pick_device(device)
+    for key in ("model_config", "model_weights"):
+        if not paths[key].exists():
+            raise ArtifactError(f"{paths[key]} is missing; rebuild the default with `{REBUILD_COMMAND}`")
+    try:
+        fields = json.loads(paths["model_config"].read_text())
+        tokenizer = load_tokenizer(paths["tokenizer_dir"])
+        model = HookedTransformer(build_config(fields, device), tokenizer=tokenizer)
+        state = {k: v.to(torch.float32) for k, v in load_file(str(paths["model_weights"])).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except ArtifactError:
+        raise
+    except FileNotFoundError as exc:
+        raise ArtifactError(str(exc)) from exc
+    except Exception as exc:  # corrupt JSON or safetensors, wrong shapes
+        raise ArtifactError(
+            f"cannot read the default model in {paths['model_dir']} ({type(exc).__name__}: {exc}); "
+            f"rebuild it with `{REBUILD_COMMAND}`"
+        ) from exc
+    real_missing = [k for k in missing if not k.endswith((".IGNORE", ".mask"))]
+    if real_missing or unexpected:
+        raise ArtifactError(
+            f"{paths['model_weights']} does not match {paths['model_config']} "
+            f"(missing {real_missing[:3]}, unexpected {list(unexpected)[:3]}); rebuild with `{REBUILD_COMMAND}`"
+        )
+    model.eval()
+    return model.to(device)
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within `timeout` seconds (False when HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(constants.ENDPOINT)
+    answered: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    # In a thread, so a resolver that hangs (no DNS server) cannot hold us past `timeout`.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answered and answered[0])
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether `repo_id` (a model repo) has a snapshot in the local Hugging Face cache."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    folder = Path(HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    return folder.exists() and any(folder.iterdir())
+
+
+def hub_unreachable_message(what: str) -> str:
+    """The error text for a hub download that cannot happen here."""
+    return (
+        f"cannot load {what}: the Hugging Face Hub is unreachable from this machine and it is not in the local "
+        f"cache. Use the embedded default (`--model default`, built into data/ by `{REBUILD_COMMAND}`), or a local "
+        f"directory of SAE-Lens dictionary folders; or download it once where the hub is reachable."
+    )
+
+
+def load_hub_model(name: str, device: str | None = None):
+    """A pretrained TransformerLens model from the Hugging Face Hub (e.g. 'gpt2'); fails within seconds offline."""
+    from transformer_lens import HookedTransformer
+
+    if not hub_cached(name) and not hub_reachable():
+        raise HubUnreachableError(hub_unreachable_message(f"model '{name}'"))
+    try:
+        return HookedTransformer.from_pretrained(name, device=pick_device(device))
+    except (OSError, ValueError) as exc:
+        raise HubUnreachableError(
+            hub_unreachable_message(f"model '{name}'") + f" ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def load_model(name: str = "default", device: str | None = None, root: Path | None = None):
+    """A subject model by name: 'default' (embedded, from `data/`) or 'gpt2' (GPT-2 small from the hub)."""
+    if name == "default":
+        return load_default_model(root=root, device=device)
+    if name == "gpt2":
+        return load_hub_model("gpt2", device=device)
+    raise ValueError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")
