@@ -14,8 +14,9 @@ from core import store
 from core.latents.cards import find_latents_by_token, latent_card
 from core.latents.search import index_explanations, search_explanations, unindexed_explanations
 from core.subjects.models import MODEL_NAMES
-from ui.explanations import progress_bar, render_explain_now, render_explanations
+from ui.explanations import render_explain_now, render_explanations
 from ui.latent_card import render_examples, render_plots, render_stats, render_tokens
+from ui.progress import progress_bar
 from ui.state import core_errors, llm_model, open_workspace_or_stop, workspace_model_name
 from ui.text import code, literal
 

@@ -27,7 +27,7 @@ def contrast_table(contrasts, label, p_name: str) -> None:
                     "mean difference": c.mean_difference,
                     "95% CI low": c.ci_low,
                     "95% CI high": c.ci_high,
-                    p_name: c.wilcoxon_p,
+                    p_name: c.p_value,
                 }
                 for c in contrasts
             ]

@@ -8,6 +8,7 @@ from core import store
 from core.analysis import figures, overlap
 from core.errors import UserError
 from ui.analysis_view import engine_error, workspace_or_stop
+from ui.progress import progress_bar
 from ui.state import CORE_ERRORS, core_errors, workspace_model_name
 from ui.text import code, literal
 
@@ -30,15 +31,13 @@ KINDS = ("resid", "attn", "transcoder")
 
 def compute_overlap() -> None:
     with st.status("Matching every pair of layers…", expanded=True) as status:
-        bar = st.progress(0.0)
+        progress = progress_bar("Matching layers")
         dicts = None
         try:
             dicts = overlap.workspace_dictionaries(ws, workspace_model_name(ws), KINDS)
         except CORE_ERRORS as exc:
             st.write(f"Decoder overlap skipped: {literal(str(exc))}")
-        run = overlap.overlap_workspace(
-            ws, dicts, kinds=KINDS, progress=lambda d, t, label: bar.progress(d / max(t, 1), text=label)
-        )
+        run = overlap.overlap_workspace(ws, dicts, kinds=KINDS, progress=progress)
         for note in run.notes:
             st.write(literal(note))
         status.update(label=f"{len(run.computed)} pairs matched and stored", state="complete")

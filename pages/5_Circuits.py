@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.circuits import saved as C  # noqa: E402
 from core.circuits.saved import join_sentences  # noqa: E402
+from core.tracing.influence import graph_influence  # noqa: E402
+from core.tracing.loading import latent_means, means_location, tracing_dictionaries  # noqa: E402
 from ui import graph_view, llm_prune_view  # noqa: E402
+from ui.progress import progress_callback  # noqa: E402
 from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, open_workspace_or_stop  # noqa: E402
 from ui.text import code, literal  # noqa: E402
 
@@ -45,19 +48,13 @@ def engine():
     # the browser and other sessions, two spinning OpenMP threads per trace oversubscribe the cores
     # (measured in the served app on 2 busy cores: four traces took 7.2-22.1 s with 2 threads, 1.3-2.4 s with 1).
     torch.set_num_threads(TORCH_THREADS)
-    model = cached_model("default")
-    return model, [d for d in cached_dictionaries("default").values() if d.kind in ("attn", "transcoder")]
+    return cached_model("default"), tracing_dictionaries(cached_dictionaries("default").values())
 
 
 @st.cache_resource(show_spinner=False)
-def latent_means(_model, _dicts, n_windows: int = 64):
-    """Latent means over held-out corpus text for mean ablation (the same disk cache trace_prompt uses)."""
-    from core.paths import BUILD_CACHE_DIR, default_paths
-    from core.tracing.ablation import load_or_compute_means
-
-    return load_or_compute_means(
-        _model, _dicts, default_paths()["corpus"], BUILD_CACHE_DIR / "tracing", n_windows=n_windows
-    )
+def cached_latent_means(_model, _dicts):
+    """Latent means for mean ablation (`core.tracing.loading.latent_means`), cached per server process."""
+    return latent_means(_model, _dicts)
 
 
 def set_original(
@@ -73,7 +70,7 @@ def set_original(
     S["circ.source"] = source
     S["circ.trace_warnings"] = list(warnings or [])
     S.pop("circ.trace_error", None)
-    S["circ.influence"] = C.node_influence(graph)
+    S["circ.influence"] = graph_influence(graph)
     S["circ.remove_nodes"] = list(v.pruning.removed_nodes) if v else []
     S["circ.remove_edges"] = [edge_key(e) for e in v.pruning.removed_edges] if v else []
     S["circ.pinned"] = [n for n in v.pruning.pinned if n != C.target_node(graph)] if v else []
@@ -120,30 +117,6 @@ def delete_saved(ws: Path, name: str) -> None:
         flash("success", f"Deleted {name!r} ({n} version{'s' if n != 1 else ''}).")
     except ERRORS as exc:
         flash("error", join_sentences(str(exc), "Nothing was deleted"))
-
-
-def zero_latent_warning(what: str) -> str:
-    """The warning for a circuit that keeps no latent."""
-    return join_sentences(
-        f"{what} keeps no latents: only embeddings, error nodes and the target are left, so it explains nothing "
-        "about the SAE or transcoder latents",
-        "Lower the node or edge threshold, or take nodes out of Remove nodes, to keep some",
-    )
-
-
-def save_refused(exc: C.CircuitChangedError, name: str) -> str:
-    """The message for a save refused because the circuit it was loaded from changed; how to keep the edits."""
-    if exc.deleted:
-        how = (
-            f"Press Save again to save this page's graph and edits as a new circuit named {name!r}, "
-            "or type another name first"
-        )
-    else:
-        how = (
-            "To keep them, type a new name and press Save: this page's graph and edits become a new circuit. "
-            f"To see the other {name!r}, load it from the sidebar (this page's edits are then replaced)"
-        )
-    return join_sentences(f"Not saved: {exc}", "Your edits are still on this page", how)
 
 
 def set_annotation(node: str) -> None:
@@ -222,7 +195,6 @@ with st.form("circ.trace_form"):
     submitted = st.form_submit_button("Trace", type="primary")
 
 if submitted:
-    from core.paths import BUILD_CACHE_DIR, default_paths
     from core.tracing.api import trace_prompt
     from core.tracing.hierarchical import TraceParams
 
@@ -232,6 +204,7 @@ if submitted:
         try:
             t0 = time.perf_counter()
             model, dicts = engine()
+            corpus, means_cache = means_location()
             # Mean ablation reads latent means from the engine's disk cache (computed once, after the
             # input is validated and the graph traced, with its own progress message).
             result = trace_prompt(
@@ -241,10 +214,10 @@ if submitted:
                 target=target or None,
                 contrast=contrast or None,
                 ablation=ablation,
-                corpus_path=default_paths()["corpus"] if ablation == "mean" else None,
-                cache_dir=BUILD_CACHE_DIR / "tracing",
+                corpus_path=corpus if ablation == "mean" else None,
+                cache_dir=means_cache,
                 params=TraceParams(node_threshold=float(node_threshold), max_latents=int(max_latents)),
-                progress=lambda msg, frac: bar.progress(frac, text=msg),
+                progress=progress_callback(bar),
             )
         except ERRORS as exc:
             # Shown below the form, outside this box, and kept until the next trace or load (see "stale" below).
@@ -276,7 +249,7 @@ stale = failed is not None  # the graph below is not the prompt whose trace just
 
 # ---------------------------------------------------------------------------------------------- prune
 explained = C.node_explanations(ws, original)
-labels = {v: text for v, (text, _) in explained.items()}
+labels = {v: e.text for v, e in explained.items()}
 influence = S["circ.influence"]
 tgt = C.target_node(original)
 others = sorted((v for v in original.nodes if v != tgt), key=lambda v: -influence.get(v, 0.0))
@@ -305,7 +278,7 @@ if source:
 if explained:
     st.caption(
         literal(
-            f"Latent labels: explanations by {', '.join(sorted({e for _, e in explained.values()}))} "
+            f"Latent labels: explanations by {', '.join(sorted({e.explainer for e in explained.values()}))} "
             f"({len(explained)} latents)."
         )
     )
@@ -344,7 +317,7 @@ m3.metric("latents (the circuit)", counts["latents"], -counts["removed_latents"]
 if counts["latents"] == 0 and counts["removed_latents"] == 0:
     st.warning("The traced graph has no latents: trace again with a lower node threshold or more Max latents.")
 elif counts["latents"] == 0:
-    st.warning(zero_latent_warning("This pruning"))
+    st.warning(C.zero_latent_warning("This pruning"))
 
 notes = S.setdefault("circ.annotations", {})
 graph_view.render(graph_view.graph_html(G, labels, notes, influence, set(pinned)))
@@ -357,7 +330,7 @@ if st.button("Recompute faithfulness", key="circ.recompute"):
     with st.spinner("Ablating on the real model…"):
         try:
             model, dicts = engine()
-            means = latent_means(model, dicts) if ablation == "mean" else None
+            means = cached_latent_means(model, dicts) if ablation == "mean" else None
             ref = C.reference_of(original.graph.get("faithfulness"), ablation)
             faith = C.measure_faithfulness(model, dicts, G, means, ablation, reference=ref).to_json()
             S["circ.faith"][pruning.key()] = faith
@@ -417,56 +390,23 @@ version_note = s2.text_input("Version note (optional)", key="circ.version_note")
 annotation = C.Annotation(S["circ.note"].strip()) if S.get("circ.note", "").strip() else None
 node_notes = C.annotations_from(kept_notes)
 if st.button("Save", key="circ.save", type="primary"):
-    first = None  # version 1, when this click saves a new circuit
-    try:
-        name = C.check_name(name)
-        if source and source["name"] == name:
-            v = C.save_version(
-                ws,
-                name,
-                pruning,
-                node_notes,
-                annotation,
-                faith,
-                note=version_note,
-                parent_version=source["version"],
-                timeout=WRITE_TIMEOUT_S,
-                expected_circuit_id=source.get("circuit_id"),
-            )
-        else:
-            first = v = C.save_circuit(ws, name, original, S.get("circ.target"), timeout=WRITE_TIMEOUT_S)
-            source = S["circ.source"] = {"name": name, "version": v.version, "circuit_id": v.circuit_id}
-            if not pruning.is_empty or node_notes or annotation:
-                v = C.save_version(
-                    ws,
-                    name,
-                    pruning,
-                    node_notes,
-                    annotation,
-                    faith,
-                    note=version_note,
-                    timeout=WRITE_TIMEOUT_S,
-                    expected_circuit_id=v.circuit_id,
-                )
-        source = S["circ.source"] = {"name": name, "version": v.version, "circuit_id": v.circuit_id}
-        st.success(literal(f"Saved {name!r} version {v.version} ({v.n_latents} latents) in {ws}."))
-        if v.n_latents == 0:
-            st.warning(zero_latent_warning(f"Version {v.version}"))
-    except C.CircuitChangedError as exc:
-        # The page no longer shows a stored circuit: the next Save makes a new one from this page's graph.
-        source = S["circ.source"] = None
-        st.error(literal(save_refused(exc, name)))
-    except ERRORS as exc:
-        if first:  # the new circuit's version 1 was stored, the version with the edits was not
-            text = join_sentences(
-                f"Saved {name!r} version 1 (the traced graph), but not your edits: {exc}",
-                "Your edits are still on this page; press Save again to add them as the next version",
-            )
-        else:
-            text = join_sentences(
-                f"Not saved: {exc}", "Your edits are still on this page", "Nothing stored was changed"
-            )
-        st.error(literal(text))
+    outcome = C.save_edits(
+        ws,
+        name,
+        original,
+        S.get("circ.target"),
+        source,
+        pruning,
+        node_notes,
+        annotation,
+        faith,
+        note=version_note,
+        timeout=WRITE_TIMEOUT_S,
+    )
+    source = S["circ.source"] = outcome.source
+    name = outcome.version.name if outcome.version else name
+    for kind, text in outcome.messages:
+        getattr(st, kind)(literal(text))
 
 current = C.unsaved_version(name or "circuit", original, pruning, node_notes, annotation, faith)
 export = C.export_json(current, labels)
@@ -513,7 +453,7 @@ if llm_saved is not None:
         )
     )
     if llm_saved.n_latents == 0:
-        st.warning(zero_latent_warning(f"Version {llm_saved.version}"))
+        st.warning(C.zero_latent_warning(f"Version {llm_saved.version}"))
     st.button(
         f"Show version {llm_saved.version}",
         key="circ.load_llm",

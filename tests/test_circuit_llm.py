@@ -378,7 +378,7 @@ def test_a_rejected_part_rejects_the_whole_pruning(tmp_path):
 
 def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
     from core import store
-    from core.circuits.llm_pruning import node_explanations
+    from core.circuits.saved import node_explanations
 
     ws = tmp_path / "ws.duckdb"
     d2 = "transcoder:blocks.2.ln2.hook_normalized"
@@ -396,12 +396,12 @@ def test_node_explanations_prefer_an_llm_explainer_over_a_baseline(tmp_path):
         ],
     )
     G = toy_graph()
-    assert node_explanations(ws, G) == {
+    assert {v: e.label for v, e in node_explanations(ws, G).items()} == {
         "transcoder.2/20@5": "inside parentheses [openai/gpt-4o]",
         "transcoder.2/21@5": "tokens: ',' [baseline:token-stats]",
     }
     assert (
-        node_explanations(ws, G, explainer="baseline:token-stats")["transcoder.2/20@5"]
+        node_explanations(ws, G, explainer="baseline:token-stats")["transcoder.2/20@5"].label
         == "tokens: ' (' [baseline:token-stats]"
     )
 

@@ -45,7 +45,7 @@ def test_edge_shares_and_influence_by_hand():
     assert shares == pytest.approx(
         {("A", "T"): 0.4, ("B", "T"): 0.2, ("C", "A"): 0.5, ("C", "B"): 0.25, ("E", "A"): 1 / 6}
     )
-    infl = C.node_influence(G)
+    infl = C.graph_influence(G)
     assert infl["T"] == 1.0 and infl["D"] == 0.0
     assert infl["A"] == pytest.approx(0.4) and infl["B"] == pytest.approx(0.2)
     assert infl["C"] == pytest.approx(0.5 * 0.4 + 0.25 * 0.2)
@@ -113,9 +113,9 @@ def traced(tiny_tokenizer):
 
 
 def test_influence_matches_the_full_graph_formula(traced):
-    """node_influence on a graph = core.tracing.full_graph.node_influence on its adjacency, with each row's
+    """graph_influence on a graph = core.tracing.influence.node_influence on its adjacency, with each row's
     untraced remainder (total_abs_effect minus the graph's edges) sent to a sink column."""
-    from core.tracing.full_graph import node_influence as matrix_influence
+    from core.tracing.influence import node_influence as matrix_influence
 
     _, _, res = traced
     G = res.graph
@@ -129,8 +129,10 @@ def test_influence_matches_the_full_graph_formula(traced):
         total = G.nodes[v].get("total_abs_effect")
         if total:
             A[idx[v], n] = total - A[idx[v], :n].sum()
-    expected = matrix_influence(A, idx[C.target_node(G)])
-    got = C.node_influence(G)
+    w = torch.zeros(n + 1, dtype=torch.float64)
+    w[idx[C.target_node(G)]] = 1.0
+    expected = matrix_influence(A, w)
+    got = C.graph_influence(G)
     tgt = C.target_node(G)
     for v in nodes:
         if v != tgt:
@@ -146,7 +148,7 @@ def test_faithfulness_recomputed_from_the_stored_graph_matches_the_trace(traced)
     assert again.faithfulness == pytest.approx(res.faithfulness.faithfulness, abs=1e-5)
     assert again.complement_faithfulness == pytest.approx(res.faithfulness.complement_faithfulness, abs=1e-5)
     # Reusing the reference runs gives the same numbers for a pruned circuit.
-    infl = C.node_influence(G)
+    infl = C.graph_influence(G)
     top = sorted((v for v in G if G.nodes[v].get("kind") in ("attn", "transcoder")), key=lambda v: -infl[v])
     H = C.prune_graph(G, C.Pruning(removed_nodes=tuple(top[:2])))
     ref = C.reference_of(res.faithfulness.to_json(), "zero")
@@ -177,7 +179,7 @@ def test_versions_keep_the_original_and_round_trip(traced, tmp_path):
         assert loaded.graph.edges[u, v]["weight"] == pytest.approx(d["weight"])
     assert C.graph_target(loaded.graph) == res.target
 
-    infl = C.node_influence(loaded.graph)
+    infl = C.graph_influence(loaded.graph)
     latents = sorted(
         (v for v in loaded.graph if loaded.graph.nodes[v].get("kind") in ("attn", "transcoder")), key=lambda v: -infl[v]
     )
@@ -292,8 +294,47 @@ def test_node_labels_come_from_stored_explanations(traced, tmp_path):
     same_latent = [
         v for v in G if (G.nodes[v].get("dictionary"), G.nodes[v].get("latent")) == (a["dictionary"], a["latent"])
     ]
-    assert {v: got[v] for v in same_latent} == dict.fromkeys(same_latent, ("names of people", "openai/gpt-4o-mini"))
-    assert got[nodes[1]] == ("tokens: (", "baseline:token-stats")  # a baseline explainer, named as such
+    assert {v: got[v] for v in same_latent} == dict.fromkeys(
+        same_latent, C.NodeExplanation("names of people", "openai/gpt-4o-mini")
+    )
+    assert got[nodes[1]] == C.NodeExplanation(
+        "tokens: (", "baseline:token-stats"
+    )  # a baseline explainer, named as such
     assert len(got) == len(same_latent) + len(
         [v for v in G if (G.nodes[v].get("dictionary"), G.nodes[v].get("latent")) == (b["dictionary"], b["latent"])]
     )
+
+
+def test_save_edits_decides_new_circuit_next_version_and_refusals(traced, tmp_path):
+    """The page's Save: a new name stores version 1 and the edits as version 2; the same name adds the
+    next version; a circuit deleted since loading is refused with source None; a bad name changes nothing."""
+    _, _, res = traced
+    ws = tmp_path / "w.duckdb"
+    G = C.with_target(res.graph.copy(), res.target)
+    latents = [v for v in G if G.nodes[v].get("kind") in ("attn", "transcoder")]
+    unchanged = C.save_edits(ws, "ioi", G, res.target, None, C.Pruning())
+    assert unchanged.version.version == 1 and unchanged.source["version"] == 1
+    assert [k for k, _ in unchanged.messages] == ["success"]
+
+    pruning = C.Pruning(removed_nodes=(latents[0],))
+    out = C.save_edits(ws, " edited ", G, res.target, None, pruning, note="first cut")
+    assert out.version.version == 2 and out.version.parent_version == 1 and out.source["name"] == "edited"
+    assert out.source["circuit_id"] == out.version.circuit_id is not None
+    again = C.save_edits(ws, "edited", G, res.target, out.source, pruning)
+    assert again.version.version == 3 and again.version.parent_version == 2
+
+    # Everything pruned: saved, with the zero-latent warning.
+    bare = C.save_edits(ws, "edited", G, res.target, again.source, C.Pruning(removed_nodes=tuple(latents)))
+    assert [k for k, _ in bare.messages] == ["success", "warning"] and "keeps no latents" in bare.messages[1][1]
+
+    C.delete_circuit(ws, "edited")
+    refused = C.save_edits(ws, "edited", G, res.target, bare.source, pruning)
+    assert refused.source is None and refused.version is None
+    assert refused.messages[0][0] == "error" and "Press Save again" in refused.messages[0][1]
+
+    bad = C.save_edits(ws, "   ", G, res.target, unchanged.source, pruning)
+    assert bad.source == unchanged.source and bad.version is None
+    assert bad.messages == [
+        ("error", "Not saved: a circuit needs a name. Your edits are still on this page. Nothing stored was changed.")
+    ]
+    assert [v.version for v in C.list_versions(ws, "ioi")] == [1]

@@ -76,7 +76,7 @@ def test_trace_prune_annotate_save_and_reload(ws):
     assert not any(b.key == "llmp.ask" for b in at.button)
 
     # Prune: remove the most influential latent, pin the second; threshold the edges.
-    influence = C.node_influence(original)
+    influence = C.graph_influence(original)
     latents = sorted(
         (v for v in original if original.nodes[v].get("kind") in ("attn", "transcoder")), key=lambda v: -influence[v]
     )

@@ -116,7 +116,7 @@ params = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "dummy-key", "te
 reqs = [llm.LLMRequest("openai/fake-model", [{"role": "user", "content": f"prompt {i}"}], params, "explain", "d", i)
         for i in range(n)]
 
-def progress(done, total):
+def progress(phase, done, total):
     print(f"done {done}", flush=True)
 
 replies = llm.complete_many(ws, reqs, concurrency=4, progress=progress)

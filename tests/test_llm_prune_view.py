@@ -24,7 +24,10 @@ def _section():
 
         G = C.load_circuit(ws, "brackets", 1).graph
         base = C.unsaved_version("brackets", G, C.Pruning())
-    saved = llm_prune_view.render(ws, G, {"transcoder.2/20@5": ("open bracket", "baseline:token-stats")}, base, source)
+    from core.circuits.saved import NodeExplanation
+
+    explained = {"transcoder.2/20@5": NodeExplanation("open bracket", "baseline:token-stats")}
+    saved = llm_prune_view.render(ws, G, explained, base, source)
     if saved is not None:
         st.session_state["test.saved"] = [saved.version, saved.created_by]
 

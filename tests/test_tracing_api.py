@@ -31,7 +31,7 @@ def test_trace_prompt_end_to_end(tiny):
         contrast=" John",
         params=TraceParams(node_threshold=0.05),
         ablation="zero",
-        progress=lambda m, f: steps.append(f),
+        progress=lambda m, done, total: steps.append(done / total),
     )
     G = res.graph
     assert G.graph["target"]["node_id"].startswith("logit@") and "' Mary'-' John'" in G.graph["target"]["node_id"]

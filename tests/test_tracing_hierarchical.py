@@ -117,15 +117,16 @@ def test_influence_pruning(random_setup):
     from core.tracing.full_graph import (
         full_attribution_graph,
         full_graph_to_networkx,
-        node_influence,
         prune_by_influence,
+        target_influence,
     )
+    from core.tracing.influence import node_influence
 
     rm, state, target = random_setup
     full = full_attribution_graph(rm, state, target, batch_size=16)
     keep = prune_by_influence(full, n_latents=10)
     assert len(keep) == 10 and all(full.nodes[i].is_latent for i in keep)
-    infl = node_influence(full.adjacency, full.target_index)
+    infl = target_influence(full)
     others = [i for i, n in enumerate(full.nodes[:-1]) if n.is_latent and i not in keep]
     assert min(infl[keep]) >= max(infl[others])
     G = full_graph_to_networkx(full, keep, edge_threshold=0.0)
@@ -134,4 +135,4 @@ def test_influence_pruning(random_setup):
     A = torch.zeros(3, 3)
     A[2, 1] = 2.0  # 1 -> target
     A[1, 0] = -1.0  # 0 -> 1
-    assert torch.allclose(node_influence(A, 2), torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.allclose(node_influence(A, torch.tensor([0.0, 0.0, 1.0])), torch.tensor([1.0, 1.0, 0.0]))

@@ -10,6 +10,7 @@ import streamlit as st
 from core import store
 from core.analysis import analyses as analysis
 from core.errors import UserError
+from ui.progress import progress_bar
 from ui.state import check_workspace_or_stop, current_workspace
 from ui.text import code, literal
 
@@ -56,11 +57,7 @@ def provenance_caption(prov: analysis.Provenance) -> None:
 
 def _compute(ws: Path) -> None:
     with st.status("Computing analyses…", expanded=True) as status:
-        bar = st.progress(0.0)
-
-        def progress(done: int, total: int, name: str) -> None:
-            bar.progress(done / max(total, 1), text=name)
-
+        progress = progress_bar("Computing analyses")
         results = analysis.analyze_workspace(ws, progress=progress)
         for name, r in results.items():
             if isinstance(r, analysis.NotEnoughScores):

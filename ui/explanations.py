@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store.explanations import ExplanationRecord, ScoreRecord
+from ui.progress import progress_bar
 from ui.state import core_errors
 from ui.text import literal
 
@@ -86,16 +87,6 @@ def render_explanations(explanations: list[ExplanationRecord], scores: list[Scor
             "value: balanced accuracy (detection, fuzzing), AUROC (surprisal, embedding) or correlation (simulation); "
             "intervention as the scorer defines it. Scores of baseline explanations are the floor to compare against."
         )
-
-
-def progress_bar(label: str):
-    """A (phase, done, total) progress callback drawing one st.progress bar."""
-    bar = st.progress(0.0, text=label)
-
-    def progress(phase: str, done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{phase}: {done:,} / {total:,}")
-
-    return progress
 
 
 def render_explain_now(

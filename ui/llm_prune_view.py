@@ -21,7 +21,8 @@ import networkx as nx
 import streamlit as st
 
 from core.circuits import llm_pruning as L
-from core.circuits.saved import CircuitChangedError, join_sentences
+from core.circuits.saved import CircuitChangedError, NodeExplanation, join_sentences
+from ui.progress import progress_callback
 from ui.text import literal
 
 S = st.session_state
@@ -34,14 +35,14 @@ def _graph_key(G: nx.DiGraph) -> str:
 
 
 def _ask(
-    ws: Path, G: nx.DiGraph, model: str, explanations: Mapping[str, tuple[str, str]], budget: int, fresh: bool
+    ws: Path, G: nx.DiGraph, model: str, explanations: Mapping[str, NodeExplanation], budget: int, fresh: bool
 ) -> None:
     """Run the suggestion with a progress bar; store it, or the rejection, in the session."""
     from ui.state import CORE_ERRORS
 
     S.pop("llmp.suggestion", None)
     S.pop("llmp.rejected", None)
-    expl = {v: f"{text} [{explainer}]" for v, (text, explainer) in explanations.items()}
+    expl = {v: e.label for v, e in explanations.items()}
     with st.status(literal(f"Asking {model} to prune and annotate…"), expanded=True) as status:
         bar = st.progress(0.0, text="building the prompt")
         try:
@@ -52,7 +53,7 @@ def _ask(
                 L.task_for_graph(G),
                 expl,
                 L.PruneConfig(max_prompt_tokens=int(budget)),
-                progress=lambda msg, frac: bar.progress(frac, text=msg),
+                progress=progress_callback(bar),
                 use_cache=not fresh,
             )
         except L.PruneReplyError as exc:
@@ -93,28 +94,8 @@ def _decisions(suggestion: L.PruneSuggestion, rows: list[dict[str, Any]]) -> dic
     return out
 
 
-def render(
-    ws: Path,
-    G: nx.DiGraph,
-    explanations: Mapping[str, tuple[str, str]],
-    base: Any,
-    source: Mapping[str, Any] | None,
-) -> Any:
-    """Draw the section for graph `G` (the circuit on screen, `base` its unsaved CircuitVersion); returns the saved version or None.
-
-    `explanations`: {node id: (text, explainer)}; `source`: {"name", "version"} of the saved circuit
-    the page shows, or None if it is not saved yet (then suggestions can be made but not saved).
-    """
-    from ui.state import CORE_ERRORS, llm_model
-
-    st.subheader("Ask an LLM to prune and annotate")
-    model = llm_model()
-    if model is None:
-        st.info(
-            "No LLM is chosen: set a litellm model id (and its API key in the environment) on the landing page. "
-            "None is available offline."
-        )
-        return None
+def _ask_controls(ws: Path, G: nx.DiGraph, model: str, explanations: Mapping[str, NodeExplanation]) -> None:
+    """The prompt budget, the "ask again" box and the ask button (which runs `_ask`)."""
     c1, c2 = st.columns([1, 1])
     budget = c1.number_input(
         "Prompt budget (estimated tokens; larger graphs are pruned layer by layer)",
@@ -128,12 +109,19 @@ def render(
     if st.button(literal(f"Ask {model} to prune and annotate"), key="llmp.ask"):
         _ask(ws, G, model, explanations, int(budget), fresh)
 
+
+def _show_rejection() -> None:
+    """The reason the last reply was rejected (or the LLM could not be asked), and the reply as received."""
     rejected = S.get("llmp.rejected")
     if rejected:
         st.error(literal(join_sentences(rejected["reason"])))
         if rejected["reply"]:
             with st.expander("The reply as received"):
                 st.code(rejected["reply"], language=None)  # shown as text, never rendered
+
+
+def _suggestion_for(G: nx.DiGraph) -> L.PruneSuggestion | None:
+    """The session's suggestion if it was made on graph `G` (captioned with who made it), else None."""
     data = S.get("llmp.suggestion")
     if not data:
         return None
@@ -147,12 +135,17 @@ def render(
             f"{suggestion.n_calls} call(s), {suggestion.n_cached} cached"
         )
     )
+    return suggestion
+
+
+def _node_table(suggestion: L.PruneSuggestion, explanations: Mapping[str, NodeExplanation]) -> list[dict[str, Any]]:
+    """The editable table of suggestions, one row per node (the target first when it got a role); returns its rows."""
     import pandas as pd
 
     rows = [
         {
             "node": n.node_id,
-            "explanation": explanations.get(n.node_id, ("", ""))[0],
+            "explanation": explanations[n.node_id].text if n.node_id in explanations else "",
             "suggestion": n.action,
             "role": n.role,
             "verdict": "accept",
@@ -173,21 +166,33 @@ def render(
             "verdict": st.column_config.SelectboxColumn("verdict", options=list(VERDICTS), required=True),
         },
     )
+    return edited.to_dict("records")
+
+
+def _summary_verdict(suggestion: L.PruneSuggestion) -> L.Decision:
+    """The suggested summary, editable, and the user's verdict on it."""
     summary_text = st.text_area("Summary (edit to change)", suggestion.summary, key="llmp.summary", height=120)
     summary_verdict = st.radio("Summary", VERDICTS, horizontal=True, key="llmp.summary_verdict")
     if summary_verdict == "reject":
-        summary_decision = L.Decision("reject")
-    elif summary_text.strip() != suggestion.summary:
-        summary_decision = L.Decision("edit", summary_text)
-    else:
-        summary_decision = L.Decision("accept")
-    if source is None:
-        st.caption("Save the circuit below first: the accepted suggestions become its next version.")
-        return None
-    if not st.button(literal(f"Save as a new version of {source['name']!r}"), key="llmp.save", type="primary"):
-        return None
+        return L.Decision("reject")
+    if summary_text.strip() != suggestion.summary:
+        return L.Decision("edit", summary_text)
+    return L.Decision("accept")
+
+
+def _save(
+    ws: Path,
+    source: Mapping[str, Any],
+    base: Any,
+    suggestion: L.PruneSuggestion,
+    rows: list[dict[str, Any]],
+    summary_decision: L.Decision,
+) -> Any:
+    """Save the suggestions accepted in table `rows` as the next version of `source`; returns it, or None (with the reason shown)."""
+    from ui.state import CORE_ERRORS
+
     try:
-        applied = L.resolve_suggestion(suggestion, _decisions(suggestion, edited.to_dict("records")), summary_decision)
+        applied = L.resolve_suggestion(suggestion, _decisions(suggestion, rows), summary_decision)
         version = L.save_pruned_version(
             ws,
             source["name"],
@@ -214,3 +219,40 @@ def render(
         return None
     S.pop("llmp.suggestion", None)
     return version
+
+
+def render(
+    ws: Path,
+    G: nx.DiGraph,
+    explanations: Mapping[str, NodeExplanation],
+    base: Any,
+    source: Mapping[str, Any] | None,
+) -> Any:
+    """Draw the section for graph `G` (the circuit on screen, `base` its unsaved CircuitVersion); returns the saved version or None.
+
+    `explanations`: {node id: NodeExplanation} (`core.circuits.saved.node_explanations`); `source`: {"name", "version"} of the saved circuit
+    the page shows, or None if it is not saved yet (then suggestions can be made but not saved).
+    """
+    from ui.state import llm_model
+
+    st.subheader("Ask an LLM to prune and annotate")
+    model = llm_model()
+    if model is None:
+        st.info(
+            "No LLM is chosen: set a litellm model id (and its API key in the environment) on the landing page. "
+            "None is available offline."
+        )
+        return None
+    _ask_controls(ws, G, model, explanations)
+    _show_rejection()
+    suggestion = _suggestion_for(G)
+    if suggestion is None:
+        return None
+    rows = _node_table(suggestion, explanations)
+    summary_decision = _summary_verdict(suggestion)
+    if source is None:
+        st.caption("Save the circuit below first: the accepted suggestions become its next version.")
+        return None
+    if not st.button(literal(f"Save as a new version of {source['name']!r}"), key="llmp.save", type="primary"):
+        return None
+    return _save(ws, source, base, suggestion, rows, summary_decision)

@@ -23,12 +23,14 @@ An analysis with fewer scored latents than it needs raises `NotEnoughScores` say
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.progress import Progress
 
 # Fewest latents (explanations with an ok score) an analysis needs: below this its numbers mean little.
 MIN_LATENTS = {"distributions": 5, "deciles": 5, "spearman": 10, "units": 5}
@@ -76,14 +78,22 @@ def to_json(result) -> dict:
 def bootstrap_mean_ci(
     values: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of `values: [n]` (NaN, NaN when n < 2)."""
+    """Percentile bootstrap CI of the mean of `values: [n]` (NaN, NaN when n < 2); deterministic for a `seed`."""
+    from scipy.stats import bootstrap
+
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    ci = bootstrap(
+        (v,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def rank(x: np.ndarray) -> np.ndarray:
@@ -94,11 +104,12 @@ def rank(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho of paired samples `x, y: [n]`: the Pearson correlation of their (average-tie) ranks."""
-    rx, ry = rank(x), rank(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / denom) if denom > 0 else math.nan
+    """Spearman's rho of paired samples `x, y: [n]` (average ranks for ties); NaN when either is constant."""
+    from scipy.stats import ConstantInputWarning, spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(spearmanr(x, y).statistic)
 
 
 def fisher_ci(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -116,7 +127,11 @@ def fisher_ci(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
 def bootstrap_spearman_ci(
     x: np.ndarray, y: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of Spearman's rho over resampled pairs of `x, y: [n]`."""
+    """Percentile bootstrap CI of Spearman's rho over resampled pairs of `x, y: [n]`.
+
+    Resampled by hand rather than with `scipy.stats.bootstrap`: a resample whose x or y is constant
+    has no rho, and scipy's CI is then NaN, whereas this one leaves such resamples out.
+    """
     n = len(x)
     if n < 4:
         return math.nan, math.nan
@@ -195,7 +210,12 @@ class GroupSummary:
 
 @dataclass
 class Contrast:
-    """Paired difference `group - reference` of one scorer's values over latents explained with both."""
+    """Difference `group - reference` of one scorer's mean values, with a bootstrap CI and a test's p-value.
+
+    `p_value` is the Wilcoxon signed-rank p of the paired differences in `Distributions` (strategies
+    over the same latents) and the Mann-Whitney U p of the two unpaired samples in `UnitComparison`.
+    Results stored before the rename hold it under the key `wilcoxon_p` (see `from_json`).
+    """
 
     scorer: str
     group: str
@@ -204,7 +224,7 @@ class Contrast:
     mean_difference: float
     ci_low: float
     ci_high: float
-    wilcoxon_p: float
+    p_value: float
 
 
 @dataclass
@@ -447,7 +467,7 @@ class UnitComparison:
     """Per scorer: a summary of each unit group, and the difference of latents from each other group."""
 
     groups: list[GroupSummary]  # `group` holds the unit group
-    contrasts: list[Contrast]  # unpaired: mean difference latents - group, bootstrap CI, Mann-Whitney p in `wilcoxon_p`
+    contrasts: list[Contrast]  # unpaired: mean difference latents - group, bootstrap CI, Mann-Whitney p in `p_value`
     n_latents: dict[str, int] = field(default_factory=dict)
     strategy: str = "top"  # the one sampling strategy compared, so every group is explained the same way
 
@@ -495,6 +515,7 @@ def unit_comparison(scores: pd.DataFrame, min_latents: int = MIN_LATENTS["units"
             groups.append(summarise(scorer, g, v))
             if g == "latents" or len(lat) == 0:
                 continue
+            # By hand: scipy.stats.bootstrap refuses a sample of one (one latent or neuron scored).
             boots = lat[rng.integers(0, len(lat), (BOOTSTRAP, len(lat)))].mean(1) - v[
                 rng.integers(0, len(v), (BOOTSTRAP, len(v)))
             ].mean(1)
@@ -588,11 +609,11 @@ def _n_latents(result) -> int:
 
 
 def analyze_workspace(
-    workspace, names: tuple[str, ...] = ANALYSES, units: str = "latents", progress=None
+    workspace, names: tuple[str, ...] = ANALYSES, units: str = "latents", progress: Progress | None = None
 ) -> dict[str, object]:
     """Compute the named analyses from the workspace's scores and store each; returns name -> result or the NotEnoughScores raised.
 
-    `progress(done, total, name)` is called before each analysis and at the end.
+    `progress("analyses", done, total)` (core.progress) is called before each analysis and at the end.
     """
     from core import store
 
@@ -602,7 +623,7 @@ def analyze_workspace(
     out: dict[str, object] = {}
     for i, name in enumerate(names):
         if progress:
-            progress(i, len(names), name)
+            progress("analyses", i, len(names))
         try:
             result = compute(name, scores, examples, units)
         except NotEnoughScores as exc:
@@ -621,8 +642,11 @@ def analyze_workspace(
         )
         out[name] = result
     if progress:
-        progress(len(names), len(names), "done")
+        progress("analyses", len(names), len(names))
     return out
+
+
+_CONTRAST_KEYS = {"wilcoxon_p": "p_value"}  # old stored key -> `Contrast` field
 
 
 def from_json(name: str, data: dict):
@@ -635,7 +659,7 @@ def from_json(name: str, data: dict):
 
     if name in ("distributions", "units"):
         groups = [GroupSummary(**{k: nan(v) for k, v in g.items()}) for g in data["groups"]]
-        contrasts = [Contrast(**{k: nan(v) for k, v in c.items()}) for c in data["contrasts"]]
+        contrasts = [Contrast(**{_CONTRAST_KEYS.get(k, k): nan(v) for k, v in c.items()}) for c in data["contrasts"]]
         if name == "units":
             return UnitComparison(groups, contrasts, data["n_latents"], data.get("strategy", "top"))
         return Distributions(groups, contrasts, data["n_latents"], data["units"])

@@ -6,25 +6,7 @@ import json
 from pathlib import Path
 
 from core.errors import UserError
-
-
-class _Bar:
-    """A tqdm bar driven by `progress(done, total, label)` callbacks."""
-
-    def __init__(self, desc: str, unit: str) -> None:
-        self.desc, self.unit, self.bar = desc, unit, None
-
-    def __call__(self, done: int, total: int, label: str) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit)
-        self.bar.n = done
-        self.bar.set_postfix_str(label[-60:], refresh=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from core.progress import TqdmBars
 
 
 def prepare_workspace(workspace: Path) -> None:
@@ -44,7 +26,7 @@ def _run_analyze(args) -> int:
     ws = Path(args.workspace)
     prepare_workspace(ws)
     names = tuple(analysis.ANALYSES if "all" in args.what else args.what)
-    bar = _Bar("analyses", "analysis")
+    bar = TqdmBars(unit="analysis")
     try:
         results = analysis.analyze_workspace(ws, names, units=args.units, progress=bar)
     finally:
@@ -73,7 +55,7 @@ def _run_overlap(args) -> int:
     dicts = None
     if "decoder" in args.similarity:
         dicts = overlap.workspace_dictionaries(ws, args.model, kinds, Path(args.root) if args.root else None)
-    bar = _Bar("overlap", "pair")
+    bar = TqdmBars(unit="pair")
     t0 = time.perf_counter()
     try:
         run = overlap.overlap_workspace(
@@ -117,7 +99,7 @@ def _run_report(args) -> int:
 
     ws = Path(args.workspace)
     prepare_workspace(ws)
-    bar = _Bar("report", "step")
+    bar = TqdmBars(desc="report", unit="step")
     try:
         path = report.write_report(
             ws,

@@ -35,6 +35,7 @@ import numpy as np
 
 from core.errors import UserError
 from core.latents.search import EMBEDDING_MODEL, index_explanations  # the MiniLM index of explanations
+from core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -448,18 +449,18 @@ def all_decoder_overlaps(
     kinds: tuple[str, ...] = OVERLAP_KINDS,
     method: str = "auto",
     k: int = DEFAULT_K,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[OverlapResult]:
-    """Decoder overlap of every pair of layers for each kind in `kinds` (dictionaries by id); `progress(done, total, label)`."""
+    """Decoder overlap of every pair of layers for each kind in `kinds` (dictionaries by id); `progress("overlaps", done, total)` (core.progress)."""
     pairs = layer_pairs(dicts, kinds)
     out = []
     for i, (da, db) in enumerate(pairs):
         if progress:
-            progress(i, len(pairs), f"{da.id} ~ {db.id}")
+            progress("overlaps", i, len(pairs))
         out.append(decoder_overlap(da, db, method, k))
         log.info("overlap %s ~ %s: %.3f (%.2f s)", da.id, db.id, out[-1].mean_similarity, out[-1].seconds)
     if progress:
-        progress(len(pairs), len(pairs), "done")
+        progress("overlaps", len(pairs), len(pairs))
     return out
 
 
@@ -610,6 +611,9 @@ def workspace_dictionaries(workspace: Path, model_name: str, kinds: tuple[str, .
     return dicts
 
 
+_Job = tuple[str, Callable[[], OverlapResult], dict]  # (overlap id, compute the result, params that decide a rerun)
+
+
 def overlap_workspace(
     workspace,
     dicts: dict | None = None,
@@ -618,7 +622,7 @@ def overlap_workspace(
     method: str = "auto",
     k: int = DEFAULT_K,
     force: bool = False,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     embedding_model: str = EMBEDDING_MODEL,
     explainer: str | None = None,
     strategy: str | None = None,
@@ -627,76 +631,113 @@ def overlap_workspace(
     """Overlap of every pair of layers of each kind, on decoders (`dicts` by id) and/or explanation embeddings; stored in the workspace.
 
     A pair already stored with the same inputs (fingerprints, method, explainer choice) is skipped
-    unless `force`, so an interrupted run resumes. `progress(done, total, label)`.
+    unless `force`, so an interrupted run resumes. `progress("overlaps", done, total)` (core.progress).
     """
     from core import store
 
     run = OverlapRun()
     stored = {r.overlap_id: r for r in store.read_overlaps(workspace)}
-    jobs: list[tuple[str, Callable[[], OverlapResult], dict]] = []
+    jobs: list[_Job] = []
     if "decoder" in similarities:
         if not dicts:
             run.notes.append("decoder overlap needs the dictionaries' weights; none were given")
         else:
-            for da, db in layer_pairs(dicts, kinds):
+            jobs += _decoder_jobs(dicts, kinds, method, k)
+    if "explanation" in similarities:
+        explanation_jobs, notes = _explanation_jobs(
+            workspace, kinds, embedding_model, explainer, strategy, min_explained, method, k
+        )
+        jobs += explanation_jobs
+        run.notes += notes
+    _run_jobs(workspace, jobs, stored, force, progress, run)
+    return run
+
+
+def _decoder_jobs(dicts: dict, kinds: tuple[str, ...], method: str, k: int) -> list[_Job]:
+    """One job per pair of layers of each kind, overlapping their decoder rows."""
+    jobs = []
+    for da, db in layer_pairs(dicts, kinds):
+        params = {
+            "fingerprint_a": decoder_fingerprint(da),
+            "fingerprint_b": decoder_fingerprint(db),
+            "method": method,
+            "k": k,
+        }
+        jobs.append(
+            (overlap_id("decoder", da.id, db.id), lambda da=da, db=db: decoder_overlap(da, db, method, k), params)
+        )
+    return jobs
+
+
+def _explanation_jobs(
+    workspace,
+    kinds: tuple[str, ...],
+    embedding_model: str,
+    explainer: str | None,
+    strategy: str | None,
+    min_explained: int,
+    method: str,
+    k: int,
+) -> tuple[list[_Job], list[str]]:
+    """(jobs, notes): one job per pair of layers of each kind with >= `min_explained` embedded explanations each."""
+    if embedding_model == EMBEDDING_MODEL:
+        index_explanations(workspace)  # embeds explanations stored since the last index (none: no-op)
+    sets, choice = explanation_sets(workspace, kinds, embedding_model, explainer, strategy)
+    notes = []
+    if not sets:
+        notes.append(
+            f"no explanations with {embedding_model} embeddings in this workspace; run `python -m core explain` first"
+        )
+    jobs = []
+    for kind in kinds:
+        same = sorted(
+            (s for s in sets.values() if s.kind == kind and len(s.latents) >= min_explained), key=lambda s: s.layer
+        )
+        for i in range(len(same)):
+            for j in range(i + 1, len(same)):
+                a, b = same[i], same[j]
                 params = {
-                    "fingerprint_a": decoder_fingerprint(da),
-                    "fingerprint_b": decoder_fingerprint(db),
+                    **choice,
+                    "explanations_a": _ids_hash(a.explanation_ids),
+                    "explanations_b": _ids_hash(b.explanation_ids),
                     "method": method,
                     "k": k,
                 }
                 jobs.append(
                     (
-                        overlap_id("decoder", da.id, db.id),
-                        lambda da=da, db=db: decoder_overlap(da, db, method, k),
+                        overlap_id("explanation", a.dictionary, b.dictionary),
+                        lambda a=a, b=b, p=params: embedding_overlap(
+                            a.dictionary,
+                            a.latents,
+                            a.vectors,
+                            b.dictionary,
+                            b.latents,
+                            b.vectors,
+                            a.kind,
+                            a.layer,
+                            b.layer,
+                            method,
+                            k,
+                            p,
+                        ),
                         params,
                     )
                 )
-    if "explanation" in similarities:
-        if embedding_model == EMBEDDING_MODEL:
-            index_explanations(workspace)  # embeds explanations stored since the last index (none: no-op)
-        sets, choice = explanation_sets(workspace, kinds, embedding_model, explainer, strategy)
-        if not sets:
-            run.notes.append(
-                f"no explanations with {embedding_model} embeddings in this workspace; run `python -m core explain` first"
-            )
-        for kind in kinds:
-            same = sorted(
-                (s for s in sets.values() if s.kind == kind and len(s.latents) >= min_explained), key=lambda s: s.layer
-            )
-            for i in range(len(same)):
-                for j in range(i + 1, len(same)):
-                    a, b = same[i], same[j]
-                    params = {
-                        **choice,
-                        "explanations_a": _ids_hash(a.explanation_ids),
-                        "explanations_b": _ids_hash(b.explanation_ids),
-                        "method": method,
-                        "k": k,
-                    }
-                    jobs.append(
-                        (
-                            overlap_id("explanation", a.dictionary, b.dictionary),
-                            lambda a=a, b=b, p=params: embedding_overlap(
-                                a.dictionary,
-                                a.latents,
-                                a.vectors,
-                                b.dictionary,
-                                b.latents,
-                                b.vectors,
-                                a.kind,
-                                a.layer,
-                                b.layer,
-                                method,
-                                k,
-                                p,
-                            ),
-                            params,
-                        )
-                    )
+    return jobs, notes
+
+
+def _run_jobs(
+    workspace,
+    jobs: list[_Job],
+    stored: dict,
+    force: bool,
+    progress: Progress | None,
+    run: OverlapRun,
+) -> None:
+    """Compute and store each job unless `stored` (overlap id -> record) has it with the same params and not `force`; records it in `run`."""
     for i, (oid, fn, params) in enumerate(jobs):
         if progress:
-            progress(i, len(jobs), oid)
+            progress("overlaps", i, len(jobs))
         old = stored.get(oid)
         if not force and old is not None and {key: old.params.get(key) for key in params} == params:
             run.skipped.append(oid)
@@ -714,8 +755,7 @@ def overlap_workspace(
             result.method,
         )
     if progress:
-        progress(len(jobs), len(jobs), "done")
-    return run
+        progress("overlaps", len(jobs), len(jobs))
 
 
 def _ids_hash(ids: list[str]) -> str:

@@ -8,27 +8,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
-
-
-class Bars:
-    """tqdm progress bars for the engine's `progress(phase, done, total)` callback, one bar per phase."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, object] = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = self.bars.get(phase)
-        if bar is None:
-            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="latent")
-        bar.n = done  # type: ignore[attr-defined]
-        bar.refresh()  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        """Close every bar."""
-        for bar in self.bars.values():
-            bar.close()  # type: ignore[attr-defined]
+from core.progress import TqdmBars
 
 
 def _latent_list(text: str | None) -> list[int] | None:
@@ -88,11 +68,8 @@ def _run(args, scorers: tuple[str, ...], explain_missing: bool) -> int:
     workspace = Path(args.workspace)
     dicts = _dictionaries(workspace, args.dictionary)
     spec = _spec(args, scorers, explain_missing)
-    bars = Bars()
-    try:
+    with TqdmBars(unit="latent") as bars:
         report = run(workspace, dicts, spec, latents=_latent_list(args.latents), sample=args.sample, progress=bars)
-    finally:
-        bars.close()
     out = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in report.__dict__.items() if k != "timings"}
     out["timings"] = {k: round(v, 1) for k, v in report.timings.items()}
     print(json.dumps(out, default=str))
@@ -132,11 +109,8 @@ def _run_explain_default(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    bars = Bars()
-    try:
+    with TqdmBars(unit="latent") as bars:
         status = run_default_job(workspace, stages, progress=bars, wait_lock=args.wait_lock)
-    finally:
-        bars.close()
     print(f"done; status in {job_files(workspace)['status']}", file=sys.stderr)
     print(json.dumps({"state": status.state, "seconds": status.seconds, "stages": status.stages}))
     return 0

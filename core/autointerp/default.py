@@ -20,7 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import store
-from core.autointerp.engine import ProgressFn, RunReport, RunSpec, run
+from core.autointerp.engine import RunReport, RunSpec, run
+from core.progress import Progress
 
 STAGES = {
     "fast": ("detection", "fuzzing", "simulation", "embedding"),
@@ -61,7 +62,7 @@ def default_explanations_ready(
 
 def ensure_default_explanations(
     workspace: Path | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     stages: tuple[str, ...] = tuple(STAGES),
     base: RunSpec = DEFAULT_SPEC,
 ) -> dict[str, RunReport]:

@@ -18,7 +18,6 @@ launch; a child that still finds the lock held (a job started by hand) exits wit
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -33,8 +32,10 @@ from pathlib import Path
 from core import store
 from core.autointerp import default as default_stages
 from core.autointerp.default import STAGES, default_explanations_ready, ensure_default_explanations
-from core.autointerp.engine import ProgressFn, RunSpec
+from core.autointerp.engine import RunSpec
 from core.errors import UserError
+from core.locks import ProcessLock
+from core.progress import Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTING_STALE_S = 300.0  # a 'starting' child that has not taken the lock by then is considered dead
@@ -118,26 +119,14 @@ def _pid_alive(pid: int | None) -> bool:
 @contextmanager
 def _try_lock(workspace: Path, wait: float = 0.0) -> Iterator[bool]:
     """Try to take the job lock (waiting up to `wait` seconds); yields whether it was taken, holds it until exit."""
-    path = job_files(workspace)["lock"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
+    lock = ProcessLock(job_files(workspace)["lock"])
+    if not lock.acquire(wait):
+        yield False
+        return
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield True
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _status_unlocked(workspace: Path, status: JobStatus | None) -> JobStatus:
@@ -224,7 +213,7 @@ def start_default_job(
 class _StatusProgress:
     """Turns the engine's `progress(label, done, total)` into the status file's stage/phase/fraction."""
 
-    def __init__(self, workspace: Path, status: JobStatus, dictionaries: list[str], extra: ProgressFn | None):
+    def __init__(self, workspace: Path, status: JobStatus, dictionaries: list[str], extra: Progress | None):
         self.workspace, self.status, self.dicts, self.extra = workspace, status, dictionaries, extra
         self.stage_index = 0
         self.last_write = 0.0
@@ -247,7 +236,7 @@ class _StatusProgress:
 def run_default_job(
     workspace: Path,
     stages: tuple[str, ...] = tuple(STAGES),
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     wait_lock: float = 0.0,
     base: RunSpec | None = None,
 ) -> JobStatus:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,11 +40,11 @@ from core.autointerp.random_latents import RANDOM_LATENT_SEED, RandomLatents, bu
 from core.autointerp.scorers import LLM_SCORERS, SCORERS, make_scorer
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv, failed_outcome
 from core.errors import UserError
+from core.progress import Progress
 from core.store.explanations import ExplanationRecord
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
 MIN_TEST_EXAMPLES = 2  # activating test windows a latent needs to be scored
 
 
@@ -305,7 +304,7 @@ async def _score(
     env: ScoringEnv,
     workspace: Path,
     report: RunReport,
-    progress: ProgressFn | None,
+    progress: Progress | None,
     label: str,
 ) -> None:
     """Score `tasks` with every scorer, skipping stored scores; writes each scorer's results at once."""
@@ -408,7 +407,7 @@ async def arun(
     spec: RunSpec,
     latents: list[int] | None = None,
     sample: int | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> RunReport:
     """Explain and score latents of `dictionaries` as `spec` says (see the module docstring); returns counts."""
     from core.llm.client import LLMClient
@@ -511,7 +510,7 @@ def run(
     spec: RunSpec,
     latents: list[int] | None = None,
     sample: int | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> RunReport:
     """Synchronous `arun` (CLI, Streamlit)."""
     from core.llm.client import run_sync
@@ -525,7 +524,7 @@ def explain_and_score_latent(
     latent: int,
     explainer_model: str | None = None,
     scorers: list[str] | tuple[str, ...] = SCORERS,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     strategy: str = "top",
     scorer_model: str | None = None,
 ) -> list[ExplanationRecord]:

@@ -35,13 +35,9 @@ def auroc(score: np.ndarray, truth: np.ndarray) -> float:
     n_pos, n_neg = int(truth.sum()), int((~truth).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score), dtype=np.float64)
-    sorted_scores = score[order]
-    # average ranks over ties (1-based)
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)  # 1-based, ties share their average rank
     u = ranks[truth].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
 

@@ -324,59 +324,24 @@ def train_transcoders(
     model, dataset, cfg: DictionaryTrainingConfig, layers: list[int], device: str, progress: bool = True
 ) -> dict:
     """Train one BatchTopK transcoder per layer in lockstep; returns {layer: SAE-Lens JumpReLUTranscoder}."""
-    from sae_lens.training.activations_store import ActivationsStore
-    from sae_lens.training.optim import get_lr_scheduler
     from tqdm import tqdm
 
     d_model = model.cfg.d_model
     pairs = {layer: hooks_for("transcoder", layer) for layer in layers}
-    hook_list = [h for pair in pairs.values() for h in pair]
     torch.manual_seed(cfg.seed + 1)
-    store = ActivationsStore.from_config_multi_hook(
-        model=model,
-        dataset=dataset,
-        hook_names=hook_list,
-        hook_d_ins={h: d_model for h in hook_list},
-        streaming=False,
-        context_size=model.cfg.n_ctx,
-        n_batches_in_buffer=cfg.n_batches_in_buffer,
-        total_training_tokens=cfg.training_tokens,
-        store_batch_size_prompts=cfg.store_batch_size_prompts,
-        train_batch_size_tokens=cfg.train_batch_size_tokens,
-        prepend_bos=False,
-        device=torch.device(device),
-        seqpos_slice=(1, None),
-    )
-    batches = store.get_multi_hook_data_loader()
-
+    batches = _transcoder_batches(model, dataset, cfg, [h for pair in pairs.values() for h in pair], device)
     tcs = {}
     for layer in layers:
         gen = torch.Generator().manual_seed(_dictionary_seed(cfg.seed, "transcoder", layer))
         tcs[layer] = BatchTopKTranscoder(d_model, cfg.d_sae, d_model, cfg.k, gen).to(device)
-    opts, scheds = {}, {}
-    for layer, tc in tcs.items():
-        opts[layer] = torch.optim.Adam(tc.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
-        scheds[layer] = get_lr_scheduler(
-            "constant",
-            optimizer=opts[layer],
-            training_steps=cfg.n_steps,
-            lr=cfg.lr,
-            warm_up_steps=cfg.lr_warm_up_steps,
-            decay_steps=cfg.lr_decay_steps,
-            lr_end=cfg.lr,
-            num_cycles=1,
-        )
+    opts = {
+        layer: torch.optim.Adam(tc.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        for layer, tc in tcs.items()
+    }
+    scheds = {layer: _constant_lr(opt, cfg) for layer, opt in opts.items()}
     since_fired = {layer: torch.zeros(cfg.d_sae, device=device) for layer in layers}
-
-    # Scales from the first batches (which are also trained on): mean norms -> sqrt(d).
     first = [next(batches) for _ in range(max(1, cfg.n_batches_for_norm_estimate))]
-    with torch.no_grad():
-        for layer, (h_in, h_out) in pairs.items():
-            x = torch.cat([b[h_in] for b in first]).to(device)  # [n, d_model]
-            y = torch.cat([b[h_out] for b in first]).to(device)
-            tcs[layer].scale_in.fill_(math.sqrt(d_model) / float(x.norm(dim=-1).mean()))
-            tcs[layer].scale_out.fill_(math.sqrt(d_model) / float(y.norm(dim=-1).mean()))
-            tcs[layer].b_dec.copy_(y.mean(0) * tcs[layer].scale_out)
+    _set_scales(tcs, pairs, first, d_model, device)
 
     logs: dict[int, dict] = {}
     bar = tqdm(range(cfg.n_steps), desc="train transcoders", disable=not progress)
@@ -400,10 +365,65 @@ def train_transcoders(
             since_fired[layer][fired] = 0
         if step % 20 == 0:
             bar.set_postfix({f"L{layer}": f"{v['mse']:.1f}" for layer, v in logs.items()})
+    metadata = _transcoder_metadata(cfg, model.cfg.n_ctx)
+    return {layer: tcs[layer].to_sae_lens(*pairs[layer], metadata=metadata) for layer in layers}
 
-    metadata = {
+
+def _transcoder_batches(model, dataset, cfg: DictionaryTrainingConfig, hook_list: list[str], device: str):
+    """SAE-Lens batches `{hook: [train_batch_size_tokens, d_model]}` of every hook in `hook_list` (BOS dropped)."""
+    from sae_lens.training.activations_store import ActivationsStore
+
+    d_model = model.cfg.d_model
+    store = ActivationsStore.from_config_multi_hook(
+        model=model,
+        dataset=dataset,
+        hook_names=hook_list,
+        hook_d_ins={h: d_model for h in hook_list},
+        streaming=False,
+        context_size=model.cfg.n_ctx,
+        n_batches_in_buffer=cfg.n_batches_in_buffer,
+        total_training_tokens=cfg.training_tokens,
+        store_batch_size_prompts=cfg.store_batch_size_prompts,
+        train_batch_size_tokens=cfg.train_batch_size_tokens,
+        prepend_bos=False,
+        device=torch.device(device),
+        seqpos_slice=(1, None),
+    )
+    return store.get_multi_hook_data_loader()
+
+
+def _constant_lr(opt: torch.optim.Optimizer, cfg: DictionaryTrainingConfig):
+    """SAE-Lens's constant learning-rate schedule (with its warm-up and decay steps) for `opt`."""
+    from sae_lens.training.optim import get_lr_scheduler
+
+    return get_lr_scheduler(
+        "constant",
+        optimizer=opt,
+        training_steps=cfg.n_steps,
+        lr=cfg.lr,
+        warm_up_steps=cfg.lr_warm_up_steps,
+        decay_steps=cfg.lr_decay_steps,
+        lr_end=cfg.lr,
+        num_cycles=1,
+    )
+
+
+def _set_scales(tcs: dict, pairs: dict, first: list[dict], d_model: int, device: str) -> None:
+    """Scales from the first batches (which are also trained on): mean norms -> sqrt(d); b_dec the mean output."""
+    with torch.no_grad():
+        for layer, (h_in, h_out) in pairs.items():
+            x = torch.cat([b[h_in] for b in first]).to(device)  # [n, d_model]
+            y = torch.cat([b[h_out] for b in first]).to(device)
+            tcs[layer].scale_in.fill_(math.sqrt(d_model) / float(x.norm(dim=-1).mean()))
+            tcs[layer].scale_out.fill_(math.sqrt(d_model) / float(y.norm(dim=-1).mean()))
+            tcs[layer].b_dec.copy_(y.mean(0) * tcs[layer].scale_out)
+
+
+def _transcoder_metadata(cfg: DictionaryTrainingConfig, n_ctx: int) -> dict:
+    """SAE-Lens metadata saved with every transcoder: how it was trained."""
+    return {
         "model_name": "default",
-        "context_size": model.cfg.n_ctx,
+        "context_size": n_ctx,
         "seqpos_slice": [1, None],
         "prepend_bos": False,
         "training_architecture": "batchtopk",
@@ -414,7 +434,6 @@ def train_transcoders(
         },
         "trainer": "core.build.train_dictionaries.train_transcoders",
     }
-    return {layer: tcs[layer].to_sae_lens(*pairs[layer], metadata=metadata) for layer in layers}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,6 +454,37 @@ def train_all_dictionaries(
 
     torch.set_num_threads(cfg.threads)
     device = cfg.device or str(next(model.parameters()).device)
+    layers = _check_inputs(model, tokens, cfg)
+    train_rows, eval_rows = tokens[: len(tokens) - cfg.eval_rows], tokens[len(tokens) - cfg.eval_rows :]
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    dataset = rows_dataset(train_rows)
+    t1 = _timed("dataset", t0)
+    trained, phase_seconds, phase_cpu, t1 = _train_phases(model, dataset, cfg, layers, device, progress, t1)
+
+    dictionaries: list[Dictionary] = []
+    folders: dict[str, Path] = {}
+    for (kind, layer), sae in sorted(trained.items(), key=lambda kv: (TRAINED_KINDS.index(kv[0][0]), kv[0][1])):
+        d = dictionary_from_sae(sae, kind, layer)
+        folders[d.id] = save_dictionary(d, out_dir)
+        d.source = str(folders[d.id])
+        dictionaries.append(d)
+    t2 = _timed("save", t1)
+
+    metrics = evaluate_dictionaries(model, dictionaries, eval_rows, progress=progress)
+    _timed("metrics", t2)
+    infos = [
+        _dictionary_info(d, m, folders[d.id], cfg, phase_seconds, phase_cpu)
+        for d, m in zip(dictionaries, metrics, strict=True)
+    ]
+    log.info("all dictionaries: %.1f s", time.time() - t0)
+    return infos
+
+
+def _check_inputs(model, tokens: torch.Tensor, cfg: DictionaryTrainingConfig) -> list[int]:
+    """The layers to train; raises ValueError on tokens of the wrong shape, unknown kinds or no training rows."""
     n_ctx = model.cfg.n_ctx
     if tokens.ndim != 2 or tokens.shape[1] != n_ctx:
         raise ValueError(f"tokens must be [n_rows, {n_ctx}] (the model's context), got shape {tuple(tokens.shape)}")
@@ -446,7 +496,6 @@ def train_all_dictionaries(
         raise ValueError(
             f"{len(tokens)} token rows leave none for training after holding out eval_rows={cfg.eval_rows}"
         )
-    train_rows, eval_rows = tokens[: len(tokens) - cfg.eval_rows], tokens[len(tokens) - cfg.eval_rows :]
     if len(tokens) < rows_needed(cfg, n_ctx):
         log.warning(
             "%d token rows for %d training tokens per dictionary: some rows will be seen twice (%d rows would avoid it)",
@@ -454,13 +503,14 @@ def train_all_dictionaries(
             cfg.training_tokens,
             rows_needed(cfg, n_ctx),
         )
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return layers
 
-    t0 = time.time()
-    dataset = rows_dataset(train_rows)
-    t1 = _timed("dataset", t0)
 
+def _train_phases(
+    model, dataset, cfg: DictionaryTrainingConfig, layers: list[int], device: str, progress: bool, t1: float
+) -> tuple[dict[tuple[DictionaryKind, int], object], dict[str, float], dict[str, float], float]:
+    """Train the SAEs, then the transcoders, of `cfg.kinds`; returns (trained by (kind, layer), wall and CPU
+    seconds per phase, the time the last phase ended)."""
     trained: dict[tuple[DictionaryKind, int], object] = {}
     phase_seconds: dict[str, float] = {}
     phase_cpu: dict[str, float] = {}  # process CPU seconds: projects wall time on a quiet machine
@@ -487,51 +537,39 @@ def train_all_dictionaries(
             cfg.training_tokens / seconds,
             1000 * phase_cpu[phase] / cfg.training_tokens,
         )
+    return trained, phase_seconds, phase_cpu, t1
 
-    dictionaries: list[Dictionary] = []
-    folders: dict[str, Path] = {}
-    for (kind, layer), sae in sorted(trained.items(), key=lambda kv: (TRAINED_KINDS.index(kv[0][0]), kv[0][1])):
-        d = dictionary_from_sae(sae, kind, layer)
-        folders[d.id] = save_dictionary(d, out_dir)
-        d.source = str(folders[d.id])
-        dictionaries.append(d)
-    t2 = _timed("save", t1)
 
-    metrics = evaluate_dictionaries(model, dictionaries, eval_rows, progress=progress)
-    _timed("metrics", t2)
-
-    infos = []
-    for d, m in zip(dictionaries, metrics, strict=True):
-        phase = "transcoders" if d.kind == "transcoder" else "saes"
-        seconds = phase_seconds[phase]
-        infos.append(
-            {
-                "id": d.id,
-                "kind": d.kind,
-                "layer": d.layer,
-                "hook_in": d.hook_in,
-                "hook_out": d.hook_out,
-                "folder": folders[d.id].name,
-                "architecture": d.module.cfg.architecture(),
-                "trained_as": "batchtopk",
-                "k": cfg.k,
-                "d_sae": d.d_sae,
-                "training_tokens": cfg.training_tokens,
-                "trainer": "sae_lens.MultiSAETrainingRunner"
-                if phase == "saes"
-                else "core.build.train_dictionaries.train_transcoders",
-                "phase_seconds": round(seconds, 1),
-                "phase_cpu_seconds": round(phase_cpu[phase], 1),
-                "phase_tokens_per_s": round(cfg.training_tokens / seconds, 1),
-                "metrics": {k: v for k, v in m.items() if k not in ("id", "kind", "layer", "d_sae", "hook", "hook_in")},
-            }
-        )
-        log.info(
-            "%s: l0 %.1f, fvu %.3f, ce_loss_recovered %.3f",
-            d.id,
-            m["l0"],
-            m["fvu"],
-            m["ce_loss_recovered"],
-        )
-    log.info("all dictionaries: %.1f s", time.time() - t0)
-    return infos
+def _dictionary_info(
+    d: Dictionary,
+    m: dict,
+    folder: Path,
+    cfg: DictionaryTrainingConfig,
+    phase_seconds: dict[str, float],
+    phase_cpu: dict[str, float],
+) -> dict:
+    """The build info of one trained dictionary `d` with its metrics `m` (logged too)."""
+    phase = "transcoders" if d.kind == "transcoder" else "saes"
+    seconds = phase_seconds[phase]
+    info = {
+        "id": d.id,
+        "kind": d.kind,
+        "layer": d.layer,
+        "hook_in": d.hook_in,
+        "hook_out": d.hook_out,
+        "folder": folder.name,
+        "architecture": d.module.cfg.architecture(),
+        "trained_as": "batchtopk",
+        "k": cfg.k,
+        "d_sae": d.d_sae,
+        "training_tokens": cfg.training_tokens,
+        "trainer": "sae_lens.MultiSAETrainingRunner"
+        if phase == "saes"
+        else "core.build.train_dictionaries.train_transcoders",
+        "phase_seconds": round(seconds, 1),
+        "phase_cpu_seconds": round(phase_cpu[phase], 1),
+        "phase_tokens_per_s": round(cfg.training_tokens / seconds, 1),
+        "metrics": {k: v for k, v in m.items() if k not in ("id", "kind", "layer", "d_sae", "hook", "hook_in")},
+    }
+    log.info("%s: l0 %.1f, fvu %.3f, ce_loss_recovered %.3f", d.id, m["l0"], m["fvu"], m["ce_loss_recovered"])
+    return info

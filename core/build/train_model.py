@@ -25,6 +25,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -55,6 +56,9 @@ from core.build.tasks import (
 )
 from core.build.tokenizer import END_OF_TEXT, load_bpe, save_tokenizer, single_token_words, train_bpe
 from core.paths import BUILD_CACHE_DIR, default_paths
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +258,6 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
 
 def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool = True) -> dict:
     """Run steps 1-5 and write model, tokenizer, corpus and learning curves under `out_root`; returns build info."""
-    from tqdm import tqdm
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     from core.build.tokenizer import load_tokenizer
     from core.subjects.models import save_model
 
@@ -267,13 +268,34 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
     paths = default_paths(out_root)
     timings: dict[str, float] = {}
     data = prepare_default_data(cfg, out_root, timings)
-    bpe, split = data.bpe, data.split
     tokenizer = load_tokenizer(paths["tokenizer_dir"])
     t2 = time.time()
-    rows = _build_rows(cfg, bpe, data.brown_train_ids, split, data.train_sentences)
-    bos = bpe.token_to_id(END_OF_TEXT)
-    val = validation_windows(data.validation_ids, cfg.n_ctx, bos, limit=64)
-    eval_sets = {f"{t}_accuracy": evaluation_items(t, split, data.validation_sentences, cfg.eval_items) for t in TASKS}
+    rows = _build_rows(cfg, data.bpe, data.brown_train_ids, data.split, data.train_sentences)
+    val = validation_windows(data.validation_ids, cfg.n_ctx, data.bpe.token_to_id(END_OF_TEXT), limit=64)
+    eval_sets = _eval_sets(cfg, data.split, data.validation_sentences)
+    t3 = _timed("rows", t2)
+    timings["rows_s"] = t3 - t2
+
+    model = _new_model(cfg, tokenizer)
+    curves = _train_loop(model, _optimizer(model, cfg), rows, cfg, val, eval_sets, progress, t3)
+    t4 = _timed("train", t3)
+    timings["train_s"] = t4 - t3
+
+    model.eval()
+    save_model(model, paths["model_dir"])
+    paths["learning_curves"].write_text(json.dumps(curves, indent=1))
+    return {
+        "model_training": asdict(cfg),
+        "task_split": data.split.to_json(),
+        "corpus": data.corpus_info,
+        "timings": timings,
+        "tokens_seen": cfg.steps * cfg.batch_size * cfg.n_ctx,
+    }
+
+
+def _eval_sets(cfg: ModelTrainingConfig, split: TaskSplit, validation_sentences: list[str]) -> dict[str, list]:
+    """Evaluation items by curve key: each task's held-out items, plus diagnostics on training items."""
+    eval_sets = {f"{t}_accuracy": evaluation_items(t, split, validation_sentences, cfg.eval_items) for t in TASKS}
     # The same tasks on training names, nouns and templates: learned at all, or only not generalised?
     eval_sets.update({f"{t}_training_items": training_items(t, split, cfg.eval_items) for t in ("ioi", "sva")})
     if split.validation_rel_verbs:  # agreement after verbs kept out of training, apart from the evaluation's
@@ -285,8 +307,12 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
         eval_sets["ioi_first_stage_items"] = [
             ioi_item(rng, first_names, False, intros, actions) for _ in range(cfg.eval_items)
         ]
-    t3 = _timed("rows", t2)
-    timings["rows_s"] = t3 - t2
+    return eval_sets
+
+
+def _new_model(cfg: ModelTrainingConfig, tokenizer) -> HookedTransformer:
+    """A freshly initialised GPT-2-style HookedTransformer of `cfg`'s shape (seeded by `cfg.seed`)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(cfg.seed)
     hcfg = HookedTransformerConfig(
@@ -304,47 +330,79 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
         default_prepend_bos=True,
         device="cpu",
     )
-    model = HookedTransformer(hcfg, tokenizer=tokenizer)
+    return HookedTransformer(hcfg, tokenizer=tokenizer)
+
+
+def _optimizer(model: HookedTransformer, cfg: ModelTrainingConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (ndim >= 2) only."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+def _lr_at(cfg: ModelTrainingConfig, step: int) -> float:
+    """Learning rate at `step`: linear warmup, then cosine decay to `min_lr_frac * lr`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _curve_point(
+    model: HookedTransformer,
+    cfg: ModelTrainingConfig,
+    step: int,
+    train_loss: float,
+    t_start: float,
+    val: torch.Tensor,
+    eval_sets: dict[str, list],
+) -> dict:
+    """One learning-curve point: tokens seen, seconds since `t_start`, train and validation loss, task accuracies."""
+    model.eval()
+    point = {
+        "step": step,
+        "tokens": step * cfg.batch_size * cfg.n_ctx,
+        "seconds": round(time.time() - t_start, 1),
+        "train_loss": train_loss,
+    }
+    point["val_loss"] = language_model_loss(model, val)
+    for key, items in eval_sets.items():
+        point[key] = task_accuracy(model, items)
+    log.info("eval %s", json.dumps(point))
+    model.train()
+    return point
+
+
+def _train_loop(
+    model: HookedTransformer,
+    opt: torch.optim.Optimizer,
+    rows: np.ndarray,
+    cfg: ModelTrainingConfig,
+    val: torch.Tensor,
+    eval_sets: dict[str, list],
+    progress: bool,
+    t_start: float,
+) -> list[dict]:
+    """Step 5: `cfg.steps` steps on consecutive batches of `rows: [steps * batch, n_ctx]`; returns the learning curve.
+
+    Evaluated every `cfg.eval_every` steps and after the last; `train_loss` is an exponential moving average.
+    """
+    from tqdm import tqdm
 
     curves: list[dict] = []
-
-    def record(step: int, train_loss: float) -> None:
-        model.eval()
-        point = {
-            "step": step,
-            "tokens": step * cfg.batch_size * cfg.n_ctx,
-            "seconds": round(time.time() - t3, 1),
-            "train_loss": train_loss,
-        }
-        point["val_loss"] = language_model_loss(model, val)
-        for key, items in eval_sets.items():
-            point[key] = task_accuracy(model, items)
-        curves.append(point)
-        log.info("eval %s", json.dumps(point))
-        model.train()
-
     model.train()
     running = float("nan")
     bar = tqdm(range(cfg.steps), desc="train model", disable=not progress)
     for step in bar:
         if step % cfg.eval_every == 0:
-            record(step, running)
+            curves.append(_curve_point(model, cfg, step, running, t_start, val, eval_sets))
         batch = torch.from_numpy(rows[step * cfg.batch_size : (step + 1) * cfg.batch_size].astype(np.int64))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = _lr_at(cfg, step)
         loss = model(batch, return_type="loss")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -354,21 +412,9 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
         running = value if math.isnan(running) else 0.98 * running + 0.02 * value
         bar.set_postfix(loss=f"{running:.3f}")
         if (step + 1) % 50 == 0:
-            log.info("step %d loss %.3f %.2f s/step", step + 1, running, (time.time() - t3) / (step + 1))
-    record(cfg.steps, running)
-    t4 = _timed("train", t3)
-    timings["train_s"] = t4 - t3
-
-    model.eval()
-    save_model(model, paths["model_dir"])
-    paths["learning_curves"].write_text(json.dumps(curves, indent=1))
-    return {
-        "model_training": asdict(cfg),
-        "task_split": split.to_json(),
-        "corpus": data.corpus_info,
-        "timings": timings,
-        "tokens_seen": cfg.steps * cfg.batch_size * cfg.n_ctx,
-    }
+            log.info("step %d loss %.3f %.2f s/step", step + 1, running, (time.time() - t_start) / (step + 1))
+    curves.append(_curve_point(model, cfg, cfg.steps, running, t_start, val, eval_sets))
+    return curves
 
 
 def load_default_data(out_root: Path, split: TaskSplit) -> DefaultData:

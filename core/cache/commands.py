@@ -10,32 +10,11 @@ from core import store
 from core.cache.plan import DEFAULT_NEURON_TOPK, CacheParams, plan_corpus_contexts, resolve_dictionaries
 from core.cache.run import cache_summary, run_cache
 from core.paths import default_paths
+from core.progress import TqdmBars
+from core.settings import add_arguments, from_arguments
 
 # ---------------------------------------------------------------------------------------------
 # CLI
-
-
-class _Bars:
-    """tqdm bars for the progress callback."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, object] = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = self.bars.get(phase)
-        if bar is None:
-            self.close()  # one bar at a time: the previous phase is over
-            bar = self.bars[phase] = tqdm(
-                total=total, desc=phase, unit="tok" if phase == "caching" else "dict", unit_scale=phase == "caching"
-            )
-        bar.n = done  # type: ignore[attr-defined]
-        bar.refresh()  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()  # type: ignore[attr-defined]
 
 
 def _run_cache_command(args) -> int:
@@ -57,21 +36,13 @@ def _run_cache_command(args) -> int:
         root=root,
         device=args.device,
     )
-    params = CacheParams(
-        n_tokens=args.tokens,
-        ctx_len=args.ctx_len or min(128, model.cfg.n_ctx),
-        batch_contexts=args.batch_size,
-        chunk_contexts=args.chunk_contexts,
-    )
+    params = from_arguments(CacheParams, args, ctx_len=args.ctx_len or min(128, model.cfg.n_ctx))
     corpus = Path(args.corpus) if args.corpus else default_paths(root)["corpus"]
     plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, corpus, args.split)
-    bars = _Bars()
-    try:
+    with TqdmBars(unit="dict", units={"caching": "tok"}, scaled={"caching"}) as bars:
         result = run_cache(
             model, dicts, Path(args.workspace), plan, params, model_name=args.model, progress=bars, restart=args.restart
         )
-    finally:
-        bars.close()
     if result.nothing_to_do:
         print(f"nothing to do: {len(result.skipped)} dictionaries already cached in {args.workspace}")
         return 0
@@ -90,7 +61,6 @@ def register(sub) -> None:
     """Add the `cache` and `workspace-info` commands."""
     p = sub.add_parser("cache", help="cache sparse latent activations of a model's dictionaries in a DuckDB workspace")
     p.add_argument("--model", default="default", help="default (embedded) or gpt2 (needs the hub)")
-    p.add_argument("--tokens", type=int, required=True, help="corpus tokens to cache (BOS excluded)")
     p.add_argument("--workspace", required=True, help="the workspace file, e.g. runs/ws.duckdb")
     p.add_argument("--dictionaries", nargs="+", help="dictionary ids (default: every dictionary of the model)")
     p.add_argument("--no-neurons", action="store_true", help="do not add MLP-neuron baselines")
@@ -101,9 +71,7 @@ def register(sub) -> None:
         nargs="+",
         help="layers of the neuron baselines (default: those of the dictionaries)",
     )
-    p.add_argument("--ctx-len", type=int, help="tokens per context incl. BOS (default min(128, model n_ctx))")
-    p.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass")
-    p.add_argument("--chunk-contexts", type=int, default=64, help="contexts per resumable chunk")
+    add_arguments(p, CacheParams)  # --tokens, --ctx-len, --batch-size, --chunk-contexts
     p.add_argument("--corpus", help="corpus file (default: the embedded Brown corpus)")
     p.add_argument("--split", default="train", choices=["train", "validation"])
     p.add_argument("--restart", action="store_true", help="discard an unfinished run with other parameters")

@@ -19,7 +19,8 @@ from core.subjects.dictionaries import Dictionary
 
 if TYPE_CHECKING:
     import torch
-from core.cache.plan import CacheParams, ContextPlan, ProgressFn, _layer_of_hook, _neuron_hook
+from core.cache.plan import CacheParams, ContextPlan, _layer_of_hook, _neuron_hook
+from core.progress import Progress
 
 ENCODE_ELEMENTS = 1 << 24  # largest dense [tokens, d_sae] block an encoder produces at once
 
@@ -307,7 +308,7 @@ def _compute_chunks(
     params: CacheParams,
     chunks: list[int],
     builder: _ChunkBuilder,
-    progress: ProgressFn | None,
+    progress: Progress | None,
     done_before: int,
 ) -> None:
     import torch

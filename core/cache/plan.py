@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +17,16 @@ import numpy as np
 
 from core.build.corpus import BrownDocument, read_corpus
 from core.cache.stats import HIST_BINS, N_OUTPUT_TOKENS, TOP_ROWS
+from core.settings import setting
 from core.store.schema import WorkspaceError
 from core.subjects.dictionaries import Dictionary, neuron_dictionary
 
 log = logging.getLogger(__name__)
 
 
-ProgressFn = Callable[[str, int, int], None]
-"""progress(phase, done, total): phase 'caching' counts tokens, 'finalizing' counts dictionaries;
-`ensure_default_workspace` adds 'loading' (0/1, 1/1) and 'waiting' (another process builds the
-default workspace: its committed chunks / all chunks, or 0/0 before it has started)."""
+# The cache's phases of core.progress.Progress: 'caching' counts tokens, 'finalizing' counts dictionaries;
+# `ensure_default_workspace` adds 'loading' (0/1, 1/1) and 'waiting' (another process builds the
+# default workspace: its committed chunks / all chunks, or 0/0 before it has started).
 
 
 class WorkspaceMismatchError(WorkspaceError):
@@ -39,15 +38,22 @@ DEFAULT_NEURON_TOPK = 32
 
 @dataclass(frozen=True)
 class CacheParams:
-    """Everything besides model, dictionaries and corpus text that determines a cache run's rows."""
+    """Everything besides model, dictionaries and corpus text that determines a cache run's rows.
+    The fields with a flag are flags of the `cache` command (`core.settings`)."""
 
-    n_tokens: int
-    ctx_len: int = 128
-    batch_contexts: int = 16
-    chunk_contexts: int = 64
-    hist_bins: int = HIST_BINS
-    top_rows: int = TOP_ROWS
-    n_output_tokens: int = N_OUTPUT_TOKENS
+    n_tokens: int = setting(help="corpus tokens to cache (BOS excluded)", flag="--tokens")
+    ctx_len: int = setting(128, help="tokens per context incl. BOS (default min(128, model n_ctx))", cli_default=None)
+    batch_contexts: int = setting(16, help="contexts per forward pass", flag="--batch-size")
+    chunk_contexts: int = setting(64, help="contexts per resumable chunk")
+    hist_bins: int = setting(
+        HIST_BINS, help="bins of each latent's activation histogram (equal width over (0, max])", flag=False
+    )
+    top_rows: int = setting(
+        TOP_ROWS, help="highest activations per latent whose tokens are counted as its top tokens", flag=False
+    )
+    n_output_tokens: int = setting(
+        N_OUTPUT_TOKENS, help="tokens each latent's decoder promotes and suppresses most, listed per latent", flag=False
+    )
 
     def __post_init__(self) -> None:
         for name in ("n_tokens", "ctx_len", "batch_contexts", "chunk_contexts", "hist_bins", "top_rows"):

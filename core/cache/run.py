@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -22,12 +21,13 @@ from core.cache.finalise import FINALIZE_ROWS, _commit_finalized, _finalize_dict
 from core.cache.plan import (
     CacheParams,
     ContextPlan,
-    ProgressFn,
     WorkspaceMismatchError,
     check_dictionaries,
     dictionary_fingerprint,
     model_fingerprint,
 )
+from core.locks import LockHolder, ProcessLock, lock_holder
+from core.progress import Progress
 from core.store.schema import WorkspaceLockedError
 from core.subjects.dictionaries import Dictionary
 
@@ -65,27 +65,20 @@ class _JobLock:
     def __init__(self, workspace: Path):
         self.workspace = Path(workspace)
         self.path = store.data_dir(workspace) / "job.lock"
+        self.lock = ProcessLock(self.path)
 
     def __enter__(self) -> _JobLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = store.lock_file_holder(self.path, os.pread(self.fd, 400, 0).decode(errors="replace"))
-            os.close(self.fd)
+        if not self.lock.try_acquire():
+            holder = self.lock.holder()
             raise WorkspaceLockedError(
                 f"another job is writing this workspace ({self.workspace}): {holder.describe()}; "
                 f"{holder.what_to_do()}, then try again",
                 holder,
-            ) from exc
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, store.holder_record().encode(), 0)  # who holds it, for whoever meets the lock
+            )
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        self.lock.release()
 
 
 def _vocab_texts(tokenizer, d_vocab: int) -> list[str]:
@@ -106,26 +99,35 @@ def _run_key(model_fp: str, plan_fp: str, params: CacheParams, dicts: list[tuple
     return hashlib.blake2b(payload.encode(), digest_size=6).hexdigest()
 
 
-def run_cache(
-    model,
-    dictionaries: list[Dictionary],
-    workspace: Path,
-    plan: ContextPlan,
-    params: CacheParams,
-    model_name: str = "custom",
-    progress: ProgressFn | None = None,
-    restart: bool = False,
-    finalize_rows: int = FINALIZE_ROWS,
-    finalize_workers: int = 2,
-    storage_threads: int | None = None,
-) -> CacheResult:
-    """Cache the sparse activations of `dictionaries` over `plan`'s contexts into `workspace` (resuming if possible).
+@dataclass
+class _Stopwatch:
+    """Wall-clock time and the process's CPU time (all threads) since it was made."""
 
-    `storage_threads` (default: one per core) share the extraction and scratch writing between forward passes.
+    wall_start: float = field(default_factory=time.perf_counter)
+    cpu_start: float = field(default_factory=time.process_time)
 
-    Returns what was cached or skipped, rows and bytes per dictionary, and the time of each phase.
-    """
-    workspace = Path(workspace)
+    def wall(self) -> float:
+        """Seconds of wall-clock time since the start."""
+        return time.perf_counter() - self.wall_start
+
+    def cpu(self) -> float:
+        """Seconds of CPU time of the process since the start."""
+        return time.process_time() - self.cpu_start
+
+
+@dataclass
+class _OpenRun:
+    """The cache run a call computes: a new one, or the interrupted one it resumes."""
+
+    run_id: str
+    todo: list[Dictionary]  # every dictionary of the run, including ones an interrupted finalisation already finished
+    records: dict[str, store.DictionaryRecord]  # the stored record of each of `todo`, by dictionary id
+    n_chunks: int
+    committed_chunks: set[int]  # chunks an earlier try of this run already wrote and committed
+
+
+def _check_inputs(model, dictionaries: list[Dictionary], plan: ContextPlan, params: CacheParams) -> None:
+    """Refuse contexts that disagree with `params`, exceed the model's context or the cache's 2**32 positions."""
     if plan.ctx_len != params.ctx_len:
         raise ValueError(f"plan has contexts of {plan.ctx_len} tokens but params say {params.ctx_len}")
     if plan.ctx_len > model.cfg.n_ctx:
@@ -137,231 +139,344 @@ def run_cache(
         raise ValueError(
             f"{plan.n_contexts * plan.ctx_len:,} token positions exceed this cache's limit of 2**32; cache fewer tokens per workspace"
         )
+
+
+def _corpus_info(plan: ContextPlan, plan_fp: str) -> dict:
+    """The workspace's record of the corpus slice `plan` caches."""
+    return {
+        **plan.source,
+        "n_contexts": plan.n_contexts,
+        "ctx_len": plan.ctx_len,
+        "n_tokens": plan.n_cached_tokens,
+        "fingerprint": plan_fp,
+        "bos_token": int(plan.tokens[0, 0]),
+    }
+
+
+def _record_model(con, workspace: Path, model, model_name: str, model_fp: str) -> None:
+    """Record the model in a new workspace; refuse a workspace built from other weights."""
+    known_model = store.get_info(con, "model")
+    if known_model is None:
+        store.set_info(
+            con,
+            "model",
+            {
+                "name": model_name,
+                "fingerprint": model_fp,
+                "n_layers": model.cfg.n_layers,
+                "d_model": model.cfg.d_model,
+                "d_vocab": model.cfg.d_vocab,
+            },
+        )
+    elif known_model["fingerprint"] != model_fp:
+        raise WorkspaceMismatchError(
+            f"workspace {workspace} was built from another model ({known_model['name']}, weights {known_model['fingerprint'][:12]}) "
+            f"than this one ({model_name}, weights {model_fp[:12]}); use a new --workspace"
+        )
+
+
+def _record_corpus(con, workspace: Path, model, plan: ContextPlan, corpus_info: dict) -> None:
+    """Store the contexts and vocabulary in a new workspace; refuse a workspace that caches another corpus slice."""
+    known_corpus = store.get_info(con, "corpus")
+    if known_corpus is None:
+        store.set_info(con, "corpus", corpus_info)
+        store.store_contexts(con, plan.tokens, plan.docs, plan.offsets)
+        store.store_vocab(
+            con,
+            _vocab_texts(model.tokenizer, model.cfg.d_vocab)
+            if model.tokenizer is not None
+            else [str(i) for i in range(model.cfg.d_vocab)],
+        )
+    elif known_corpus["fingerprint"] != corpus_info["fingerprint"]:
+        raise WorkspaceMismatchError(
+            f"workspace {workspace} caches another corpus slice ({known_corpus.get('n_tokens'):,} tokens of "
+            f"{known_corpus.get('corpus', '?')} {known_corpus.get('split', '')}, contexts of {known_corpus.get('ctx_len')}) "
+            f"than this run ({plan.n_cached_tokens:,} tokens, contexts of {plan.ctx_len}); use the same --tokens/--ctx-len/--corpus or a new --workspace"
+        )
+
+
+def _plan_dictionaries(
+    con, workspace: Path, dictionaries: list[Dictionary], fingerprints: dict[str, str]
+) -> tuple[list[Dictionary], list[str]]:
+    """Split `dictionaries` into those this run caches and the ids of those a finished run already cached.
+
+    Refuses a dictionary cached from different weights.
+    """
+    existing = {r.id: r for r in store.dictionaries(con)}
+    run_status = {r.run_id: r.status for r in store.runs(con)}
+    todo, skipped = [], []
+    for d in dictionaries:
+        rec = existing.get(d.id)
+        if rec is not None and rec.status == "ready" and rec.fingerprint != fingerprints[d.id]:
+            raise WorkspaceMismatchError(
+                f"dictionary {d.id} is already cached in {workspace} from different weights; use a new --workspace"
+            )
+        if rec is not None and rec.status == "ready" and run_status.get(rec.run_id) == "finished":
+            skipped.append(d.id)
+        else:
+            todo.append(d)
+    return todo, skipped
+
+
+def _resume_or_start_run(
+    con,
+    workspace: Path,
+    run_id: str,
+    todo: list[Dictionary],
+    fingerprints: dict[str, str],
+    n_chunks: int,
+    run_params: dict,
+    restart: bool,
+) -> tuple[_OpenRun, list[str]]:
+    """Resume run `run_id` if it was interrupted, else start it; returns it and the ids of the runs discarded.
+
+    Another unfinished run is refused, or with `restart` discarded (its scratch files are the caller's to remove).
+    """
+    discarded = []
+    for unfinished in store.unfinished_runs(con):
+        if unfinished.run_id != run_id or restart:
+            if not restart:
+                ids = unfinished.dictionary_ids
+                raise WorkspaceMismatchError(
+                    f"workspace {workspace} has an unfinished cache run ({len(ids)} dictionaries: "
+                    f"{', '.join(ids[:4])}{'...' if len(ids) > 4 else ''}; "
+                    f"{unfinished.committed_chunks}/{unfinished.n_chunks} chunks, params {unfinished.params}). "
+                    "Rerun that command to finish it, or add --restart to discard it"
+                )
+            store.discard_run(con, unfinished.run_id)
+            discarded.append(unfinished.run_id)
+    if run_id not in {r.run_id for r in store.runs(con)}:
+        store.start_run(con, run_id, run_params, [d.id for d in todo], n_chunks)
+        for d in todo:
+            store.register_dictionary(con, d.describe(), fingerprints[d.id], run_id)
+    todo_ids = {d.id for d in todo}
+    records = {r.id: r for r in store.dictionaries(con) if r.id in todo_ids}
+    return _OpenRun(run_id, todo, records, n_chunks, store.committed_chunks(con, run_id)), discarded
+
+
+def _open_run(
+    workspace: Path,
+    model,
+    model_name: str,
+    dictionaries: list[Dictionary],
+    plan: ContextPlan,
+    params: CacheParams,
+    model_fp: str,
+    plan_fp: str,
+    fingerprints: dict[str, str],
+    restart: bool,
+) -> tuple[_OpenRun | None, list[str], list[str]]:
+    """Plan the run and resume or start it, in one transaction of the workspace.
+
+    Returns the run (None when every dictionary is already cached), the ids of the dictionaries
+    skipped, and the ids of the unfinished runs discarded (whose scratch files the caller removes).
+    """
+    corpus_info = _corpus_info(plan, plan_fp)
+    with store.session(workspace, write=True) as con:
+        _record_model(con, workspace, model, model_name, model_fp)
+        _record_corpus(con, workspace, model, plan, corpus_info)
+        todo, skipped = _plan_dictionaries(con, workspace, dictionaries, fingerprints)
+        if not todo:
+            return None, skipped, []
+        run, discarded = _resume_or_start_run(
+            con,
+            workspace,
+            _run_key(model_fp, plan_fp, params, [(d.id, fingerprints[d.id]) for d in todo]),
+            todo,
+            fingerprints,
+            math.ceil(plan.n_contexts / params.chunk_contexts),
+            {**asdict(params), "model": model_name, "corpus": corpus_info},
+            restart,
+        )
+    return run, skipped, discarded
+
+
+def _compute_pending_chunks(
+    model,
+    workspace: Path,
+    run: _OpenRun,
+    plan: ContextPlan,
+    params: CacheParams,
+    storage_threads: int | None,
+    progress: Progress | None,
+    result: CacheResult,
+) -> int:
+    """Compute and write the chunks of `run` not committed yet (their CPU time goes into `result`); returns how many."""
+    pending = [chunk for chunk in range(run.n_chunks) if chunk not in run.committed_chunks]
+    for chunk in pending:
+        files.remove_chunk(workspace, run.run_id, chunk)
+    if not pending:
+        return 0
+    builder = _ChunkBuilder(
+        workspace,
+        run.run_id,
+        {d.id: run.records[d.id] for d in run.todo},
+        threads=storage_threads or os.cpu_count() or 1,
+    )
+    tokens_done_before = sum(
+        (min((chunk + 1) * params.chunk_contexts, plan.n_contexts) - chunk * params.chunk_contexts) * (plan.ctx_len - 1)
+        for chunk in run.committed_chunks
+    )
+    main_thread_cpu_start = time.thread_time()
+    try:
+        _compute_chunks(model, run.todo, plan, params, pending, builder, progress, tokens_done_before)
+    finally:
+        builder.close()
+    result.cpu_seconds["compute_main_thread"] = time.thread_time() - main_thread_cpu_start
+    result.cpu_seconds["storage_helpers"] = sum(builder.helper_cpu)
+    return len(pending)
+
+
+def _finalise_dictionaries(
+    workspace: Path,
+    run: _OpenRun,
+    to_finalize: list[Dictionary],
+    plan: ContextPlan,
+    params: CacheParams,
+    outputs: _OutputTokens,
+    finalize_rows: int,
+    finalize_workers: int,
+    progress: Progress | None,
+    result: CacheResult,
+) -> None:
+    """Finalise `to_finalize` in `finalize_workers` threads, committing each as it finishes (rows and bytes into `result`)."""
+    if progress:
+        progress("finalizing", 0, len(to_finalize))
+    # Dictionaries are independent; numpy, torch and pyarrow release the GIL, so two workers
+    # use a second core when there is one. Progress is reported from this (the caller's) thread.
+    # Largest first, so that the two workers finish together rather than one finishing a big file alone.
+    by_size = sorted(
+        to_finalize, key=lambda d: -files.scratch_bytes(workspace, run.run_id, run.n_chunks, run.records[d.id].index)
+    )
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    if finalize_workers > 1:
+        torch.set_num_threads(1)  # the workers' output-token products run one per core
+    with (
+        contextlib.ExitStack() as restore,
+        ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool,
+    ):
+        restore.callback(torch.set_num_threads, torch_threads)
+        futures = {
+            pool.submit(
+                _finalize_dictionary,
+                workspace,
+                run.run_id,
+                run.n_chunks,
+                run.records[d.id],
+                plan,
+                params,
+                finalize_rows,
+                functools.partial(outputs.get, d.id),
+            )
+            for d in by_size
+        }
+        # The workers write files and compute statistics; this thread commits whatever has
+        # finished since its last commit in one transaction, while the workers go on.
+        try:
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                batch = [fut.result() for fut in finished if fut.exception() is None]
+                _commit_finalized(workspace, batch)
+                for fut in finished:
+                    fut.result()  # re-raise a worker's error once the others' work is committed
+                for f in batch:
+                    result.rows[f.rec.id] = f.rows
+                    result.file_bytes[f.rec.id] = f.file_bytes
+                    log.info("finalised %s: %d rows, %.2f bytes/row", f.rec.id, f.rows, f.file_bytes / max(f.rows, 1))
+                if progress:
+                    progress("finalizing", len(result.rows), len(to_finalize))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def run_cache(
+    model,
+    dictionaries: list[Dictionary],
+    workspace: Path,
+    plan: ContextPlan,
+    params: CacheParams,
+    model_name: str = "custom",
+    progress: Progress | None = None,
+    restart: bool = False,
+    finalize_rows: int = FINALIZE_ROWS,
+    finalize_workers: int = 2,
+    storage_threads: int | None = None,
+) -> CacheResult:
+    """Cache the sparse activations of `dictionaries` over `plan`'s contexts into `workspace` (resuming if possible).
+
+    Steps, under the workspace's job lock: fingerprint the model, contexts and dictionaries; plan
+    (check the workspace holds this model and corpus slice, skip dictionaries a finished run cached);
+    resume the interrupted run of the same inputs or start one; compute the chunks not committed yet;
+    finalise each dictionary; summarise the times. `storage_threads` (default: one per core) share the
+    extraction and scratch writing between forward passes.
+
+    Returns what was cached or skipped, rows and bytes per dictionary, and the time of each phase.
+    """
+    workspace = Path(workspace)
+    _check_inputs(model, dictionaries, plan, params)
     result = CacheResult(workspace=str(workspace), run_id=None, n_tokens=plan.n_cached_tokens)
     reuse_freed_memory()
-    t0, c0 = time.perf_counter(), time.process_time()
+    whole_run = _Stopwatch()
     with _JobLock(workspace):
         model_fp = model_fingerprint(model)
         plan_fp = plan.fingerprint()
-        fps = {d.id: dictionary_fingerprint(d) for d in dictionaries}
-        result.seconds["fingerprints"] = time.perf_counter() - t0
+        fingerprints = {d.id: dictionary_fingerprint(d) for d in dictionaries}
+        result.seconds["fingerprints"] = whole_run.wall()
         log.info("fingerprints: %.1f s", result.seconds["fingerprints"])
-
-        t = time.perf_counter()
-        corpus_info = {
-            **plan.source,
-            "n_contexts": plan.n_contexts,
-            "ctx_len": plan.ctx_len,
-            "n_tokens": plan.n_cached_tokens,
-            "fingerprint": plan_fp,
-            "bos_token": int(plan.tokens[0, 0]),
-        }
-        discarded: list[str] = []
-        with store.session(workspace, write=True) as con:
-            known_model = store.get_info(con, "model")
-            if known_model is None:
-                store.set_info(
-                    con,
-                    "model",
-                    {
-                        "name": model_name,
-                        "fingerprint": model_fp,
-                        "n_layers": model.cfg.n_layers,
-                        "d_model": model.cfg.d_model,
-                        "d_vocab": model.cfg.d_vocab,
-                    },
-                )
-            elif known_model["fingerprint"] != model_fp:
-                raise WorkspaceMismatchError(
-                    f"workspace {workspace} was built from another model ({known_model['name']}, weights {known_model['fingerprint'][:12]}) "
-                    f"than this one ({model_name}, weights {model_fp[:12]}); use a new --workspace"
-                )
-            known_corpus = store.get_info(con, "corpus")
-            if known_corpus is None:
-                store.set_info(con, "corpus", corpus_info)
-                store.store_contexts(con, plan.tokens, plan.docs, plan.offsets)
-                store.store_vocab(
-                    con,
-                    _vocab_texts(model.tokenizer, model.cfg.d_vocab)
-                    if model.tokenizer is not None
-                    else [str(i) for i in range(model.cfg.d_vocab)],
-                )
-            elif known_corpus["fingerprint"] != plan_fp:
-                raise WorkspaceMismatchError(
-                    f"workspace {workspace} caches another corpus slice ({known_corpus.get('n_tokens'):,} tokens of "
-                    f"{known_corpus.get('corpus', '?')} {known_corpus.get('split', '')}, contexts of {known_corpus.get('ctx_len')}) "
-                    f"than this run ({plan.n_cached_tokens:,} tokens, contexts of {plan.ctx_len}); use the same --tokens/--ctx-len/--corpus or a new --workspace"
-                )
-            existing = {r.id: r for r in store.dictionaries(con)}
-            run_status = {r.run_id: r.status for r in store.runs(con)}
-            todo = []  # every dictionary of this run, including ones an interrupted finalisation already finished
-            for d in dictionaries:
-                rec = existing.get(d.id)
-                if rec is not None and rec.status == "ready" and rec.fingerprint != fps[d.id]:
-                    raise WorkspaceMismatchError(
-                        f"dictionary {d.id} is already cached in {workspace} from different weights; use a new --workspace"
-                    )
-                if rec is not None and rec.status == "ready" and run_status.get(rec.run_id) == "finished":
-                    result.skipped.append(d.id)
-                else:
-                    todo.append(d)
-            if todo:
-                run_id = _run_key(model_fp, plan_fp, params, [(d.id, fps[d.id]) for d in todo])
-                for r in store.unfinished_runs(con):
-                    if r.run_id != run_id or restart:
-                        if not restart:
-                            raise WorkspaceMismatchError(
-                                f"workspace {workspace} has an unfinished cache run ({len(r.dictionary_ids)} dictionaries: "
-                                f"{', '.join(r.dictionary_ids[:4])}{'...' if len(r.dictionary_ids) > 4 else ''}; "
-                                f"{r.committed_chunks}/{r.n_chunks} chunks, params {r.params}). Rerun that command to finish it, "
-                                "or add --restart to discard it"
-                            )
-                        store.discard_run(con, r.run_id)
-                        discarded.append(r.run_id)
-                n_chunks = math.ceil(plan.n_contexts / params.chunk_contexts)
-                if run_id not in {r.run_id for r in store.runs(con)}:
-                    store.start_run(
-                        con,
-                        run_id,
-                        {**asdict(params), "model": model_name, "corpus": corpus_info},
-                        [d.id for d in todo],
-                        n_chunks,
-                    )
-                    for d in todo:
-                        store.register_dictionary(con, d.describe(), fps[d.id], run_id)
-                records = {r.id: r for r in store.dictionaries(con) if r.id in {d.id for d in todo}}
-                done_chunks = store.committed_chunks(con, run_id)
-        for rid in discarded:
-            files.remove_scratch(workspace, rid)
-        if not todo:
+        # 1. plan and 2. resume (or start) the run
+        opening = _Stopwatch()
+        run, result.skipped, discarded = _open_run(
+            workspace, model, model_name, dictionaries, plan, params, model_fp, plan_fp, fingerprints, restart
+        )
+        for discarded_run_id in discarded:
+            files.remove_scratch(workspace, discarded_run_id)
+        if run is None:
             log.info("nothing to do: %d dictionaries already cached", len(result.skipped))
             return result
-        result.run_id = run_id
-        result.seconds["open"] = time.perf_counter() - t
-        log.info(
-            "open workspace (run %s, %d/%d chunks committed): %.1f s",
-            run_id,
-            len(done_chunks),
-            n_chunks,
-            result.seconds["open"],
-        )
+        result.run_id = run.run_id
+        result.seconds["open"] = opening.wall()
+        done = f"{len(run.committed_chunks)}/{run.n_chunks}"
+        log.info("open workspace (run %s, %s chunks committed): %.1f s", run.run_id, done, result.seconds["open"])
 
         # 3. compute the chunks not yet committed
-        t, c = time.perf_counter(), time.process_time()
-        to_finalize = [d for d in todo if records[d.id].status != "ready"]
+        computing = _Stopwatch()
+        to_finalize = [d for d in run.todo if run.records[d.id].status != "ready"]
         outputs = _OutputTokens(to_finalize, model, params.n_output_tokens)
-        pending = [c for c in range(n_chunks) if c not in done_chunks]
-        for chunk in pending:
-            files.remove_chunk(workspace, run_id, chunk)
-        if pending:
-            builder = _ChunkBuilder(
-                workspace, run_id, {d.id: records[d.id] for d in todo}, threads=storage_threads or os.cpu_count() or 1
-            )
-            done_before = sum(
-                (min((c + 1) * params.chunk_contexts, plan.n_contexts) - c * params.chunk_contexts) * (plan.ctx_len - 1)
-                for c in done_chunks
-            )
-            main_cpu = time.thread_time()
-            try:
-                _compute_chunks(model, todo, plan, params, pending, builder, progress, done_before)
-            finally:
-                builder.close()
-            result.cpu_seconds["compute_main_thread"] = time.thread_time() - main_cpu
-            result.cpu_seconds["storage_helpers"] = sum(builder.helper_cpu)
-        result.chunks_computed = len(pending)
-        result.seconds["compute"] = time.perf_counter() - t
-        result.cpu_seconds["compute"] = time.process_time() - c
-        log.info("compute %d chunks: %.1f s", len(pending), result.seconds["compute"])
-
-        # 4. finalise each dictionary
-        t, c = time.perf_counter(), time.process_time()
-        if progress:
-            progress("finalizing", 0, len(to_finalize))
-        # Dictionaries are independent; numpy, torch and pyarrow release the GIL, so two workers
-        # use a second core when there is one. Progress is reported from this (the caller's) thread.
-        # Largest first, so that the two workers finish together rather than one finishing a big file alone.
-        by_size = sorted(
-            to_finalize, key=lambda d: -files.scratch_bytes(workspace, run_id, n_chunks, records[d.id].index)
+        result.chunks_computed = _compute_pending_chunks(
+            model, workspace, run, plan, params, storage_threads, progress, result
         )
-        import torch
+        result.seconds["compute"] = computing.wall()
+        result.cpu_seconds["compute"] = computing.cpu()
+        log.info("compute %d chunks: %.1f s", result.chunks_computed, result.seconds["compute"])
 
-        torch_threads = torch.get_num_threads()
-        if finalize_workers > 1:
-            torch.set_num_threads(1)  # the workers' output-token products run one per core
-        with (
-            contextlib.ExitStack() as restore,
-            ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool,
-        ):
-            restore.callback(torch.set_num_threads, torch_threads)
-            futures = {
-                pool.submit(
-                    _finalize_dictionary,
-                    workspace,
-                    run_id,
-                    n_chunks,
-                    records[d.id],
-                    plan,
-                    params,
-                    finalize_rows,
-                    functools.partial(outputs.get, d.id),
-                )
-                for d in by_size
-            }
-            # The workers write files and compute statistics; this thread commits whatever has
-            # finished since its last commit in one transaction, while the workers go on.
-            try:
-                remaining = set(futures)
-                while remaining:
-                    finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                    batch = [fut.result() for fut in finished if fut.exception() is None]
-                    _commit_finalized(workspace, batch)
-                    for fut in finished:
-                        fut.result()  # re-raise a worker's error once the others' work is committed
-                    for f in batch:
-                        result.rows[f.rec.id] = f.rows
-                        result.file_bytes[f.rec.id] = f.file_bytes
-                        log.info(
-                            "finalised %s: %d rows, %.2f bytes/row", f.rec.id, f.rows, f.file_bytes / max(f.rows, 1)
-                        )
-                    if progress:
-                        progress("finalizing", len(result.rows), len(to_finalize))
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-        result.cached = [d.id for d in todo]
+        # 4. finalise each dictionary, then close the run
+        finalising = _Stopwatch()
+        _finalise_dictionaries(
+            workspace, run, to_finalize, plan, params, outputs, finalize_rows, finalize_workers, progress, result
+        )
+        result.cached = [d.id for d in run.todo]
         result.cpu_seconds["output_tokens"] = outputs.cpu_seconds
         with store.session(workspace, write=True) as con:
-            store.finish_run(con, run_id)
-        files.remove_scratch(workspace, run_id)
-        result.seconds["finalize"] = time.perf_counter() - t
-        result.cpu_seconds["finalize"] = time.process_time() - c
+            store.finish_run(con, run.run_id)
+        files.remove_scratch(workspace, run.run_id)
+        result.seconds["finalize"] = finalising.wall()
+        result.cpu_seconds["finalize"] = finalising.cpu()
         log.info("finalise %d dictionaries: %.1f s", len(to_finalize), result.seconds["finalize"])
-    result.seconds["total"] = time.perf_counter() - t0
-    result.cpu_seconds["total"] = time.process_time() - c0
+
+    # 5. summarise: the whole run's times
+    result.seconds["total"] = whole_run.wall()
+    result.cpu_seconds["total"] = whole_run.cpu()
     return result
 
 
-def _lock_held_by(lock: Path) -> store.LockHolder | None:
-    """Who holds the flock() on lock file `lock` right now, or None if nobody does (answers at once)."""
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return store.lock_file_holder(lock, os.pread(fd, 400, 0).decode(errors="replace"))
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def job_lock_holder(workspace: Path) -> store.LockHolder | None:
+def job_lock_holder(workspace: Path) -> LockHolder | None:
     """Who is running a cache job on `workspace` right now (see `_JobLock`), or None (answers at once)."""
-    return _lock_held_by(store.data_dir(workspace) / "job.lock")
+    return lock_holder(store.data_dir(workspace) / "job.lock")
 
 
 def cache_summary(result: CacheResult, workspace: Path) -> dict:

@@ -81,11 +81,7 @@ def _block_stats(counts: np.ndarray, value: np.ndarray, token_id: np.ndarray, hi
     max_act[fired] = np.maximum.reduceat(value, first_rows)
     mean[fired] = np.add.reduceat(value.astype(np.float64), first_rows) / counts[fired]
 
-    # histogram: equal-width bins over (0, max]
-    coarse = (value / np.repeat(max_act, counts) * hist_bins).astype(np.int32)
-    np.minimum(coarse, hist_bins - 1, out=coarse)
-    coarse += np.repeat(np.arange(m, dtype=np.int32) * hist_bins, counts)
-    hist = np.bincount(coarse, minlength=m * hist_bins).reshape(m, hist_bins)
+    hist = _histogram(value, max_act, counts, hist_bins)
 
     bits = value.view(np.int32)
     lo = np.zeros(m, np.int64)
@@ -128,15 +124,41 @@ def _block_stats(counts: np.ndarray, value: np.ndarray, token_id: np.ndarray, hi
     )
     edges[fl] = value[order[pos]]
 
-    # top rows: every row at or above the bin of the first top row, sorted by value descending with
-    # ties in row order (a stable sort), then the first `top_rows` of each latent
-    cand = np.flatnonzero(
-        fine >= np.repeat(np.arange(m, dtype=np.int64) * F + np.minimum(bins[:, N_DECILES + 1], F - 1), counts)
-    )
+    first_cell = np.arange(m, dtype=np.int64) * F + np.minimum(bins[:, N_DECILES + 1], F - 1)  # [m]
+    top_latent, top_token = _top_rows(fine, first_cell, counts, starts, bits, token_id, top_rows)
+    return max_act, mean, edges, hist, top_latent, top_token
+
+
+def _histogram(value: np.ndarray, max_act: np.ndarray, counts: np.ndarray, hist_bins: int) -> np.ndarray:
+    """`[m, hist_bins]` counts of each latent's `value` rows in equal-width bins over (0, max_act]."""
+    m = len(counts)
+    coarse = (value / np.repeat(max_act, counts) * hist_bins).astype(np.int32)
+    np.minimum(coarse, hist_bins - 1, out=coarse)
+    coarse += np.repeat(np.arange(m, dtype=np.int32) * hist_bins, counts)
+    return np.bincount(coarse, minlength=m * hist_bins).reshape(m, hist_bins)
+
+
+def _top_rows(
+    fine: np.ndarray,
+    first_cell: np.ndarray,
+    counts: np.ndarray,
+    starts: np.ndarray,
+    bits: np.ndarray,
+    token_id: np.ndarray,
+    top_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(latent, token id) `[p]` of each latent's `top_rows` highest rows, highest first, ties in row order.
+
+    Candidates are the rows whose cell `fine: [n]` is at or above their latent's `first_cell: [m]` (the
+    cell of its first top row); they are sorted by value (`bits`, int32 view) descending with a stable
+    sort, and the first `top_rows` of each latent kept.
+    """
+    m = len(counts)
+    cand = np.flatnonzero(fine >= np.repeat(first_cell, counts))
     lat_c = np.searchsorted(starts, cand, side="right") - 1
     sort = np.argsort(lat_c << 32 | (0x7FFFFFFF - bits[cand]), kind="stable")
     keep = _segment_positions(lat_c[sort], m) < top_rows
-    return max_act, mean, edges, hist, lat_c[sort][keep], np.asarray(token_id)[cand[sort][keep]].astype(np.int64)
+    return lat_c[sort][keep], np.asarray(token_id)[cand[sort][keep]].astype(np.int64)
 
 
 def range_stats(

@@ -4,7 +4,6 @@ One process builds it; others wait for it (`_BuildLock`)."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -13,9 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core import store
-from core.cache.plan import CacheParams, ProgressFn, WorkspaceMismatchError, plan_corpus_contexts, resolve_dictionaries
-from core.cache.run import _JobLock, _lock_held_by, job_lock_holder, run_cache
+from core.cache.plan import CacheParams, WorkspaceMismatchError, plan_corpus_contexts, resolve_dictionaries
+from core.cache.run import _JobLock, job_lock_holder, run_cache
+from core.locks import LockHolder, ProcessLock, lock_holder
 from core.paths import DEFAULT_DIR, default_paths
+from core.progress import Progress
 from core.store.schema import WorkspaceError, WorkspaceLockedError
 
 log = logging.getLogger(__name__)
@@ -161,13 +162,13 @@ class _BuildLock:
     thread such as a second browser session) waits, reporting the builder's progress, then finds
     the workspace built. The OS releases the lock if the builder dies; the waiter then resumes the build.
 
-    The holder records who it is in the lock file (`store.holder_record`). With `wait_for_other_processes`
+    The holder records who it is in the lock file (`core.locks.ProcessLock`). With `wait_for_other_processes`
     False, a caller that finds another *process* building fails at once, naming it (the app answers
     rather than hang); it still waits, with progress, for a build running in this process.
     """
 
     def __init__(
-        self, workspace: Path, progress: ProgressFn | None, timeout: float, wait_for_other_processes: bool = True
+        self, workspace: Path, progress: Progress | None, timeout: float, wait_for_other_processes: bool = True
     ):
         self.workspace = workspace
         self.path = _build_lock_path(workspace)
@@ -184,55 +185,42 @@ class _BuildLock:
             runs = []
         self.progress("waiting", runs[0].committed_chunks if runs else 0, runs[0].n_chunks if runs else 0)
 
-    def _holder(self) -> store.LockHolder:
-        return store.lock_file_holder(self.path, os.pread(self.fd, 400, 0).decode(errors="replace"))
-
     def __enter__(self) -> _BuildLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.lock = ProcessLock(self.path)
         start = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = self._holder()
-                # A holder not found yet (no /proc/locks, record not yet written) gets a moment to record itself.
-                other = not holder.this_process and (holder.pid is not None or time.monotonic() - start > 1.0)
-                if other and not self.wait_for_other_processes:
-                    os.close(self.fd)
-                    raise WorkspaceLockedError(
-                        f"the default workspace {self.workspace} is being built by {holder.describe()}; "
-                        f"{holder.what_to_do()}, then reload (a stopped build resumes where it stopped)",
-                        holder,
-                    ) from None
-                if time.monotonic() - start > self.timeout:
-                    os.close(self.fd)
-                    raise WorkspaceLockedError(
-                        f"{holder.describe()} has been building the default workspace {self.workspace} for more "
-                        f"than {self.timeout / 60:.0f} minutes; {holder.what_to_do()}, then reload",
-                        holder,
-                    ) from None
-                self._report_waiting()
-                time.sleep(0.5)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, store.holder_record().encode(), 0)
+        while not self.lock.try_acquire():
+            holder = self.lock.holder()
+            # A holder not found yet (no /proc/locks, record not yet written) gets a moment to record itself.
+            other = not holder.this_process and (holder.pid is not None or time.monotonic() - start > 1.0)
+            if other and not self.wait_for_other_processes:
+                raise WorkspaceLockedError(
+                    f"the default workspace {self.workspace} is being built by {holder.describe()}; "
+                    f"{holder.what_to_do()}, then reload (a stopped build resumes where it stopped)",
+                    holder,
+                )
+            if time.monotonic() - start > self.timeout:
+                raise WorkspaceLockedError(
+                    f"{holder.describe()} has been building the default workspace {self.workspace} for more "
+                    f"than {self.timeout / 60:.0f} minutes; {holder.what_to_do()}, then reload",
+                    holder,
+                )
+            self._report_waiting()
+            time.sleep(0.5)
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        self.lock.release()
 
 
-def build_lock_holder(path: Path = DEFAULT_WORKSPACE) -> store.LockHolder | None:
+def build_lock_holder(path: Path = DEFAULT_WORKSPACE) -> LockHolder | None:
     """Who is building the default workspace `path` right now (see `_BuildLock`), or None if nobody is.
     Answers at once; `LockHolder.this_process` tells a build by another thread of this process (another
     session of the app) from one by another process."""
-    return _lock_held_by(_build_lock_path(path))
+    return lock_holder(_build_lock_path(path))
 
 
 def ensure_default_workspace(
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     path: Path = DEFAULT_WORKSPACE,
     root: Path | None = None,
     params: CacheParams = DEFAULT_WORKSPACE_PARAMS,
@@ -293,7 +281,7 @@ def ensure_default_workspace(
     return path
 
 
-def _build_default(progress: ProgressFn | None, path: Path, root: Path | None, params: CacheParams, want: dict) -> None:
+def _build_default(progress: Progress | None, path: Path, root: Path | None, params: CacheParams, want: dict) -> None:
     """Load the default model and dictionaries and cache them into `path` (resuming, or setting aside a misfit once)."""
     from core.subjects.models import load_model
 

@@ -4,8 +4,10 @@ Method, step by step:
 1. Input: a traced attribution graph (networkx, `core.tracing.graph`), the task (what behaviour,
    the prompt(s), the target) and an explanation for each latent node (node id -> text; a node
    without one is shown as "(no explanation)").
-2. Every node's influence on the target (circuit-tracer's score, `full_graph.node_influence`, over
-   the graph's own edges) orders the nodes and edges shown to the LLM; it never decides anything.
+2. Every node's influence on the target (circuit-tracer's score, `core.tracing.influence.
+   graph_influence`, the numbers the Circuits page shows) orders the nodes and edges shown to the
+   LLM; it never decides anything. Explanations come from `core.circuits.saved.node_explanations`
+   (shown as `NodeExplanation.label`).
 3. If the whole graph fits one prompt (estimated at 4 characters a token against
    `PruneConfig.max_prompt_tokens`), one call. Otherwise the graph is pruned hierarchically, layer
    by layer from the output down: each part shows one layer's nodes (a layer too large for one
@@ -42,7 +44,11 @@ import networkx as nx
 
 from core.circuits import llm_prompts as prompts
 from core.errors import UserError
-from core.tracing.timing import ProgressCallback, phase, report
+from core.progress import Progress
+from core.settings import setting
+from core.tracing.graph import target_node
+from core.tracing.influence import graph_influence
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +79,14 @@ class PruneCallError(UserError):
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Knobs of an LLM pruning run; stored with the suggestion."""
+    """Knobs of an LLM pruning run; stored with the suggestion. The fields with a flag are flags of
+    `circuits --compare-pruning` (`core.settings`)."""
 
-    max_prompt_tokens: int = 6000  # estimated prompt size above which pruning goes hierarchical
-    edges_per_node: int = 4  # edges shown per listed node (strongest first)
-    temperature: float = 0.0
+    max_prompt_tokens: int = setting(
+        6000, help="estimated prompt tokens above which the LLM prunes layer by layer", flag="--prompt-budget"
+    )
+    edges_per_node: int = setting(4, help="edges shown per listed node (strongest first)", flag=False)
+    temperature: float = setting(0.0, help="sampling temperature of the pruning LLM", flag=False)
 
     def __post_init__(self) -> None:
         if self.max_prompt_tokens < 500:
@@ -113,32 +122,6 @@ def task_for_graph(G: nx.DiGraph, task: str | None = None, prompts_: Sequence[st
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(prompts.TASK_DESCRIPTIONS)}")
         return PruneTask(prompts.TASK_DESCRIPTIONS[task], texts, task)
     return PruneTask(prompts.PROMPT_TASK, texts)
-
-
-def node_explanations(workspace: Path, G: nx.DiGraph, explainer: str | None = None) -> dict[str, str]:
-    """Each latent node's explanation from the workspace, as "text [explainer]" (node id -> text).
-
-    With `explainer`, only that explainer's; otherwise per latent the newest explanation by an LLM
-    explainer, else the newest by a baseline explainer. Random-explanation/random-latent scoring
-    baselines are never used. Latents with no explanation are left out.
-    """
-    from core import store
-
-    wanted: dict[str, dict[int, list[str]]] = {}
-    for v, a in G.nodes(data=True):
-        if a.get("kind") in ("attn", "transcoder") and a.get("dictionary") is not None and a.get("latent") is not None:
-            wanted.setdefault(a["dictionary"], {}).setdefault(int(a["latent"]), []).append(v)
-    out: dict[str, str] = {}
-    for dictionary, latents in wanted.items():
-        records = store.list_explanations(workspace, dictionary=dictionary, latents=list(latents), explainer=explainer)
-        best: dict[int, Any] = {}
-        for r in records:  # ordered by created_at: a later one of the same rank wins
-            if r.text and (r.latent not in best or best[r.latent].is_baseline >= r.is_baseline):
-                best[r.latent] = r
-        for latent, r in best.items():
-            for v in latents[latent]:
-                out[v] = f"{_single_line(r.text)} [{r.explainer}]"
-    return out
 
 
 @dataclass(frozen=True)
@@ -323,34 +306,6 @@ def parse_summary_reply(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Prompt building (steps 2-3)
-
-
-def target_node(G: nx.DiGraph) -> str:
-    """The id of the graph's target node (`is_target`, else the one logit node)."""
-    marked = [v for v, a in G.nodes(data=True) if a.get("is_target")]
-    if len(marked) == 1:
-        return marked[0]
-    logits = [v for v, a in G.nodes(data=True) if a.get("kind") == "logit"]
-    if len(logits) == 1:
-        return logits[0]
-    raise ValueError(f"the graph has no single target node ({len(marked)} marked, {len(logits)} logit nodes)")
-
-
-def graph_influence(G: nx.DiGraph, target: str) -> dict[str, float]:
-    """Influence of every node on `target` over the graph's edges (circuit-tracer's score; `node_influence`)."""
-    import torch
-
-    from core.tracing.full_graph import node_influence
-
-    order = list(G.nodes)
-    index = {v: i for i, v in enumerate(order)}
-    A = torch.zeros(len(order), len(order), dtype=torch.float64)
-    for u, v, d in G.edges(data=True):
-        w = d.get("weight", 0.0)
-        if w is not None and not math.isnan(w):
-            A[index[v], index[u]] = float(w)  # A[t, s] = effect of s on t
-    infl = node_influence(A, index[target])
-    return {v: float(infl[index[v]]) for v in order}
 
 
 def _single_line(text: str, limit: int = 300) -> str:
@@ -608,7 +563,7 @@ def suggest_pruning(
     task: PruneTask | None = None,
     explanations: Mapping[str, str] | None = None,
     config: PruneConfig | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     use_cache: bool = True,
 ) -> PruneSuggestion:
     """Ask `model` (any litellm id) to prune and annotate `G`; returns the validated suggestion.
@@ -645,7 +600,7 @@ async def _suggest(
     task: PruneTask,
     explanations: Mapping[str, str],
     config: PruneConfig,
-    progress: ProgressCallback | None,
+    progress: Progress | None,
     calls: _Calls,
     target: str,
     others: list[str],
@@ -696,6 +651,86 @@ async def _suggest(
     )
 
 
+@dataclass
+class _Hierarchy:
+    """What hierarchical pruning has decided so far, from the output layer down."""
+
+    kept: dict[str, str] = field(default_factory=dict)  # node id -> the role the LLM gave it
+    target_role: str = ""
+    notes: list[str] = field(default_factory=list)  # the LLM's summary of each part asked so far
+    split_layers: list[int] = field(default_factory=list)  # layers too large for one prompt
+
+
+def _nodes_by_layer(G: nx.DiGraph, target: str) -> dict[int, list[str]]:
+    """Every node of `G` but `target`, by layer (-2 for the nodes without one)."""
+    by_layer: dict[int, list[str]] = {}
+    for v in G:
+        if v != target:
+            by_layer.setdefault(G.nodes[v].get("layer") if G.nodes[v].get("layer") is not None else -2, []).append(v)
+    return by_layer
+
+
+async def _prune_layer(
+    G: nx.DiGraph,
+    target: str,
+    layer: int,
+    nodes: Sequence[str],
+    done: _Hierarchy,
+    mode: str,
+    fraction: float,
+    *,
+    model: str,
+    task: PruneTask,
+    explanations: Mapping[str, str],
+    influence: Mapping[str, float],
+    config: PruneConfig,
+    calls: _Calls,
+    progress: Progress | None,
+) -> None:
+    """Ask about one layer's `nodes` (most influential first), shown with the nodes kept in the layers above as fixed context.
+
+    A layer too large for one prompt is asked about in subgraphs that fit. Each reply's kept nodes,
+    the target's role and the part's summary go into `done`; `fraction` is the progress reported.
+    """
+    context = dict(done.kept)  # fixed while this layer is decided
+    all_ids = set(G.nodes)
+
+    def build(chunk: Sequence[str], label: str = "", part: int = 0) -> list[dict[str, str]]:
+        return part_prompt(
+            G,
+            task,
+            explanations,
+            influence,
+            config,
+            chunk,
+            context,
+            part or len(done.notes) + 1,
+            label or f"layer {_layer_name(layer)}",
+            mode,
+        )
+
+    chunks = split_to_fit(nodes, build, config.max_prompt_tokens)
+    if len(chunks) > 1:
+        done.split_layers.append(layer)
+    for i, chunk in enumerate(chunks):
+        label = f"layer {_layer_name(layer)}" + (
+            f", subgraph {i + 1} of {len(chunks)} ({len(chunk)} of {len(nodes)} nodes)" if len(chunks) > 1 else ""
+        )
+        part = len(done.notes) + 1
+        report(progress, f"asking {model} about part {part}: {label}", fraction)
+        parsed = await _ask(
+            model,
+            build(chunk, label, part),
+            config,
+            lambda t, chunk=chunk: parse_prune_reply(t, chunk, target, all_ids - set(chunk)),
+            calls,
+            f"part {part}, {label}",
+        )
+        done.target_role = parsed.keep.pop(target, done.target_role)
+        done.kept.update(parsed.keep)
+        done.notes.append(parsed.summary)
+
+
 async def _prune_hierarchically(
     G: nx.DiGraph,
     model: str,
@@ -705,86 +740,50 @@ async def _prune_hierarchically(
     config: PruneConfig,
     calls: _Calls,
     estimated: int,
-    progress: ProgressCallback | None,
+    progress: Progress | None,
     timings: dict[str, float],
 ) -> tuple[dict[str, str], str, str, str]:
     """Step 3's hierarchical branch: one layer (or a subgraph of one) per call from the output down, then a summary call."""
     target = target_node(G)
-    by_layer: dict[int, list[str]] = {}
-    for v in G:
-        if v != target:
-            by_layer.setdefault(G.nodes[v].get("layer") if G.nodes[v].get("layer") is not None else -2, []).append(v)
+    by_layer = _nodes_by_layer(G, target)
     layers = sorted(by_layer, reverse=True)
-    kept: dict[str, str] = {}
-    target_role = ""
-    notes: list[str] = []
-    split_layers: list[int] = []
-    all_ids = set(G.nodes)
+    done = _Hierarchy()
     mode = "layer by layer"
     with phase("llm_parts", timings, log):
         for j, layer in enumerate(layers):
-            nodes = sorted(by_layer[layer], key=lambda v: (-influence[v], v))
-            context = dict(kept)  # nodes kept in the layers above, fixed while this layer is decided
-
-            def build(
-                chunk: Sequence[str],
-                label: str = "",
-                part: int = 0,
-                context: dict[str, str] = context,
-                layer: int = layer,
-            ) -> list[dict[str, str]]:
-                return part_prompt(
-                    G,
-                    task,
-                    explanations,
-                    influence,
-                    config,
-                    chunk,
-                    context,
-                    part or len(notes) + 1,
-                    label or f"layer {_layer_name(layer)}",
-                    mode,
-                )
-
-            chunks = split_to_fit(nodes, build, config.max_prompt_tokens)
-            if len(chunks) > 1:
-                split_layers.append(layer)
-            for c, chunk in enumerate(chunks):
-                label = f"layer {_layer_name(layer)}" + (
-                    f", subgraph {c + 1} of {len(chunks)} ({len(chunk)} of {len(nodes)} nodes)"
-                    if len(chunks) > 1
-                    else ""
-                )
-                part = len(notes) + 1
-                report(progress, f"asking {model} about part {part}: {label}", 0.05 + 0.85 * j / len(layers))
-                parsed = await _ask(
-                    model,
-                    build(chunk, label, part),
-                    config,
-                    lambda t, chunk=chunk: parse_prune_reply(t, chunk, target, all_ids - set(chunk)),
-                    calls,
-                    f"part {part}, {label}",
-                )
-                target_role = parsed.keep.pop(target, target_role)
-                kept.update(parsed.keep)
-                notes.append(parsed.summary)
-    if split_layers:
-        mode += f", with {len(split_layers)} layer(s) too large for one prompt split into subgraphs ({', '.join(_layer_name(x) for x in split_layers)})"
+            await _prune_layer(
+                G,
+                target,
+                layer,
+                sorted(by_layer[layer], key=lambda v: (-influence[v], v)),
+                done,
+                mode,
+                0.05 + 0.85 * j / len(layers),
+                model=model,
+                task=task,
+                explanations=explanations,
+                influence=influence,
+                config=config,
+                calls=calls,
+                progress=progress,
+            )
+    if done.split_layers:
+        mode += f", with {len(done.split_layers)} layer(s) too large for one prompt split into subgraphs ({', '.join(_layer_name(x) for x in done.split_layers)})"
     report(progress, f"asking {model} for the summary", 0.92)
     with phase("llm_summary", timings, log):
         closing = await _ask(
             model,
-            summary_prompt(G, task, influence, config, kept, notes, mode),
+            summary_prompt(G, task, influence, config, done.kept, done.notes, mode),
             config,
             parse_summary_reply,
             calls,
             "closing summary",
         )
     opening = (
-        f"Pruned hierarchically, {mode}, in {len(notes)} parts plus this summary, because the whole graph "
+        f"Pruned hierarchically, {mode}, in {len(done.notes)} parts plus this summary, because the whole graph "
         f"(about {estimated} tokens) exceeds the prompt budget of {config.max_prompt_tokens} tokens."
     )
-    return kept, target_role, f"{opening} {closing}", f"hierarchical: {mode}"
+    return done.kept, done.target_role, f"{opening} {closing}", f"hierarchical: {mode}"
 
 
 def _layer_name(layer: int) -> str:

@@ -41,9 +41,10 @@ import networkx as nx
 import torch
 
 from core.errors import UserError
+from core.progress import Progress, TqdmBars
 from core.tracing.ablation import AblationKind, Circuit, FaithfulnessResult, circuit_faithfulness, metric_values
 from core.tracing.nodes import LATENT_KINDS
-from core.tracing.timing import ProgressCallback, phase, report
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,11 @@ def circuits_from_keys(graphs: Sequence[nx.DiGraph], kept_keys: Collection[str])
 
 def influence_circuit(G: nx.DiGraph, n: int) -> Circuit:
     """The `n` latents of `G` with the highest influence on its target (ties by node id) (step 3, threshold pruning)."""
-    from core.circuits.llm_pruning import graph_influence, target_node
+    from core.tracing.influence import graph_influence
 
     if n <= 0:
         return frozenset()
-    infl = graph_influence(G, target_node(G))
+    infl = graph_influence(G)
     latents = sorted((v for v, a in G.nodes(data=True) if a.get("kind") in LATENT_KINDS), key=lambda v: (-infl[v], v))
     return frozenset((G.nodes[v]["dictionary"], G.nodes[v]["position"], G.nodes[v]["latent"]) for v in latents[:n])
 
@@ -193,6 +194,64 @@ class PruningComparison:
         return "\n".join(lines)
 
 
+def _reference_metrics(
+    model, dicts, tokens, targets, means, ablation: AblationKind, active_only: bool
+) -> tuple[float, float]:
+    """m(M) and m(∅): the metric averaged over prompts with every latent kept, and with every latent ablated."""
+    m_full = float(
+        metric_values(model, dicts, tokens, targets, None, "ablate", means, ablation, active_only=active_only).mean()
+    )
+    m_empty = float(
+        metric_values(model, dicts, tokens, targets, None, "keep", means, ablation, active_only=active_only).mean()
+    )
+    return m_full, m_empty
+
+
+def _circuits_by_method(
+    rm,
+    prepared: Sequence,
+    graphs: Sequence[nx.DiGraph],
+    kept_keys: Collection[str],
+    means: dict[str, torch.Tensor] | None,
+    ablation: AblationKind,
+    random_seeds: Sequence[int],
+    active_only: bool,
+) -> dict[str, list[list[Circuit]]]:
+    """Step 3: per method, its sets of circuits (one set per random seed, else one), each one circuit per prompt.
+
+    Every method's circuit for prompt i has the size of the LLM's (n_i), except the unpruned traced graph.
+    """
+    from core.tracing.baselines import active_features, attribution_patching_scores, random_features, top_features
+    from core.tracing.graph import circuit_features
+
+    llm = circuits_from_keys(graphs, kept_keys)
+    sizes = [len(c) for c in llm]
+    atp = [
+        attribution_patching_scores(
+            rm.model, rm.dictionaries, p.state.tokens, p.target, means if ablation == "mean" else None
+        )
+        for p in prepared
+    ]
+    return {
+        "llm": [llm],
+        "threshold": [[influence_circuit(g, n) for g, n in zip(graphs, sizes, strict=True)]],
+        "attribution_patching": [
+            [
+                top_features(s, n, active_features(p.state) if active_only else None)
+                for s, n, p in zip(atp, sizes, prepared, strict=True)
+            ]
+        ],
+        "random": [
+            [
+                random_features(active_features(p.state), n, torch.Generator().manual_seed(1000 * seed + i))
+                for i, (p, n) in enumerate(zip(prepared, sizes, strict=True))
+            ]
+            for seed in random_seeds
+        ],
+        "traced": [[circuit_features(g) for g in graphs]],
+    }
+
+
 def compare_pruning(
     rm,
     prepared: Sequence,
@@ -204,12 +263,10 @@ def compare_pruning(
     task: str = "",
     n_skipped: int = 0,
     active_only: bool = False,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> PruningComparison:
     """Steps 2-4 on prepared items (`dataset.PreparedItem`) and their traced graphs, for the kept position-free keys."""
-    from core.tracing.baselines import active_features, attribution_patching_scores, random_features, top_features
     from core.tracing.dataset import padded_tokens
-    from core.tracing.graph import circuit_features
 
     if not prepared:
         raise ValueError("no prompts to compare on (all items skipped?)")
@@ -220,40 +277,10 @@ def compare_pruning(
     tokens = padded_tokens(prepared)
     targets = [p.target for p in prepared]
     with phase("reference_runs", timings, log):
-        m_full = float(
-            metric_values(
-                model, dicts, tokens, targets, None, "ablate", means, ablation, active_only=active_only
-            ).mean()
-        )
-        m_empty = float(
-            metric_values(model, dicts, tokens, targets, None, "keep", means, ablation, active_only=active_only).mean()
-        )
+        m_full, m_empty = _reference_metrics(model, dicts, tokens, targets, means, ablation, active_only)
     report(progress, "reference runs", 0.2)
     with phase("circuits", timings, log):
-        llm = circuits_from_keys(graphs, kept_keys)
-        sizes = [len(c) for c in llm]
-        atp = [
-            attribution_patching_scores(model, dicts, p.state.tokens, p.target, means if ablation == "mean" else None)
-            for p in prepared
-        ]
-        methods: dict[str, list[list[Circuit]]] = {
-            "llm": [llm],
-            "threshold": [[influence_circuit(g, n) for g, n in zip(graphs, sizes, strict=True)]],
-            "attribution_patching": [
-                [
-                    top_features(s, n, active_features(p.state) if active_only else None)
-                    for s, n, p in zip(atp, sizes, prepared, strict=True)
-                ]
-            ],
-            "random": [
-                [
-                    random_features(active_features(p.state), n, torch.Generator().manual_seed(1000 * seed + i))
-                    for i, (p, n) in enumerate(zip(prepared, sizes, strict=True))
-                ]
-                for seed in random_seeds
-            ],
-            "traced": [[circuit_features(g) for g in graphs]],
-        }
+        methods = _circuits_by_method(rm, prepared, graphs, kept_keys, means, ablation, random_seeds, active_only)
     report(progress, "circuits chosen", 0.3)
     label = ablation + (" (active latents only)" if active_only else "")
     result = PruningComparison(task, len(prepared), n_skipped, m_full, m_empty, label, timings=timings)
@@ -285,6 +312,7 @@ def compare_pruning(
 def add_arguments(parser) -> None:
     """Add --compare-pruning and its options to the `circuits` command's parser."""
     from core.circuits.llm_pruning import PruneConfig
+    from core.settings import add_arguments as add_setting_arguments
 
     g = parser.add_argument_group("LLM pruning comparison (--compare-pruning)")
     g.add_argument(
@@ -300,35 +328,13 @@ def add_arguments(parser) -> None:
         help="workspace with the latents' explanations and the LLM response cache (default: the default workspace)",
     )
     g.add_argument("--explainer", help="use explanations by this explainer (default: the best available per latent)")
-    g.add_argument(
-        "--prompt-budget",
-        type=int,
-        default=PruneConfig().max_prompt_tokens,
-        help=f"estimated prompt tokens above which the LLM prunes layer by layer (default {PruneConfig().max_prompt_tokens})",
-    )
+    add_setting_arguments(g, PruneConfig)  # --prompt-budget
 
 
-def run_compare_pruning(args) -> int:
-    """`circuits --compare-pruning`: the comparison table per task; credentials are checked before anything loads."""
-    if not args.llm:
-        raise UserError(
-            "--compare-pruning needs --llm MODEL, a litellm model id with its API key set (e.g. --llm openai/gpt-4o-mini "
-            "with OPENAI_API_KEY); no LLM is available offline, so the comparison cannot run without one"
-        )
+def _comparison_workspace(args) -> Path:
+    """The workspace the comparison reads explanations from and caches LLM replies in (migrated to the current schema)."""
     from core import store
-    from core.llm import client as llm
-
-    llm.check_credentials(args.llm)
-    from tqdm import tqdm
-
-    from core.build.tasks import TASKS
     from core.cache.workspace import DEFAULT_WORKSPACE
-    from core.circuits.llm_pruning import PruneConfig, node_explanations, suggest_pruning, task_for_graph
-    from core.tracing.dataset import aggregate_graphs, load_task_items, prepare_items
-    from core.tracing.graph import graph_to_json
-    from core.tracing.hierarchical import hierarchical_trace
-    from core.tracing.loading import ablation_means, load_subject, trace_params
-    from core.tracing.replacement import ReplacementModel
 
     workspace = Path(args.workspace) if args.workspace else DEFAULT_WORKSPACE
     if not workspace.exists():
@@ -336,29 +342,64 @@ def run_compare_pruning(args) -> int:
             f"workspace {workspace} does not exist; build one with `python -m core cache ...` or pass --workspace"
         )
     store.migrate(workspace)  # explanations and the response cache need the current schema
-    config = PruneConfig(max_prompt_tokens=args.prompt_budget)
-    tasks = list(TASKS) if args.task == "all" else [args.task]
-    model, dicts, root = load_subject(args)
-    means = ablation_means(args, model, dicts, root)
-    rm = ReplacementModel(model, dicts)
-    params = trace_params(args)
-    out = []
-    for task in tasks:
-        timings: dict[str, float] = {}
-        items = load_task_items(task, args.n, root, tokenizer=model.tokenizer)
-        prepared, skipped = prepare_items(rm, items)
-        if not prepared:
-            raise UserError(f"no usable {task} prompts (all {skipped} had multi-token answers)")
-        with phase("trace", timings, log):
-            graphs = [
-                hierarchical_trace(rm, p.state, p.target, params, prompt=p.item.prompt)
-                for p in tqdm(prepared, desc=f"{task}: tracing", unit="prompt")
-            ]
-        agg = aggregate_graphs(graphs)
-        agg.graph["target"] = {"label": "logit(correct answer) - logit(incorrect answer), averaged over the prompts"}
-        explanations = node_explanations(workspace, agg, explainer=args.explainer)
-        with phase("llm", timings, log):
-            bar = tqdm(total=100, desc=f"{task}: {args.llm} prunes", unit="%")
+    return workspace
+
+
+def _llm_record(suggestion, explanations: dict[str, str], agg: nx.DiGraph) -> dict:
+    """What the LLM did for one task, as stored in the comparison's `llm` field."""
+    return {
+        "model": suggestion.model,
+        "prompt_version": suggestion.prompt_version,
+        "mode": suggestion.mode,
+        "kept_nodes": len(suggestion.kept_ids),
+        "total_nodes": len(suggestion.nodes),
+        "summary": suggestion.summary,
+        "n_calls": suggestion.n_calls,
+        "n_cached": suggestion.n_cached,
+        "usage": suggestion.usage,
+        "explained_latents": sum(1 for v in explanations if agg.nodes[v].get("kind") in LATENT_KINDS),
+        "latents": sum(1 for _, a in agg.nodes(data=True) if a.get("kind") in LATENT_KINDS),
+    }
+
+
+def _write_task_files(folder: Path, task: str, record: dict, suggestion, agg: nx.DiGraph) -> None:
+    """Write one task's comparison, LLM suggestion and aggregate graph as JSON files into `folder`."""
+    from core.tracing.graph import graph_to_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{task}-pruning-comparison.json").write_text(json.dumps(record, indent=1))
+    (folder / f"{task}-pruning-suggestion.json").write_text(json.dumps(suggestion.to_json(), indent=1))
+    (folder / f"{task}-aggregate-graph.json").write_text(json.dumps(graph_to_json(agg), indent=1))
+
+
+def _compare_task(args, task: str, workspace: Path, rm, root, means, params, config) -> dict:
+    """Steps 1-4 for one task: trace its prompts, let the LLM prune their aggregate graph, compare the methods.
+
+    Prints the table unless `--json`, writes the files under `--out`, and returns the stored record
+    (the comparison with its LLM and trace settings).
+    """
+    from tqdm import tqdm
+
+    from core.circuits.llm_pruning import suggest_pruning, task_for_graph
+    from core.circuits.saved import node_explanations
+    from core.tracing.dataset import aggregate_graphs, load_task_items, prepare_items
+    from core.tracing.hierarchical import hierarchical_trace
+
+    timings: dict[str, float] = {}
+    items = load_task_items(task, args.n, root, tokenizer=rm.model.tokenizer)
+    prepared, skipped = prepare_items(rm, items)
+    if not prepared:
+        raise UserError(f"no usable {task} prompts (all {skipped} had multi-token answers)")
+    with phase("trace", timings, log):
+        graphs = [
+            hierarchical_trace(rm, p.state, p.target, params, prompt=p.item.prompt)
+            for p in tqdm(prepared, desc=f"{task}: tracing", unit="prompt")
+        ]
+    agg = aggregate_graphs(graphs)
+    agg.graph["target"] = {"label": "logit(correct answer) - logit(incorrect answer), averaged over the prompts"}
+    explanations = {v: e.label for v, e in node_explanations(workspace, agg, explainer=args.explainer).items()}
+    with phase("llm", timings, log):
+        with TqdmBars(desc=f"{task}: {args.llm} prunes") as bars:
             suggestion = suggest_pruning(
                 workspace,
                 agg,
@@ -366,10 +407,9 @@ def run_compare_pruning(args) -> int:
                 task_for_graph(agg, task, [p.item.prompt for p in prepared]),
                 explanations,
                 config,
-                progress=_tqdm_progress(bar),
+                progress=bars,
             )
-            bar.close()
-        bar = tqdm(total=100, desc=f"{task}: ablations", unit="%")
+    with TqdmBars(desc=f"{task}: ablations") as bars:
         comparison = compare_pruning(
             rm,
             prepared,
@@ -380,45 +420,45 @@ def run_compare_pruning(args) -> int:
             task=task,
             n_skipped=skipped,
             active_only=args.active_only,
-            progress=_tqdm_progress(bar),
+            progress=bars,
         )
-        bar.close()
-        comparison.timings.update(timings)
-        comparison.llm = {
-            "model": suggestion.model,
-            "prompt_version": suggestion.prompt_version,
-            "mode": suggestion.mode,
-            "kept_nodes": len(suggestion.kept_ids),
-            "total_nodes": len(suggestion.nodes),
-            "summary": suggestion.summary,
-            "n_calls": suggestion.n_calls,
-            "n_cached": suggestion.n_cached,
-            "usage": suggestion.usage,
-            "explained_latents": sum(1 for v in explanations if agg.nodes[v].get("kind") in LATENT_KINDS),
-            "latents": sum(1 for _, a in agg.nodes(data=True) if a.get("kind") in LATENT_KINDS),
-        }
-        record = comparison.to_json()
-        record["trace_params"] = params.to_json()
-        out.append(record)
-        if args.out:
-            folder = Path(args.out)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{task}-pruning-comparison.json").write_text(json.dumps(record, indent=1))
-            (folder / f"{task}-pruning-suggestion.json").write_text(json.dumps(suggestion.to_json(), indent=1))
-            (folder / f"{task}-aggregate-graph.json").write_text(json.dumps(graph_to_json(agg), indent=1))
-        if not args.json:
-            print(comparison.table())
-            print(f"summary by {suggestion.model}: {suggestion.summary}")
-            print()
+    comparison.timings.update(timings)
+    comparison.llm = _llm_record(suggestion, explanations, agg)
+    record = comparison.to_json()
+    record["trace_params"] = params.to_json()
+    if args.out:
+        _write_task_files(Path(args.out), task, record, suggestion, agg)
+    if not args.json:
+        print(comparison.table())
+        print(f"summary by {suggestion.model}: {suggestion.summary}")
+        print()
+    return record
+
+
+def run_compare_pruning(args) -> int:
+    """`circuits --compare-pruning`: the comparison table per task; credentials are checked before anything loads."""
+    if not args.llm:
+        raise UserError(
+            "--compare-pruning needs --llm MODEL, a litellm model id with its API key set (e.g. --llm openai/gpt-4o-mini "
+            "with OPENAI_API_KEY); no LLM is available offline, so the comparison cannot run without one"
+        )
+    from core.llm import client as llm
+
+    llm.check_credentials(args.llm)
+    from core.build.tasks import TASKS
+    from core.circuits.llm_pruning import PruneConfig
+    from core.settings import from_arguments
+    from core.tracing.loading import ablation_means, load_subject, trace_params
+    from core.tracing.replacement import ReplacementModel
+
+    workspace = _comparison_workspace(args)
+    config = from_arguments(PruneConfig, args)
+    tasks = list(TASKS) if args.task == "all" else [args.task]
+    model, dicts, root = load_subject(args)
+    means = ablation_means(args, model, dicts, root)
+    rm = ReplacementModel(model, dicts)
+    params = trace_params(args)
+    out = [_compare_task(args, task, workspace, rm, root, means, params, config) for task in tasks]
     if args.json:
         print(json.dumps(out if len(out) > 1 else out[0]))
     return 0
-
-
-def _tqdm_progress(bar) -> ProgressCallback:
-    def update(message: str, fraction: float) -> None:
-        bar.set_postfix_str(message[:60])
-        bar.n = round(100 * max(0.0, min(1.0, fraction)))
-        bar.refresh()
-
-    return update

@@ -16,9 +16,8 @@ Pruning, step by step (`prune_graph`, pure; thresholds are computed on version 1
 1. Edge share: an edge's |direct effect| as a share of its target node's total |direct effect|
    (`total_abs_effect` as the trace recorded it, over every parent kept or not; the sum over the
    graph's in-edges when absent). The same quantity `TraceParams.edge_threshold` thresholds.
-2. Influence on the target: 1 for the target; for another node, the sum over its out-edges of
-   share × the child's influence (direct plus indirect effects through the graph, normalised as in
-   circuit-tracer's influence; at most 1).
+2. Influence on the target: `core.tracing.influence.graph_influence` (circuit-tracer's influence
+   over the graph's edge shares of step 1; 1 for the target, at most 1 for the others).
 3. Remove the listed edges and every edge whose share is below `edge_threshold`; remove the listed
    nodes and every node whose influence is below `node_threshold`, except pinned nodes.
 4. Drop orphans: nodes with no remaining path to the target, except pinned nodes.
@@ -35,7 +34,7 @@ API (used by pages/5_Circuits.py and by LLM pruning):
     load_with_original(workspace, name, version) -> (CircuitVersion, version 1 graph), read together
     list_circuits(workspace) -> [CircuitInfo]; list_versions(workspace, name) -> [CircuitVersion] (graph None)
     delete_circuit(workspace, name) -> number of versions deleted
-    prune_graph(G, pruning); edge_shares(G); node_influence(G); target_node(G)
+    prune_graph(G, pruning); edge_shares(G); graph_influence(G) and target_node(G) (from core.tracing)
     measure_faithfulness(model, dictionaries, G, means, ablation, ...) -> FaithfulnessResult
     with_target(G, target): record a TraceResult's target in its graph (before measure_faithfulness)
     export_json(version) -> dict (a graph JSON whose metadata["circuit"] holds the version)
@@ -64,7 +63,8 @@ import networkx as nx
 
 from core import store
 from core.errors import UserError
-from core.tracing.graph import graph_from_json, graph_to_json, latent_nodes
+from core.tracing.graph import graph_from_json, graph_to_json, latent_nodes, target_node
+from core.tracing.influence import graph_influence
 from core.tracing.nodes import LATENT_KINDS, LatentTarget, LogitTarget, Target
 
 MAX_NAME_CHARS = 120
@@ -251,17 +251,6 @@ def graph_target(G: nx.DiGraph) -> Target:
     )
 
 
-def target_node(G: nx.DiGraph) -> str:
-    """The id of the graph's target node (the node every kept node must reach)."""
-    tid = (G.graph.get("target") or {}).get("node_id")
-    if tid is not None and tid in G:
-        return tid
-    for v, a in G.nodes(data=True):
-        if a.get("is_target") or a.get("kind") == "logit":
-            return v
-    raise ValueError("the graph has no target node")
-
-
 # ---------------------------------------------------------------------------------------------
 # Pruning (pure)
 
@@ -275,28 +264,6 @@ def edge_shares(G: nx.DiGraph) -> dict[tuple[str, str], float]:
             total = sum(abs(_weight(d)) for _, _, d in G.in_edges(v, data=True))
         totals[v] = float(total)
     return {(u, v): (abs(_weight(d)) / totals[v] if totals[v] > 0 else 0.0) for u, v, d in G.edges(data=True)}
-
-
-def node_influence(G: nx.DiGraph, shares: Mapping[tuple[str, str], float] | None = None) -> dict[str, float]:
-    """Influence of every node on the target through the graph (step 2): {node id: influence in [0, 1]}; the target has 1.
-
-    Nodes without a path to the target have 0. Raises ValueError if the graph has a cycle.
-    """
-    shares = edge_shares(G) if shares is None else shares
-    tgt = target_node(G)
-    try:
-        order = list(nx.topological_sort(G))
-    except nx.NetworkXUnfeasible as exc:
-        raise ValueError(
-            "the graph has a cycle; influence needs a DAG (direct effects run forward in the model)"
-        ) from exc
-    influence = dict.fromkeys(G.nodes, 0.0)
-    influence[tgt] = 1.0
-    for u in reversed(order):
-        if u == tgt:
-            continue
-        influence[u] = sum(shares[(u, v)] * influence[v] for v in G.successors(u))
-    return influence
 
 
 def _weight(d: Mapping[str, Any]) -> float:
@@ -325,7 +292,7 @@ def prune_graph(G: nx.DiGraph, pruning: Pruning) -> nx.DiGraph:
     check_pruning(G, pruning)
     tgt = target_node(G)
     shares = edge_shares(G)
-    influence = node_influence(G, shares)
+    influence = graph_influence(G)
     pinned = set(pruning.pinned)
     H = G.copy()
     H.remove_edges_from(pruning.removed_edges)
@@ -721,31 +688,164 @@ def annotations_from(obj: Iterable[tuple[str, str]] | Mapping[str, str], author:
     return {k: Annotation(t.strip(), author) for k, t in items if t and t.strip()}
 
 
-def node_explanations(workspace: Path, G: nx.DiGraph) -> dict[str, tuple[str, str]]:
-    """{node id: (explanation text, explainer)} for the latent nodes of `G` that have an explanation in `workspace`.
+@dataclass(frozen=True)
+class NodeExplanation:
+    """A latent node's explanation from the workspace and who made it (the explainer: a litellm
+    model id, or a baseline explainer such as `baseline:token-stats`)."""
 
-    Uses the newest successful explanation of each latent by an explainer model, else the newest
-    by a baseline explainer (whose name, e.g. `baseline:token-stats`, says so); never the random
-    baselines of scoring. {} when the workspace does not exist, cannot be read, or has no
-    explanations (pages then label nodes by dictionary and latent).
+    text: str
+    explainer: str
+
+    @property
+    def label(self) -> str:
+        """ "text [explainer]" on one line: how LLM pruning prompts show it."""
+        return f"{' '.join(self.text.split())} [{self.explainer}]"
+
+
+def node_explanations(workspace: Path, G: nx.DiGraph, explainer: str | None = None) -> dict[str, NodeExplanation]:
+    """{node id: NodeExplanation} for the latent nodes of `G` that have an explanation in `workspace`.
+
+    With `explainer`, only that explainer's; otherwise per latent the newest successful
+    explanation by an explainer model, else the newest by a baseline explainer (whose name, e.g.
+    `baseline:token-stats`, says so); never the random baselines of scoring. {} when the workspace
+    does not exist, cannot be read, or has no explanations (pages then label nodes by dictionary
+    and latent).
     """
     if not Path(workspace).exists():
         return {}
     by_dict: dict[str, list[int]] = {}
     for d, latent in latent_keys(G):
         by_dict.setdefault(d, []).append(latent)
-    best: dict[tuple[str, int], tuple[bool, str, str]] = {}
+    best: dict[tuple[str, int], tuple[bool, NodeExplanation]] = {}
     try:
         for d, latents in by_dict.items():
-            for rec in store.list_explanations(workspace, dictionary=d, latents=latents):  # oldest first
+            for rec in store.list_explanations(workspace, dictionary=d, latents=latents, explainer=explainer):
+                # oldest first: a later one of the same rank wins
                 key = (rec.dictionary, int(rec.latent))
                 if rec.text and (key not in best or best[key][0] or not rec.is_baseline):
-                    best[key] = (rec.is_baseline, rec.text, rec.explainer)
+                    best[key] = (rec.is_baseline, NodeExplanation(rec.text, rec.explainer))
     except store.WorkspaceError:
         return {}
-    out = {}
-    for v, a in G.nodes(data=True):
-        if a.get("kind") in LATENT_KINDS and (a["dictionary"], int(a["latent"])) in best:
-            _, text, explainer = best[(a["dictionary"], int(a["latent"]))]
-            out[v] = (text, explainer)
+    return {
+        v: best[(a["dictionary"], int(a["latent"]))][1]
+        for v, a in G.nodes(data=True)
+        if a.get("kind") in LATENT_KINDS and (a["dictionary"], int(a["latent"])) in best
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving a page's edits
+
+
+def zero_latent_warning(what: str) -> str:
+    """The warning for a circuit (`what`, e.g. "Version 3") that keeps no latent."""
+    return join_sentences(
+        f"{what} keeps no latents: only embeddings, error nodes and the target are left, so it explains nothing "
+        "about the SAE or transcoder latents",
+        "Lower the node or edge threshold, or take nodes out of Remove nodes, to keep some",
+    )
+
+
+def save_refused(exc: CircuitChangedError, name: str) -> str:
+    """The message for a save refused because the circuit it was loaded from changed; how to keep the edits."""
+    if exc.deleted:
+        how = (
+            f"Press Save again to save this page's graph and edits as a new circuit named {name!r}, "
+            "or type another name first"
+        )
+    else:
+        how = (
+            "To keep them, type a new name and press Save: this page's graph and edits become a new circuit. "
+            f"To see the other {name!r}, load it from the sidebar (this page's edits are then replaced)"
+        )
+    return join_sentences(f"Not saved: {exc}", "Your edits are still on this page", how)
+
+
+SAVE_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError)
+
+
+@dataclass
+class SaveOutcome:
+    """What `save_edits` did. `source` is what the edits now belong to ({"name", "version", "circuit_id"},
+    None: no stored circuit, e.g. after a refused save); `messages` are (kind, text) pairs to show
+    literally in order, kind one of 'success', 'warning', 'error'; `version` the last version stored."""
+
+    source: dict[str, Any] | None
+    version: CircuitVersion | None = None
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+
+def save_edits(
+    workspace: Path,
+    name: str,
+    original: nx.DiGraph,
+    target: Target | None,
+    source: Mapping[str, Any] | None,
+    pruning: Pruning,
+    node_annotations: Mapping[str, Annotation] | None = None,
+    annotation: Annotation | None = None,
+    faithfulness: Any = None,
+    note: str = "",
+    timeout: float | None = None,
+) -> SaveOutcome:
+    """Save a page's edits of `original` (version 1) as the next version of the circuit they came from,
+    or as a new circuit. Never raises for bad input: the outcome's messages say what happened.
+
+    `source` is the saved circuit the edits were loaded from ({"name", "version", "circuit_id"}, or None).
+    If it has this `name`, the edits become its next version (based on source["version"], refused with
+    CircuitChangedError's message if that circuit was deleted or replaced since). Otherwise `original`
+    is saved as version 1 of a new circuit `name`, and the edits (if any) as its version 2; if only the
+    first write succeeds, the outcome's source is version 1 and the message says the edits were not saved.
+    A stored version that keeps no latents comes with `zero_latent_warning`.
+    """
+    current = dict(source) if source else None
+    first = None  # version 1, when this call saves a new circuit
+    try:
+        name = check_name(name)
+        if current and current["name"] == name:
+            v = save_version(
+                workspace,
+                name,
+                pruning,
+                node_annotations,
+                annotation,
+                faithfulness,
+                note=note,
+                parent_version=current["version"],
+                timeout=timeout,
+                expected_circuit_id=current.get("circuit_id"),
+            )
+        else:
+            first = v = save_circuit(workspace, name, original, target, timeout=timeout)
+            current = {"name": name, "version": v.version, "circuit_id": v.circuit_id}
+            if not pruning.is_empty or node_annotations or annotation:
+                v = save_version(
+                    workspace,
+                    name,
+                    pruning,
+                    node_annotations,
+                    annotation,
+                    faithfulness,
+                    note=note,
+                    timeout=timeout,
+                    expected_circuit_id=v.circuit_id,
+                )
+    except CircuitChangedError as exc:
+        # No stored circuit holds these edits any more: the next save makes a new one.
+        return SaveOutcome(None, None, [("error", save_refused(exc, name))])
+    except SAVE_ERRORS as exc:
+        if first:  # the new circuit's version 1 was stored, the version with the edits was not
+            text = join_sentences(
+                f"Saved {name!r} version 1 (the traced graph), but not your edits: {exc}",
+                "Your edits are still on this page; press Save again to add them as the next version",
+            )
+        else:
+            text = join_sentences(
+                f"Not saved: {exc}", "Your edits are still on this page", "Nothing stored was changed"
+            )
+        return SaveOutcome(current, first, [("error", text)])
+    out = SaveOutcome({"name": name, "version": v.version, "circuit_id": v.circuit_id}, v)
+    out.messages.append(("success", f"Saved {name!r} version {v.version} ({v.n_latents} latents) in {workspace}."))
+    if v.n_latents == 0:
+        out.messages.append(("warning", zero_latent_warning(f"Version {v.version}")))
     return out

@@ -11,19 +11,17 @@ The stored vectors are read once per process and workspace version (the file's m
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core import store
+from core.progress import Progress
 from core.store.schema import WorkspaceError
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the key of its vectors in explanation_embeddings
 INDEX_BATCH = 512
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def unindexed_explanations(workspace: Path) -> list[store.ExplanationRecord]:
     return [r for r in records if r.explanation_id not in done and r.text]
 
 
-def index_explanations(workspace: Path, progress: ProgressFn | None = None, batch: int = INDEX_BATCH) -> int:
+def index_explanations(workspace: Path, progress: Progress | None = None, batch: int = INDEX_BATCH) -> int:
     """Embed and store every unindexed explanation (see module docstring); returns how many were added."""
     todo = unindexed_explanations(workspace)
     for start in range(0, len(todo), batch):

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -549,10 +550,10 @@ class LLMClient:
         """One chat completion (cached, retried, counted). `params` are litellm params (temperature, max_tokens, logprobs, ...)."""
         return await self._one(LLMRequest(model, messages, params, purpose, dictionary, latent))
 
-    async def acomplete_many(
-        self, requests: Sequence[LLMRequest], progress: Callable[[int, int], None] | None = None
-    ) -> list[LLMReply]:
-        """Run `requests` concurrently (at most `concurrency` at once); replies in request order."""
+    async def acomplete_many(self, requests: Sequence[LLMRequest], progress: Progress | None = None) -> list[LLMReply]:
+        """Run `requests` concurrently (at most `concurrency` at once); replies in request order.
+
+        `progress("LLM calls", done, total)` (core.progress) after each reply."""
         if self.use_cache:
             keys = [cache_key(r.model, r.messages, r.params) for r in requests]
             await asyncio.to_thread(self.cache.prefetch, keys)
@@ -563,7 +564,7 @@ class LLMClient:
             reply = await self._one(r)
             done += 1
             if progress is not None:
-                progress(done, len(requests))
+                progress("LLM calls", done, len(requests))
             return reply
 
         replies = await asyncio.gather(*(run(r) for r in requests))
@@ -729,17 +730,8 @@ def complete(workspace: Path | None, model: str, messages: list[dict], **params:
         client.flush()
 
 
-async def acomplete(workspace: Path | None, model: str, messages: list[dict], **params: Any) -> LLMReply:
-    """One cached, retried chat completion (a fresh client; use `LLMClient` for many calls)."""
-    client = LLMClient(workspace)
-    try:
-        return await client.acomplete(model, messages, **params)
-    finally:
-        await asyncio.to_thread(client.flush)
-
-
 def complete_many(
-    workspace: Path | None, requests: Sequence[LLMRequest], concurrency: int = 8, progress=None
+    workspace: Path | None, requests: Sequence[LLMRequest], concurrency: int = 8, progress: Progress | None = None
 ) -> list[LLMReply]:
     """Many cached, retried chat completions from synchronous code, at most `concurrency` at once."""
     client = LLMClient(workspace, concurrency=concurrency)

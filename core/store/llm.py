@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
 from core.store.schema import _json_or_none, session, set_info
@@ -32,6 +33,46 @@ def read_llm_responses(workspace: Path, keys: list[str]) -> dict[str, dict]:
 JOURNAL_MARK = "llm-journal/"  # workspace_info key prefix: a core.llm.client write-ahead file whose rows are stored
 
 
+REPLY_COLUMNS: dict[str, pa.DataType] = {
+    "key": pa.string(),
+    "model": pa.string(),
+    "request": pa.string(),
+    "text": pa.string(),
+    "finish_reason": pa.string(),
+    "logprobs": pa.string(),  # JSON
+    "prompt_tokens": pa.int32(),
+    "completion_tokens": pa.int32(),
+    "cost": pa.float64(),
+}
+USAGE_COLUMNS: dict[str, pa.DataType] = {
+    "key": pa.string(),
+    "model": pa.string(),
+    "purpose": pa.string(),
+    "dictionary": pa.string(),
+    "latent": pa.int32(),
+    "cached": pa.bool_(),
+    "prompt_tokens": pa.int32(),
+    "completion_tokens": pa.int32(),
+    "cost": pa.float64(),
+    "latency_s": pa.float64(),
+    "error": pa.string(),
+}
+
+
+def _rows_table(rows: list[dict], columns: dict[str, pa.DataType]) -> pa.Table:
+    """`rows` (dicts with at least `columns`' keys) as an Arrow table of those columns and types."""
+    return pa.table({name: pa.array([r[name] for r in rows], dtype) for name, dtype in columns.items()})
+
+
+def _insert_table(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str) -> None:
+    """Run `sql`, which reads the registered view `_rows_in`, over `table`."""
+    con.register("_rows_in", table)
+    try:
+        con.execute(sql).fetchall()  # consume the row count: DuckDB refuses a register() while a result is pending
+    finally:
+        con.unregister("_rows_in")
+
+
 def write_llm_records(
     workspace: Path, responses: list[dict], usage: list[dict], journals: list[Path] | None = None
 ) -> bool:
@@ -54,77 +95,39 @@ def write_llm_records(
         first: dict[str, dict] = {}
         for r in responses:
             first.setdefault(r["key"], r)
-        unique = list(first.values())
+        unique = [{**r, "logprobs": _json_or_none(r["logprobs"])} for r in first.values()]
         if unique:
-            replies = pa.table(
-                {
-                    "key": pa.array([r["key"] for r in unique], pa.string()),
-                    "model": pa.array([r["model"] for r in unique], pa.string()),
-                    "request": pa.array([r["request"] for r in unique], pa.string()),
-                    "text": pa.array([r["text"] for r in unique], pa.string()),
-                    "finish_reason": pa.array([r["finish_reason"] for r in unique], pa.string()),
-                    "logprobs": pa.array([_json_or_none(r["logprobs"]) for r in unique], pa.string()),
-                    "prompt_tokens": pa.array([r["prompt_tokens"] for r in unique], pa.int32()),
-                    "completion_tokens": pa.array([r["completion_tokens"] for r in unique], pa.int32()),
-                    "cost": pa.array([r["cost"] for r in unique], pa.float64()),
-                }
+            cols = ", ".join(REPLY_COLUMNS)
+            _insert_table(
+                con,
+                _rows_table(unique, REPLY_COLUMNS),
+                f"INSERT OR IGNORE INTO llm_responses SELECT {cols}, now() FROM _rows_in",
             )
-            con.register("_replies_in", replies)
-            try:
-                con.execute(
-                    "INSERT OR IGNORE INTO llm_responses SELECT key, model, request, text, finish_reason, logprobs, "
-                    "prompt_tokens, completion_tokens, cost, now() FROM _replies_in"
-                ).fetchall()  # consume the row count: DuckDB refuses a register() while a result is pending
-            finally:
-                con.unregister("_replies_in")
         if usage:
-            cols = (
-                "key",
-                "model",
-                "purpose",
-                "dictionary",
-                "latent",
-                "cached",
-                "prompt_tokens",
-                "completion_tokens",
-                "cost",
-                "latency_s",
-                "error",
+            cols = ", ".join(USAGE_COLUMNS)
+            _insert_table(
+                con,
+                _rows_table(usage, USAGE_COLUMNS),
+                f"INSERT INTO llm_usage ({cols}, created_at) SELECT {cols}, now() FROM _rows_in",
             )
-            table = pa.table(
-                {
-                    "key": pa.array([u["key"] for u in usage], pa.string()),
-                    "model": pa.array([u["model"] for u in usage], pa.string()),
-                    "purpose": pa.array([u["purpose"] for u in usage], pa.string()),
-                    "dictionary": pa.array([u["dictionary"] for u in usage], pa.string()),
-                    "latent": pa.array([u["latent"] for u in usage], pa.int32()),
-                    "cached": pa.array([u["cached"] for u in usage], pa.bool_()),
-                    "prompt_tokens": pa.array([u["prompt_tokens"] for u in usage], pa.int32()),
-                    "completion_tokens": pa.array([u["completion_tokens"] for u in usage], pa.int32()),
-                    "cost": pa.array([u["cost"] for u in usage], pa.float64()),
-                    "latency_s": pa.array([u["latency_s"] for u in usage], pa.float64()),
-                    "error": pa.array([u["error"] for u in usage], pa.string()),
-                }
-            )
-            con.register("_usage_in", table)
-            try:
-                con.execute(
-                    f"INSERT INTO llm_usage ({', '.join(cols)}, created_at) SELECT {', '.join(cols)}, now() FROM _usage_in"
-                ).fetchall()
-            finally:
-                con.unregister("_usage_in")
         if marks:
-            for mark in marks:
-                set_info(con, mark, {"replies": len(unique), "usage": len(usage)})
-            # Listed inside the transaction: a writer removes its file only after committing its mark,
-            # so a mark is dropped only once its file is gone for good.
-            folder = Path(journals[0]).parent
-            present = [JOURNAL_MARK + p.name for p in folder.glob("*")] if folder.exists() else []
-            con.execute(
-                "DELETE FROM workspace_info WHERE starts_with(key, ?) AND key NOT IN (SELECT unnest(?::VARCHAR[]))",
-                [JOURNAL_MARK, present],
-            ).fetchall()
+            _mark_journals_stored(con, marks, Path(journals[0]).parent, len(unique), len(usage))
     return True
+
+
+def _mark_journals_stored(
+    con: duckdb.DuckDBPyConnection, marks: list[str], folder: Path, n_replies: int, n_usage: int
+) -> None:
+    """Mark journal files stored, and drop the marks of files no longer in `folder`."""
+    for mark in marks:
+        set_info(con, mark, {"replies": n_replies, "usage": n_usage})
+    # Listed inside the transaction: a writer removes its file only after committing its mark,
+    # so a mark is dropped only once its file is gone for good.
+    present = [JOURNAL_MARK + p.name for p in folder.glob("*")] if folder.exists() else []
+    con.execute(
+        "DELETE FROM workspace_info WHERE starts_with(key, ?) AND key NOT IN (SELECT unnest(?::VARCHAR[]))",
+        [JOURNAL_MARK, present],
+    ).fetchall()
 
 
 def llm_usage_summary(workspace: Path, by: str = "purpose"):  # -> pandas.DataFrame

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from core.errors import UserError
+from core.locks import LockHolder, holder_record, lock_file_holder, process_command  # noqa: F401 (core.store exports them)
 
 
 class WorkspaceError(UserError):
@@ -337,79 +338,6 @@ def _db() -> duckdb.DuckDBPyConnection:
 
 # ---------------------------------------------------------------------------------------------
 # Who holds a lock: a page or command that meets one says which process and what to do at once.
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """The process holding a lock: its id, command line and start of holding (each None when unknown)."""
-
-    pid: int | None
-    command: str | None = None
-    since: str | None = None
-
-    @property
-    def this_process(self) -> bool:
-        """True if the holder is this process (e.g. another thread: another browser session of the same app)."""
-        return self.pid == os.getpid()
-
-    def describe(self) -> str:
-        """E.g. "process 4242 (`python -m core cache --workspace w.duckdb`), holding it since 14:03:02"."""
-        if self.pid is None:
-            return "another process (it did not record its id)"
-        text = f"process {self.pid}" + (f" (`{self.command}`)" if self.command else "")
-        return text + (f", holding it since {self.since}" if self.since else "")
-
-    def what_to_do(self) -> str:
-        """What the user can do about it."""
-        stop = f"stop it (`kill {self.pid}`)" if self.pid is not None else "stop it"
-        return f"wait for it to finish, or {stop}"
-
-
-def process_command(pid: int) -> str | None:
-    """The command line of process `pid` (Linux /proc; the program's path shortened to its name), or None."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-    if not args:
-        return None
-    text = re.sub(r"\s+", " ", " ".join([Path(args[0]).name, *args[1:]])).strip()
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def holder_record() -> str:
-    """What a lock file records about this process once it holds the lock (see `lock_file_holder`)."""
-    command = process_command(os.getpid()) or "?"
-    return f"process {os.getpid()} ({command}) since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-
-
-def _flock_pid(path: Path) -> int | None:
-    """The process holding a flock() on `path`, from /proc/locks (Linux), or None."""
-    try:
-        st = path.stat()
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return None
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device and fields[4].lstrip("-").isdigit():
-            return int(fields[4]) if int(fields[4]) > 0 else None
-    return None
-
-
-def lock_file_holder(path: Path, recorded: str = "") -> LockHolder:
-    """Who holds the flock() on lock file `path`: the kernel's answer (/proc/locks) if it has one, with what
-    the holder recorded in the file (`holder_record`; it can lag the kernel by a moment, or be an older holder's)."""
-    match = re.match(r"process (\d+) \((.*)\) since (.+)$", recorded.strip())
-    rec = LockHolder(int(match.group(1)), match.group(2), match.group(3)) if match else None
-    pid = _flock_pid(path)
-    if pid is None:
-        return rec or LockHolder(None)
-    if rec is not None and rec.pid == pid:
-        return rec
-    return LockHolder(pid, process_command(pid))
 
 
 def _duckdb_lock_holder(message: str) -> LockHolder | None:

@@ -37,10 +37,11 @@ from typing import Literal
 
 import torch
 
+from core.progress import Progress
 from core.subjects.dictionaries import Dictionary
 from core.tracing.nodes import LatentTarget, LogitTarget, Target
 from core.tracing.replacement import pre_activation
-from core.tracing.timing import ProgressCallback, phase, report
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def latent_means(
     dictionaries: Sequence[Dictionary],
     windows: torch.Tensor,
     batch_size: int = 8,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each latent's mean activation over every non-BOS position of `windows: [n, ctx]`: `{id: [d_sae]}`."""
     dicts = [d for d in dictionaries if d.kind in ("attn", "transcoder")]
@@ -314,7 +315,7 @@ def load_or_compute_means(
     cache_dir: Path | None = None,
     n_windows: int = 64,
     ctx: int = 64,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, torch.Tensor]:
     """Latent means over the validation split of the corpus at `corpus_path`, cached in `cache_dir` by a fingerprint of model, dictionaries and settings."""
     from safetensors.torch import load_file, save_file

@@ -21,13 +21,14 @@ from typing import Any
 import networkx as nx
 
 from core.errors import UserError
+from core.progress import Progress
 from core.subjects.dictionaries import Dictionary
 from core.tracing.ablation import AblationKind, FaithfulnessResult, circuit_faithfulness, load_or_compute_means
 from core.tracing.graph import circuit_features, graph_summary
 from core.tracing.hierarchical import TraceParams, hierarchical_trace
 from core.tracing.nodes import LatentTarget, LogitTarget, Target
 from core.tracing.replacement import ReplacementModel, logit_target
-from core.tracing.timing import ProgressCallback, phase, report
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def trace_prompt(
     corpus_path: Path | None = None,
     cache_dir: Path | None = None,
     with_full_graph: bool = False,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     active_only: bool = False,
 ) -> TraceResult:
     """Trace `prompt` from a token's logit (or a logit difference with `contrast`, or a latent's pre-activation).
@@ -194,7 +195,7 @@ def trace_prompt(
     return result
 
 
-def _scaled(progress: ProgressCallback | None, lo: float, hi: float) -> ProgressCallback | None:
+def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:
     if progress is None:
         return None
-    return lambda msg, frac: progress(msg, lo + (hi - lo) * frac)
+    return lambda msg, done, total: report(progress, msg, lo + (hi - lo) * done / max(total, 1))

@@ -18,42 +18,6 @@ from core.tracing.loading import ablation_means, load_subject, trace_params
 log = logging.getLogger(__name__)
 
 
-def _add_trace_params(p) -> None:
-    from core.tracing.hierarchical import TraceParams
-
-    d = TraceParams()
-    p.add_argument(
-        "--node-threshold",
-        type=float,
-        default=d.node_threshold,
-        help=f"keep parents with a larger share of |direct effect| (default {d.node_threshold})",
-    )
-    p.add_argument(
-        "--max-parents",
-        type=int,
-        default=d.max_parents,
-        help=f"at most this many parents per node (default {d.max_parents})",
-    )
-    p.add_argument(
-        "--edge-threshold",
-        type=float,
-        default=d.edge_threshold,
-        help=f"keep edges with at least this share (default {d.edge_threshold})",
-    )
-    p.add_argument(
-        "--max-depth", type=int, default=d.max_depth, help=f"levels below the target (default {d.max_depth})"
-    )
-    p.add_argument(
-        "--max-latents",
-        type=int,
-        default=d.max_latents,
-        help=f"stop expanding after this many latents (default {d.max_latents})",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"targets per backward pass (default {d.batch_size})"
-    )
-
-
 def _parse_latent(text: str | None) -> tuple[str, int] | None:
     if text is None:
         return None
@@ -200,7 +164,10 @@ def register(subparsers) -> None:
 def _add_common(p) -> None:
     p.add_argument("--model", default="default", help="subject model (only 'default' has transcoders)")
     p.add_argument("--root", help="folder of the default build (default data/default)")
-    _add_trace_params(p)
+    from core.settings import add_arguments
+    from core.tracing.hierarchical import TraceParams
+
+    add_arguments(p, TraceParams)
     p.add_argument(
         "--ablation",
         choices=["mean", "zero"],

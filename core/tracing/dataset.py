@@ -34,13 +34,21 @@ import networkx as nx
 import torch
 
 from core.build.tasks import TaskItem
-from core.tracing.ablation import AblationKind, Circuit, circuit_faithfulness, metric_values
+from core.progress import Progress
+from core.tracing.ablation import (
+    AblationKind,
+    Circuit,
+    FaithfulnessResult,
+    Feature,
+    circuit_faithfulness,
+    metric_values,
+)
 from core.tracing.baselines import active_features, attribution_patching_scores, random_features, top_features
 from core.tracing.graph import circuit_features
 from core.tracing.hierarchical import TraceParams, hierarchical_trace
 from core.tracing.nodes import LogitTarget
 from core.tracing.replacement import PromptState, ReplacementModel
-from core.tracing.timing import ProgressCallback, phase, report
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +121,7 @@ class PreparedItem:
 
 
 def prepare_items(
-    rm: ReplacementModel, items: Sequence[TaskItem], progress: ProgressCallback | None = None
+    rm: ReplacementModel, items: Sequence[TaskItem], progress: Progress | None = None
 ) -> tuple[list[PreparedItem], int]:
     """Prepare each item (step 2); returns the prepared items and how many were skipped for multi-token answers."""
     from core.subjects.tokens import TokenizationError
@@ -253,7 +261,7 @@ def compare_methods(
     random_seeds: Sequence[int] = (0, 1, 2),
     task: str = "",
     n_skipped: int = 0,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     active_only: bool = False,
 ) -> tuple[CircuitComparison, list[list[nx.DiGraph]]]:
     """Steps 3-5 on prepared items; returns the comparison and the hierarchical graphs per sweep point."""
@@ -274,18 +282,8 @@ def compare_methods(
         )
     label = ablation + (" (active latents only)" if active_only else "")
     result = CircuitComparison(task, len(prepared), n_skipped, m_full, m_empty, label, timings=timings)
-
-    graphs: list[list[nx.DiGraph]] = []
-    n_backward = 0
     with phase("hierarchical_traces", timings, log):
-        for j, params in enumerate(sweep):
-            row = []
-            for p in prepared:
-                g = hierarchical_trace(rm, p.state, p.target, params, prompt=p.item.prompt)
-                n_backward += g.graph["n_backward"]
-                row.append(g)
-            graphs.append(row)
-            report(progress, f"traced sweep point {j + 1}/{len(sweep)}", 0.1 + 0.3 * (j + 1) / len(sweep))
+        graphs, n_backward = _trace_sweep(rm, prepared, sweep, progress)
     result.mean_backward_per_trace = n_backward / (len(sweep) * len(prepared))
     with phase("attribution_patching", timings, log):
         atp = [
@@ -297,24 +295,7 @@ def compare_methods(
     with phase("ablations", timings, log):
         for j, params in enumerate(sweep):
             hier = [circuit_features(g) for g in graphs[j]]
-            sizes = [len(c) for c in hier]
-            methods: dict[str, list[list[Circuit]]] = {
-                "hierarchical": [hier],
-                "attribution_patching": [
-                    [
-                        top_features(s, n, c if active_only else None)
-                        for s, n, c in zip(atp, sizes, candidates, strict=True)
-                    ]
-                ],
-                "random": [
-                    [
-                        random_features(c, n, torch.Generator().manual_seed(1000 * seed + i))
-                        for i, (c, n) in enumerate(zip(candidates, sizes, strict=True))
-                    ]
-                    for seed in random_seeds
-                ],
-            }
-            for method, circuit_sets in methods.items():
+            for method, circuit_sets in _method_circuits(hier, atp, candidates, random_seeds, active_only).items():
                 res = [
                     circuit_faithfulness(
                         model,
@@ -329,17 +310,63 @@ def compare_methods(
                     )
                     for cs in circuit_sets
                 ]
-                result.rows.append(
-                    ComparisonRow(
-                        method=method,
-                        point=j,
-                        params=params.to_json(),
-                        size=sum(sizes) / len(sizes),
-                        faithfulness=sum(r.faithfulness for r in res) / len(res),
-                        complement_faithfulness=sum(r.complement_faithfulness for r in res) / len(res),
-                        metric_circuit=sum(r.metric_circuit for r in res) / len(res),
-                        metric_complement=sum(r.metric_complement for r in res) / len(res),
-                    )
-                )
+                result.rows.append(_mean_row(method, j, params, [len(c) for c in hier], res))
             report(progress, f"ablations {j + 1}/{len(sweep)}", 0.4 + 0.6 * (j + 1) / len(sweep))
     return result, graphs
+
+
+def _trace_sweep(
+    rm: ReplacementModel, prepared: Sequence[PreparedItem], sweep: Sequence[TraceParams], progress: Progress | None
+) -> tuple[list[list[nx.DiGraph]], int]:
+    """Step 3: (graphs[point][prompt], total backward passes) of hierarchical traces at every sweep point."""
+    graphs: list[list[nx.DiGraph]] = []
+    n_backward = 0
+    for j, params in enumerate(sweep):
+        row = []
+        for p in prepared:
+            g = hierarchical_trace(rm, p.state, p.target, params, prompt=p.item.prompt)
+            n_backward += g.graph["n_backward"]
+            row.append(g)
+        graphs.append(row)
+        report(progress, f"traced sweep point {j + 1}/{len(sweep)}", 0.1 + 0.3 * (j + 1) / len(sweep))
+    return graphs, n_backward
+
+
+def _method_circuits(
+    hier: list[Circuit],
+    atp: list[dict[str, torch.Tensor]],
+    candidates: list[list[Feature]],
+    random_seeds: Sequence[int],
+    active_only: bool,
+) -> dict[str, list[list[Circuit]]]:
+    """Step 4: method -> circuit sets (one circuit per prompt, sized like `hier`'s); random has one set per seed."""
+    sizes = [len(c) for c in hier]
+    return {
+        "hierarchical": [hier],
+        "attribution_patching": [
+            [top_features(s, n, c if active_only else None) for s, n, c in zip(atp, sizes, candidates, strict=True)]
+        ],
+        "random": [
+            [
+                random_features(c, n, torch.Generator().manual_seed(1000 * seed + i))
+                for i, (c, n) in enumerate(zip(candidates, sizes, strict=True))
+            ]
+            for seed in random_seeds
+        ],
+    }
+
+
+def _mean_row(
+    method: str, point: int, params: TraceParams, sizes: list[int], res: list[FaithfulnessResult]
+) -> ComparisonRow:
+    """One method's row at one sweep point: each faithfulness measure averaged over its circuit sets `res`."""
+    return ComparisonRow(
+        method=method,
+        point=point,
+        params=params.to_json(),
+        size=sum(sizes) / len(sizes),
+        faithfulness=sum(r.faithfulness for r in res) / len(res),
+        complement_faithfulness=sum(r.complement_faithfulness for r in res) / len(res),
+        metric_circuit=sum(r.metric_circuit for r in res) / len(res),
+        metric_complement=sum(r.metric_complement for r in res) / len(res),
+    )

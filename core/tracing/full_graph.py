@@ -8,9 +8,9 @@ Method, step by step:
    effect of every source s on t (`A[t, s]`); the target is the last index. Errors and embeddings
    have no parents (zero rows). Memory is (n+1)^2 floats for n active nodes: 100 MB at n = 5,000 (refused above `max_nodes`);
    restricted to active nodes at the prompt's positions, never [d_sae, d_sae].
-3. Influence (circuit-tracer's pruning score): normalise each row by its absolute sum,
-   `Â = |A| / rowsum`, and sum the target's row over all path lengths, `e_t (Â + Â² + ...)`;
-   the graph is a DAG so the series ends after at most 2 * n_layers + 2 terms.
+3. Influence (circuit-tracer's pruning score, `core.tracing.influence`): normalise each row by its
+   absolute sum, `Â = |A| / rowsum`, and sum the target's row over all path lengths,
+   `e_t (Â + Â² + ...)`; the graph is a DAG so the series ends after at most 2 * n_layers + 2 terms.
 4. Pruning: keep the latents with the highest influence, either a fixed number or the smallest set
    reaching a share of the total latent influence (`prune_by_influence`).
 Each phase's time is logged and kept in `FullGraph.timings`.
@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 import networkx as nx
 import torch
 
+from core.progress import Progress
 from core.tracing.attribution import Attributor, target_for_node
 from core.tracing.graph import node_attributes, start_graph
+from core.tracing.influence import node_influence, one_hot
 from core.tracing.nodes import NodeInfo, Target
 from core.tracing.replacement import PromptState, ReplacementModel
-from core.tracing.timing import ProgressCallback, phase, report
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def full_attribution_graph(
     state: PromptState,
     target: Target,
     batch_size: int = 32,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     max_nodes: int = 12_000,
 ) -> FullGraph:
     """Direct effects between all active nodes of `state` and on `target` (steps 1-2)."""
@@ -99,24 +101,15 @@ def full_attribution_graph(
     )
 
 
-def node_influence(adjacency: torch.Tensor, target: int) -> torch.Tensor:
-    """Influence of every node on `target` (step 3): `e_t (Â + Â² + ...)` with Â the row-normalised |A|: `[n]`."""
-    a = adjacency.abs()
-    a = a / a.sum(dim=1, keepdim=True).clamp_min(1e-30)
-    x = a[target].clone()
-    total = x.clone()
-    for _ in range(adjacency.shape[0]):
-        x = x @ a
-        if float(x.sum()) < 1e-12:
-            break
-        total += x
-    return total
+def target_influence(full: FullGraph) -> torch.Tensor:
+    """Every node's influence on the target (step 3, `core.tracing.influence.node_influence`): `[n+1]`."""
+    return node_influence(full.adjacency, one_hot(len(full.nodes), full.target_index, full.adjacency))
 
 
 def prune_by_influence(full: FullGraph, n_latents: int | None = None, cumulative: float = 0.8) -> list[int]:
     """Latent node indices kept by influence (step 4): the top `n_latents`, or the fewest reaching `cumulative` of the latents' total."""
     t0 = time.perf_counter()
-    influence = node_influence(full.adjacency, full.target_index)
+    influence = target_influence(full)
     latent = torch.tensor([i for i, nd in enumerate(full.nodes[:-1]) if nd.is_latent], dtype=torch.long)
     if latent.numel() == 0:
         return []
@@ -144,7 +137,7 @@ def full_graph_to_networkx(full: FullGraph, keep: list[int] | None = None, edge_
             "full",
             {"batch_size": full.batch_size, "edge_threshold": edge_threshold},
         )
-        influence = node_influence(full.adjacency, full.target_index)
+        influence = target_influence(full)
         chosen = set(range(len(full.nodes) - 1)) if keep is None else set(keep)
         chosen |= {i for i, nd in enumerate(full.nodes[:-1]) if not nd.is_latent}
         ids = {full.target_index: tnode.node_id}

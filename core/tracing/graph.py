@@ -69,6 +69,18 @@ def latent_nodes(G: nx.DiGraph) -> list[str]:
     return [v for v, a in G.nodes(data=True) if a.get("kind") in LATENT_KINDS]
 
 
+def target_node(G: nx.DiGraph) -> str:
+    """The id of the graph's target node (the node every kept node must reach): `G.graph["target"]["node_id"]`,
+    else the first node marked `is_target` or of kind 'logit'; ValueError if there is none."""
+    tid = (G.graph.get("target") or {}).get("node_id")
+    if tid is not None and tid in G:
+        return tid
+    for v, a in G.nodes(data=True):
+        if a.get("is_target") or a.get("kind") == "logit":
+            return v
+    raise ValueError("the graph has no target node")
+
+
 def circuit_features(G: nx.DiGraph) -> frozenset[tuple[str, int, int]]:
     """The latents of `G` as (dictionary id, position, latent) triples, the form ablation takes."""
     return frozenset(

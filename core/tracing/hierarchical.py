@@ -33,11 +33,13 @@ from typing import Any
 import networkx as nx
 import torch
 
+from core.progress import Progress
+from core.settings import setting
 from core.tracing.attribution import Attributor, target_for_node
 from core.tracing.graph import node_attributes, start_graph
 from core.tracing.nodes import Target
 from core.tracing.replacement import PromptState, ReplacementModel
-from core.tracing.timing import ProgressCallback, phase, report
+from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,15 @@ _TARGET = -1  # key of the target in the expansion tables
 
 @dataclass(frozen=True)
 class TraceParams:
-    """Every knob of a hierarchical trace; stored with the graph."""
+    """Every knob of a hierarchical trace; stored with the graph. Each field is also a flag of the
+    `trace`/`circuits` commands (`core.settings`)."""
 
-    node_threshold: float = 0.02  # keep a parent whose share of |direct effect| exceeds this
-    max_parents: int = 10  # at most this many parents per node
-    edge_threshold: float = 0.01  # keep an edge between kept nodes whose share is at least this
-    max_depth: int = 32  # levels below the target
-    max_latents: int = 200  # stop expanding once this many latents are kept
-    batch_size: int = 32  # targets per backward pass
+    node_threshold: float = setting(0.02, help="keep parents with a larger share of |direct effect|")
+    max_parents: int = setting(10, help="at most this many parents per node")
+    edge_threshold: float = setting(0.01, help="keep edges between kept nodes with at least this share")
+    max_depth: int = setting(32, help="levels below the target")
+    max_latents: int = setting(200, help="stop expanding after this many latents")
+    batch_size: int = setting(32, help="targets per backward pass")
 
     def __post_init__(self) -> None:
         if not 0 <= self.node_threshold < 1:
@@ -98,7 +101,7 @@ def expand(
     state: PromptState,
     target: Target,
     params: TraceParams,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> Expansion:
     """Steps 2-4: expand from `target` level by level; returns the rows and kept nodes."""
     attributor = Attributor(rm, state, params.batch_size)
@@ -179,7 +182,7 @@ def hierarchical_trace(
     state: PromptState,
     target: Target,
     params: TraceParams | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     prompt: str | None = None,
 ) -> nx.DiGraph:
     """Trace `target` on a prepared prompt (steps 2-6); returns the attribution graph."""

@@ -289,43 +289,7 @@ class ReplacementModel:
         nodes: list[NodeInfo] = []
         latent_index: dict[tuple[str, int, int], int] = {}
         for hook, kind, layer in sites_spec:
-            value = cache[hook][0].float()  # [pos, d_model]
-            d = self.attn.get(layer) if kind == "attn" else self.transcoders.get(layer) if kind == "mlp" else None
-            empty = torch.zeros(0, dtype=torch.long, device=value.device)
-            if d is None:
-                site = Site(
-                    hook,
-                    kind,
-                    layer,
-                    None,
-                    value,
-                    value.clone(),
-                    torch.zeros_like(value[0]),
-                    empty,
-                    empty,
-                    value.new_zeros(0),
-                    value.new_zeros(0, value.shape[1]),
-                )
-            else:
-                x_in = cache[d.hook_in][0].float()  # [pos, d_in]
-                acts = d.encode(x_in).float()  # [pos, d_sae]
-                acts[0] = 0.0  # BOS latents fold into the BOS error node (see docstring)
-                bias = d.decode(torch.zeros_like(acts[:1]))[0].float()  # [d_model]
-                recon = d.decode(acts).float()
-                pos_idx, lat_idx = torch.nonzero(acts, as_tuple=True)  # sorted by position, then latent
-                site = Site(
-                    hook,
-                    kind,
-                    layer,
-                    d,
-                    value,
-                    value - recon,
-                    bias,
-                    pos_idx,
-                    lat_idx,
-                    acts[pos_idx, lat_idx],
-                    d.W_dec[lat_idx].detach().float(),
-                )
+            site = self._split_site(cache, hook, kind, layer)
             site.node_offset = len(nodes)
             counts = torch.bincount(site.feat_pos, minlength=n_pos).tolist()
             start = 0
@@ -333,17 +297,7 @@ class ReplacementModel:
                 if c:
                     site.pos_slices.append((p, start, start + c))
                 start += c
-            if d is not None:
-                latent_kind: NodeKind = "attn" if kind == "attn" else "transcoder"
-                for p, i, a in zip(
-                    site.feat_pos.tolist(), site.feat_latent.tolist(), site.feat_act.tolist(), strict=True
-                ):
-                    latent_index[(d.id, p, i)] = len(nodes)
-                    nodes.append(NodeInfo(latent_kind, layer, p, i, a, d.id, token_strs[p]))
-            for p, norm in enumerate(site.residual.norm(dim=-1).tolist()):
-                nodes.append(
-                    NodeInfo(_RESIDUAL_NODE_KIND[kind], layer, p, None, norm, d.id if d else None, token_strs[p])
-                )
+            nodes.extend(_site_nodes(site, token_strs, latent_index, first=len(nodes)))
             sites.append(site)
         frozen = {h: cache[h].detach() for h in self._frozen_hooks}
         log.info(
@@ -354,6 +308,46 @@ class ReplacementModel:
             len(latent_index),
         )
         return PromptState(tokens, token_strs, sites, nodes, frozen, logits[0].detach().float(), latent_index)
+
+    def _split_site(self, cache, hook: str, kind: str, layer: int) -> Site:
+        """One site of the cached run split into its dictionary's latents, its bias and its error
+        (`value - reconstruction`); a site without a dictionary is all error."""
+        value = cache[hook][0].float()  # [pos, d_model]
+        d = self.attn.get(layer) if kind == "attn" else self.transcoders.get(layer) if kind == "mlp" else None
+        if d is None:
+            empty = torch.zeros(0, dtype=torch.long, device=value.device)
+            return Site(
+                hook,
+                kind,
+                layer,
+                None,
+                value,
+                value.clone(),
+                torch.zeros_like(value[0]),
+                empty,
+                empty,
+                value.new_zeros(0),
+                value.new_zeros(0, value.shape[1]),
+            )
+        x_in = cache[d.hook_in][0].float()  # [pos, d_in]
+        acts = d.encode(x_in).float()  # [pos, d_sae]
+        acts[0] = 0.0  # BOS latents fold into the BOS error node (see docstring)
+        bias = d.decode(torch.zeros_like(acts[:1]))[0].float()  # [d_model]
+        recon = d.decode(acts).float()
+        pos_idx, lat_idx = torch.nonzero(acts, as_tuple=True)  # sorted by position, then latent
+        return Site(
+            hook,
+            kind,
+            layer,
+            d,
+            value,
+            value - recon,
+            bias,
+            pos_idx,
+            lat_idx,
+            acts[pos_idx, lat_idx],
+            d.W_dec[lat_idx].detach().float(),
+        )
 
     # ------------------------------------------------------------------ step 3-4: frozen forward
 
@@ -487,3 +481,20 @@ def logit_target(
         token_str=target,
         contrast_str=contrast or "",
     )
+
+
+def _site_nodes(
+    site: Site, token_strs: list[str], latent_index: dict[tuple[str, int, int], int], first: int
+) -> list[NodeInfo]:
+    """The nodes of one site, numbered from `first`: its active latents (also entered in
+    `latent_index` by (dictionary, position, latent)), then one residual (error) node per position."""
+    d, layer = site.dictionary, site.layer
+    nodes: list[NodeInfo] = []
+    if d is not None:
+        latent_kind: NodeKind = "attn" if site.kind == "attn" else "transcoder"
+        for p, i, a in zip(site.feat_pos.tolist(), site.feat_latent.tolist(), site.feat_act.tolist(), strict=True):
+            latent_index[(d.id, p, i)] = first + len(nodes)
+            nodes.append(NodeInfo(latent_kind, layer, p, i, a, d.id, token_strs[p]))
+    for p, norm in enumerate(site.residual.norm(dim=-1).tolist()):
+        nodes.append(NodeInfo(_RESIDUAL_NODE_KIND[site.kind], layer, p, None, norm, d.id if d else None, token_strs[p]))
+    return nodes

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-# (message, fraction done in [0, 1]) -> None; long work reports through it (the circuits page shows a bar).
-ProgressCallback = Callable[[str, float], None]
+from core.progress import Progress, report_fraction
 
 
 @contextmanager
@@ -23,7 +22,8 @@ def phase(name: str, timings: dict[str, float], log: logging.Logger) -> Iterator
         log.info("%s: %.3f s", name, dt)
 
 
-def report(progress: ProgressCallback | None, message: str, fraction: float) -> None:
-    """Call `progress(message, fraction)` if a callback was given."""
-    if progress is not None:
-        progress(message, min(1.0, max(0.0, fraction)))
+def report(progress: Progress | None, message: str, fraction: float) -> None:
+    """Report `fraction` in [0, 1] of the work as `progress(message, percent, PERCENT)` (core.progress).
+
+    Tracing knows how far along it is, not units of work, so it reports percent with a message."""
+    report_fraction(progress, message, fraction)
