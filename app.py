@@ -36,6 +36,38 @@ from ui.state import (
 )
 from ui.text import code, literal
 
+# Column headers a reader understands at a glance; any other column shows its name with spaces for underscores.
+COLUMN_NAMES = {
+    "id": "dictionary",
+    "d_sae": "latents",
+    "n_activations": "stored activations",
+    "l0": "L0",
+    "fvu": "FVU",
+    "ce_loss_recovered": "CE loss recovered",
+    "loss_clean": "loss (clean)",
+    "loss_spliced": "loss (dictionary spliced in)",
+    "loss_zero_ablated": "loss (zero-ablated)",
+    "dead_fraction": "dead fraction",
+    "n_tokens": "tokens",
+    "hook_in": "hook in",
+    "is_baseline": "baseline explainer",
+    "of_baseline": "of a baseline",
+    "scorer_model": "scorer model",
+    "mean_value": "mean value",
+    "n": "count",
+}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with readable column names (COLUMN_NAMES, else underscores as spaces)."""
+    return frame.rename(columns=lambda c: COLUMN_NAMES.get(str(c), str(c).replace("_", " ")))
+
+
+def show_table(frame: pd.DataFrame, where=st, **kwargs) -> None:
+    """A table with readable column names, as tall as its rows (no scroll box hiding some of them)."""
+    where.dataframe(readable(frame), hide_index=True, width="stretch", height="content", **kwargs)
+
+
 st.set_page_config(page_title="SAE Circuit Explorer", layout="wide")
 st.title("SAE Circuit Explorer")
 st.caption("Browse SAE and transcoder latents, their explanations and scores, and trace sparse circuits.")
@@ -161,17 +193,18 @@ def render_overview(workspace: Path, summary: dict) -> None:
     if dicts:
         table = pd.DataFrame(dicts)[["id", "kind", "layer", "d_sae", "status", "n_activations", "file_bytes", "source"]]
         table["MB"] = (table.pop("file_bytes").fillna(0) / 1e6).round(1)
-        st.dataframe(table, hide_index=True, width="stretch")
+        show_table(table)
     st.markdown("**Explanations and scores: who produced them**")
     explained, scored = store.explain_score_summary(workspace)
     if explained.empty:
         st.info("No explanations are stored in this workspace yet.")
         return
     left, right = st.columns(2)
-    left.dataframe(explained, hide_index=True, width="stretch", key="explainers")
-    right.dataframe(scored, hide_index=True, width="stretch", key="scorers")
+    show_table(explained, left, key="explainers")
+    show_table(scored, right, key="scorers")
     st.caption(
-        "Rows with is_baseline / of_baseline are baselines: a baseline explainer, a random explanation or a random latent."
+        "Rows marked “baseline explainer” / “of a baseline” (or with a baseline kind) are baselines: a baseline "
+        "explainer, a random other latent's explanation or a random latent."
     )
 
 
@@ -264,7 +297,7 @@ else:
     cols[4].metric("brackets accuracy", f"{evaluation['bracket_accuracy']:.3f}")
     st.caption("Accuracies on held-out names, nouns and templates: the correct token has the higher logit of the pair.")
     st.markdown("**Dictionaries of the embedded default**")
-    st.dataframe(pd.DataFrame(evaluation["dictionaries"]), hide_index=True, width="stretch", key="default_dictionaries")
+    show_table(pd.DataFrame(evaluation["dictionaries"]), key="default_dictionaries")
 
 if overview.learning_curves:
     st.subheader("Learning curves")

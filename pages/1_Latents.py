@@ -15,7 +15,7 @@ from core.latents.cards import find_latents_by_token, latent_card
 from core.latents.search import index_explanations, search_explanations, unindexed_explanations
 from core.subjects.models import MODEL_NAMES
 from ui.explanations import render_explain_now, render_explanations
-from ui.latent_card import render_examples, render_plots, render_stats, render_tokens
+from ui.latent_card import render_examples, render_own_text, render_plots, render_stats, render_tokens
 from ui.progress import progress_bar
 from ui.state import core_errors, llm_model, open_workspace_or_stop, workspace_model_name
 from ui.text import code, literal
@@ -200,5 +200,6 @@ if render_explain_now(workspace, dictionary, latent, llm_model(), workspace_mode
     st.rerun()
 
 render_examples(card)
+render_own_text(card, workspace_model_name(workspace))
 render_plots(card, freq["frequency"].to_numpy())
 render_tokens(card)

@@ -1,4 +1,5 @@
-"""Scores: score distributions by sampling strategy per scorer (baselines overlaid), latents vs neurons, and scorer agreement."""
+"""Scores: score distributions by sampling strategy per scorer (baselines overlaid), latents vs the other units scored
+(neurons, top-k neurons, random latents), and scorer agreement."""
 
 from __future__ import annotations
 
@@ -69,13 +70,14 @@ if "distributions" in results:
 else:
     missing("distributions", "score distributions", ws)
 
-st.subheader("Latents vs neurons vs top-k neurons vs random latents")
 if "units" in results:
     units = results["units"].result
+    st.subheader(figures.units_heading(units))  # names only the kinds of unit that were scored
     st.plotly_chart(figures.units_figure(units), width="stretch")
     st.caption(f"{literal(repr(units.strategy))} explanations of each kind of unit.")
     contrast_table(units.contrasts, lambda c: f"latents − {c.reference}", "Mann-Whitney p")
 else:
+    st.subheader("Latents vs other units")
     missing("units", "latents-vs-neurons comparison", ws)
 
 st.subheader("Scorer agreement")

@@ -1,6 +1,9 @@
-"""Overlap: layer x layer Hungarian overlap per dictionary kind, and matched latents of two layers side by side."""
+"""Overlap: layer x layer Hungarian overlap per dictionary kind (diagonal blank, chance level marked), and matched
+latents of two layers side by side, each linked to its card on the Latents page."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -27,6 +30,12 @@ except UserError as exc:
 
 
 KINDS = ("resid", "attn", "transcoder")
+LATENT_IN_LINK = r"latent=(\d+)$"  # LinkColumn shows this capture group: the latent's index
+
+
+def latent_link(dictionary: str, latent: int) -> str:
+    """A link to one latent's card on the Latents page, relative to this page (so any base URL path works)."""
+    return f"Latents?{urlencode({'dictionary': dictionary, 'latent': latent})}"
 
 
 def compute_overlap() -> None:
@@ -67,17 +76,33 @@ score = c2.radio(
 )
 chosen = [r for r in records if r.similarity == similarity]
 kinds = [k for k in overlap.OVERLAP_KINDS if any(r.kind == k for r in chosen)]
+
+
+def chance_of(kind: str) -> float | None:
+    """The chance level of `kind`'s mean matched cosine (stored with decoder overlaps), None if unknown or mixed widths."""
+    levels = {r.params["chance"] for r in chosen if r.kind == kind and r.params.get("chance") is not None}
+    return levels.pop() if len(levels) == 1 else None
+
+
 cols = st.columns(max(len(kinds), 1))
 for col, kind in zip(cols, kinds, strict=False):
     layers, mat = overlap.layer_matrix(chosen, kind, similarity, score)
-    col.plotly_chart(figures.overlap_heatmap(layers, mat, f"{kind}"), width="stretch")
+    mark = chance_of(kind) if score == "mean_similarity" else None
+    col.plotly_chart(figures.overlap_heatmap(layers, mat, f"{kind}", chance=mark), width="stretch")
+st.caption(
+    "The diagonal (a layer with itself, 1 by definition) is left blank; colours span the other cells, "
+    "so differences between neighbouring layers show."
+)
 chance = sorted({r.params["chance"] for r in chosen if r.params.get("chance") is not None})
 if chance:
     st.caption(
         "Chance level: two dictionaries of random directions of the same shape match at "
         + " / ".join(f"{c:.3f}" for c in chance)
-        + " mean cosine (many latents in few dimensions always find close partners)."
+        + " mean cosine (many latents in few dimensions always find close partners)"
+        + ("; marked on the colour bars." if score == "mean_similarity" else "; it applies to the mean matched cosine.")
     )
+elif similarity == "explanation":
+    st.caption("No chance level for explanation overlap: explanations are not random directions.")
 if similarity == "explanation" and chosen:
     p = chosen[0].params
     st.caption(
@@ -108,14 +133,18 @@ with core_errors("Loading matched pairs"):
     per_page = 50
     page = st.number_input("Page", min_value=1, max_value=max(1, -(-rec.n_matched // per_page)), value=1)
     table = overlap.pairs_with_explanations(ws, rec, per_page, (page - 1) * per_page, order == "most similar first")
+# Each latent links to its card on the Latents page (which reads ?dictionary=ID&latent=N); the cell shows N.
+table["latent_a"] = [latent_link(rec.dict_a, int(x)) for x in table["latent_a"]]
+table["latent_b"] = [latent_link(rec.dict_b, int(x)) for x in table["latent_b"]]
 st.dataframe(
     table,
     hide_index=True,
     width="stretch",
     column_config={
-        "latent_a": f"latent (L{la})",
+        "latent_a": st.column_config.LinkColumn(f"latent (L{la})", display_text=LATENT_IN_LINK),
         "explanation_a": f"explanation (L{la})",
-        "latent_b": f"latent (L{lb})",
+        "latent_b": st.column_config.LinkColumn(f"latent (L{lb})", display_text=LATENT_IN_LINK),
         "explanation_b": f"explanation (L{lb})",
     },
 )
+st.caption("Click a latent to open its card on the Latents page (in a new tab).")

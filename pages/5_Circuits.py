@@ -337,8 +337,9 @@ if st.button("Recompute faithfulness", key="circ.recompute"):
         except ERRORS as exc:
             st.error(literal(join_sentences(str(exc))))
 if faith:
-    f1, f2, f3, f4, f5 = st.columns(5)
+    # One number per metric, in rows of three: two values in one metric ("9.728 / -1.2…") were cut off.
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    f1, f2, f3 = st.columns(3)
     f1.metric("faithfulness F(C)", fmt(faith["faithfulness"]), help="(m(C) − m(∅)) / (m(M) − m(∅)); 1 = sufficient")
     f2.metric(
         "complement F(M\\C)",
@@ -346,10 +347,12 @@ if faith:
         help="completeness: 0 = the circuit holds all of the mechanism",
     )
     f3.metric("sufficiency m(C)", fmt(faith["metric_circuit"]), help="the target with only the circuit's latents kept")
+    f4, f5, f6 = st.columns(3)
     f4.metric(
         "necessity m(M\\C)", fmt(faith["metric_complement"]), help="the target with the circuit's latents ablated"
     )
-    f5.metric("model m(M) / empty m(∅)", f"{fmt(faith['metric_full'])} / {fmt(faith['metric_empty'])}")
+    f5.metric("model m(M)", fmt(faith["metric_full"]), help="the target on the whole model")
+    f6.metric("empty m(∅)", fmt(faith["metric_empty"]), help="the target with every latent ablated")
     st.caption(
         literal(f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real embedded default model.")
     )

@@ -35,14 +35,16 @@ def test_home_shows_the_workspace_and_the_default_figures(app_workspace):
     assert metrics["stored activations"] == f"{sum(d['n_activations'] for d in summary['dictionaries']):,}"
     tables = [df.value for df in at.dataframe]
     ws_table = next(t for t in tables if "status" in t)
-    assert sorted(ws_table["id"]) == sorted(d["id"] for d in summary["dictionaries"])
+    assert sorted(ws_table["dictionary"]) == sorted(d["id"] for d in summary["dictionaries"])
 
     evaluation = json.loads((DEFAULT_DIR / "evaluation.json").read_text())
     assert metrics["IOI accuracy"] == f"{evaluation['ioi_accuracy']:.3f}"
     assert metrics["brackets accuracy"] == f"{evaluation['bracket_accuracy']:.3f}"
     default_table = next(t for t in tables if "status" not in t)
     assert len(default_table) == len(evaluation["dictionaries"])
-    assert "transcoder:blocks.0.ln2.hook_normalized" in set(default_table["id"])
+    assert "transcoder:blocks.0.ln2.hook_normalized" in set(default_table["dictionary"])
+    for table in tables:  # readable headers, every row shown (no scroll box)
+        assert not [c for c in table.columns if "_" in str(c)], list(table.columns)
 
 
 def test_choosing_a_workspace_checks_the_path(app_workspace, tmp_path, monkeypatch):
@@ -130,13 +132,13 @@ def test_home_lists_who_produced_explanations_and_scores(app_workspace, tmp_path
     at = _home(workspace)
     assert not at.exception and not at.error
     explained = next(df.value for df in at.dataframe if "explainer" in df.value)
-    assert sorted(zip(explained["explainer"], explained["is_baseline"], explained["n"], strict=True)) == [
+    assert sorted(zip(explained["explainer"], explained["baseline explainer"], explained["count"], strict=True)) == [
         ("baseline:token-stats", True, 1),
         ("openai/gpt-4o-mini", False, 1),
     ]
-    scored = next(df.value for df in at.dataframe if "scorer_model" in df.value)
+    scored = next(df.value for df in at.dataframe if "scorer model" in df.value)
     assert sorted(
-        zip(scored["scorer"], scored["scorer_model"], scored["of_baseline"], scored["mean_value"], strict=True)
+        zip(scored["scorer"], scored["scorer model"], scored["of a baseline"], scored["mean value"], strict=True)
     ) == [
         ("detection", "judge:minilm-similarity", True, 0.55),
         ("detection", "openai/gpt-4o-mini", False, 0.8125),

@@ -21,17 +21,29 @@ def explainer_label(rec: ExplanationRecord) -> str:
     """Who made an explanation, with its baseline kind: e.g. 'openai/gpt-4o-mini', 'baseline: baseline:token-stats',
     'baseline (random explanation, borrowed from another latent)'."""
     if rec.baseline == "random-explanation":
-        return f"baseline (random explanation: another latent's, by {rec.explainer})"
+        return f"baseline: random other latent's explanation (by {rec.explainer})"
     if rec.baseline == "random-latent":
         return f"baseline (random latent, by {rec.explainer})"
     return f"baseline: {rec.explainer}" if rec.is_baseline else rec.explainer
 
 
+def is_baseline(rec: ExplanationRecord) -> bool:
+    """True for a baseline explanation: a baseline explainer's, a random other latent's, or one of a random latent."""
+    return bool(rec.is_baseline or rec.baseline)
+
+
+def ordered_explanations(explanations: list[ExplanationRecord]) -> list[ExplanationRecord]:
+    """The real explanations first, then the baselines (each group in stored order): the order they are shown and numbered."""
+    return [r for r in explanations if not is_baseline(r)] + [r for r in explanations if is_baseline(r)]
+
+
 def explanation_html(index: int, rec: ExplanationRecord) -> str:
-    """One explanation as an escaped HTML block: number, text (or the failure), producer, strategy, prompt version, time."""
+    """One explanation as an escaped HTML block: number, text (or the failure), producer, strategy, prompt version, time.
+    A baseline is drawn secondary (smaller, grey, indented) with a BASELINE badge."""
+    baseline = is_baseline(rec)
     badge = (
         '<span style="background:#eee; color:#555; border-radius:3px; padding:0 4px; margin-left:6px; font-size:0.8em">BASELINE</span>'
-        if rec.is_baseline or rec.baseline
+        if baseline
         else ""
     )
     if rec.status == "ok":
@@ -40,8 +52,10 @@ def explanation_html(index: int, rec: ExplanationRecord) -> str:
         body = f'<span style="color:#b00">failed: {html.escape(rec.error or "unknown error")}</span>'
     when = f" · {rec.created_at:%Y-%m-%d %H:%M}" if hasattr(rec.created_at, "strftime") else ""
     meta = html.escape(f"by {explainer_label(rec)} · strategy {rec.strategy} · prompt {rec.prompt_version}{when}")
+    style = "margin: 2px 0 6px 1.5em; color:#666; font-size:0.9em" if baseline else "margin: 4px 0 8px 0"
+    cls = "explanation baseline" if baseline else "explanation"
     return (
-        f'<div class="explanation" style="margin: 4px 0 8px 0"><b>#{index}</b>{badge} {body}'
+        f'<div class="{cls}" style="{style}"><b>#{index}</b>{badge} {body}'
         f'<div style="color:#888; font-size:0.8em">{meta}</div></div>'
     )
 
@@ -68,11 +82,21 @@ def scores_table(explanations: list[ExplanationRecord], scores: list[ScoreRecord
 
 
 def render_explanations(explanations: list[ExplanationRecord], scores: list[ScoreRecord]) -> None:
-    """The explanations (escaped HTML) and a table of every score of them."""
+    """The explanations (escaped HTML), the real ones first and the baselines beneath them as secondary, and a
+    table of every score of them (numbered as shown)."""
     if not explanations:
         st.info("No explanations of this latent are stored yet.")
         return
-    st.html("".join(explanation_html(i, rec) for i, rec in enumerate(explanations, start=1)))
+    explanations = ordered_explanations(explanations)
+    blocks = [explanation_html(i, rec) for i, rec in enumerate(explanations, start=1)]
+    n_real = sum(not is_baseline(r) for r in explanations)
+    if n_real < len(explanations):
+        blocks.insert(
+            n_real,
+            '<div class="baselines-head" style="color:#888; font-size:0.8em; margin-top:6px">'
+            "Baselines, the floor to compare against:</div>",
+        )
+    st.html("".join(blocks))
     table = scores_table(explanations, scores)
     if table.empty:
         st.caption("No scores of these explanations yet.")

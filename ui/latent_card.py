@@ -12,7 +12,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.latents.cards import LatentCard
+from core.latents.own_text import activations_on_text
 from core.latents.sampling import Example
+from core.subjects.models import MODEL_NAMES
+from ui.state import cached_dictionaries, cached_model, core_errors
+from ui.text import literal
 from ui.tokens import TOKEN_CSS, example_html, token_display
 
 _PLOT_HEIGHT = 260
@@ -140,3 +144,46 @@ def render_tokens(card: LatentCard) -> None:
     st.html(token_tables_html(card))
     if not card.top_output and not card.bottom_output:
         st.caption("This dictionary has no output direction through the unembedding (no output tokens stored).")
+
+
+def load_subject(model_name: str, dictionary: str):
+    """(model, Dictionary) for the workspace's model `model_name` ('default' | 'gpt2') and one of its dictionaries,
+    loaded once per server process (ui.state's st.cache_resource loaders)."""
+    dictionaries = cached_dictionaries(model_name, (dictionary,))
+    if dictionary not in dictionaries:
+        raise ValueError(f"model {model_name!r} has no dictionary {dictionary!r}")
+    return cached_model(model_name), dictionaries[dictionary]
+
+
+def render_own_text(card: LatentCard, model_name: str) -> None:
+    """ "Test your own text": a text box; the latent's activation on each token of what is typed, token-highlighted
+    (shaded on the card's max activation, or the text's own if higher; the value on hover)."""
+    st.markdown("#### Test your own text")
+    if model_name not in MODEL_NAMES:
+        st.caption(
+            f"This workspace was built from model {literal(repr(model_name))}, which this app can't load "
+            f"(it loads {', '.join(MODEL_NAMES)}): the latent can't be run on new text here."
+        )
+        return
+    typed = st.text_input(
+        "Type a sentence to see this latent's activation on each of its tokens (press Enter)",
+        key=f"own_text:{card.dictionary}:{card.latent}",
+    )
+    if not typed:
+        return
+    with core_errors(f"Running latent {card.latent} on your text", stop=False):
+        model, dictionary = load_subject(model_name, card.dictionary)
+        pairs = activations_on_text(model, dictionary, typed, card.latent)
+        values = np.array([v for _, v in pairs], dtype=np.float32)
+        scale = max(float(card.stats.max_activation), float(np.abs(values).max(initial=0.0)))
+        top = int(np.argmax(values))
+        st.html(
+            TOKEN_CSS
+            + '<div class="own-text">'
+            + example_html([t for t, _ in pairs], values, scale, None, f"max {values[top]:.3g}")
+            + "</div>"
+        )
+        st.caption(
+            f"{len(pairs)} tokens; {int(np.count_nonzero(values))} fire. Shaded on {scale:.3g} "
+            "(the latent's max activation in the cache, or this text's if higher); hover a token for its value."
+        )

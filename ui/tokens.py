@@ -28,10 +28,16 @@ TOKEN_CSS = (
 )
 
 
+SPACE_MARK = "␣"  # a token's leading spaces, which the reader can't otherwise tell from the gap between tokens
+
+
 def token_display(text: str) -> str:
-    """A token's text made visible in a line of HTML: newlines as ↵, tabs as →, the empty string as ∅ (not escaped)."""
+    """A token's text made visible in a line of HTML: leading spaces as ␣ (' the' -> '␣the'), newlines as ↵,
+    tabs as →, the empty string as ∅ (not escaped)."""
     if text == "":
         return "∅"
+    body = text.lstrip(" ")
+    text = SPACE_MARK * (len(text) - len(body)) + body
     return text.replace("\r", "").replace("\n", "↵").replace("\t", "→")
 
 

@@ -130,8 +130,16 @@ def _nan_none_2d(mat: np.ndarray) -> list:
     return [_nan_none(row) for row in np.asarray(mat, dtype=float).tolist()]
 
 
+def units_heading(u: UnitComparison) -> str:
+    """What `units_figure(u)` compares, from the groups present, e.g. "Latents vs random latents (baseline)"."""
+    present = [
+        f"{unit} (baseline)" if unit == "random latents" else unit for unit in dict.fromkeys(g.group for g in u.groups)
+    ]
+    return " vs ".join(present).capitalize() if present else "No units scored"
+
+
 def units_figure(u: UnitComparison) -> go.Figure:
-    """Mean score (95% CI) of SAE latents, neurons, top-k neurons and random latents, per scorer."""
+    """Mean score (95% CI) per scorer of each kind of unit present: SAE latents, neurons, top-k neurons, random latents."""
     fig = go.Figure()
     for unit in dict.fromkeys(g.group for g in u.groups):
         rows = [g for g in u.groups if g.group == unit]
@@ -151,27 +159,56 @@ def units_figure(u: UnitComparison) -> go.Figure:
             )
         )
     fig.update_layout(
-        barmode="group", title="Latents vs neurons: mean score per scorer (95% CI)", yaxis_title="mean score"
+        barmode="group", title=f"{units_heading(u)}: mean score per scorer (95% CI)", yaxis_title="mean score"
     )
     return fig
 
 
-def overlap_heatmap(layers: list[int], mat: np.ndarray, title: str) -> go.Figure:
-    """Layer x layer heatmap of an overlap score (1 on the diagonal, blank where not computed)."""
-    labels = [f"L{layer}" for layer in layers]
+def heatmap_range(mat: np.ndarray, chance: float | None = None) -> tuple[float, float]:
+    """(zmin, zmax) of an overlap heatmap `mat: [n, n]`: the finite off-diagonal values (and `chance`, if given).
+
+    The diagonal (a layer with itself, always 1) is left out so that differences between other layers show;
+    (0, 1) when no off-diagonal value is known.
+    """
     m = np.asarray(mat, dtype=float)
+    off = m[~np.eye(len(m), dtype=bool)] if m.size else m.ravel()
+    values = [float(v) for v in off if not math.isnan(v)] + ([float(chance)] if chance is not None else [])
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-6:  # one value: a small band around it, so the colour scale still has a range
+        lo, hi = lo - 0.05, hi + 0.05
+    return lo, hi
+
+
+def overlap_heatmap(layers: list[int], mat: np.ndarray, title: str, chance: float | None = None) -> go.Figure:
+    """Layer x layer heatmap of an overlap score `mat: [n, n]`; blank on the diagonal and where not computed.
+
+    The colour scale spans the off-diagonal values (see `heatmap_range`); `chance`, the score two dictionaries
+    of random directions reach, is marked on the colour bar.
+    """
+    labels = [f"L{layer}" for layer in layers]
+    m = np.array(mat, dtype=float)
+    np.fill_diagonal(m, np.nan)  # a layer with itself is 1 by definition: drawn, it would squash the scale
+    zmin, zmax = heatmap_range(m, chance)
     text = [["" if math.isnan(v) else f"{v:.3f}" for v in row] for row in m.tolist()]
+    colorbar: dict = {"title": "overlap"}
+    if chance is not None:
+        ticks = [float(v) for v in np.linspace(zmin, zmax, 5)]
+        ticks = [t for t in ticks if abs(t - chance) > (zmax - zmin) / 10]
+        colorbar.update(tickvals=[*ticks, chance], ticktext=[f"{t:.2f}" for t in ticks] + [f"chance {chance:.3f}"])
     fig = go.Figure(
         go.Heatmap(
             z=_nan_none_2d(m),
             x=labels,
             y=labels,
-            zmin=0,
-            zmax=1,
+            zmin=zmin,
+            zmax=zmax,
             colorscale="Viridis",
             text=text,
             texttemplate="%{text}",
-            colorbar={"title": "overlap"},
+            hoverongaps=False,
+            colorbar=colorbar,
         )
     )
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="layer", yaxis_autorange="reversed")
