@@ -78,16 +78,10 @@ chosen = [r for r in records if r.similarity == similarity]
 kinds = [k for k in overlap.OVERLAP_KINDS if any(r.kind == k for r in chosen)]
 
 
-def chance_of(kind: str) -> float | None:
-    """The chance level of `kind`'s mean matched cosine (stored with decoder overlaps), None if unknown or mixed widths."""
-    levels = {r.params["chance"] for r in chosen if r.kind == kind and r.params.get("chance") is not None}
-    return levels.pop() if len(levels) == 1 else None
-
-
 cols = st.columns(max(len(kinds), 1))
 for col, kind in zip(cols, kinds, strict=False):
     layers, mat = overlap.layer_matrix(chosen, kind, similarity, score)
-    mark = chance_of(kind) if score == "mean_similarity" else None
+    mark = overlap.chance_level(chosen, kind, similarity) if score == "mean_similarity" else None
     col.plotly_chart(figures.overlap_heatmap(layers, mat, f"{kind}", chance=mark), width="stretch")
 st.caption(
     "The diagonal (a layer with itself, 1 by definition) is left blank; colours span the other cells, "

@@ -135,3 +135,19 @@ def test_layer_matrix_is_symmetric_with_unit_diagonal():
     assert layers == [0, 1, 2]
     assert np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1.0)
     assert mat[0, 2] == pytest.approx(results[1].mean_similarity)
+
+
+def test_chance_level_is_the_one_stored_level_of_a_kind():
+    """The page and the report mark one chance level per kind: none when unknown or when widths differ."""
+    from types import SimpleNamespace
+
+    from core.analysis.overlap import chance_level
+
+    def rec(kind, chance, similarity="decoder"):
+        return SimpleNamespace(kind=kind, similarity=similarity, params={} if chance is None else {"chance": chance})
+
+    records = [rec("resid", 0.2), rec("resid", 0.2), rec("attn", 0.2), rec("attn", 0.3), rec("transcoder", None)]
+    assert chance_level(records, "resid") == 0.2
+    assert chance_level(records, "attn") is None  # two widths, two levels
+    assert chance_level(records, "transcoder") is None
+    assert chance_level(records, "resid", "explanation") is None

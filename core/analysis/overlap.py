@@ -305,6 +305,17 @@ def chance_overlap(n_a: int, n_b: int, d: int, seed: int = 0) -> float:
     return float(match(rng.standard_normal((n_a, d)), rng.standard_normal((n_b, d))).similarity.mean())
 
 
+def chance_level(records, kind: str, similarity: str = "decoder") -> float | None:
+    """The chance level of `kind`'s mean matched cosine among stored overlap `records` (kept with decoder
+    overlaps), or None if unknown or if the layers' widths differ (several levels)."""
+    levels = {
+        r.params["chance"]
+        for r in records
+        if r.kind == kind and r.similarity == similarity and r.params.get("chance") is not None
+    }
+    return levels.pop() if len(levels) == 1 else None
+
+
 def layer_matrix(
     results: list, kind: str, similarity: str = "decoder", score: str = "mean_similarity"
 ) -> tuple[list[int], np.ndarray]:

@@ -140,7 +140,9 @@ def _figures(results: dict, overlaps: list[store.OverlapRecord]) -> list[tuple[s
             layers, mat = ov.layer_matrix(overlaps, kind, similarity)
             if len(layers) > 1:
                 title = f"{kind}: {similarity} overlap (mean matched cosine)"
-                figs.append((f"overlap_{similarity}_{kind}", figures.overlap_heatmap(layers, mat, title)))
+                chance = ov.chance_level(overlaps, kind, similarity)
+                figure = figures.overlap_heatmap(layers, mat, title, chance=chance)
+                figs.append((f"overlap_{similarity}_{kind}", figure))
     return figs
 
 
