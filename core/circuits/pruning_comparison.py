@@ -42,7 +42,7 @@ import torch
 
 from core.errors import UserError
 from core.progress import Progress, TqdmBars
-from core.tracing.ablation import AblationKind, Circuit, FaithfulnessResult, circuit_faithfulness, metric_values
+from core.tracing.ablation import AblationKind, Circuit, FaithfulnessResult, faithfulness_of_sets, metric_values
 from core.tracing.nodes import LATENT_KINDS
 from core.tracing.timing import phase, report
 
@@ -286,20 +286,9 @@ def compare_pruning(
     result = PruningComparison(task, len(prepared), n_skipped, m_full, m_empty, label, timings=timings)
     with phase("ablations", timings, log):
         for j, (method, circuit_sets) in enumerate(methods.items()):
-            res = [
-                circuit_faithfulness(
-                    model,
-                    dicts,
-                    tokens,
-                    targets,
-                    cs,
-                    means,
-                    ablation,
-                    reference=(m_full, m_empty),
-                    active_only=active_only,
-                )
-                for cs in circuit_sets
-            ]
+            res = faithfulness_of_sets(
+                model, dicts, tokens, targets, circuit_sets, means, ablation, (m_full, m_empty), active_only
+            )
             result.rows.append(PruningRow.from_results(method, res))
             report(progress, f"ablated {METHOD_LABELS[method]}", 0.3 + 0.7 * (j + 1) / len(methods))
     return result

@@ -248,6 +248,27 @@ def circuit_faithfulness(
     )
 
 
+def faithfulness_of_sets(
+    model,
+    dictionaries: Sequence[Dictionary],
+    tokens: torch.Tensor,
+    targets: Sequence[Target],
+    circuit_sets: Sequence[Sequence[Iterable[Feature]]],
+    means: dict[str, torch.Tensor] | None,
+    ablation: AblationKind,
+    reference: tuple[float, float],
+    active_only: bool = False,
+) -> list[FaithfulnessResult]:
+    """`circuit_faithfulness` of each set of per-prompt circuits (e.g. one per random seed), against one
+    known `reference = (m(M), m(∅))`."""
+    return [
+        circuit_faithfulness(
+            model, dictionaries, tokens, targets, cs, means, ablation, reference=reference, active_only=active_only
+        )
+        for cs in circuit_sets
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Latent means over corpus text (step 2)
 

@@ -40,7 +40,7 @@ from core.tracing.ablation import (
     Circuit,
     FaithfulnessResult,
     Feature,
-    circuit_faithfulness,
+    faithfulness_of_sets,
     metric_values,
 )
 from core.tracing.baselines import active_features, attribution_patching_scores, random_features, top_features
@@ -296,20 +296,9 @@ def compare_methods(
         for j, params in enumerate(sweep):
             hier = [circuit_features(g) for g in graphs[j]]
             for method, circuit_sets in _method_circuits(hier, atp, candidates, random_seeds, active_only).items():
-                res = [
-                    circuit_faithfulness(
-                        model,
-                        dicts,
-                        tokens,
-                        targets,
-                        cs,
-                        means,
-                        ablation,
-                        reference=(m_full, m_empty),
-                        active_only=active_only,
-                    )
-                    for cs in circuit_sets
-                ]
+                res = faithfulness_of_sets(
+                    model, dicts, tokens, targets, circuit_sets, means, ablation, (m_full, m_empty), active_only
+                )
                 result.rows.append(_mean_row(method, j, params, [len(c) for c in hier], res))
             report(progress, f"ablations {j + 1}/{len(sweep)}", 0.4 + 0.6 * (j + 1) / len(sweep))
     return result, graphs
