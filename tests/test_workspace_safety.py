@@ -391,15 +391,17 @@ def listening(port: int) -> set[str]:
     return out
 
 
-def serve_with_dev(port: int, host: str, env: dict[str, str], *args: str) -> set[str]:
-    """Start `./dev app` on `port`, wait until it answers on `host`, return where it listens, stop it."""
+def serve_with_dev(port: int, host: str, env: dict[str, str], *args: str, stderr: Path | None = None) -> set[str]:
+    """Start `./dev app` on `port`, wait until it answers on `host`, return where it listens, stop it
+    (its standard error goes to the file `stderr` if given)."""
     env = {**{k: v for k, v in os.environ.items() if k != "SAE_EXPLORER_ADDRESS"}, **env}
+    err = open(stderr, "w") if stderr is not None else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [str(ROOT / "dev"), "app", "--server.port", str(port), "--server.fileWatcherType", "none", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=err,
         start_new_session=True,
     )
     try:
@@ -416,16 +418,24 @@ def serve_with_dev(port: int, host: str, env: dict[str, str], *args: str) -> set
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+        if stderr is not None:
+            err.close()
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux /proc/net/tcp")
-def test_the_app_serves_this_machine_only_unless_told_otherwise():
+def test_the_app_serves_this_machine_only_unless_told_otherwise(tmp_path):
     from tests.browser.serve import free_port
 
-    assert serve_with_dev(free_port(), "127.0.0.1", {}) == {"127.0.0.1"}
-    # the documented options (another loopback address here, so that the test exposes nothing)
-    assert serve_with_dev(free_port(), "127.0.0.2", {"SAE_EXPLORER_ADDRESS": "127.0.0.2"}) == {"127.0.0.2"}
-    assert serve_with_dev(free_port(), "127.0.0.3", {}, "--server.address", "127.0.0.3") == {"127.0.0.3"}
+    log = tmp_path / "stderr.txt"
+    assert serve_with_dev(free_port(), "127.0.0.1", {}, stderr=log) == {"127.0.0.1"}
+    assert "warning" not in log.read_text()
+    # the documented options (another loopback address here, so that the test exposes nothing); each
+    # address other than 127.0.0.1/localhost gets the no-login warning, however it was chosen
+    assert serve_with_dev(free_port(), "127.0.0.2", {"SAE_EXPLORER_ADDRESS": "127.0.0.2"}, stderr=log) == {"127.0.0.2"}
+    assert "warning: serving on 127.0.0.2 with no login" in log.read_text()
+    args = ("--server.address", "127.0.0.3")
+    assert serve_with_dev(free_port(), "127.0.0.3", {}, *args, stderr=log) == {"127.0.0.3"}
+    assert "warning: serving on 127.0.0.3 with no login" in log.read_text()
 
 
 def test_streamlit_run_from_the_project_folder_serves_this_machine_only():
