@@ -17,6 +17,11 @@ Every call of the project to a language model (explainer, scorers, circuit summa
    tokens and cost (`litellm.completion_cost` when the model's price is known, else None).
 6. Log-probabilities of the generated tokens when asked (`logprobs=True, top_logprobs=k`) and the
    provider returns them; `reply.logprobs` is None otherwise.
+7. Several endpoints: with a router config (`LLMClient(router=path)`, or the environment variable
+   `SAE_LLM_ROUTER`), requests whose model is one of the config's `model_name`s go through a litellm
+   `Router` that balances them over the endpoints and fails over when one stops answering (see
+   `load_router_config` for the file format). Cache, journal and accounting are the same: a reply
+   is cached under the model name and the endpoints' model ids, whichever endpoint answered.
 
 Durability. Before a call returns, its usage row (and its reply, when a new one arrived) is
 appended to the client's write-ahead file `NAME.duckdb.data/llm-journal/*.jsonl`, fsynced unless
@@ -58,7 +63,14 @@ log = logging.getLogger(__name__)
 CONNECTION_PARAMS = frozenset(
     {"api_key", "api_base", "base_url", "api_version", "timeout", "num_retries", "metadata", "extra_headers"}
 )
-TRANSIENT_ERRORS = ("RateLimitError", "Timeout", "APIConnectionError", "ServiceUnavailableError", "BadGatewayError")
+TRANSIENT_ERRORS = (
+    "RateLimitError",
+    "Timeout",
+    "APIConnectionError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "RouterRateLimitError",  # every endpoint of a router group is cooling down
+)
 FATAL_ERRORS = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
 
 
@@ -174,12 +186,18 @@ def _request_record(model: str, messages: list[dict], params: dict) -> str:
 # Credentials
 
 
-def check_credentials(model: str, api_key: str | None = None, api_base: str | None = None) -> None:
+def check_credentials(
+    model: str, api_key: str | None = None, api_base: str | None = None, router: RouterConfig | None = None
+) -> None:
     """Raise `LLMConfigError` unless `model` names a known litellm provider whose credentials are available.
 
     Checks the environment only (no request is made); an explicit `api_key` counts as available.
-    The error names the missing environment variable(s).
+    The error names the missing environment variable(s). A model named by `router` (default: the
+    config in `SAE_LLM_ROUTER`) was checked when its config was read.
     """
+    router = router or env_router()
+    if router is not None and model in router.model_names:
+        return
     litellm = _litellm()
     if not model or "/" not in model and model not in litellm.model_cost:
         raise LLMConfigError(
@@ -201,6 +219,234 @@ def check_credentials(model: str, api_key: str | None = None, api_base: str | No
             f"model {model} needs the environment variable {names}, which is not set; "
             f"export {missing[0]}=... before running (keys are read from the environment only and never stored)"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Several endpoints: a litellm Router configured in one file
+
+ROUTER_ENV = "SAE_LLM_ROUTER"  # path of a router config used when a client is given none
+ROUTING_STRATEGIES = (
+    "simple-shuffle",
+    "least-busy",
+    "latency-based-routing",
+    "usage-based-routing-v2",
+    "cost-based-routing",
+)
+_ROUTER_KEYS = {
+    "routing_strategy": str,
+    "num_retries": int,
+    "timeout": (int, float),
+    "allowed_fails": int,
+    "cooldown_time": (int, float),
+    "model_list": list,
+}
+_ENDPOINT_KEYS = {
+    "model_name": str,
+    "model": str,
+    "api_base": str,
+    "api_key_env": str,
+    "rpm": int,
+    "tpm": int,
+    "max_parallel_requests": int,
+    "weight": (int, float),
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One deployment of a router group: the litellm model id at `api_base`, its key read from `api_key_env`."""
+
+    model_name: str
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel_requests: int | None = None
+    weight: float | None = None
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """A litellm Router's settings and endpoints, read and checked by `load_router_config`."""
+
+    path: str
+    endpoints: tuple[Endpoint, ...]
+    routing_strategy: str = "simple-shuffle"
+    num_retries: int = 3
+    timeout: float = 120.0
+    allowed_fails: int = 1
+    cooldown_time: float = 30.0
+
+    @property
+    def model_names(self) -> set[str]:
+        """The names requests use to reach a group of endpoints."""
+        return {e.model_name for e in self.endpoints}
+
+    def key_model(self, model_name: str) -> str:
+        """The model named in cache keys for `model_name`: the name and its endpoints' model ids."""
+        ids = sorted({e.model for e in self.endpoints if e.model_name == model_name})
+        return f"{model_name}={'|'.join(ids)}"
+
+    def model_list(self) -> list[dict]:
+        """litellm's `model_list`, with each key read from its environment variable."""
+        out = []
+        for e in self.endpoints:
+            params: dict[str, Any] = {"model": e.model}
+            if e.api_base:
+                params["api_base"] = e.api_base
+            # a local server started without --api-key takes any key; litellm's openai client needs one
+            params["api_key"] = os.environ[e.api_key_env] if e.api_key_env else "not-needed"
+            for name in ("rpm", "tpm", "max_parallel_requests", "weight"):
+                if getattr(e, name) is not None:
+                    params[name] = getattr(e, name)
+            out.append({"model_name": e.model_name, "litellm_params": params})
+        return out
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise LLMConfigError(f"router config {path} does not exist; write one (YAML or TOML) or drop the option")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise LLMConfigError(f"router config {path}: use a .yaml, .yml or .toml file")
+    except LLMConfigError:
+        raise
+    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError
+        kind = "TOML" if suffix == ".toml" else "YAML"
+        raise LLMConfigError(f"router config {path} is not valid {kind}: {' '.join(str(exc).split())[:300]}") from None
+    if not isinstance(data, dict):
+        raise LLMConfigError(f"router config {path} must be a mapping with a model_list")
+    return data
+
+
+def _check_types(where: str, data: dict, allowed: dict) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise LLMConfigError(f"{where}: unknown key {', '.join(map(repr, unknown))}; known keys: {', '.join(allowed)}")
+    for k, v in data.items():
+        if isinstance(v, bool) or not isinstance(v, allowed[k]):
+            raise LLMConfigError(f"{where}: {k} must be {_type_name(allowed[k])}, got {v!r}")
+
+
+def _type_name(t) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list"}
+    return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def load_router_config(path: str | Path) -> RouterConfig:
+    """Read and check a router config (YAML or TOML) before any call: a clear `LLMConfigError` naming the file
+    and the entry if the file is missing or malformed, a provider is unknown, or a key's variable is unset.
+
+    Format (YAML; the TOML has the same keys, the list as `[[model_list]]` tables)::
+
+        routing_strategy: least-busy  # simple-shuffle (default), least-busy, latency-based-routing, ...
+        num_retries: 3                # tries on other endpoints before a call waits and retries
+        timeout: 120                  # seconds per request
+        allowed_fails: 1              # failures in a minute before an endpoint cools down
+        cooldown_time: 30             # seconds an endpoint is left out after that
+        model_list:
+          - model_name: local-llm     # what requests ask for (the model of the explain/score stage)
+            model: openai/Qwen2.5-7B-Instruct   # the litellm model id at that endpoint
+            api_base: http://10.0.0.1:8000/v1
+            api_key_env: VLLM_API_KEY # optional: the variable holding its key (keys are never in the file)
+            max_parallel_requests: 16 # optional; also rpm, tpm, weight
+    """
+    path = Path(path)
+    data = _read_config_file(path)
+    _check_types(f"router config {path}", data, _ROUTER_KEYS)
+    entries = data.get("model_list")
+    if not entries:
+        raise LLMConfigError(f"router config {path} has no model_list; list at least one endpoint")
+    strategy = data.get("routing_strategy", "simple-shuffle")
+    if strategy not in ROUTING_STRATEGIES:
+        raise LLMConfigError(
+            f"router config {path}: unknown routing_strategy {strategy!r}; use one of {', '.join(ROUTING_STRATEGIES)}"
+        )
+    for k in ("num_retries", "allowed_fails"):
+        if data.get(k, 0) < 0:
+            raise LLMConfigError(f"router config {path}: {k} must be 0 or more")
+    for k in ("timeout", "cooldown_time"):
+        if data.get(k, 1) <= 0:
+            raise LLMConfigError(f"router config {path}: {k} must be positive")
+    litellm = _litellm()
+    endpoints = []
+    for i, entry in enumerate(entries, 1):
+        where = f"router config {path}, model_list entry {i}"
+        if not isinstance(entry, dict):
+            raise LLMConfigError(f"{where} must be a mapping with model_name and model")
+        if "api_key" in entry:
+            raise LLMConfigError(
+                f"{where}: api_key is not read from the file; put the key in an environment variable and name it with api_key_env"
+            )
+        _check_types(where, entry, _ENDPOINT_KEYS)
+        for k in ("model_name", "model"):
+            if not entry.get(k):
+                raise LLMConfigError(f"{where} has no {k}")
+        model, api_base = entry["model"], entry.get("api_base")
+        if "/" not in model:
+            raise LLMConfigError(f"{where}: model {model!r} is not provider/model, e.g. openai/Qwen2.5-7B-Instruct")
+        try:
+            litellm.get_llm_provider(model, api_base=api_base)
+        except Exception as exc:
+            raise LLMConfigError(
+                f"{where}: model {model!r}: litellm knows no provider {model.split('/')[0]!r} "
+                f"({str(exc).splitlines()[0][:160]}); write provider/model, e.g. openai/{model.split('/', 1)[-1]}"
+            ) from None
+        if api_base is not None and not api_base.startswith(("http://", "https://")):
+            raise LLMConfigError(f"{where}: api_base {api_base!r} is not an http(s) URL")
+        env = entry.get("api_key_env")
+        if env and not os.environ.get(env):
+            raise MissingCredentialsError(
+                f"{where} needs the environment variable {env}, which is not set; export {env}=... before running"
+            )
+        endpoints.append(Endpoint(**entry))
+    kwargs = {
+        k: data[k]
+        for k in ("routing_strategy", "num_retries", "timeout", "allowed_fails", "cooldown_time")
+        if k in data
+    }
+    return RouterConfig(path=str(path), endpoints=tuple(endpoints), **kwargs)
+
+
+_env_router: dict[str, Any] = {}
+
+
+def env_router() -> RouterConfig | None:
+    """The router config named by the environment variable `SAE_LLM_ROUTER` (None when unset), read once per file version."""
+    path = os.environ.get(ROUTER_ENV)
+    if not path:
+        return None
+    p = Path(path)
+    stamp = (str(p), p.stat().st_mtime_ns if p.is_file() else None)
+    if _env_router.get("stamp") != stamp:
+        config = load_router_config(p)  # raises LLMConfigError: nothing is remembered
+        _env_router.update(stamp=stamp, config=config)
+    return _env_router["config"]
+
+
+def make_router(config: RouterConfig):
+    """A litellm `Router` over `config`'s endpoints."""
+    litellm = _litellm()
+    return litellm.Router(
+        model_list=config.model_list(),
+        routing_strategy=config.routing_strategy,
+        num_retries=config.num_retries,
+        timeout=config.timeout,
+        allowed_fails=config.allowed_fails,
+        cooldown_time=config.cooldown_time,
+        retry_after=0,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,9 +742,17 @@ class LLMClient:
         flush_every: int = 64,
         use_cache: bool = True,
         sleep: Callable[[float], Any] | None = None,
+        router: RouterConfig | str | Path | None = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        # checked here, before any call: a bad file fails the run before it starts
+        if router is None:
+            self.router = env_router()
+        else:
+            self.router = router if isinstance(router, RouterConfig) else load_router_config(router)
+        self._router: Any = None
+        self._router_loop: asyncio.AbstractEventLoop | None = None
         self.cache = ResponseCache(workspace)
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -528,10 +782,25 @@ class LLMClient:
             self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         return self._sem
 
+    def routed(self, model: str) -> bool:
+        """Whether calls to `model` go through the router (it is one of the router config's model names)."""
+        return self.router is not None and model in self.router.model_names
+
+    def _router_for_loop(self):
+        loop = asyncio.get_running_loop()  # the Router's HTTP clients belong to one event loop
+        if self._router is None or self._router_loop is not loop:
+            self._router, self._router_loop = make_router(self.router), loop
+        return self._router
+
+    def key_of(self, req: LLMRequest) -> str:
+        """The cache key of `req` (a routed model is keyed by its name and its endpoints' model ids)."""
+        model = self.router.key_model(req.model) if self.routed(req.model) else req.model
+        return cache_key(model, req.messages, req.params)
+
     def check(self, model: str, params: dict | None = None) -> None:
-        """`check_credentials` once per model for this client."""
+        """`check_credentials` once per model for this client (routed models were checked with their config)."""
         params = params or {}
-        if model not in self._checked:
+        if model not in self._checked and not self.routed(model):
             check_credentials(
                 model, api_key=params.get("api_key"), api_base=params.get("api_base") or params.get("base_url")
             )
@@ -555,7 +824,7 @@ class LLMClient:
 
         `progress("LLM calls", done, total)` (core.progress) after each reply."""
         if self.use_cache:
-            keys = [cache_key(r.model, r.messages, r.params) for r in requests]
+            keys = [self.key_of(r) for r in requests]
             await asyncio.to_thread(self.cache.prefetch, keys)
         done = 0
 
@@ -577,7 +846,7 @@ class LLMClient:
 
     async def _one(self, req: LLMRequest) -> LLMReply:
         self.check(req.model, req.params)
-        key = cache_key(req.model, req.messages, req.params)
+        key = self.key_of(req)
         stored = self.cache.get(key) if self.use_cache else None
         entry = None
         if stored is not None:
@@ -640,9 +909,14 @@ class LLMClient:
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                resp = await litellm.acompletion(
-                    model=req.model, messages=req.messages, num_retries=0, drop_params=True, **params
-                )
+                if self.routed(req.model):  # the router retries on the other endpoints itself
+                    resp = await self._router_for_loop().acompletion(
+                        model=req.model, messages=req.messages, drop_params=True, **params
+                    )
+                else:
+                    resp = await litellm.acompletion(
+                        model=req.model, messages=req.messages, num_retries=0, drop_params=True, **params
+                    )
             except Exception as exc:
                 name = type(exc).__name__
                 if name in FATAL_ERRORS:
@@ -696,9 +970,12 @@ def _reply_of(resp: Any, key: str, model: str) -> LLMReply:
 
 
 def supports_logprobs(model: str) -> bool:
-    """Whether litellm lists `logprobs` among the model's supported params (the provider may still omit them)."""
+    """Whether litellm lists `logprobs` among the model's supported params (the provider may still omit them);
+    for a model named by the `SAE_LLM_ROUTER` config, whether every endpoint's model does."""
+    router = env_router()
+    ids = [e.model for e in router.endpoints if e.model_name == model] if router is not None else []
     try:
-        return "logprobs" in (_litellm().get_supported_openai_params(model=model) or [])
+        return all("logprobs" in (_litellm().get_supported_openai_params(model=m) or []) for m in ids or [model])
     except Exception:
         return False
 
@@ -721,9 +998,15 @@ def run_sync(coro):
         return pool.submit(asyncio.run, coro).result()
 
 
-def complete(workspace: Path | None, model: str, messages: list[dict], **params: Any) -> LLMReply:
+def complete(
+    workspace: Path | None,
+    model: str,
+    messages: list[dict],
+    router: RouterConfig | str | Path | None = None,
+    **params: Any,
+) -> LLMReply:
     """One cached, retried chat completion from synchronous code (flushes the cache before returning)."""
-    client = LLMClient(workspace)
+    client = LLMClient(workspace, router=router)
     try:
         return run_sync(client.acomplete(model, messages, **params))
     finally:
@@ -731,8 +1014,13 @@ def complete(workspace: Path | None, model: str, messages: list[dict], **params:
 
 
 def complete_many(
-    workspace: Path | None, requests: Sequence[LLMRequest], concurrency: int = 8, progress: Progress | None = None
+    workspace: Path | None,
+    requests: Sequence[LLMRequest],
+    concurrency: int = 8,
+    progress: Progress | None = None,
+    router: RouterConfig | str | Path | None = None,
 ) -> list[LLMReply]:
-    """Many cached, retried chat completions from synchronous code, at most `concurrency` at once."""
-    client = LLMClient(workspace, concurrency=concurrency)
+    """Many cached, retried chat completions from synchronous code, at most `concurrency` at once
+    (through `router`'s endpoints for the models it names)."""
+    client = LLMClient(workspace, concurrency=concurrency, router=router)
     return run_sync(client.acomplete_many(requests, progress))

@@ -353,7 +353,10 @@ def release_specs(model_name: str, releases: list[str]) -> dict[str, DictionaryS
                 f"unknown SAE-Lens release {release!r} for model {model_name!r}; valid releases: {', '.join(valid)}"
             )
         for sae_id in info.saes_map:
-            kind, layer, hook_in, hook_out = spec_from_hook(sae_id)
+            try:
+                kind, layer, hook_in, hook_out = spec_from_hook(sae_id)
+            except ValueError as exc:
+                raise ValueError(f"SAE-Lens release {release!r} has {sae_id}: {exc}") from None
             did = f"{kind}:{sae_id}" if sae_id != hook_in else f"{kind}:{hook_in}"
             if did in out:
                 raise ValueError(f"{did} is in both {out[did].release} and {release}; load them in separate calls")
@@ -384,6 +387,37 @@ def local_specs(directory: Path) -> dict[str, DictionarySpec]:
     if not out:
         raise ArtifactError(f"no SAE-Lens folders (cfg.json + sae_weights.safetensors) in {directory}")
     return out
+
+
+def missing_release_files(specs: list[DictionarySpec]) -> list[str]:
+    """Files of release dictionaries `specs` that the local Hugging Face cache lacks, as
+    `<cache folder>/<file> (release, sae_id)`; [] when all are there.
+
+    Checks the SAE-Lens-format releases (`cfg.json` + `sae_weights.safetensors` in the sae's folder);
+    releases in converted formats are left to their loader.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from core.subjects.models import hub_snapshot
+
+    directory = get_pretrained_saes_directory()
+    missing = []
+    for spec in specs:
+        info = directory[spec.release]
+        if info.conversion_func is not None:
+            continue
+        repo = hub_snapshot(info.repo_id).parent.parent
+        if not repo.is_dir():
+            entry = f"{repo} (all of {spec.release})"
+            if entry not in missing:
+                missing.append(entry)
+            continue
+        folder = info.saes_map[spec.sae_id]
+        for name in ("cfg.json", "sae_weights.safetensors"):
+            if not isinstance(try_to_load_from_cache(info.repo_id, f"{folder}/{name}"), str):
+                missing.append(f"{hub_snapshot(info.repo_id)}/{folder}/{name} ({spec.release}, {spec.sae_id})")
+    return missing
 
 
 @contextmanager
@@ -474,7 +508,22 @@ def load_dictionaries(
     if unknown:
         raise ValueError(f"unknown dictionary {', '.join(unknown)}; valid ids: {', '.join(specs)}")
 
-    online = None  # probe the hub once, only if a hub dictionary is wanted
+    hub_wanted = [specs[did] for did in wanted if specs[did].folder is None]
+    online = hub_reachable() if hub_wanted else False  # probe the hub once, only if a hub dictionary is wanted
+    if hub_wanted and not online:
+        missing = missing_release_files(hub_wanted)
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise HubUnreachableError(
+                f"the Hugging Face Hub is unreachable and the local cache lacks {len(missing)} file(s) of the wanted dictionaries: "
+                f"{'; '.join(missing[:3])}{more}; nothing was loaded. {HUB_FIX}"
+            )
+    for did in wanted:  # every local folder has its weights before any are read
+        folder = specs[did].folder
+        if folder is not None and not (folder / "sae_weights.safetensors").exists():
+            raise ArtifactError(
+                f"{folder / 'sae_weights.safetensors'} is missing; {specs[did].fix} (nothing was loaded)"
+            )
     out: dict[str, Dictionary] = {}
     for did in wanted:
         spec = specs[did]
@@ -483,8 +532,6 @@ def load_dictionaries(
                 spec.folder, spec.kind, spec.layer, device, spec.hook_in, spec.hook_out, did, spec.fix
             )
         else:
-            if online is None:
-                online = hub_reachable()
             out[did] = load_release_dictionary(spec, device, online=online)
     return out
 

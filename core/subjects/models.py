@@ -144,18 +144,63 @@ def hub_unreachable_message(what: str) -> str:
     )
 
 
+def hub_snapshot(repo_id: str, repo_type: str = "models") -> Path:
+    """The folder of `repo_id`'s `main` revision in the local Hugging Face cache (it may not exist)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo = Path(HF_HUB_CACHE) / (f"{repo_type}--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    commit = ref.read_text().strip() if ref.is_file() else "<commit>"
+    return repo / "snapshots" / commit
+
+
+# Files a cached hub model needs, as alternatives: (what, [any one of these files]).
+HUB_MODEL_FILES = (
+    ("config", ("config.json",)),
+    ("weights", ("model.safetensors", "pytorch_model.bin")),
+    ("tokenizer", ("tokenizer.json", "vocab.json")),
+)
+
+
+def missing_hub_model_files(repo_id: str) -> list[str]:
+    """Paths the local cache of model `repo_id` lacks (`refs/main`, config, weights, tokenizer); [] when complete."""
+    snap = hub_snapshot(repo_id)
+    ref = snap.parent.parent / "refs" / "main"
+    if not ref.is_file():
+        return [str(ref)]
+    return [str(snap / names[0]) for _, names in HUB_MODEL_FILES if not any((snap / n).is_file() for n in names)]
+
+
 def load_hub_model(name: str, device: str | None = None):
-    """A pretrained TransformerLens model from the Hugging Face Hub (e.g. 'gpt2'); fails within seconds offline."""
+    """A pretrained TransformerLens model from the Hugging Face Hub (e.g. 'gpt2'); fails within seconds offline.
+
+    Offline, a model whose local cache lacks a file fails before loading, naming the file.
+    """
     from transformer_lens import HookedTransformer
 
-    if not hub_cached(name) and not hub_reachable():
-        raise HubUnreachableError(hub_unreachable_message(f"model '{name}'"))
+    cached = hub_cached(name)
+    missing = missing_hub_model_files(name) if cached else []
+    if (not cached or missing) and not hub_reachable():
+        if not cached:
+            raise HubUnreachableError(hub_unreachable_message(f"model '{name}'"))
+        raise HubUnreachableError(
+            f"cannot load model '{name}' from the local Hugging Face cache: {', '.join(missing)} "
+            f"is missing and the hub is unreachable; copy the file there, or rewrite the cache "
+            f"(for the GPT-2 test fixture: `python -m core make-hub-fixture`)"
+        )
     try:
         return HookedTransformer.from_pretrained(name, device=pick_device(device))
-    except (OSError, ValueError) as exc:
-        raise HubUnreachableError(
-            hub_unreachable_message(f"model '{name}'") + f" ({type(exc).__name__}: {exc})"
-        ) from exc
+    except Exception as exc:
+        if cached and not missing:  # every file was there: one of them is damaged (safetensors, JSON, shapes)
+            raise ArtifactError(
+                f"cannot read model '{name}' from the local Hugging Face cache {hub_snapshot(name)} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); replace the damaged file or rewrite the cache"
+            ) from exc
+        if isinstance(exc, (OSError, ValueError)):
+            raise HubUnreachableError(
+                hub_unreachable_message(f"model '{name}'") + f" ({type(exc).__name__}: {exc})"
+            ) from exc
+        raise
 
 
 def load_model(name: str = "default", device: str | None = None, root: Path | None = None):
