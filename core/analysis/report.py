@@ -91,6 +91,7 @@ def write_report(
     md = _header_md(workspace, out, prov, notes) + _claims_md(results, overlaps, prov)
     if "distributions" in results:
         md += _distributions_md(results["distributions"], paths)
+    md += _conventions_md(workspace)
     if "deciles" in results:
         md += _deciles_md(results["deciles"], paths)
     if "spearman" in results:
@@ -233,6 +234,31 @@ def _distributions_md(d: an.Distributions, paths: dict[str, str]) -> list[str]:
         md += ["", "Paired over latents explained with both strategies (same explainer):", ""]
         md.append(_table(["scorer", "contrast", "n", "mean difference [95% CI]", "Wilcoxon p"], contrasts))
     return md + [""]
+
+
+def _conventions_md(workspace: Path) -> list[str]:
+    """Each yes/no scorer's accuracy under our convention and delphi's pooled one (`core.autointerp.delphi_metrics`)."""
+    from core.autointerp import delphi_metrics as dm
+
+    table = dm.conventions_table(workspace)
+    if table.empty:
+        return []
+    cols = ["units", "group", "scorer", "negatives", "latents (ours)", "failed (ours)", dm.OURS, "latents (delphi)"]
+    cols += [dm.POOLED, "precision (delphi)", "recall (delphi)", "F1 (delphi)", "AUC (delphi)"]
+    rows = [
+        [r[c] if isinstance(r[c], str) or c.startswith(("latents", "failed")) else fmt(r[c]) for c in cols]
+        for _, r in table.iterrows()
+    ]
+    return [
+        "## Accuracy conventions: ours vs delphi",
+        "",
+        f"{dm.OURS}: each latent's balanced accuracy averaged; a latent missing a class is a failed score, left out. "
+        f"{dm.POOLED}: every latent's confusion matrix summed first (delphi's `result_analysis`), a missing class "
+        "counting as a rate of 0; precision, recall, F1 and AUC of that pooled matrix.",
+        "",
+        _table(cols, [[str(c) for c in r] for r in rows]),
+        "",
+    ]
 
 
 def _deciles_md(d: an.Deciles, paths: dict[str, str]) -> list[str]:

@@ -37,10 +37,13 @@ def _dictionaries(workspace: Path, given: list[str] | None) -> list[str]:
 
 def _spec(args, scorers: tuple[str, ...], explain_missing: bool):
     from core.autointerp.engine import RunSpec
-    from core.autointerp.examples import SamplingParams
-    from core.autointerp.explainers import BASELINE_EXPLAINER, ExplainerParams
+    from core.autointerp.examples import DEFAULT_NEGATIVES, SamplingParams
+    from core.autointerp.explainers import BASELINE_EXPLAINER, CONTRASTIVE_BASELINE, ExplainerParams
 
     explainer = BASELINE_EXPLAINER if args.explainer in (None, "baseline", BASELINE_EXPLAINER) else args.explainer
+    contrastive = bool(getattr(args, "contrastive", False)) or explainer == CONTRASTIVE_BASELINE
+    if contrastive and explainer == BASELINE_EXPLAINER:
+        explainer = CONTRASTIVE_BASELINE
     try:
         sampling = SamplingParams(strategy=args.strategy, n_train=args.n_train, window=args.window, seed=args.seed)
     except ValueError as exc:
@@ -48,10 +51,16 @@ def _spec(args, scorers: tuple[str, ...], explain_missing: bool):
     options = {}
     if getattr(args, "n_per_prompt", None):
         options = {"detection": {"n_per_prompt": args.n_per_prompt}, "fuzzing": {"n_per_prompt": args.n_per_prompt}}
+    if getattr(args, "fuzzing_variant", "alternate") != "alternate":
+        options.setdefault("fuzzing", {})["variant"] = args.fuzzing_variant
     return RunSpec(
         explainer=explainer,
         sampling=sampling,
-        explainer_params=ExplainerParams(activations=not args.no_activations, chain_of_thought=args.cot),
+        explainer_params=ExplainerParams(
+            activations=not args.no_activations,
+            chain_of_thought=args.cot,
+            contrastive=contrastive and explainer != CONTRASTIVE_BASELINE,
+        ),
         scorers=scorers,
         scorer_model=None if getattr(args, "model", None) in (None, "judge") else args.model,
         scorer_options=options,
@@ -59,6 +68,8 @@ def _spec(args, scorers: tuple[str, ...], explain_missing: bool):
         random_latents=args.random_latents,
         concurrency=args.concurrency,
         explain_missing=explain_missing,
+        negatives=getattr(args, "negatives", None) or DEFAULT_NEGATIVES,
+        n_neighbours=getattr(args, "neighbours", None) or 10,
     )
 
 
@@ -84,7 +95,9 @@ def _run_explain(args) -> int:
 def _run_score(args) -> int:
     scorers = tuple(s.strip() for s in args.scorers.split(",") if s.strip())
     if not scorers:
-        raise UserError("--scorers needs at least one of detection,fuzzing,simulation,surprisal,embedding,intervention")
+        raise UserError(
+            "--scorers needs at least one of detection,fuzzing,simulation,surprisal,embedding,intervention,intruder"
+        )
     return _run(args, scorers, explain_missing=False)
 
 
@@ -116,6 +129,26 @@ def _run_explain_default(args) -> int:
     return 0
 
 
+def _run_export_neuronpedia(args) -> int:
+    from dataclasses import asdict
+
+    from core.autointerp.neuronpedia_export import export_neuronpedia
+
+    summary = export_neuronpedia(
+        Path(args.workspace),
+        Path(args.out),
+        dictionaries=args.dictionary,
+        sample=args.sample,
+        n_examples=args.examples,
+        seed=args.seed,
+        creator_id=args.creator_id,
+    )
+    out = asdict(summary)
+    out["seconds"] = round(out["seconds"], 2)
+    print(json.dumps(out))
+    return 0
+
+
 def _common(p) -> None:
     p.add_argument("--workspace", required=True, help="the workspace file (built by `python -m core cache`)")
     p.add_argument("--dictionary", nargs="+", help="dictionary ids (default: every cached dictionary)")
@@ -132,6 +165,12 @@ def _common(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-activations", action="store_true", help="LLM explainer: do not show activation values")
     p.add_argument("--cot", action="store_true", help="LLM explainer: ask for chain of thought")
+    p.add_argument(
+        "--contrastive",
+        action="store_true",
+        help="contrastive explainer: also show near misses (windows of the latent's typical tokens where it is silent); "
+        "with the baseline, the offline baseline:contrastive-token-stats",
+    )
     p.add_argument("--no-random-explanations", action="store_true", help="skip the random-explanation baseline rows")
     p.add_argument(
         "--random-latents",
@@ -156,23 +195,39 @@ def register(sub) -> None:
     p.set_defaults(run=_run_explain)
 
     q = sub.add_parser(
-        "score", help="score stored explanations: detection, fuzzing, simulation, surprisal, embedding, intervention"
+        "score",
+        help="score stored explanations: detection, fuzzing, simulation, surprisal, embedding, intervention, intruder",
     )
     _common(q)
     q.add_argument(
         "--scorers",
         required=True,
-        help="comma-separated: detection,fuzzing,simulation,surprisal,embedding,intervention",
+        help="comma-separated: detection,fuzzing,simulation,surprisal,embedding,intervention,intruder",
     )
     q.add_argument(
         "--model",
         default="judge",
-        help="LLM for detection/fuzzing/simulation (litellm id), or 'judge' for the offline judges",
+        help="LLM for detection/fuzzing/simulation/intruder (litellm id), or 'judge' for the offline judges",
     )
     q.add_argument(
         "--explainer", default="baseline", help="whose explanations to score: 'baseline' or the explainer's litellm id"
     )
     q.add_argument("--n-per-prompt", type=int, default=5, help="detection/fuzzing examples per prompt")
+    q.add_argument(
+        "--negatives",
+        default="random+hard",
+        choices=["random+hard", "neighbours:decoder", "neighbours:encoder", "neighbours:cooccurrence"],
+        help="non-activating examples: random windows + the latent's typical tokens (default), or windows where its "
+        "nearest latents (by decoder cosine, encoder cosine, or co-occurrence in the cache) fire and it does not",
+    )
+    q.add_argument(
+        "--fuzzing-variant",
+        default="alternate",
+        choices=["alternate", "delphi"],
+        help="fuzzing: alternate right/wrong marks on activating windows (default), or delphi's: every activating "
+        "window marked right, random marks on non-activating ones",
+    )
+    q.add_argument("--neighbours", type=int, default=10, help="neighbours per latent for --negatives neighbours:*")
     q.set_defaults(run=_run_score)
 
     r = sub.add_parser(
@@ -189,3 +244,16 @@ def register(sub) -> None:
     r.add_argument("--nice", type=int, default=0, help="raise the process's niceness by N")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.set_defaults(run=_run_explain_default)
+
+    e = sub.add_parser(
+        "export-neuronpedia",
+        help="write latents, their top activations, explanations and scores in Neuronpedia's bulk-import format",
+    )
+    e.add_argument("--workspace", required=True, help="the workspace to export (only read)")
+    e.add_argument("--out", required=True, help="a new folder to write (must not exist)")
+    e.add_argument("--dictionary", nargs="+", help="dictionary ids (default: every cached dictionary)")
+    e.add_argument("--sample", type=int, help="a seeded random sample of N live latents per dictionary (default: all)")
+    e.add_argument("--examples", type=int, default=20, help="top-activating contexts exported per latent")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--creator-id", default="sae-circuit-explorer", help="Neuronpedia creator/author id on every row")
+    e.set_defaults(run=_run_export_neuronpedia)

@@ -34,8 +34,14 @@ def _marker(stage: str) -> str:
     return f"default_explanations:{stage}"
 
 
+_LATER_FIELDS = {"negatives": RunSpec.negatives, "n_neighbours": RunSpec.n_neighbours}  # RunSpec fields added later
+
+
 def _spec_key(spec: RunSpec, dictionaries: list[str]) -> str:
-    return json.dumps({"spec": asdict(spec), "dictionaries": dictionaries}, sort_keys=True, default=str)
+    # fields added after workspaces were marked done are left out at their defaults, so those stay done
+    d = {k: v for k, v in asdict(spec).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    d["explainer_params"] = spec.explainer_params.to_dict()  # drops `contrastive` (added later) when unset
+    return json.dumps({"spec": d, "dictionaries": dictionaries}, sort_keys=True, default=str)
 
 
 def stage_spec(stage: str, base: RunSpec = DEFAULT_SPEC) -> RunSpec:

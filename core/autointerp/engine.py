@@ -26,18 +26,30 @@ from pathlib import Path
 import numpy as np
 
 from core import store
-from core.autointerp.examples import DictionaryLatents, ExampleSets, SamplingParams, example_sets, workspace_tokens
+from core.autointerp.examples import (
+    DEFAULT_NEGATIVES,
+    NEGATIVES,
+    DictionaryLatents,
+    ExampleSets,
+    SamplingParams,
+    example_sets,
+    with_neighbour_negatives,
+    with_train_negatives,
+    workspace_tokens,
+)
 from core.autointerp.explainers import (
     BASELINE_EXPLAINER,
+    BASELINE_EXPLAINERS,
+    CONTRASTIVE_BASELINE,
     RANDOM_LATENT,
     ExplainerParams,
+    baseline_explanation,
     explainer_messages,
     llm_explanation_record,
     random_explanations,
-    token_stats_explanation,
 )
 from core.autointerp.random_latents import RANDOM_LATENT_SEED, RandomLatents, build_random_latents
-from core.autointerp.scorers import LLM_SCORERS, SCORERS, make_scorer
+from core.autointerp.scorers import ALL_SCORERS, LLM_CAPABLE, SCORERS, make_scorer
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv, failed_outcome
 from core.errors import UserError
 from core.progress import Progress
@@ -63,11 +75,18 @@ class RunSpec:
     concurrency: int = 8
     chunk: int = 256
     explain_missing: bool = True  # False (`score` command): score only explanations already stored
+    negatives: str = DEFAULT_NEGATIVES  # non-activating examples for scoring: one of examples.NEGATIVES
+    n_neighbours: int = 10  # neighbours per latent when `negatives` is 'neighbours:<method>'
 
     @property
     def explainer_is_llm(self) -> bool:
-        """True unless the explainer is the token-statistics baseline."""
-        return self.explainer != BASELINE_EXPLAINER
+        """True unless the explainer is one of the offline baselines (token statistics, contrastive token statistics)."""
+        return self.explainer not in BASELINE_EXPLAINERS
+
+    @property
+    def contrastive(self) -> bool:
+        """True when the explainer is shown near misses (the contrastive baseline, or an LLM with the contrastive prompt)."""
+        return self.explainer == CONTRASTIVE_BASELINE or (self.explainer_is_llm and self.explainer_params.contrastive)
 
 
 @dataclass
@@ -114,6 +133,9 @@ class _Source:
     def extra_params(self) -> dict:
         return {}
 
+    def neighbour_ids(self, method: str, n: int) -> np.ndarray:
+        raise UserError(f"neighbour negatives ({method}) need a cached dictionary, not {self.baseline} latents")
+
 
 class _RealSource(_Source):
     def __init__(self, workspace: Path, dictionary: str, model_name: str):
@@ -132,6 +154,35 @@ class _RealSource(_Source):
         if self._w_dec is None:
             self._w_dec = load_decoder(self.model_name, self.dictionary)
         return self._w_dec[latent]
+
+    def neighbour_ids(self, method: str, n: int) -> np.ndarray:
+        """`[d_sae, n]` each latent's n nearest live latents by `method` (core.latents.neighbours), -1 padded; memoised."""
+        from core.latents import neighbours as nb
+
+        key = (method, n)
+        memo = self.__dict__.setdefault("_neighbours", {})
+        if key in memo:
+            return memo[key]
+        live = self.dl.n_fires > 0
+        nb.check_enough(n, method, self.dictionary, int(live.sum()))
+        if method == "decoder":
+            if self._w_dec is None:
+                self._w_dec = load_decoder(self.model_name, self.dictionary)
+            ids, _ = nb.cosine_neighbours(self._w_dec, n, live)
+        elif method == "encoder":
+            ids, _ = nb.cosine_neighbours(load_encoder(self.model_name, self.dictionary), n, live)
+        elif method == "cooccurrence":
+            dl = self.dl
+            latent = np.repeat(np.arange(len(dl.n_fires)), dl.n_fires)
+            offset = np.arange(len(latent)) - np.repeat(np.cumsum(dl.n_fires) - dl.n_fires, dl.n_fires)
+            rows = np.repeat(dl.row_start.astype(np.int64), dl.n_fires) + offset
+            ids, _ = nb.cooccurrence_neighbours(
+                latent, dl.context[rows] * dl.ctx_len + dl.position[rows], len(dl.n_fires), n
+            )
+        else:
+            raise UserError(f"unknown neighbour method {method!r}; valid: {', '.join(nb.METHODS)}")
+        memo[key] = ids
+        return ids
 
 
 class _RandomSource(_Source):
@@ -159,6 +210,15 @@ def subject_model(name: str):
     from core.autointerp.scorers.surprisal import load_lm
 
     return load_lm(f"lm:{name}")
+
+
+def load_encoder(model_name: str, dictionary: str) -> np.ndarray:
+    """Encoder directions `[d_sae, d_in]` (the transpose of `W_enc`) of a dictionary of the workspace's model."""
+    from core.cache.plan import resolve_dictionaries
+
+    model = subject_model(model_name)
+    d = resolve_dictionaries(model, model_name, [dictionary], neurons=False, device="cpu")[0]
+    return d.W_enc.detach().float().cpu().numpy().T
 
 
 def load_decoder(model_name: str, dictionary: str) -> np.ndarray:
@@ -234,12 +294,15 @@ async def _explain_chunk(
                 for s in sets
             ]
         else:
-            ids = [_with_source(token_stats_explanation(s, texts, spec.sampling), source).explanation_id for s in sets]
+            ids = [
+                _with_source(baseline_explanation(spec.explainer, s, texts, spec.sampling), source).explanation_id
+                for s in sets
+            ]
         stored = [r for r in store.explanations_by_id(workspace, ids) if r.status == "ok"]
         report.explanations_found += len(stored)
         return stored
     if not spec.explainer_is_llm:
-        recs = [_with_source(token_stats_explanation(s, texts, spec.sampling), source) for s in sets]
+        recs = [_with_source(baseline_explanation(spec.explainer, s, texts, spec.sampling), source) for s in sets]
         done = store.done_ids(workspace, "explanations", [r.explanation_id for r in recs])
         new = [r for r in recs if r.explanation_id not in done]
         report.explanations_found += len(recs) - len(new)
@@ -298,6 +361,15 @@ async def _explain_chunk(
 # Scoring
 
 
+def _unscorable(scorer: Scorer, task: ScoreTask) -> str | None:
+    """Why `task` cannot be scored (too few test windows, no neighbour negatives), or None."""
+    if len(task.sets.test) < MIN_TEST_EXAMPLES:
+        return f"latent has {len(task.sets.test)} activating test windows outside its training examples; need {MIN_TEST_EXAMPLES}"
+    if scorer.uses_negatives and task.sets.negatives != DEFAULT_NEGATIVES and not task.sets.neighbour_negatives:
+        return f"no non-activating windows of kind {task.sets.negatives}: the latent's nearest latents never fire apart from it"
+    return None
+
+
 async def _score(
     scorers: list[Scorer],
     tasks: list[ScoreTask],
@@ -314,15 +386,10 @@ async def _score(
         done = store.done_ids(workspace, "scores", ids)
         todo = [t for t, i in zip(tasks, ids, strict=True) if i not in done or (done[i][0] != "ok" and done[i][1])]
         report.scores_found += len(tasks) - len(todo)
-        scorable = [t for t in todo if len(t.sets.test) >= MIN_TEST_EXAMPLES]
+        problems = [_unscorable(scorer, t) for t in todo]
+        scorable = [t for t, p in zip(todo, problems, strict=True) if p is None]
         outcomes: list[Outcome] = [
-            failed_outcome(
-                scorer,
-                t,
-                f"latent has {len(t.sets.test)} activating test windows outside its training examples; need {MIN_TEST_EXAMPLES}",
-            )
-            for t in todo
-            if len(t.sets.test) < MIN_TEST_EXAMPLES
+            failed_outcome(scorer, t, p) for t, p in zip(todo, problems, strict=True) if p is not None
         ]
         if scorable:
             outcomes += await scorer.score(scorable, env)
@@ -378,16 +445,25 @@ def select_latents(
 def _check_models(spec: RunSpec, subject: str = "default") -> list[Scorer]:
     from core.llm.client import check_credentials
 
-    unknown = [s for s in spec.scorers if s not in SCORERS]
+    unknown = [s for s in spec.scorers if s not in ALL_SCORERS]
     if unknown:
-        raise UserError(f"unknown scorer {unknown[0]!r}; valid: {', '.join(SCORERS)}")
+        raise UserError(f"unknown scorer {unknown[0]!r}; valid: {', '.join(ALL_SCORERS)}")
+    if spec.negatives not in NEGATIVES:
+        raise UserError(f"unknown negatives {spec.negatives!r}; valid: {', '.join(NEGATIVES)}")
+    if spec.negatives != DEFAULT_NEGATIVES:
+        if spec.n_neighbours < 1:
+            raise UserError(f"--neighbours must be at least 1 (got {spec.n_neighbours})")
+        if spec.random_latents:
+            raise UserError(
+                f"random-latent baselines have no neighbours; drop --random-latents or use --negatives {DEFAULT_NEGATIVES}"
+            )
     if spec.explainer_is_llm and spec.explain_missing:
         check_credentials(spec.explainer)
     try:
         scorers = []
         for name in spec.scorers:
             options = dict(spec.scorer_options.get(name, {}))
-            model = spec.scorer_model if name in LLM_SCORERS else None
+            model = spec.scorer_model if name in LLM_CAPABLE else None
             if name == "surprisal":
                 model = options.pop("lm", f"lm:{subject}")  # the causal LM: the workspace's own model by default
             if name == "intervention":
@@ -440,7 +516,16 @@ async def arun(
             report.add_time("load", time.perf_counter() - t0)
             chosen = select_latents(source.dl.n_fires, latents, sample, spec.sampling.seed)
             explanations, sets_by_latent = await _explain_and_score(
-                spec, source, chosen, env, scorers, need_decoder, report, progress, dictionary
+                spec,
+                source,
+                chosen,
+                env,
+                scorers,
+                need_decoder,
+                report,
+                progress,
+                dictionary,
+                strict=latents is not None,
             )
             if spec.random_explanations and explanations:
                 rnd = random_explanations(explanations, seed=spec.sampling.seed)
@@ -479,8 +564,44 @@ async def arun(
     return report
 
 
+def _neighbour_sets(spec: RunSpec, source: _Source, sets: list[ExampleSets], tokens, strict: bool) -> list[ExampleSets]:
+    """`sets` with neighbour negatives (spec.negatives 'neighbours:<method>'). `strict` (latents named by the user):
+    a UserError before anything is stored if a latent gets no neighbour window; otherwise such a latent's
+    scores fail, each saying why."""
+    method = spec.negatives.split(":", 1)[1]
+    ids = source.neighbour_ids(method, spec.n_neighbours)
+    out = []
+    for s in sets:
+        near = [int(j) for j in ids[s.latent] if j >= 0]
+        ns = with_neighbour_negatives(
+            s,
+            source.activations(s.latent),
+            [source.activations(j) for j in near],
+            tokens,
+            spec.sampling,
+            spec.negatives,
+        )
+        if strict and not ns.neighbour_negatives:
+            raise UserError(
+                f"latent {s.latent} of {source.dictionary} has no non-activating windows of kind {spec.negatives}: "
+                f"its {len(near)} nearest latents by {method} never fire apart from it; nothing was stored. "
+                f"Try another --negatives method or {DEFAULT_NEGATIVES}"
+            )
+        out.append(ns)
+    return out
+
+
 async def _explain_and_score(
-    spec, source: _Source, chosen: np.ndarray, env: ScoringEnv, scorers, need_decoder, report, progress, label
+    spec,
+    source: _Source,
+    chosen: np.ndarray,
+    env: ScoringEnv,
+    scorers,
+    need_decoder,
+    report,
+    progress,
+    label,
+    strict: bool = False,
 ) -> tuple[list, dict]:
     explanations: list[ExplanationRecord] = []
     sets_by_latent: dict[int, ExampleSets] = {}
@@ -488,6 +609,10 @@ async def _explain_and_score(
         chunk = chosen[a : a + spec.chunk]
         t0 = time.perf_counter()
         sets = [example_sets(source.activations(int(lat)), env.tokens, spec.sampling) for lat in chunk]
+        if spec.negatives != DEFAULT_NEGATIVES and scorers:
+            sets = _neighbour_sets(spec, source, sets, env.tokens, strict)
+        if spec.contrastive:  # near misses apart from every scoring window
+            sets = [with_train_negatives(s, source.activations(s.latent), env.tokens, spec.sampling) for s in sets]
         report.add_time("sampling", time.perf_counter() - t0)
         t0 = time.perf_counter()
         got = await _explain_chunk(spec, source, sets, env.texts, env.client, env.workspace, report)

@@ -6,6 +6,8 @@ For one latent and one sampling strategy (`SamplingParams`):
     test              `n_test_per_decile` activating windows from each decile, disjoint from `train`
     random_negatives  windows where the latent never fires
     hard_negatives    windows around the latent's typical tokens where it does not fire
+    neighbour_negatives  (option `negatives="neighbours:<method>"`, instead of the two above) windows where
+                      the latent's nearest latents (`core.latents.neighbours`) fire and it does not
 All windows come from `core.latents.sampling` (seeded). Scorers use test + negatives, so an explanation is
 never scored on the windows it was written from.
 
@@ -15,7 +17,7 @@ ones sharing a pair, with a leading space kept outside the marks (` <<the>>`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from core.latents.sampling import (
     TokenSource,
     WindowSpec,
     sample_hard_negatives,
+    sample_neighbour_negatives,
     sample_quantiles,
     sample_random,
     sample_random_negatives,
@@ -37,6 +40,8 @@ from core.latents.sampling import (
 )
 
 STRATEGIES = ("top", "random", "quantile")
+DEFAULT_NEGATIVES = "random+hard"  # random windows + windows of the latent's typical tokens
+NEGATIVES = (DEFAULT_NEGATIVES, "neighbours:decoder", "neighbours:encoder", "neighbours:cooccurrence")
 
 
 @dataclass(frozen=True)
@@ -77,14 +82,44 @@ class ExampleSets:
     test: list[Example]
     random_negatives: list[Example]
     hard_negatives: list[Example]
+    neighbour_negatives: list[Example] = field(default_factory=list)
+    negatives: str = DEFAULT_NEGATIVES  # which kind of non-activating examples these are (one of NEGATIVES)
+    train_negatives: list[Example] = field(default_factory=list)  # near misses for the contrastive explainer
 
     def scoring_examples(self) -> list[tuple[Example, str]]:
-        """Test, random-negative and hard-negative examples with their kind, in that order."""
+        """Test, random-negative, hard-negative and neighbour-negative examples with their kind, in that order."""
         return (
             [(e, "activating") for e in self.test]
             + [(e, "random-negative") for e in self.random_negatives]
             + [(e, "hard-negative") for e in self.hard_negatives]
+            + [(e, "neighbour-negative") for e in self.neighbour_negatives]
         )
+
+
+def with_train_negatives(
+    sets: ExampleSets, acts: LatentActivations, tokens: TokenSource, params: SamplingParams, k: int | None = None
+) -> ExampleSets:
+    """`sets` with `k` (default n_train // 2) near misses for a contrastive explainer: windows around the latent's
+    typical tokens where it does not fire, apart from every window the scorers use (so no test window is shown)."""
+    k = max(1, params.n_train // 2) if k is None else k
+    taken = sets.test + sets.random_negatives + sets.hard_negatives + sets.neighbour_negatives + sets.train
+    near = sample_hard_negatives(acts, tokens, k, params.seed + 1, WindowSpec(params.window), exclude=taken)
+    return replace(sets, train_negatives=near)
+
+
+def with_neighbour_negatives(
+    sets: ExampleSets,
+    acts: LatentActivations,
+    neighbours: list[LatentActivations],
+    tokens: TokenSource,
+    params: SamplingParams,
+    negatives: str,
+) -> ExampleSets:
+    """`sets` with its random and hard negatives replaced by as many windows of its `neighbours`' activations
+    where it does not fire (`negatives` names the neighbour method, e.g. 'neighbours:decoder')."""
+    k = params.n_random_negatives + params.n_hard_negatives
+    neg = sample_neighbour_negatives(acts, neighbours, tokens, k, WindowSpec(params.window))
+    return replace(sets, random_negatives=[], hard_negatives=[], neighbour_negatives=neg, negatives=negatives)
 
 
 def example_sets(acts: LatentActivations, tokens: TokenSource, params: SamplingParams) -> ExampleSets:

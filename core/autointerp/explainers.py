@@ -11,6 +11,13 @@ Baseline `baseline:token-stats` (no LLM): from the same training examples, the l
 characteristic activating tokens (weighted by activation) and the token that most often precedes
 them, written as a sentence, e.g. `the token "of" (often after "one")`. It is labelled a baseline
 (`is_baseline = true`) in every row.
+
+Contrastive (option; delphi's `ContrastiveExplainer`): the explainer also sees near misses
+(`ExampleSets.train_negatives`, windows around the latent's typical tokens where it stays silent). With an LLM
+(`ExplainerParams(contrastive=True)`) they follow the examples in the prompt (`prompts/contrastive.py`);
+offline, `baseline:contrastive-token-stats` (a baseline) ranks tokens by how much more often they sit at
+activating positions than in the near misses, and names the near misses' most common token the latent ignores,
+e.g. `the token "apple" (often after "of"); not "apple" elsewhere`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from core.store.explanations import ExplanationRecord
 
 BASELINE_EXPLAINER = "baseline:token-stats"
 TOKEN_STATS_VERSION = "token-stats-v1"
+CONTRASTIVE_BASELINE = "baseline:contrastive-token-stats"
+CONTRASTIVE_STATS_VERSION = "contrastive-token-stats-v1"
+BASELINE_EXPLAINERS = (BASELINE_EXPLAINER, CONTRASTIVE_BASELINE)
 RANDOM_EXPLANATION = "random-explanation"
 RANDOM_LATENT = "random-latent"
 
@@ -41,10 +51,14 @@ class ExplainerParams:
     chain_of_thought: bool = False
     temperature: float = 0.0
     max_tokens: int = 400
+    contrastive: bool = False  # show near misses too (prompts/contrastive.py)
 
     def to_dict(self) -> dict:
-        """Plain JSON."""
-        return asdict(self)
+        """Plain JSON (`contrastive` only when set, so ids of explanations stored before it existed are unchanged)."""
+        d = asdict(self)
+        if not self.contrastive:
+            del d["contrastive"]
+        return d
 
     def litellm_params(self) -> dict:
         """The params passed to litellm."""
@@ -138,6 +152,70 @@ def token_stats_explanation(sets: ExampleSets, texts: list[str], sampling: Sampl
     )
 
 
+def contrastive_token_stats_text(train: list[Example], near: list[Example], texts: list[str]) -> str | None:
+    """The contrastive baseline's sentence from activating `train` windows and near-miss windows, or None if no token fires.
+
+    Tokens at activating positions (weighted by activation) are ranked by their share there minus their share of
+    the near misses' tokens (add-one smoothed), at most 3, while each keeps ≥ 10% of the positive weight; the
+    preceding tokens as in `token_stats_summary`; then the near misses' most common centre token, if any.
+    """
+    act: Counter[int] = Counter()
+    for ex in train:
+        for i in np.flatnonzero(ex.activations > 0):
+            act[int(ex.tokens[i])] += float(ex.activations[i])
+    if not act:
+        return None
+    total = sum(act.values())
+    neg = Counter(int(t) for ex in near for t in ex.tokens)
+    n_neg = sum(neg.values())
+    lift = {t: w / total - (neg[t] + 1) / (n_neg + len(texts)) for t, w in act.items()}
+    ranked = sorted(lift, key=lambda t: (-lift[t], t))
+    tokens = [t for t in ranked[:3] if lift[t] > 0 and act[t] >= 0.1 * total] or ranked[:1]
+    _, before, _ = token_stats_summary(train)
+    names = [_quote(texts[t]) for t in tokens]
+    head = f"the token {names[0]}" if len(names) == 1 else "the tokens " + ", ".join(names[:-1]) + f" and {names[-1]}"
+    if before:
+        head += " (often after " + " or ".join(_quote(texts[t]) for t in before) + ")"
+    centres = Counter(int(ex.tokens[ex.center]) for ex in near)
+    if centres:
+        head += f"; not {_quote(texts[centres.most_common(1)[0][0]])} elsewhere"
+    return head
+
+
+def contrastive_token_stats_explanation(
+    sets: ExampleSets, texts: list[str], sampling: SamplingParams
+) -> ExplanationRecord:
+    """The `baseline:contrastive-token-stats` explanation of one latent from its training examples and near misses."""
+    params = {"sampling": sampling.to_dict(), "near_misses": len(sets.train_negatives)}
+    eid = explanation_id(
+        sets.dictionary, sets.latent, CONTRASTIVE_BASELINE, None, sets.strategy, CONTRASTIVE_STATS_VERSION, params
+    )
+    text = contrastive_token_stats_text(sets.train, sets.train_negatives, texts)
+    return ExplanationRecord(
+        eid,
+        sets.dictionary,
+        sets.latent,
+        CONTRASTIVE_BASELINE,
+        True,
+        None,
+        sets.strategy,
+        text,
+        CONTRASTIVE_STATS_VERSION,
+        params,
+        status="ok" if text else "failed",
+        error=None if text else "no activating examples",
+    )
+
+
+def baseline_explanation(
+    explainer: str, sets: ExampleSets, texts: list[str], sampling: SamplingParams
+) -> ExplanationRecord:
+    """The explanation of one of the offline `BASELINE_EXPLAINERS`."""
+    if explainer == CONTRASTIVE_BASELINE:
+        return contrastive_token_stats_explanation(sets, texts, sampling)
+    return token_stats_explanation(sets, texts, sampling)
+
+
 # ---------------------------------------------------------------------------------------------
 # LLM explainer
 
@@ -148,6 +226,11 @@ def explainer_messages(
     """The explainer's chat messages for one latent: its training windows, activating tokens marked."""
     rendered = [render(example_token_texts(ex, texts), ex.activations > 0) for ex in sets.train]
     listings = [activation_listing(ex, texts, max_activation) for ex in sets.train] if params.activations else None
+    if params.contrastive:
+        from core.autointerp.prompts import contrastive
+
+        counter = [render(example_token_texts(ex, texts)) for ex in sets.train_negatives]
+        return contrastive.build_messages(rendered, listings, counter, params.chain_of_thought)
     return explainer_prompt.build_messages(rendered, listings, params.chain_of_thought)
 
 
@@ -162,7 +245,12 @@ def llm_explanation_record(
 ) -> ExplanationRecord:
     """The row for an LLM explainer's reply: ok with the parsed explanation, or failed with the raw reply and why."""
     p = {"sampling": sampling.to_dict(), "explainer": params.to_dict()}
-    eid = explanation_id(sets.dictionary, sets.latent, model, None, sets.strategy, explainer_prompt.VERSION, p)
+    version = explainer_prompt.VERSION
+    if params.contrastive:
+        from core.autointerp.prompts import contrastive
+
+        version = contrastive.VERSION
+    eid = explanation_id(sets.dictionary, sets.latent, model, None, sets.strategy, version, p)
     text = None if problem else explainer_prompt.parse_reply(reply_text)
     if problem is None and text is None:
         problem = "reply has no [EXPLANATION]: line"
@@ -175,7 +263,7 @@ def llm_explanation_record(
         None,
         sets.strategy,
         text,
-        explainer_prompt.VERSION,
+        version,
         p,
         status="ok" if text else "failed",
         error=problem,

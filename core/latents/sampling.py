@@ -13,6 +13,7 @@ Strategies (as in the seed paper and delphi):
     sample_test           k per decile, never overlapping the windows given as `exclude` (the training set)
     sample_random_negatives   windows where the latent never fires
     sample_hard_negatives     windows around the latent's typical tokens where it does not fire
+    sample_neighbour_negatives    windows where similar latents (`core.latents.neighbours`) fire and it does not
 Within one call windows never overlap, so no two examples share a token; a strategy returns fewer
 than asked when the latent has too few distinct activations.
 """
@@ -328,15 +329,17 @@ def sample_hard_negatives(
     seed: int,
     window: WindowSpec = DEFAULT_WINDOW,
     token_ids: list[int] | None = None,
+    exclude: list[Example] | None = None,
 ) -> list[Example]:
-    """`k` windows centred on one of the latent's typical tokens (default: `typical_tokens`) where it does not fire at all."""
+    """`k` windows centred on one of the latent's typical tokens (default: `typical_tokens`) where it does not fire at all,
+    overlapping none of `exclude`."""
     rng = np.random.default_rng([seed, 3])
     token_ids = typical_tokens(acts, tokens) if token_ids is None else token_ids
     ctx, pos = tokens.find(token_ids)
     keep = pos >= acts.first_position
     ctx, pos = ctx[keep], pos[keep]
     length, after = _geometry(acts, window)
-    occupied = _Occupied()
+    occupied = _Occupied(exclude)
     chosen: list[tuple[int, int, int]] = []
     for i in rng.permutation(len(ctx)):
         if len(chosen) >= k:
@@ -348,3 +351,53 @@ def sample_hard_negatives(
         occupied.add(c, s, length)
         chosen.append((c, s, p))
     return _build(acts, chosen, tokens, window, "hard_negative", False)
+
+
+def _strongest(value: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the `m` largest of `value: [n]`, largest first (ties by index)."""
+    if len(value) > m:
+        idx = np.argpartition(-value, m - 1)[:m]
+        return idx[np.lexsort((idx, -value[idx]))]
+    return np.argsort(-value, kind="stable")
+
+
+def sample_neighbour_negatives(
+    acts: LatentActivations,
+    neighbours: list[LatentActivations],
+    tokens: TokenSource,
+    k: int,
+    window: WindowSpec = DEFAULT_WINDOW,
+    max_candidates: int = 4096,
+) -> list[Example]:
+    """`k` windows centred on the strongest activations of the latent's `neighbours` (nearest first) where it does not fire at all.
+
+    Each neighbour offers its `max_candidates` strongest activations, strongest first.
+    Round robin over the neighbours, each giving its next strongest window per round, so the negatives
+    come from several neighbours rather than all from the nearest (delphi takes each neighbour's top windows).
+    Returns fewer than `k` when the neighbours fire too rarely apart from the latent.
+    """
+    length, after = _geometry(acts, window)
+    occupied = _Occupied()
+    orders = [_strongest(nb.value, max_candidates) for nb in neighbours]
+    pointers = [0] * len(neighbours)
+    chosen: list[tuple[int, int, int]] = []
+    while len(chosen) < k:
+        progressed = False
+        for j, nb in enumerate(neighbours):
+            if len(chosen) >= k:
+                break
+            order = orders[j]
+            while pointers[j] < len(order):
+                r = order[pointers[j]]
+                pointers[j] += 1
+                c, p = int(nb.context[r]), int(nb.position[r])
+                s = _start_for(p, acts, length, after)
+                if acts.fires_in(c, s, length) or occupied.overlaps(c, s, length):
+                    continue
+                occupied.add(c, s, length)
+                chosen.append((c, s, p))
+                progressed = True
+                break
+        if not progressed:
+            break
+    return _build(acts, chosen, tokens, window, "neighbour_negative", False)

@@ -417,3 +417,43 @@ def explanations_by_id(workspace: Path, explanation_ids: list[str]) -> list[Expl
             [list(explanation_ids)],
         ).fetchall()
     return [_explanation_record(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooled counts for delphi's metrics (core.autointerp.delphi_metrics)
+
+_NEGATIVES_SQL = "coalesce(json_extract_string(s.params, '$.negatives'), 'random+hard')"
+# a scorer's variant (fuzzing's 'delphi') is part of its name here, so variants are never pooled together
+_SCORER_SQL = "s.scorer || coalesce(' (' || json_extract_string(s.params, '$.variant') || ')', '')"
+
+
+def score_prediction_counts(workspace: Path):  # -> pandas.DataFrame
+    """Examples with a prediction counted per (dictionary, strategy, baseline, scorer, scorer_model, negatives,
+    prediction, truth): column `n`, plus `latents`, the distinct latents of the group without prediction/truth.
+    Failed scores are included (delphi pools every example that got a prediction); `negatives` is the score's
+    `params.negatives`, 'random+hard' for rows written before that option existed; `scorer` carries a variant,
+    e.g. 'fuzzing (delphi)'."""
+    sql = f"""WITH x AS (
+                SELECT e.dictionary, e.strategy, e.baseline, {_SCORER_SQL} AS scorer, s.scorer_model, {_NEGATIVES_SQL} AS negatives,
+                       e.latent, x.prediction, x.truth
+                FROM score_examples x JOIN scores s ON s.score_id = x.score_id
+                JOIN explanations e ON e.explanation_id = s.explanation_id
+                WHERE x.prediction IS NOT NULL AND NOT isnan(x.prediction)),
+              c AS (SELECT dictionary, strategy, baseline, scorer, scorer_model, negatives, prediction, truth, count(*) AS n
+                    FROM x GROUP BY ALL),
+              l AS (SELECT dictionary, strategy, baseline, scorer, scorer_model, negatives, count(DISTINCT latent) AS latents
+                    FROM x GROUP BY ALL)
+              SELECT c.*, l.latents FROM c JOIN l USING (dictionary, strategy, scorer, scorer_model, negatives)
+              WHERE c.baseline IS NOT DISTINCT FROM l.baseline
+              ORDER BY ALL"""
+    with session(workspace) as con:
+        return con.execute(sql).df()
+
+
+def score_groups_frame(workspace: Path):  # -> pandas.DataFrame
+    """One row per score (every status): dictionary, strategy, baseline, scorer, scorer_model, negatives, status, value."""
+    sql = f"""SELECT e.dictionary, e.strategy, e.baseline, {_SCORER_SQL} AS scorer, s.scorer_model, {_NEGATIVES_SQL} AS negatives,
+                     s.status, s.value
+              FROM scores s JOIN explanations e ON e.explanation_id = s.explanation_id"""
+    with session(workspace) as con:
+        return con.execute(sql).df()

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from core.autointerp.examples import ExampleSets
+from core.autointerp.examples import DEFAULT_NEGATIVES, ExampleSets
 from core.autointerp.explainers import stable_id
 from core.autointerp.metrics import balanced_accuracy
 from core.latents.sampling import Example
@@ -86,6 +86,9 @@ class Scorer(ABC):
 
     name: ClassVar[str]
     prompt_version: ClassVar[str]
+    uses_negatives: ClassVar[bool] = (
+        True  # scores the latent's non-activating examples (`ExampleSets.scoring_examples`)
+    )
 
     def __init__(self, model: str):
         self.model = model
@@ -105,7 +108,10 @@ class Scorer(ABC):
         return {}
 
     def score_id(self, task: ScoreTask) -> str:
-        """The id of this scorer's score of `task` (a rerun with the same inputs finds it)."""
+        """The id of this scorer's score of `task` (a rerun with the same inputs finds it).
+
+        Non-default negatives are part of the id; the default's ids are those of rows stored before the option existed."""
+        negatives = task.sets.negatives if self.uses_negatives else DEFAULT_NEGATIVES
         return stable_id(
             "score",
             task.explanation.explanation_id,
@@ -114,6 +120,7 @@ class Scorer(ABC):
             self.prompt_version,
             self.params(),
             task.sets.strategy,
+            *(() if negatives == DEFAULT_NEGATIVES else (negatives,)),
         )
 
     @abstractmethod
@@ -142,7 +149,11 @@ class Scorer(ABC):
             scorer_model=self.model,
             value=float(value) if ok else None,
             prompt_version=self.prompt_version,
-            params={**self.params(), **(extra_params or {})},
+            params={
+                **self.params(),
+                **({"negatives": task.sets.negatives} if self.uses_negatives else {}),
+                **(extra_params or {}),
+            },
             status="ok" if ok else "failed",
             error=error,
             failures=failures or None,

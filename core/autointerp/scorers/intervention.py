@@ -134,6 +134,7 @@ class InterventionScorer(Scorer):
 
     name = "intervention"
     prompt_version = PROMPT_VERSION
+    uses_negatives = False  # its negatives are other continuations, not the latent's windows
 
     def __init__(
         self,
