@@ -80,13 +80,13 @@ def main() -> None:
             if at.exception or at.error:
                 raise SystemExit(f"the page failed: {[e.value for e in at.error]} {at.exception}")
             G = at.session_state["circ.original"]
-            frames = at.get("iframe")
-            if not frames or "new vis.Network" not in frames[0].proto.srcdoc:
+            frames = at.get("component_instance")  # the graph component (ui/graph_view.circuit_graph)
+            if not frames or '"nodes"' not in frames[0].proto.json_args:
                 raise SystemExit("the page rendered no graph")
             t1 = time.perf_counter()
             graph_view.graph_html(G, {}, {}, at.session_state["circ.influence"])
             renders.append(time.perf_counter() - t1)
-            sizes.append((G.number_of_nodes(), G.number_of_edges(), len(frames[0].proto.srcdoc)))
+            sizes.append((G.number_of_nodes(), G.number_of_edges(), len(frames[0].proto.json_args)))
             print(
                 f"{times[-1]:.2f} s  {G.graph['target']['node_id']}  {sizes[-1][0]} nodes, {sizes[-1][1]} edges, "
                 f"HTML {sizes[-1][2] / 1e6:.2f} MB  ({prompt!r})"

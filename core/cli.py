@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "core.cache.commands",
     "core.autointerp.commands",
     "core.analysis.commands",
+    "core.circuits.example_commands",
+    "core.subjects.commands",
+    "core.circuits.commands",
 )
 
 

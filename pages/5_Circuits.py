@@ -2,7 +2,11 @@
 circuit's faithfulness by ablation on the real model, and save versions of it in the workspace.
 
 The engine is `core.tracing.api.trace_prompt` (tracing) and `core.circuits.saved` (pruning, faithfulness,
-saved circuits); the graph is drawn by `ui.graph_view`. Everything the page holds between reruns
+saved circuits); the graph is drawn by `ui.graph_view` in a bidirectional component: a click on a node
+shows its card in the side panel (`ui.circuit_panel`), Shift-click / Shift-drag select nodes to group as
+a supernode (`core.circuits.supernodes`, saved with the version), Alt-click removes a node; Undo takes
+back the last edit. The graph and the panel are one st.fragment: a click reruns only them, an edit that
+changes the circuit reruns the page. The multiselects stay as the keyboard way to do the same edits. Everything the page holds between reruns
 lives in st.session_state under keys starting with "circ.".
 
 Text from users and models (prompts, names, notes, annotations, explanations, model ids, error
@@ -23,17 +27,21 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import ui.boot  # noqa: E402, F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core.circuits import saved as C  # noqa: E402
+from core.circuits.examples import example_circuit_to_open  # noqa: E402
 from core.circuits.saved import join_sentences  # noqa: E402
+from core.circuits.supernodes import Supernode  # noqa: E402
 from core.tracing.influence import graph_influence  # noqa: E402
 from core.tracing.loading import latent_means, means_location, tracing_dictionaries  # noqa: E402
-from ui import graph_view, llm_prune_view  # noqa: E402
+from ui import circuit_panel, graph_interop_view, graph_view, llm_prune_view, steering_view  # noqa: E402
 from ui.progress import progress_callback  # noqa: E402
 from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, open_workspace_or_stop  # noqa: E402
 from ui.text import code, literal  # noqa: E402
 
 st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
 
+EDGE_OPTIONS = 500  # edges offered in the Remove edges box
 WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
 ERRORS = CORE_ERRORS
 TORCH_THREADS = 1
@@ -66,14 +74,22 @@ def set_original(
     `warnings` are the trace's (shown with the graph until another circuit replaces it)."""
     v = version
     S["circ.original"] = graph
+    S["circ.imported"] = None  # apply_import sets it again for an imported graph
+    S["circ.generation"] = S.get("circ.generation", 0) + 1  # what the page's memos of this circuit are keyed on
     S["circ.target"] = target
     S["circ.source"] = source
     S["circ.trace_warnings"] = list(warnings or [])
     S.pop("circ.trace_error", None)
+    S.pop("circ.graph_flash", None)
     S["circ.influence"] = graph_influence(graph)
     S["circ.remove_nodes"] = list(v.pruning.removed_nodes) if v else []
     S["circ.remove_edges"] = [edge_key(e) for e in v.pruning.removed_edges] if v else []
     S["circ.pinned"] = [n for n in v.pruning.pinned if n != C.target_node(graph)] if v else []
+    S["circ.supernodes"] = list(v.pruning.supernodes) if v else []
+    S["circ.expanded"] = []
+    S["circ.selected"] = []
+    S["circ.focus"] = None
+    S["circ.undo"] = []
     S["circ.node_thr"] = v.pruning.node_threshold if v else 0.0
     S["circ.edge_thr"] = v.pruning.edge_threshold if v else 0.0
     S["circ.annotations"] = {k: a.text for k, a in v.node_annotations.items()} if v else {}
@@ -88,6 +104,17 @@ def set_original(
         del S[k]
 
 
+def memo(name: str, key: tuple, compute):
+    """`compute()`, remembered in the session under `name` until `key` changes: a click on the graph reruns the
+    page, and pruning or drawing a 1,000-node graph again each time would slow the card down."""
+    held = S.get(f"circ.memo.{name}")
+    if held is not None and held[0] == key:
+        return held[1]
+    value = compute()
+    S[f"circ.memo.{name}"] = (key, value)
+    return value
+
+
 def edge_key(e: tuple[str, str]) -> str:
     return f"{e[0]} → {e[1]}"
 
@@ -95,6 +122,35 @@ def edge_key(e: tuple[str, str]) -> str:
 def flash(kind: str, text: str) -> None:
     """Queue a message for the next run (callbacks run before the page is drawn); shown literally."""
     S.setdefault("circ.flash", []).append((kind, text))
+
+
+def graph_flash(messages: list[tuple[str, str]]) -> None:
+    """The messages of the last graph edit, shown above the graph until the next click or edit replaces them
+    (a rerun of the graph alone and then of the whole page must not lose them)."""
+    S["circ.graph_flash"] = list(messages)
+
+
+def edit(apply) -> None:
+    """Run `apply()` (an edit of circuit_panel, returning messages); if it changed the circuit, the graph's
+    fragment asks for a run of the whole page (the metrics, faithfulness and save follow the edit)."""
+    before = circuit_panel.snapshot(S)
+    graph_flash(apply())
+    if circuit_panel.snapshot(S) != before:
+        S["circ.full_rerun"] = True
+
+
+def on_graph_event() -> None:
+    """on_change of the graph component: apply its event (a click, a selection, an alt-click removal)."""
+    original = S.get("circ.original")
+    if original is not None:
+        edit(lambda: circuit_panel.apply_event(S, S.get("circ.graph"), original))
+
+
+def group_nodes() -> None:
+    """Callback of "Group as supernode": the selected nodes become one supernode with the typed label."""
+    edit(lambda: circuit_panel.group_selected(S, S.get("circ.group_label", ""), S["circ.original"]))
+    if not any(kind == "error" for kind, _ in S.get("circ.graph_flash", [])):
+        S["circ.group_label"] = ""
 
 
 def load_saved(ws: Path, name: str, version: int) -> None:
@@ -106,6 +162,43 @@ def load_saved(ws: Path, name: str, version: int) -> None:
         flash("success", f"Loaded {name!r} version {version}.")
     except ERRORS as exc:
         flash("error", join_sentences(str(exc)))
+
+
+def open_example_once(ws: Path) -> None:
+    """On a session's first visit with no circuit on screen, open the workspace's example circuit (if it has one:
+    the default workspace ships IOI, agreement and brackets examples), so the page starts with a circuit."""
+    if S.get("circ.example_checked") or S.get("circ.original") is not None:
+        return
+    S["circ.example_checked"] = True
+    try:
+        found = example_circuit_to_open(ws)
+        if found is None:
+            return
+        name, version = found
+        v, original = C.load_with_original(ws, name, version, timeout=WRITE_TIMEOUT_S)
+    except ERRORS:
+        return  # no example to show is not an error: the page offers the trace form
+    set_original(original, C.graph_target(original), {"name": name, "version": version, "circuit_id": v.circuit_id}, v)
+    flash(
+        "info",
+        f"Opened the example circuit {name!r} (version {version}, made by {v.created_by}). Trace your own prompt "
+        "below, or load another saved circuit from the sidebar.",
+    )
+
+
+def apply_import(graph, info) -> None:
+    """Make an imported graph the page's circuit (once per uploaded file)."""
+    try:
+        target = C.graph_target(graph)
+    except (ValueError, KeyError, TypeError):
+        target = None  # a graph that records no token ids: viewable, not measurable
+    set_original(graph, target, None)
+    tgt = C.target_node(graph)
+    S["circ.pinned"] = [v for v in info.pinned if v in graph and v != tgt]
+    S["circ.supernodes"] = [sn for sn in info.supernodes if isinstance(sn, Supernode)]
+    S["circ.imported"] = info
+    S["circ.import_applied"] = graph
+    flash("success", f"Imported the graph {info.slug or ''!r} ({info.source}): {graph.number_of_nodes()} nodes.")
 
 
 def delete_saved(ws: Path, name: str) -> None:
@@ -130,6 +223,7 @@ def set_annotation(node: str) -> None:
 
 
 ws = open_workspace_or_stop(stop_if_locked=False)  # a lock: its own timeouts keep the edits
+open_example_once(ws)
 st.title("Circuits")
 st.caption(
     f"Workspace {code(str(ws))} · trace a prompt on the embedded default model, prune and annotate the graph, "
@@ -237,6 +331,12 @@ if submitted:
                 expanded=False,
             )
 
+with st.expander("Import a graph (JSON from this app, circuit-tracer or Neuronpedia)"):
+    imported_now = graph_interop_view.render_import_uploader()
+    if imported_now is not None and S.get("circ.import_applied") is not imported_now[0]:
+        apply_import(*imported_now)
+        st.rerun()
+
 failed = S.get("circ.trace_error")
 if failed:
     st.error(literal(join_sentences(f"Trace failed: {failed}")))
@@ -284,7 +384,7 @@ if explained:
     )
 else:
     st.caption("No explanations for these latents in this workspace: nodes are labelled kind.layer/latent.")
-p1, p2 = st.columns(2)
+p1, p2, p3 = st.columns([2, 2, 1])
 node_thr = p1.slider(
     "Node threshold: minimum influence on the target",
     0.0,
@@ -292,6 +392,7 @@ node_thr = p1.slider(
     step=0.001,
     format="%.3f",
     key="circ.node_thr",
+    help="Influence as the node tooltips and sizes show it (core.tracing.influence.graph_influence).",
 )
 edge_thr = p2.slider(
     "Edge threshold: minimum share of the target node's |direct effect|",
@@ -301,14 +402,37 @@ edge_thr = p2.slider(
     format="%.3f",
     key="circ.edge_thr",
 )
+per_node = p3.select_slider(
+    "Edges drawn per node",
+    options=[1, 2, 3, 5, 10, "all"],
+    value=graph_view.EDGES_PER_NODE,
+    key="circ.edges_per_node",
+    help="The graph draws each node's strongest incoming edges (and its strongest outgoing one); more, or all.",
+)
+supernodes = circuit_panel.supernodes_of(S)
+super_ids = {sn.id: sn for sn in supernodes}
+# Keyboard fallback of the graph's clicks: the same lists the clicks edit.
 removed = st.multiselect("Remove nodes", others, key="circ.remove_nodes", format_func=describe)
-edge_options = [edge_key(e) for e in sorted(original.edges, key=lambda e: -abs(original.edges[e].get("weight") or 0.0))]
-removed_edges = st.multiselect("Remove edges", edge_options, key="circ.remove_edges")
+# The strongest edges only (and those removed already): ten thousand options would slow every redraw of the page.
+strongest = sorted(original.edges, key=lambda e: -abs(original.edges[e].get("weight") or 0.0))[:EDGE_OPTIONS]
+edge_options = list(dict.fromkeys([*map(edge_key, strongest), *S.get("circ.remove_edges", [])]))
+removed_edges = st.multiselect(
+    "Remove edges",
+    edge_options,
+    key="circ.remove_edges",
+    help=f"The {EDGE_OPTIONS} strongest edges by |direct effect|, strongest first.",
+)
 pinned = st.multiselect("Pin nodes (kept whatever the thresholds)", others, key="circ.pinned", format_func=describe)
 pruning = C.Pruning(
-    tuple(removed), tuple(tuple(e.split(" → ", 1)) for e in removed_edges), node_thr, edge_thr, tuple(pinned)
+    tuple(removed),
+    tuple(tuple(e.split(" → ", 1)) for e in removed_edges),
+    node_thr,
+    edge_thr,
+    tuple(pinned),
+    tuple(supernodes),
 )
-G = C.prune_graph(original, pruning)
+pruning_json = json.dumps(pruning.to_json(), sort_keys=True)
+G = memo("pruned", (S.get("circ.generation", 0), pruning_json), lambda: C.prune_graph(original, pruning, influence))
 counts = C.pruning_counts(original, G)
 m1, m2, m3 = st.columns(3)
 m1.metric("nodes", counts["nodes"], -counts["removed_nodes"] or None)
@@ -320,13 +444,109 @@ elif counts["latents"] == 0:
     st.warning(C.zero_latent_warning("This pruning"))
 
 notes = S.setdefault("circ.annotations", {})
-graph_view.render(graph_view.graph_html(G, labels, notes, influence, set(pinned)))
-st.markdown(graph_view.legend_html(), unsafe_allow_html=True)  # static text only
+G_original, G_view = original, G  # hooks below (steering, interop) read these
+
+
+@st.fragment
+def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per_node) -> None:
+    """The graph and the side panel. A click on a node (or a selection) reruns only this part, so the card
+    follows the click at once; an edit that changes the circuit (remove, pin, group, undo) reruns the page."""
+    if S.pop("circ.full_rerun", False):
+        st.rerun()
+    super_ids = {sn.id: sn for sn in supernodes}
+    for kind, text in S.get("circ.graph_flash", []):
+        getattr(st, kind)(literal(text))
+    left, right = st.columns([5, 2])
+    with left:
+        expanded = S.get("circ.expanded") or []
+        spec = memo(
+            "spec",
+            (*spec_key, tuple(expanded)),
+            lambda: graph_view.graph_spec(
+                G,
+                labels,
+                notes,
+                influence,
+                pinned,
+                supernodes,
+                expanded,
+                edges_per_node=None if per_node == "all" else int(per_node),
+            ),
+        )
+        graph_view.circuit_graph(spec, S.get("circ.selected") or [], key="circ.graph", on_change=on_graph_event)
+        st.caption(
+            f"Drawing {spec['n_shown_edges']} of {spec['n_edges']} edges (each node's strongest; "
+            "more with Edges drawn per node). Blue: positive, red: negative; width by |effect|; size by influence."
+        )
+        st.markdown(graph_view.legend_html(), unsafe_allow_html=True)  # static text only
+        choices = [*super_ids, *sorted(original.nodes, key=lambda v: -influence.get(v, 0.0))]
+        # An undo or ungroup can leave a selection of a supernode that is gone: drop it before the widgets read it.
+        S["circ.selected"] = [v for v in S.get("circ.selected") or [] if v in choices]
+        if S.get("circ.focus") not in (None, *choices):
+            S["circ.focus"] = None
+        selected_nodes = st.multiselect(
+            "Selected nodes (Shift-click or Shift-drag in the graph)",
+            choices,
+            key="circ.selected",
+            format_func=lambda v: f"supernode {super_ids[v].label}" if v in super_ids else describe(v),
+        )
+        g1, g2, g3 = st.columns([3, 2, 1])
+        g1.text_input(
+            "Supernode label",
+            key="circ.group_label",
+            placeholder="e.g. name movers",
+            label_visibility="collapsed",
+        )
+        g2.button(
+            "Group as supernode",
+            key="circ.group",
+            on_click=group_nodes,
+            disabled=len(selected_nodes) < 2,
+            help="Group the selected nodes under the label: drawn as one node with summed edges, saved with the version.",
+        )
+        g3.button(
+            "Undo",
+            key="circ.undo_btn",
+            on_click=lambda: edit(lambda: circuit_panel.undo(S)),
+            disabled=not S.get("circ.undo"),
+            help="Undo the last edit made from the graph or the panel.",
+        )
+        if supernodes:
+            st.caption(
+                literal("Supernodes: " + "; ".join(f"{sn.label} ({len(sn.members)} nodes)" for sn in supernodes))
+            )
+    with right:
+        st.markdown("**Node**")
+        focus = st.selectbox(
+            "Card of node (click a node in the graph)",
+            [None, *choices],
+            key="circ.focus",
+            format_func=lambda v: (
+                "none" if v is None else (f"supernode {super_ids[v].label}" if v in super_ids else describe(v))
+            ),
+            label_visibility="collapsed",
+        )
+        circuit_panel.render_panel(ws, original, G, focus, S, influence, lambda messages: edit(lambda: messages))
+
+
+S.pop("circ.full_rerun", None)  # this run is a whole one already
+graph_and_panel(
+    G,
+    (S.get("circ.generation", 0), pruning_json, json.dumps([labels, notes], sort_keys=True), str(per_node)),
+    list(pinned),
+    supernodes,
+    per_node,
+)
+selected_nodes = list(S.get("circ.selected") or [])  # node ids chosen in the graph (supernode ids: "supernode:...")
 
 # ---------------------------------------------------------------------------------------------- faithfulness
 st.subheader("Faithfulness of this circuit")
 faith = S.setdefault("circ.faith", {}).get(pruning.key())
-if st.button("Recompute faithfulness", key="circ.recompute"):
+imported = S.get("circ.imported")
+not_loadable = imported is not None and not imported.loadable
+if not_loadable:
+    st.caption(literal(f"Faithfulness needs the model this graph was traced on: {imported.reason}."))
+if st.button("Recompute faithfulness", key="circ.recompute", disabled=not_loadable):
     with st.spinner("Ablating on the real model…"):
         try:
             model, dicts = engine()
@@ -358,6 +578,28 @@ if faith:
     )
 else:
     st.caption("Not measured for this pruning yet: press Recompute faithfulness.")
+
+# ---------------------------------------------------------------------------------------------- steering
+st.subheader("Steering")
+st.caption(
+    "Set latents of this circuit (by default the nodes selected in the graph) to a multiple of their activation, "
+    "to zero or to a value, and compare the model's next-token probabilities and continuation before and after."
+)
+if not_loadable:
+    st.caption(literal(f"Steering needs the model this graph was traced on: {imported.reason}."))
+elif st.toggle("Steer latents of this circuit", key="circ.steer_on", help="Loads the model when first switched on."):
+    with st.spinner("Loading the model…"):
+        steer_model, steer_dicts = engine()
+    steering_view.render_steering(
+        steer_model,
+        steer_dicts,
+        str(meta.get("prompt", "")),
+        G,
+        selected_nodes,
+        ws=ws,
+        circuit=source,
+        key="circ.steer",
+    )
 
 # ---------------------------------------------------------------------------------------------- annotate
 st.subheader("Annotations")
@@ -411,14 +653,15 @@ if st.button("Save", key="circ.save", type="primary"):
     for kind, text in outcome.messages:
         getattr(st, kind)(literal(text))
 
-current = C.unsaved_version(name or "circuit", original, pruning, node_notes, annotation, faith)
-export = C.export_json(current, labels)
+current = C.unsaved_version(name or "circuit", original, pruning, node_notes, annotation, faith, pruned=G)
 slug = "".join(ch if ch.isalnum() else "-" for ch in (name or meta.get("slug") or "circuit"))[:60]
 lines = [
     f"prompt: {meta.get('prompt', '')}",
     f"target: {meta['target']['node_id']}",
     f"{counts['latents']} latents, {counts['nodes']} nodes, {counts['edges']} edges; model: embedded default",
 ]
+if supernodes:
+    lines.append("supernodes: " + "; ".join(f"{sn.label}: {', '.join(sn.members)}" for sn in supernodes))
 if faith:
     lines.append(
         f"faithfulness F(C) {faith['faithfulness']}, complement F(M\\C) {faith['complement_faithfulness']} ({faith['ablation']} ablation)"
@@ -427,7 +670,11 @@ if annotation:
     lines.append(f"annotation: {annotation.text}")
 e1, e2, e3 = st.columns(3)
 e1.download_button(
-    "Export JSON", json.dumps(export, indent=1), f"{slug}.json", "application/json", key="circ.export_json"
+    "Export JSON",
+    lambda: json.dumps(C.export_json(current, labels), indent=1),
+    f"{slug}.json",
+    "application/json",
+    key="circ.export_json",
 )
 e2.download_button(
     "Export HTML",
@@ -444,6 +691,18 @@ e3.download_button(
     f"{slug}.png",
     "image/png",
     key="circ.export_png",
+)
+
+graph_interop_view.render_export_button(
+    G,
+    slug=slug,
+    model_id=str(imported.model_id if imported is not None and imported.model_id else "default"),
+    pinned=pinned,
+    supernodes=supernodes,
+    labels={**labels, **kept_notes},
+    key="circ.export_graph_json",
+    # The label avoids "circuit-tracer": a button found by the name "Trace" must stay the trace form's.
+    label="Download graph JSON (Neuronpedia format)",
 )
 
 # ---------------------------------------------------------------------------------------------- LLM pruning

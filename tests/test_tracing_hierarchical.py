@@ -136,3 +136,20 @@ def test_influence_pruning(random_setup):
     A[2, 1] = 2.0  # 1 -> target
     A[1, 0] = -1.0  # 0 -> 1
     assert torch.allclose(node_influence(A, torch.tensor([0.0, 0.0, 1.0])), torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_pruned_full_graph_keeps_the_full_graphs_edge_shares(random_setup):
+    """A networkx graph of some latents of a full graph gives each kept edge its share of its target's whole
+    |direct effect| in the full graph (the untraced remainder is recorded as total_abs_effect), so pruning
+    and influence on it start from the same shares as on the full graph."""
+    from core.circuits.saved import edge_shares
+    from core.tracing.full_graph import full_attribution_graph, full_graph_to_networkx, prune_by_influence
+
+    rm, state, target = random_setup
+    full = full_attribution_graph(rm, state, target, batch_size=16)
+    G = full_graph_to_networkx(full, prune_by_influence(full, n_latents=10), edge_threshold=0.0)
+    index = {nd.node_id: i for i, nd in enumerate(full.nodes)}
+    index[G.graph["target"]["node_id"]] = full.target_index
+    totals = full.adjacency.abs().sum(1)
+    expected = {(u, v): abs(float(full.adjacency[index[v], index[u]])) / float(totals[index[v]]) for u, v in G.edges}
+    assert edge_shares(G) == pytest.approx(expected, rel=1e-5)

@@ -1,4 +1,6 @@
-"""Attribution graphs as interactive HTML (pyvis / vis-network, fully offline) and as PNG.
+"""Attribution graphs drawn interactively in the Circuits page (`graph_spec` + `circuit_graph`: a bidirectional
+Streamlit component in ui/graph_component/, whose clicks reach Python), as standalone HTML for export
+(pyvis / vis-network, fully offline) and as PNG.
 
 Layout: x = token position (one column per prompt token, as wide as its busiest row), y = depth in
 the model: embeddings at the bottom, then per layer an attention row (attention latents and
@@ -17,13 +19,16 @@ Offline: vis-network's JS and CSS are inlined and pyvis's CDN <script>/<link> ta
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import networkx as nx
 
@@ -37,6 +42,7 @@ KIND_COLOURS = {
     "attn_error": "#f1a7a9",
     "mlp_error": "#e8888b",
     "logit": "#f28e2b",
+    "supernode": "#8c62c9",
 }
 KIND_NAMES = {
     "embed": "token embedding",
@@ -46,11 +52,14 @@ KIND_NAMES = {
     "attn_error": "attention SAE error",
     "mlp_error": "transcoder error",
     "logit": "target",
+    "supernode": "supernode (a group)",
 }
 POSITIVE, NEGATIVE = "#3b6fb6", "#d1495b"
-NODE_GAP, LINE_GAP, COLUMN_PAD, ROW_PAD = 74, 42, 30, 56
+# A cell's nodes sit NODE_GAP apart: wider than a SHORT_LABEL_CHARS label at 11 px, so labels in a cell never overlap.
+NODE_GAP, LINE_GAP, COLUMN_PAD, ROW_PAD, EMPTY_COLUMN = 110, 58, 30, 56, 90
 CELL_COLUMNS = 4  # nodes side by side in one (position, row) cell before wrapping to another line
 LABEL_CHARS = 22
+SHORT_LABEL_CHARS, SHORT_LABEL_WORDS = 18, 3
 
 # Strings in the inlined vis-network bundle that are not fetched: an XML namespace and licence
 # notices inside comments. Everything else starting with http(s):// would be a request.
@@ -166,21 +175,36 @@ def _row(attrs: Mapping, n_layers: int) -> int:
     return 1 + 2 * layer + (0 if kind in ("attn", "attn_error") else 1)
 
 
-def layout(G: nx.DiGraph) -> dict[str, tuple[float, float]]:
-    """Screen positions {node: (x, y)}; y grows downwards, so later layers get smaller y.
+def _n_layers(G: nx.DiGraph) -> int:
+    return int(G.graph.get("n_layers") or 1 + max([int(a.get("layer") or 0) for _, a in G.nodes(data=True)] or [0]))
 
-    Each (position, row) cell lays its nodes out in a grid of at most CELL_COLUMNS per line; a
-    column is as wide, and a row band as tall, as its largest cell.
-    """
-    n_layers = int(G.graph.get("n_layers") or 1 + max([int(a.get("layer") or 0) for _, a in G.nodes(data=True)] or [0]))
+
+@dataclass
+class Frame:
+    """Where `layout_frame` put things: node positions, the x of every token column, the y of every row
+    (0 = embeddings, 1 + 2 * layer = attention, 2 + 2 * layer = MLP, 2 * n_layers + 1 = target)."""
+
+    pos: dict[str, tuple[float, float]]
+    columns: dict[int, float]
+    widths: dict[int, float]
+    rows: dict[int, float]
+    top: float = 0.0
+    bottom: float = 0.0
+    left: float = 0.0
+
+
+def layout_frame(G: nx.DiGraph) -> Frame:
+    """The layout (see `layout`) with a column for every prompt token (`G.graph["prompt_tokens"]`, even one
+    without nodes) and a band for every row."""
+    n_layers = _n_layers(G)
     cells: dict[tuple[int, int], list[str]] = defaultdict(list)
     for v, a in G.nodes(data=True):
         cells[(int(a.get("position") or 0), _row(a, n_layers))].append(v)
-    width: dict[int, float] = defaultdict(float)
-    height: dict[int, float] = defaultdict(float)
+    width: dict[int, float] = {p: EMPTY_COLUMN for p in range(len(G.graph.get("prompt_tokens") or []))}
+    height: dict[int, float] = {r: ROW_PAD for r in range(2 * n_layers + 2)}
     for (p, r), vs in cells.items():
-        width[p] = max(width[p], min(len(vs), CELL_COLUMNS) * NODE_GAP + COLUMN_PAD)
-        height[r] = max(height[r], math.ceil(len(vs) / CELL_COLUMNS) * LINE_GAP + ROW_PAD)
+        width[p] = max(width.get(p, 0.0), min(len(vs), CELL_COLUMNS) * NODE_GAP + COLUMN_PAD)
+        height[r] = max(height.get(r, 0.0), math.ceil(len(vs) / CELL_COLUMNS) * LINE_GAP + ROW_PAD)
     x_mid, left = {}, 0.0
     for p in sorted(width):
         x_mid[p] = left + width[p] / 2
@@ -196,7 +220,16 @@ def layout(G: nx.DiGraph) -> dict[str, tuple[float, float]]:
         for i, v in enumerate(vs):
             col, line = i % CELL_COLUMNS, i // CELL_COLUMNS
             out[v] = (x_mid[p] + (col - (cols - 1) / 2) * NODE_GAP, y_mid[r] + (line - (lines - 1) / 2) * LINE_GAP)
-    return out
+    return Frame(out, x_mid, dict(width), y_mid, top=bottom, bottom=8.0, left=-12.0)
+
+
+def layout(G: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Screen positions {node: (x, y)}; y grows downwards, so later layers get smaller y.
+
+    Each (position, row) cell lays its nodes out in a grid of at most CELL_COLUMNS per line; a
+    column is as wide, and a row band as tall, as its largest cell.
+    """
+    return layout_frame(G).pos
 
 
 def graph_html(
@@ -363,3 +396,217 @@ def render(page: str, height: int = 620) -> None:
         import streamlit.components.v1 as components
 
         components.html(page, height=height + 30, scrolling=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The interactive graph: a bidirectional Streamlit component (ui/graph_component/: index.html, graph.js and the
+# vis-network 9.1.2 bundle that pyvis ships, served by the Streamlit server from that folder: nothing external).
+
+COMPONENT_DIR = Path(__file__).resolve().parent / "graph_component"
+EDGES_PER_NODE = 2  # default view: each node's strongest incoming edges (plus its strongest outgoing one)
+HINT = (
+    "Click a node: its card · Shift-click or Shift-drag a box: select several · Alt-click: remove · "
+    "hover: its upstream and downstream paths · drag nodes, scroll to zoom"
+)
+_component = None
+
+
+def short_label(
+    node: str, attrs: Mapping, labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None
+) -> str:
+    """A node's label on the graph: the first SHORT_LABEL_WORDS words of its annotation or explanation, else
+    `short_id` (`kind.layer/latent`), at most SHORT_LABEL_CHARS characters (plain text)."""
+    for source in (annotations, labels):
+        text = " ".join(((source or {}).get(node) or "").split())
+        if text:
+            words, out = text.split(" "), ""
+            for w in words[:SHORT_LABEL_WORDS]:  # whole words while they fit; a first word too long is clipped
+                if out and len(out) + 1 + len(w) > SHORT_LABEL_CHARS - 1:
+                    break
+                out = f"{out} {w}".strip()
+            return _clip(out, SHORT_LABEL_CHARS) if out == text else _clip(out, SHORT_LABEL_CHARS - 1) + "…"
+    return _clip(short_id(node, attrs), SHORT_LABEL_CHARS)
+
+
+def strongest_edges(G: nx.DiGraph, per_node: int | None) -> list[tuple[str, str]]:
+    """The edges a default view draws: for every node its `per_node` strongest incoming edges by |weight|,
+    and its strongest outgoing edge (so no drawn node hangs without a way up); all edges when `per_node` is
+    None or 0. In `G.edges` order."""
+    if not per_node:
+        return list(G.edges)
+    keep: set[tuple[str, str]] = set()
+    for v in G.nodes:
+        ins = sorted(G.in_edges(v, data=True), key=lambda e: -abs(_edge_weight(e[2])))
+        keep.update((u, w) for u, w, _ in ins[:per_node])
+        outs = sorted(G.out_edges(v, data=True), key=lambda e: -abs(_edge_weight(e[2])))
+        keep.update((u, w) for u, w, _ in outs[:1])
+    return [e for e in G.edges if e in keep]
+
+
+def _edge_weight(d: Mapping) -> float:
+    w = d.get("weight")
+    return 0.0 if w is None or w != w else float(w)
+
+
+def row_names(n_layers: int) -> dict[int, str]:
+    """{row: name} for the rows of `layout_frame`: embeddings, L0 attn, L0 MLP, ..., target."""
+    out = {0: "embeddings", 2 * n_layers + 1: "target"}
+    for layer in range(n_layers):
+        out[1 + 2 * layer], out[2 + 2 * layer] = f"L{layer} attn", f"L{layer} MLP"
+    return out
+
+
+def graph_spec(
+    G: nx.DiGraph,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    influence: Mapping[str, float] | None = None,
+    pinned: Iterable[str] = (),
+    supernodes: Sequence = (),
+    expanded: Iterable[str] = (),
+    edges_per_node: int | None = EDGES_PER_NODE,
+    height: int = 620,
+) -> dict:
+    """What the component draws for `G` (JSON-able): {"nodes", "edges", "columns", "rows", "top", "bottom", "left",
+    "options", "height", "hint", "version", "n_edges", "n_shown_edges"}.
+
+    Nodes: id, label (`short_label`), title (`node_title`, plain text), x, y (`layout_frame`), colour by kind,
+    size by influence, a thick border when pinned. `supernodes` (core.circuits.supernodes.Supernode) not in
+    `expanded` are drawn as one node at their members' centroid, with summed edges and summed influence.
+    Edges: `strongest_edges(view, edges_per_node)`, colour by sign, width by |weight| over the strongest.
+    `version` is a hash of the rest: the component redraws only when it changes."""
+    from core.circuits.supernodes import collapse
+
+    frame = layout_frame(G)
+    pinned = set(pinned)
+    influence = dict(influence or {})
+    H = collapse(G, list(supernodes), expanded) if supernodes else G
+    items = []
+    for v, a in H.nodes(data=True):
+        if a.get("kind") == "supernode":
+            members = list(a.get("members") or [])
+            xs = [frame.pos[m][0] for m in members if m in frame.pos] or [0.0]
+            ys = [frame.pos[m][1] for m in members if m in frame.pos] or [0.0]
+            x, y = sum(xs) / len(xs), sum(ys) / len(ys)
+            infl = sum(influence.get(m, 0.0) for m in members)
+            title = _no_href(
+                "\n".join(
+                    [
+                        f"supernode: {a.get('label', '')}",
+                        f"{len(members)} nodes (summed edges)",
+                        f"influence {infl:.3f}",
+                    ]
+                    + [f"  {m}" for m in members[:20]]
+                )
+            )
+            label = _clip(str(a.get("label", "")), SHORT_LABEL_CHARS)
+            items.append(
+                {
+                    "id": v,
+                    "label": label,
+                    "title": title,
+                    "x": x,
+                    "y": y,
+                    "shape": "diamond",
+                    "size": 10 + 12 * min(1.0, infl) ** 0.5,
+                    "color": {"background": KIND_COLOURS["supernode"], "border": "#3d2270"},
+                    "borderWidth": 2,
+                    "kind": "supernode",
+                }
+            )
+            continue
+        x, y = (round(c, 1) for c in frame.pos[v])
+        infl = influence.get(v)
+        colour = KIND_COLOURS.get(a.get("kind"), "#888888")
+        items.append(
+            {
+                "id": v,
+                "label": short_label(v, a, labels, annotations),
+                "title": node_title(v, a, labels, annotations, influence),
+                "x": x,
+                "y": y,
+                "shape": "dot",
+                "size": 6 + (10 * min(1.0, infl) ** 0.5 if infl is not None else 2),
+                "color": {"background": colour, "border": "#222222" if v in pinned else colour},
+                "borderWidth": 4 if v in pinned else 1,
+                "kind": a.get("kind"),
+            }
+        )
+    shown = strongest_edges(H, edges_per_node)
+    top = max([abs(_edge_weight(H.edges[e])) for e in shown] or [1.0]) or 1.0
+    edge_items = []
+    for i, (u, v) in enumerate(shown):
+        w = _edge_weight(H.edges[u, v])
+        n = H.edges[u, v].get("n_edges")
+        colour = POSITIVE if w >= 0 else NEGATIVE  # also when hovered or selected: the sign stays visible
+        item = {
+            "id": f"e{i}",
+            "from": u,
+            "to": v,
+            "weight": float(f"{w:.4g}"),
+            "width": round(0.5 + 6 * abs(w) / top, 2),
+            "color": {"color": colour, "highlight": colour, "hover": colour, "opacity": 0.6},
+        }
+        if n and n > 1:  # graph.js writes the other edges' tooltips from `from`, `to` and `weight`
+            item["title"] = _no_href(f"{u} → {v}\ndirect effect {w:+.4g} (sum of {n} edges)")
+        edge_items.append(item)
+    tokens = list(G.graph.get("prompt_tokens") or [])
+    from ui.tokens import token_display
+
+    spec = {
+        "nodes": items,
+        "edges": edge_items,
+        "columns": [
+            {
+                "x": x,
+                "width": frame.widths[p],
+                "text": _clip(token_display(tokens[p]) if p < len(tokens) else f"pos {p}", 24),
+            }
+            for p, x in sorted(frame.columns.items())
+        ],
+        "rows": [
+            {"y": frame.rows[r], "text": t} for r, t in sorted(row_names(_n_layers(G)).items()) if r in frame.rows
+        ],
+        "top": frame.top,
+        "bottom": frame.bottom,
+        "left": min([x for x, _ in frame.pos.values()] or [0.0]) - 40,
+        "options": {
+            "physics": {"enabled": False},
+            "layout": {"improvedLayout": False},
+            "interaction": {
+                "dragNodes": True,
+                "dragView": True,
+                "zoomView": True,
+                "hover": True,
+                "tooltipDelay": 120,
+                "multiselect": False,
+                "hideEdgesOnDrag": len(edge_items) > 2000,
+            },
+            "edges": {"smooth": False, "arrows": {"to": {"enabled": True, "scaleFactor": 0.4}}},
+            "nodes": {"font": {"size": 11, "face": "sans-serif", "strokeWidth": 3, "strokeColor": "#ffffff"}},
+        },
+        "height": int(height),
+        "hint": HINT,
+        "n_edges": H.number_of_edges(),
+        "n_shown_edges": len(edge_items),
+    }
+    spec["version"] = hashlib.blake2b(json.dumps(spec, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+    return spec
+
+
+def _declared():
+    global _component
+    if _component is None:
+        import streamlit.components.v1 as components
+
+        _component = components.declare_component("circuit_graph", path=str(COMPONENT_DIR))
+    return _component
+
+
+def circuit_graph(spec: dict, selected: Sequence[str] = (), key: str = "graph", on_change=None, args=()) -> dict | None:
+    """Draw `spec` (`graph_spec`) in the bidirectional component; returns its last event
+    {"type": "click" | "select" | "remove", "node": id, "nodes": [ids], "seq": n, "version": spec version} or None.
+
+    `on_change(*args)` runs before the next script run when the graph sends an event (the event is then in
+    st.session_state[key]); `selected` node ids are shown selected."""
+    return _declared()(spec=spec, selected=list(selected), key=key, default=None, on_change=on_change, args=args)

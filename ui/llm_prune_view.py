@@ -55,6 +55,7 @@ def _ask(
                 L.PruneConfig(max_prompt_tokens=int(budget)),
                 progress=progress_callback(bar),
                 use_cache=not fresh,
+                influence=S.get("circ.influence"),  # the page's numbers (on version 1), as its sliders and tooltips
             )
         except L.PruneReplyError as exc:
             status.update(label="The LLM's reply was rejected; nothing was applied", state="error")

@@ -5,9 +5,11 @@ Method, step by step:
    the prompt(s), the target) and an explanation for each latent node (node id -> text; a node
    without one is shown as "(no explanation)").
 2. Every node's influence on the target (circuit-tracer's score, `core.tracing.influence.
-   graph_influence`, the numbers the Circuits page shows) orders the nodes and edges shown to the
-   LLM; it never decides anything. Explanations come from `core.circuits.saved.node_explanations`
-   (shown as `NodeExplanation.label`).
+   graph_influence`) orders the nodes and edges shown to the LLM; it never decides anything. For a
+   pruned circuit the caller passes the influence on the version-1 graph it was pruned from (the
+   numbers the Circuits page's sliders and tooltips show): influence through the pruned graph
+   alone would be smaller wherever a removed node carried part of a path. Explanations come from
+   `core.circuits.saved.node_explanations` (shown as `NodeExplanation.label`).
 3. If the whole graph fits one prompt (estimated at 4 characters a token against
    `PruneConfig.max_prompt_tokens`), one call. Otherwise the graph is pruned hierarchically, layer
    by layer from the output down: each part shows one layer's nodes (a layer too large for one
@@ -565,8 +567,13 @@ def suggest_pruning(
     config: PruneConfig | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
+    influence: Mapping[str, float] | None = None,
 ) -> PruneSuggestion:
     """Ask `model` (any litellm id) to prune and annotate `G`; returns the validated suggestion.
+
+    `influence` ({node id: influence on the target}, covering `G`'s nodes) is what the prompt shows and
+    orders by: for a circuit pruned from a larger graph, `graph_influence(version 1)`, as the page
+    shows it; default `graph_influence(G)`. ValueError if it lacks a node of `G` or a number is not finite.
 
     Nothing is stored but the replies (in the workspace's response cache, unless `use_cache` is
     False, which also asks afresh). Raises `core.llm.client`'s credential error before any work,
@@ -584,7 +591,7 @@ def suggest_pruning(
         raise UserError("the graph has no node besides its target: nothing to prune")
     timings: dict[str, float] = {}
     with phase("influence", timings, log):
-        influence = graph_influence(G, target)
+        influence = graph_influence(G, target) if influence is None else _checked_influence(G, influence)
     calls = _Calls(llm.LLMClient(workspace, use_cache=use_cache))
     try:
         return llm.run_sync(
@@ -592,6 +599,19 @@ def suggest_pruning(
         )
     finally:
         calls.client.flush()  # replies that arrived stay cached, even when one was rejected
+
+
+def _checked_influence(G: nx.DiGraph, influence: Mapping[str, float]) -> dict[str, float]:
+    """`influence` restricted to `G`'s nodes; ValueError naming a node of `G` it lacks or gives no finite number."""
+    missing = [v for v in G if v not in influence]
+    if missing:
+        raise ValueError(
+            f"the influence given has no number for {len(missing)} node(s) of the graph, e.g. {missing[0]!r}"
+        )
+    bad = [v for v in G if not math.isfinite(float(influence[v]))]
+    if bad:
+        raise ValueError(f"the influence of node {bad[0]!r} is not a finite number: {influence[bad[0]]!r}")
+    return {v: float(influence[v]) for v in G}
 
 
 async def _suggest(

@@ -5,7 +5,8 @@ version 1, and it never changes. Every edit (pruning, annotations, a new faithfu
 by hand or by an LLM) is saved as a new version. A version stores
     graph             its graph, `prune_graph(version 1, pruning)` (graph_to_json format)
     pruning           what was taken out of version 1 (`Pruning`: removed nodes and edges, node and
-                      edge thresholds, pinned nodes)
+                      edge thresholds, pinned nodes) and its supernodes (labelled groups of
+                      nodes, `core.circuits.supernodes`; absent in rows saved before them)
     node_annotations  {node id: Annotation(text, author)}
     annotation        the circuit-level annotation or summary, Annotation(text, author)
     faithfulness      ablation results of its latents on the real model (FaithfulnessResult.to_json)
@@ -62,6 +63,7 @@ from typing import Any, TypeVar
 import networkx as nx
 
 from core import store
+from core.circuits.supernodes import Supernode, SupernodeError, check_supernodes
 from core.errors import UserError
 from core.tracing.graph import graph_from_json, graph_to_json, latent_nodes, target_node
 from core.tracing.influence import graph_influence
@@ -127,6 +129,7 @@ class Pruning:
     node_threshold: float = 0.0
     edge_threshold: float = 0.0
     pinned: tuple[str, ...] = ()
+    supernodes: tuple[Supernode, ...] = ()  # labelled groups of nodes (a view: they prune nothing)
 
     def __post_init__(self) -> None:
         for name in ("node_threshold", "edge_threshold"):
@@ -137,23 +140,31 @@ class Pruning:
         object.__setattr__(self, "removed_nodes", tuple(sorted(set(self.removed_nodes))))
         object.__setattr__(self, "removed_edges", tuple(sorted({(str(u), str(v)) for u, v in self.removed_edges})))
         object.__setattr__(self, "pinned", tuple(sorted(set(self.pinned))))
+        groups = {s.id: s for s in (g if isinstance(g, Supernode) else Supernode.from_json(g) for g in self.supernodes)}
+        object.__setattr__(self, "supernodes", tuple(groups[k] for k in sorted(groups)))
         object.__setattr__(self, "node_threshold", float(self.node_threshold))
         object.__setattr__(self, "edge_threshold", float(self.edge_threshold))
 
     @property
     def is_empty(self) -> bool:
-        """True if this pruning keeps version 1 as it is."""
-        return not (self.removed_nodes or self.removed_edges or self.node_threshold or self.edge_threshold)
+        """True if this pruning keeps version 1 as it is (and groups no nodes)."""
+        return not (
+            self.removed_nodes or self.removed_edges or self.node_threshold or self.edge_threshold or self.supernodes
+        )
 
     def to_json(self) -> dict[str, Any]:
-        """Plain-JSON form (edges as [source, target] lists)."""
-        return {
+        """Plain-JSON form (edges as [source, target] lists); "supernodes" ([{"label", "members"}]) only when there are some,
+        so a pruning without them has the same JSON (and `key`) as before supernodes existed."""
+        out: dict[str, Any] = {
             "removed_nodes": list(self.removed_nodes),
             "removed_edges": [list(e) for e in self.removed_edges],
             "node_threshold": self.node_threshold,
             "edge_threshold": self.edge_threshold,
             "pinned": list(self.pinned),
         }
+        if self.supernodes:
+            out["supernodes"] = [s.to_json() for s in self.supernodes]
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any] | None) -> Pruning:
@@ -165,11 +176,14 @@ class Pruning:
             node_threshold=float(obj.get("node_threshold", 0.0)),
             edge_threshold=float(obj.get("edge_threshold", 0.0)),
             pinned=tuple(obj.get("pinned", ())),
+            supernodes=tuple(Supernode.from_json(s) for s in obj.get("supernodes") or ()),
         )
 
     def key(self) -> str:
-        """A short stable hash of this pruning (e.g. to cache a faithfulness result per pruning)."""
-        return hashlib.blake2b(json.dumps(self.to_json(), sort_keys=True).encode(), digest_size=8).hexdigest()
+        """A short stable hash of what this pruning keeps (e.g. to cache a faithfulness result per pruning);
+        supernodes group nodes without removing any, so they do not change it."""
+        kept = {k: v for k, v in self.to_json().items() if k != "supernodes"}
+        return hashlib.blake2b(json.dumps(kept, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -281,18 +295,23 @@ def check_pruning(G: nx.DiGraph, pruning: Pruning) -> None:
         raise ValueError(f"pruning names edges that are not in the graph: {', '.join(missing_e[:5])}")
     if target_node(G) in pruning.removed_nodes:
         raise ValueError("the target node cannot be removed")
+    try:
+        check_supernodes(G, pruning.supernodes)
+    except SupernodeError as exc:
+        raise ValueError(str(exc)) from exc
 
 
-def prune_graph(G: nx.DiGraph, pruning: Pruning) -> nx.DiGraph:
+def prune_graph(G: nx.DiGraph, pruning: Pruning, influence: Mapping[str, float] | None = None) -> nx.DiGraph:
     """A pruned copy of `G` (steps 1-4); `G` is untouched. The copy's metadata records the pruning.
 
     The copy keeps every node and edge attribute; `G.graph['faithfulness']` (which measured `G`)
-    is dropped from the copy, since it no longer describes it.
+    is dropped from the copy, since it no longer describes it. `influence`: `graph_influence(G)` if
+    the caller holds it already (a page that prunes on every click); computed here otherwise.
     """
     check_pruning(G, pruning)
     tgt = target_node(G)
     shares = edge_shares(G)
-    influence = graph_influence(G)
+    influence = graph_influence(G) if influence is None else influence
     pinned = set(pruning.pinned)
     H = G.copy()
     H.remove_edges_from(pruning.removed_edges)
@@ -305,6 +324,11 @@ def prune_graph(G: nx.DiGraph, pruning: Pruning) -> nx.DiGraph:
     H.remove_nodes_from([v for v in list(H.nodes) if v not in reach and v not in pinned])
     H.graph.pop("faithfulness", None)
     H.graph["pruning"] = pruning.to_json()
+    # The numbers the page shows are `G`'s (before pruning), as in circuit-tracer: keep them with the copy
+    # so exports of the pruned graph carry the same influence as the sliders and tooltips.
+    for v in H.nodes:
+        H.nodes[v]["influence"] = float(influence[v])
+    H.graph["original_influence"] = {str(v): float(x) for v, x in influence.items()}
     return H
 
 
@@ -656,9 +680,12 @@ def unsaved_version(
     annotation: Annotation | None = None,
     faithfulness: Any = None,
     created_by: str = HAND,
+    pruned: nx.DiGraph | None = None,
 ) -> CircuitVersion:
-    """A CircuitVersion (version 0, not stored) of `original` pruned by `pruning`, e.g. to export what is on screen."""
-    G = prune_graph(original, pruning)
+    """A CircuitVersion (version 0, not stored) of `original` pruned by `pruning`, e.g. to export what is on screen.
+
+    `pruned`: `prune_graph(original, pruning)` if the caller has it already (a page redrawn on every click)."""
+    G = prune_graph(original, pruning) if pruned is None else pruned
     if faithfulness is not None and hasattr(faithfulness, "to_json"):
         faithfulness = faithfulness.to_json()
     notes = {k: a for k, a in (node_annotations or {}).items() if k in G and a.text.strip()}

@@ -188,6 +188,7 @@ def delete_circuit_records(con: duckdb.DuckDBPyConnection, name: str) -> int:
     """Delete circuit `name` with every version and annotation; returns how many versions were deleted."""
     n = con.execute("SELECT count(*) FROM circuit_versions WHERE name = ?", [name]).fetchone()[0]
     con.execute("DELETE FROM circuit_node_annotations WHERE name = ?", [name])
+    con.execute("DELETE FROM circuit_steering WHERE name = ?", [name])  # steering results go with their circuit
     con.execute("DELETE FROM circuit_versions WHERE name = ?", [name])
     con.execute("DELETE FROM circuits WHERE name = ?", [name])
     return n
@@ -204,3 +205,57 @@ def circuit_identity(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
         [name],
     ).fetchone()
     return row[0] if row else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Steering results (migration 5): steering runs saved with a circuit version; `core.circuits.steering_results`
+# is the API over these.
+
+
+@dataclass(frozen=True)
+class SteeringRecord:
+    """One stored steering run of a circuit version."""
+
+    name: str
+    version: int
+    steering_id: int
+    interventions: list[dict]
+    attention: str
+    n_tokens: int
+    result: dict
+    created_by: str
+    created_at: datetime.datetime
+
+
+def insert_steering_record(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    version: int,
+    interventions: list[dict],
+    attention: str,
+    n_tokens: int,
+    result: dict,
+    created_by: str,
+) -> int:
+    """Store one steering run with version `version` of circuit `name`; returns its steering_id (1, 2, ...)."""
+    sid = con.execute(
+        "SELECT coalesce(max(steering_id), 0) + 1 FROM circuit_steering WHERE name = ? AND version = ?", [name, version]
+    ).fetchone()[0]
+    con.execute(
+        "INSERT INTO circuit_steering VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [name, version, sid, json.dumps(interventions), attention, n_tokens, json.dumps(result), created_by],
+    )
+    return sid
+
+
+def steering_records(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None) -> list[SteeringRecord]:
+    """The steering runs saved with circuit `name` (only version `version` if given), oldest first."""
+    where, params = "WHERE name = ?", [name]
+    if version is not None:
+        where, params = where + " AND version = ?", [name, version]
+    rows = con.execute(
+        "SELECT name, version, steering_id, interventions, attention, n_tokens, result, created_by, created_at "
+        f"FROM circuit_steering {where} ORDER BY version, steering_id",
+        params,
+    ).fetchall()
+    return [SteeringRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]

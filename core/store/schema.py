@@ -301,6 +301,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "steering results",
+        (
+            """CREATE TABLE circuit_steering (    -- steering runs saved with a circuit version
+                name VARCHAR NOT NULL,             -- the circuit
+                version INTEGER NOT NULL,          -- the circuit version it was saved with
+                steering_id INTEGER NOT NULL,      -- 1, 2, ... within (name, version)
+                interventions JSON NOT NULL,       -- [core.tracing.steering.Intervention.to_json]
+                attention VARCHAR NOT NULL,        -- frozen | recomputed
+                n_tokens INTEGER NOT NULL,         -- length of the greedy continuation
+                result JSON NOT NULL,              -- core.tracing.steering.SteeringResult.to_json (before and after)
+                created_by VARCHAR NOT NULL,       -- 'user' (the app) | 'cli'
+                created_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (name, version, steering_id)
+            )""",
+        ),
+    ),
 )
 
 

@@ -161,6 +161,8 @@ def trace_prompt(
         state = rm.prepare(tokens)
     G = hierarchical_trace(rm, state, tgt, params, progress=_scaled(progress, 0.05, 0.6), prompt=prompt)
     timings.update({f"trace.{k}": v for k, v in G.graph["timings"].items()})
+    if isinstance(tgt, LogitTarget):  # the target's probability, for labels and graph exports (`Output " x" (p=…)`)
+        G.graph["target_probability"] = float(state.logits[tgt.position].softmax(-1)[tgt.token])
     result = TraceResult(G, tgt, timings=timings, warnings=warnings)
     if with_full_graph:
         from core.tracing.full_graph import full_attribution_graph

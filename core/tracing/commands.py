@@ -1,9 +1,12 @@
-"""CLI commands: `python -m core trace ...` (one prompt) and `python -m core circuits --task ...` (a dataset).
+"""CLI commands: `python -m core trace ...` (one prompt), `python -m core circuits --task ...` (a dataset) and
+`python -m core steer ...` (interventions on latents, before/after).
 
     python -m core trace --prompt "When Mary and John went to the store, John gave a drink to" \\
         --target " Mary" --contrast " John" --json
     python -m core trace --prompt "..." --latent transcoder:blocks.2.ln2.hook_normalized:88 --position 5
     python -m core circuits --task ioi --n 16 --json
+    python -m core steer --prompt "When Mary and John went to the store, John gave a drink to" \\
+        --latent transcoder.0/1715@14=zero --target " Mary" --contrast " John"
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ def run_circuits(args) -> int:
 
 
 def register(subparsers) -> None:
-    """Add the `trace` and `circuits` commands."""
+    """Add the `trace`, `circuits` and `steer` commands."""
     p = subparsers.add_parser("trace", help="hierarchical circuit trace of one prompt, with ablation faithfulness")
     p.add_argument("--prompt", required=True, help="text to trace (BOS is prepended)")
     p.add_argument("--target", help="token whose logit to trace, e.g. ' Mary' (default: the model's top token)")
@@ -159,6 +162,130 @@ def register(subparsers) -> None:
 
     add_arguments(c)
     c.set_defaults(run=run_circuits)
+
+    st = subparsers.add_parser(
+        "steer", help="run a prompt with latents scaled, zeroed or set; print the outputs before and after"
+    )
+    st.add_argument("--prompt", help="text to run (BOS is prepended); default: the saved circuit's prompt")
+    st.add_argument(
+        "--latent",
+        action="append",
+        required=True,
+        help="NODE_ID=MODE[:AMOUNT] (e.g. transcoder.2/88@5=zero) or DICTIONARY_ID:LATENT[@POS,...]=MODE[:AMOUNT]; "
+        "MODE is scale (multiple of its activation), zero or value; repeat for several",
+    )
+    st.add_argument(
+        "--attention",
+        choices=["frozen", "recomputed"],
+        default="frozen",
+        help="hold attention patterns at their clean values (default) or recompute them",
+    )
+    st.add_argument("--tokens", type=int, default=10, help="greedy continuation length (default 10)")
+    st.add_argument("--target", help="token for the logit difference (default: the top token before steering)")
+    st.add_argument("--contrast", help="logit difference = logit(target) - logit(contrast)")
+    st.add_argument("--workspace", help="save the result with a circuit of this workspace")
+    st.add_argument("--circuit", help="the saved circuit's name (its prompt and target are the defaults)")
+    st.add_argument("--version", type=int, help="the circuit version to save with (default: its latest)")
+    st.add_argument("--model", default="default", help="subject model (only 'default' has transcoders)")
+    st.add_argument("--root", help="folder of the default build (default data/default)")
+    st.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the model is small, and 2 oversubscribe busy cores)",
+    )
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(run=run_steer)
+
+
+def parse_steer_latent(text: str) -> tuple:
+    """One `--latent` of `steer` as an intervention tuple (latent, positions or None, mode, amount).
+
+    Forms: `NODE_ID=MODE[:AMOUNT]` (e.g. `transcoder.2/88@5=zero`, `attn.1/417@3=scale:2`) or
+    `DICTIONARY_ID:LATENT[@POS,...]=MODE[:AMOUNT]` (positions default to the last prompt token)."""
+    from core.tracing.steering import MODES, SteeringError
+
+    where, eq, how = text.rpartition("=")
+    mode, _, amount = how.partition(":")
+    if not eq or not where or mode not in MODES or (mode != "zero" and not amount):
+        raise SteeringError(
+            f"--latent must be NODE_ID=MODE[:AMOUNT] or DICTIONARY_ID:LATENT[@POS,...]=MODE[:AMOUNT] with MODE one of "
+            f"{', '.join(MODES)} (e.g. transcoder.2/88@5=zero or transcoder:blocks.2.ln2.hook_normalized:88@5=scale:2); "
+            f"got {text!r}"
+        )
+    value = amount if amount else "0"
+    if ":" not in where:  # a node id: its position is the default
+        return (where, None, mode, value)
+    head, at, pos_text = where.rpartition("@")
+    if not at:
+        head, pos_text = where, ""
+    dict_id, _, latent = head.rpartition(":")
+    try:
+        positions = tuple(int(p) for p in pos_text.split(",")) if pos_text else (-1,)
+        latent_i = int(latent)
+    except ValueError:
+        raise SteeringError(f"--latent {text!r}: the latent and positions must be integers") from None
+    if not dict_id:
+        raise SteeringError(f"--latent {text!r} names no dictionary (DICTIONARY_ID:LATENT)")
+    return ((dict_id, None, latent_i), positions, mode, value)
+
+
+def run_steer(args) -> int:
+    """`steer`: run a prompt with latents scaled, zeroed or set, and print the outputs before and after."""
+    from core.tracing.steering import SteeringError, steer
+
+    circuit = version = None
+    prompt, target, contrast = args.prompt, args.target, args.contrast
+    if args.circuit or args.version is not None:
+        if not (args.workspace and args.circuit):
+            raise SteeringError("to save with a circuit give --workspace, --circuit and (optionally) --version")
+        from core.circuits.saved import CircuitError, list_circuits
+
+        info = next((c for c in list_circuits(Path(args.workspace)) if c.name == args.circuit), None)
+        if info is None:
+            raise CircuitError(f"circuit {args.circuit!r} is not in workspace {args.workspace}")
+        circuit, version = info.name, args.version if args.version is not None else info.latest_version
+        if not 1 <= version <= info.latest_version:
+            raise CircuitError(f"circuit {circuit!r} has versions 1..{info.latest_version}, not {version}")
+        if prompt is None:
+            prompt = info.prompt
+        elif prompt != info.prompt:
+            raise SteeringError(f"--prompt differs from circuit {circuit!r}'s prompt {info.prompt!r}; leave it out")
+        if target is None and info.target.get("type") == "logit":
+            target, contrast = info.target.get("token_str") or None, contrast or info.target.get("contrast_str") or None
+    if prompt is None:
+        raise SteeringError("give --prompt (or --workspace and --circuit to steer a saved circuit's prompt)")
+    specs = [parse_steer_latent(t) for t in args.latent]
+    model, dicts, _ = load_subject(args)
+    result = steer(
+        model, dicts, prompt, specs, attention=args.attention, n_tokens=args.tokens, target=target, contrast=contrast
+    )
+    saved = None
+    if circuit is not None:
+        from core.circuits.steering_results import CLI, save_steering
+
+        saved = save_steering(Path(args.workspace), circuit, version, result, CLI)
+    if args.json:
+        out = result.to_json()
+        if saved is not None:
+            out["saved"] = {"circuit": circuit, "version": version, "steering_id": saved.steering_id}
+        print(json.dumps(out))
+        return 0
+    for iv in result.interventions:
+        print(f"steer: {iv.label()}")
+    print(f"attention {result.attention}; {result.metric_label}:")
+    print(f"  before {result.before.logit_diff:+.4f}   after {result.after.logit_diff:+.4f}")
+    print(f"  {'before':<30} after")
+    for (bt, _, bp), (at, _, ap) in zip(result.before.top, result.after.top, strict=False):
+        print(f"  {bt!r:<20} {bp:7.4f}   {at!r:<20} {ap:7.4f}")
+    print(f"continuation before: {result.before.continuation!r}")
+    print(f"continuation after:  {result.after.continuation!r}")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    print(f"{result.seconds:.2f} s")
+    if saved is not None:
+        print(f"saved with circuit {circuit!r} version {version} as steering run {saved.steering_id}")
+    return 0
 
 
 def _add_common(p) -> None:

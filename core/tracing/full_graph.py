@@ -141,10 +141,19 @@ def full_graph_to_networkx(full: FullGraph, keep: list[int] | None = None, edge_
         chosen = set(range(len(full.nodes) - 1)) if keep is None else set(keep)
         chosen |= {i for i, nd in enumerate(full.nodes[:-1]) if not nd.is_latent}
         ids = {full.target_index: tnode.node_id}
+        # Each node's |direct effect| from all its parents, kept or not, so that influence and edge shares
+        # of the (possibly pruned) networkx graph are those of the full graph (core.tracing.influence).
+        row_totals = full.adjacency.abs().sum(1)
         for i in sorted(chosen):
             nd = full.nodes[i]
             ids[i] = nd.node_id
-            G.add_node(nd.node_id, **node_attributes(nd), influence=float(influence[i]))
+            G.add_node(
+                nd.node_id,
+                **node_attributes(nd),
+                influence=float(influence[i]),
+                total_abs_effect=float(row_totals[i]),
+            )
+        G.nodes[tnode.node_id]["total_abs_effect"] = float(row_totals[full.target_index])
         idx = torch.tensor(sorted(chosen | {full.target_index}), dtype=torch.long)
         sub = full.adjacency[idx][:, idx]
         totals = full.adjacency[idx].abs().sum(1, keepdim=True).clamp_min(1e-30)
