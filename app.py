@@ -9,14 +9,18 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core import store
 from core.build.overview import default_overview
+from core.build.seed import SEED_DIR, seed_problem
 from core.cache.workspace import (
     DEFAULT_WORKSPACE,
+    DataFolderReadOnlyError,
     build_lock_holder,
     default_workspace_ready,
     ensure_default_workspace,
     set_aside_damaged,
+    set_aside_notes,
 )
 from core.subjects.models import MODEL_NAMES, ArtifactError
 from ui.explain_job import default_job_panel
@@ -26,8 +30,11 @@ from ui.state import (
     checked_workspace_path,
     core_errors,
     current_workspace,
+    home_label,
+    is_seed_copy,
     llm_model,
     model_set,
+    read_only_default_notice,
     set_llm_model,
     set_model_set,
     set_workspace,
@@ -69,16 +76,18 @@ def show_table(frame: pd.DataFrame, where=st, **kwargs) -> None:
 
 
 st.set_page_config(page_title="SAE Circuit Explorer", layout="wide")
+home_label()
 st.title("SAE Circuit Explorer")
 st.caption("Browse SAE and transcoder latents, their explanations and scores, and trace sparse circuits.")
 
 # ---------------------------------------------------------------------------------------------
 # Workspace. Widget state is dropped when another page runs, so each widget starts from ui.state.
 DEFAULT_CHOICE, OTHER_CHOICE = "Embedded default", "Another workspace file"
+on_default = current_workspace() == DEFAULT_WORKSPACE or is_seed_copy(current_workspace())  # (data/ read-only)
 if "ws_choice" not in st.session_state:
-    st.session_state["ws_choice"] = DEFAULT_CHOICE if current_workspace() == DEFAULT_WORKSPACE else OTHER_CHOICE
+    st.session_state["ws_choice"] = DEFAULT_CHOICE if on_default else OTHER_CHOICE
 if "ws_path" not in st.session_state:
-    st.session_state["ws_path"] = "" if current_workspace() == DEFAULT_WORKSPACE else str(current_workspace())
+    st.session_state["ws_path"] = "" if on_default else str(current_workspace())
 
 st.subheader("Workspace")
 choice = st.radio(
@@ -149,14 +158,18 @@ else:
             # built by older code: add the newer tables (nothing stored changes)
             store.migrate(DEFAULT_WORKSPACE, timeout=PROBE_TIMEOUT_S)
         default_ready = default_workspace_ready(DEFAULT_WORKSPACE, timeout=PROBE_TIMEOUT_S)
+    seeded = not default_ready and not DEFAULT_WORKSPACE.exists() and seed_problem(SEED_DIR) is None
+    read_only = False
     if not default_ready:
         label = (
             "Another session of this app is building the default workspace; showing its progress…"
             if builder is not None
+            else "Setting up the default workspace (first start: copying the one shipped in data/default/seed)…"
+            if seeded
             else "Building the default workspace (first start: caching activations of every dictionary)…"
         )
         with st.status(label, expanded=True) as status:
-            bar = st.progress(0.0, text="loading the model and dictionaries")
+            bar = st.progress(0.0, text="loading the model and dictionaries" if not seeded else "copying")
 
             def progress(phase: str, done: int, total: int) -> None:
                 if phase == "waiting" and not total:
@@ -164,13 +177,37 @@ else:
                     return
                 bar.progress(min(done / max(total, 1), 1.0), text=f"{phase}: {done:,} / {total:,}")
 
-            with core_errors("Building the default workspace"):
+            try:
                 # Another process building it meanwhile raises at once, naming it (it does not wait for it).
-                ensure_default_workspace(progress, path=DEFAULT_WORKSPACE, wait_for_other_processes=False)
-            status.update(label="Default workspace built", state="complete", expanded=False)
-    # Then its latents are explained and scored offline by a detached background job (see README, issue 4).
-    with core_errors("The default workspace's explanations job", stop=False):
-        default_job_panel(DEFAULT_WORKSPACE)
+                ensure_default_workspace(
+                    progress, path=DEFAULT_WORKSPACE, wait_for_other_processes=False, seed=SEED_DIR
+                )
+            except DataFolderReadOnlyError:  # a way out below: the shipped seed, read-only
+                read_only = True
+            except CORE_ERRORS as exc:
+                show_error(exc, "Building the default workspace")
+                st.stop()
+            status.update(
+                label="Default workspace ready" if not read_only else "The data folder is read-only",
+                state="complete" if not read_only else "error",
+                expanded=read_only,
+            )
+    if read_only:
+        read_only_default_notice()
+    else:
+        for note in set_aside_notes(DEFAULT_WORKSPACE):
+            what = ", ".join(f"{n:,} {k}" for k, n in (note.get("content") or {}).items()) or "it could not be read"
+            st.info(
+                literal(
+                    f"An earlier default workspace ({note.get('reason')}, set aside {note.get('when')}) holds your work "
+                    f"({what}). It is kept, unchanged, at {note['path']}. To open it, choose “Another workspace file” "
+                    "above and paste that path; choose “Embedded default” to come back. This notice goes once that file is "
+                    "moved or deleted."
+                )
+            )
+        # Then its latents are explained and scored offline by a detached background job (see README, issue 4).
+        with core_errors("The default workspace's explanations job", stop=False):
+            default_job_panel(DEFAULT_WORKSPACE)
 
 
 def render_overview(workspace: Path, summary: dict) -> None:

@@ -10,6 +10,7 @@ import re
 
 import streamlit as st
 
+import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core import store
 from core.latents.cards import find_latents_by_token, latent_card
 from core.latents.search import index_explanations, search_explanations, unindexed_explanations
@@ -17,7 +18,7 @@ from core.subjects.models import MODEL_NAMES
 from ui.explanations import render_explain_now, render_explanations
 from ui.latent_card import render_examples, render_own_text, render_plots, render_stats, render_tokens
 from ui.progress import progress_bar
-from ui.state import core_errors, llm_model, open_workspace_or_stop, workspace_model_name
+from ui.state import core_errors, default_job_notice, llm_model, open_workspace_or_stop, workspace_model_name
 from ui.text import code, literal
 
 TOKEN_ID_LIMIT = 2**31  # token ids are stored as INT32: a larger `#id` names no token
@@ -35,10 +36,12 @@ st.set_page_config(page_title="Latents · SAE Circuit Explorer", layout="wide")
 st.title("Latents")
 workspace = open_workspace_or_stop()
 st.caption(f"Workspace: {code(workspace)}")
+default_job_notice(workspace, "latents", missing=not workspace.exists())  # the app builds it: its progress
 
 with core_errors("Opening the workspace"):
     dictionaries = store.list_dictionaries(workspace, ready_only=True)
 if not dictionaries:
+    default_job_notice(workspace, "latents")
     st.warning(
         "This workspace has no cached dictionaries yet: run `python -m core cache ...` or choose another workspace on the home page."
     )
@@ -126,6 +129,7 @@ else:
         unindexed = len(unindexed_explanations(workspace))
         explained = not store.explain_score_summary(workspace)[0].empty
     if not explained:
+        default_job_notice(workspace, "explanations")
         st.info(
             "No explanations are stored in this workspace yet: explain latents first "
             "(“Explain now” under a latent's card, or `python -m core explain --workspace ...`)."

@@ -6,13 +6,19 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core.analysis import figures
 from ui.analysis_view import missing, stored_results, workspace_or_stop
+from ui.delphi_metrics_view import conventions_section
+from ui.state import current_workspace, default_job_notice, has_stored_analyses, home_label
 from ui.text import literal
 
 st.set_page_config(page_title="Scores · SAE Circuit Explorer", layout="wide")
 st.title("Scores")
+home_label()
+default_job_notice(current_workspace(), "score charts", missing=not current_workspace().exists())
 ws = workspace_or_stop()
+default_job_notice(ws, "score charts", missing=not has_stored_analyses(ws))
 results = stored_results(ws)
 
 
@@ -86,3 +92,5 @@ if "spearman" in results:
     st.plotly_chart(figures.spearman_figure(m), width="stretch")
 else:
     missing("spearman", "Spearman matrix", ws)
+
+conventions_section(ws)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core.analysis import figures
 from ui.analysis_view import missing, stored_results, workspace_or_stop
+from ui.state import current_workspace, default_job_notice, has_stored_analyses, home_label
 from ui.text import literal
 
 st.set_page_config(page_title="Deciles · SAE Circuit Explorer", layout="wide")
@@ -15,7 +17,10 @@ st.caption(
     "How well an explanation lets a scorer recognise a latent's examples at each activation decile "
     "(10 = strongest activations), and reject non-activating examples."
 )
+home_label()
+default_job_notice(current_workspace(), "decile charts", missing=not current_workspace().exists())
 ws = workspace_or_stop()
+default_job_notice(ws, "decile charts", missing=not has_stored_analyses(ws))
 results = stored_results(ws)
 if "deciles" not in results:
     missing("deciles", "decile curves", ws)

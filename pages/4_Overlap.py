@@ -7,12 +7,13 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core import store
 from core.analysis import figures, overlap
 from core.errors import UserError
 from ui.analysis_view import engine_error, workspace_or_stop
 from ui.progress import progress_bar
-from ui.state import CORE_ERRORS, core_errors, workspace_model_name
+from ui.state import CORE_ERRORS, core_errors, current_workspace, default_job_notice, home_label, workspace_model_name
 from ui.text import code, literal
 
 st.set_page_config(page_title="Overlap · SAE Circuit Explorer", layout="wide")
@@ -21,6 +22,8 @@ st.caption(
     "Latents of two dictionaries of one kind, paired one to one by the Hungarian algorithm to maximise total "
     "cosine similarity (of decoder directions, or of their explanations' MiniLM embeddings)."
 )
+home_label()
+default_job_notice(current_workspace(), "layer overlap", missing=not current_workspace().exists())
 ws = workspace_or_stop()
 
 try:
@@ -53,6 +56,7 @@ def compute_overlap() -> None:
 
 
 if not records:
+    default_job_notice(ws, "layer overlap")
     st.info(f"No overlap stored for this workspace. Run {code(f'python -m core overlap --workspace {ws}')} or:")
     if st.button("Compute overlap now"):
         with core_errors("Computing overlap"):

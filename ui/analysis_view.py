@@ -10,6 +10,7 @@ import streamlit as st
 from core import store
 from core.analysis import analyses as analysis
 from core.errors import UserError
+from core.store.analyses import workspace_stamp
 from ui.progress import progress_bar
 from ui.state import check_workspace_or_stop, current_workspace
 from ui.text import code, literal
@@ -65,14 +66,27 @@ def _compute(ws: Path) -> None:
         status.update(label="Analyses stored", state="complete")
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _provenance(stamp: tuple) -> analysis.Provenance:
+    """`analysis.provenance` of the workspace `stamp` (`workspace_stamp`) names: read again once the file changes."""
+    return analysis.provenance(Path(stamp[0]))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _load_results(stamp: tuple) -> dict[str, analysis.StoredResult]:
+    """`analysis.load_results` of the workspace `stamp` names, cached like `_provenance`."""
+    return analysis.load_results(Path(stamp[0]))
+
+
 def stored_results(ws: Path) -> dict[str, analysis.StoredResult]:
     """The workspace's stored analyses, after showing provenance; stops the page with st.info when there are no scores.
 
     Offers to compute (or recompute, when the scores changed) the analyses, stored in the workspace.
     """
     try:
-        prov = analysis.provenance(ws)
-        results = analysis.load_results(ws)
+        stamp = workspace_stamp(ws)
+        prov = _provenance(stamp)
+        results = _load_results(stamp)
     except UserError as exc:
         engine_error(exc, ws)
     if prov.n_scores == 0:

@@ -32,7 +32,8 @@ def _show(workspace: Path, status: default_job.JobStatus) -> None:
         st.progress(
             min(max(status.fraction, 0.0), 1.0),
             text=f"Explaining and scoring every latent in the background: {literal(stage)}{literal(status.phase or 'starting')} "
-            f"({status.fraction:.0%}). Every page stays usable; results appear as they are stored.",
+            f"({status.fraction:.0%}{'; ' + default_job.time_left_text(status) if default_job.time_left_text(status) else ''}). "
+            "Every page stays usable; results appear as they are stored.",
         )
         since = dt.datetime.fromtimestamp(status.started).strftime("%H:%M:%S") if status.started else "?"
         st.caption(f"Process {status.pid}, started {since}; its log: {code(files['log'])}.")

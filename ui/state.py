@@ -41,6 +41,21 @@ CORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# The main script must stay app.py (pages/ beside it keeps every direct page URL such as
+# /Latents?dictionary=..&latent=.. working); Streamlit labels its navigation entry after the file name, so this
+# style shows that entry as "Home". A style-only st.html takes no space on the page.
+HOME_LABEL_CSS = """<style>
+[data-testid="stSidebarNavItems"] > li:first-child [data-testid="stSidebarNavLink"] span { font-size: 0; }
+[data-testid="stSidebarNavItems"] > li:first-child [data-testid="stSidebarNavLink"] span::after {
+  content: "Home"; font-size: 1rem; }
+</style>"""
+
+
+def home_label() -> None:
+    """Label the home page "Home" in the navigation (every page calls this, directly or through the workspace checks)."""
+    st.html(HOME_LABEL_CSS)
+
+
 def startup_workspace() -> Path:
     """The workspace a new session starts on: $SAE_EXPLORER_WORKSPACE if set, else the embedded default's."""
     value = os.environ.get(WORKSPACE_ENV, "").strip()
@@ -48,9 +63,142 @@ def startup_workspace() -> Path:
 
 
 def current_workspace() -> Path:
-    """The workspace chosen on the landing page (`st.session_state["workspace"]`), else `startup_workspace()`."""
+    """The workspace chosen on the landing page (`st.session_state["workspace"]`), else `startup_workspace()`.
+
+    A session that opens a page directly (a link) before the default workspace exists gets it copied from the
+    shipped seed first (`seed_default_workspace`), so every page has content from the first start."""
     value = st.session_state.get(WORKSPACE_KEY)
-    return Path(value) if value else startup_workspace()
+    if value:
+        return Path(value)
+    workspace = startup_workspace()
+    if workspace == core.cache.workspace.DEFAULT_WORKSPACE and not workspace.exists():
+        workspace = seed_default_workspace()
+    return workspace
+
+
+def seed_workspace() -> Path:
+    """Where data/ cannot be written: the shipped seed unpacked in the system's temporary folder
+    (core.build.seed.temporary_copy); raises SeedError (a UserError) if there is no fitting seed."""
+    from core.build.seed import SEED_DIR, temporary_copy
+
+    return temporary_copy(SEED_DIR)
+
+
+def seed_default_workspace() -> Path:
+    """Copy the shipped seed into place as the default workspace if it is missing and the seed fits (seconds);
+    returns the workspace pages should read: the default, or the seed's copy in the temporary folder where
+    data/ cannot be written. Does nothing (returns the default's path) without a fitting seed: the home page builds it then."""
+    from core.build.seed import SEED_DIR, seed_problem
+
+    default = core.cache.workspace.DEFAULT_WORKSPACE
+    if default.exists() or core.cache.workspace.build_lock_holder(default) is not None:
+        return default  # (one being set up by another session or process: the page says so)
+    if seed_problem(SEED_DIR) is not None:
+        return default
+    try:
+        core.cache.workspace.ensure_default_workspace(path=default, wait_for_other_processes=False, seed=SEED_DIR)
+    except core.cache.workspace.DataFolderReadOnlyError:
+        try:
+            return seed_workspace()
+        except (UserError, OSError):
+            return default
+    except UserError:  # e.g. another process sets it up right now: the page says what it finds
+        pass
+    return default
+
+
+def is_default_workspace(workspace: Path) -> bool:
+    """True if `workspace` is the embedded default's (the one the app builds and fills itself)."""
+    try:
+        return Path(workspace).resolve() == Path(core.cache.workspace.DEFAULT_WORKSPACE).resolve()
+    except OSError:
+        return False
+
+
+def default_job_notice(workspace: Path, what: str, missing: bool = True) -> None:
+    """If `what` is `missing` on the embedded default's workspace because the app is still making it (the
+    workspace being built, or the background job explaining and scoring), show that with its progress and time
+    left, refreshed every few seconds, and stop the page: never a command for the user to run meanwhile.
+    Returns (doing nothing) for any other workspace or when nothing is being made; the page says what it lacks."""
+    if not missing or not is_default_workspace(workspace):
+        return
+    from core.autointerp import default_job
+    from ui.text import literal
+
+    if not Path(workspace).exists() or core.cache.workspace.build_lock_holder(workspace) is not None:
+        st.info(
+            f"The app is setting up the default workspace; this page shows its {literal(what)} once it is ready. "
+            "The home page shows the progress."
+        )
+        st.stop()
+    try:
+        status = default_job.job_status(workspace)
+        if status.state == "not started":  # a page opened directly: start the job the home page would start
+            status = default_job.start_default_job(workspace)
+    except (OSError, UserError):
+        return
+    if status.state not in ("starting", "running"):
+        return
+
+    @st.fragment(run_every=3.0)
+    def live() -> None:
+        now = default_job.job_status(workspace)
+        if now.state not in ("starting", "running"):
+            st.rerun()  # the job ended: show the page with what it stored
+        left = default_job.time_left_text(now)
+        st.info(
+            f"The app is explaining and scoring every latent of the default workspace in the background; this page "
+            f"shows its {literal(what)} as soon as the {literal(now.stage or 'first')} stage has stored them."
+        )
+        st.progress(
+            min(max(now.fraction, 0.0), 1.0),
+            text=literal(
+                f"{now.stage or 'starting'} stage: {now.phase or 'starting'}" + (f" ({left})" if left else "")
+            ),
+        )
+
+    live()
+    st.stop()
+
+
+def has_stored_analyses(workspace: Path) -> bool:
+    """True if the workspace holds computed analyses (what the Scores and Deciles pages chart); False if unreadable."""
+    try:
+        return bool(store.read_analyses(workspace))
+    except UserError:
+        return False
+
+
+def is_seed_copy(workspace: Path) -> bool:
+    """True if `workspace` is the shipped seed's copy in the temporary folder (used where data/ is read-only)."""
+    return Path(workspace).parent.name.startswith("sae-explorer-seed-")
+
+
+def read_only_default_notice() -> None:
+    """Where data/ cannot be written: say so and what to do, and open a copy of the shipped seed in the system's
+    temporary folder (every page works; what is saved stays in that copy only); without a fitting seed, stop."""
+    from ui.text import code, literal
+
+    folder = core.cache.workspace.DEFAULT_WORKSPACE.parent
+    ways_out = (
+        f"To keep your work, give this user write permission on {code(folder)} and reload, or start the app on a "
+        f"workspace in a writable folder: {code('SAE_EXPLORER_WORKSPACE=/path/to/workspace.duckdb ./dev app')} "
+        f"(e.g. a copy of the temporary one named here, with its .data folder)."
+    )
+    try:
+        copy = seed_workspace()
+    except (UserError, OSError) as exc:
+        st.error(
+            f"This app cannot write the data folder {code(folder)} (it is read-only for this user) and has no "
+            f"shipped workspace to show instead ({literal(str(exc))}). {ways_out}"
+        )
+        st.stop()
+    set_workspace(copy)
+    st.warning(
+        f"This app cannot write the data folder {code(folder)} (it is read-only for this user), so it shows a copy "
+        f"of the shipped default workspace in the temporary folder, {code(copy)}: every page works, but what you "
+        f"save there is lost when that folder is cleared, and the background job that extends it is off. {ways_out}"
+    )
 
 
 def set_workspace(path: Path | str | None) -> None:
@@ -133,6 +281,7 @@ def check_workspace_or_stop(workspace: Path, stop_if_locked: bool = True) -> Non
 
     `stop_if_locked=False` is for a page that works without the workspace and keeps the user's unsaved work
     across reruns (Circuits): a lock is not waited for here, and is left to the page's own short timeouts."""
+    home_label()
     if not Path(workspace).exists():
         return
     try:

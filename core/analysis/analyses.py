@@ -553,16 +553,17 @@ class Provenance:
 
 
 def provenance(workspace) -> Provenance:
-    """Explainers, scorer models and counts of the workspace's ok scores of real explanations."""
+    """Explainers, scorer models and counts of the workspace's ok scores of real explanations (counted in SQL)."""
     from core import store
+    from core.store.analyses import real_score_summary
 
-    s = store.scores_frame(workspace)
-    s = s[s["baseline"].isna()]
+    explainers, models, n_scores, n_latents = real_score_summary(workspace)
     with store.session(workspace) as con:
         model = (store.get_info(con, "model") or {}).get("name", "?")
-    explainers = {e: bool(b) for e, b in s.groupby("explainer")["is_baseline"].all().items()} if len(s) else {}
-    scorer_models = {k: sorted(v.unique()) for k, v in s.groupby("scorer")["scorer_model"]} if len(s) else {}
-    return Provenance(explainers, scorer_models, len(s), _latent_count(s) if len(s) else 0, model)
+    scorer_models: dict[str, list[str]] = {}
+    for scorer, scorer_model in sorted(models):
+        scorer_models.setdefault(scorer, []).append(scorer_model)
+    return Provenance({e: bool(b) for e, b in sorted(explainers)}, scorer_models, n_scores, n_latents, model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,13 +580,24 @@ _RESULT_TYPES = {
 
 def inputs_fingerprint(scores: pd.DataFrame) -> str:
     """A hash of the ok scores a result was computed from (score ids and values), to tell when it is stale."""
+    s = _ok(scores)
+    return _fingerprint(s["score_id"], s["value"])
+
+
+def _fingerprint(score_ids, values) -> str:
     import hashlib
 
-    s = _ok(scores)
     h = hashlib.blake2b(digest_size=12)
-    for sid, v in sorted(zip(s["score_id"], s["value"], strict=True)):
-        h.update(f"{sid}={v:.12g};".encode())
+    h.update("".join(f"{sid}={v:.12g};" for sid, v in sorted(zip(score_ids, values, strict=True))).encode())
     return h.hexdigest()
+
+
+def workspace_fingerprint(workspace) -> str:
+    """`inputs_fingerprint` of the workspace's scores, read with one narrow query (score ids and values of ok scores)."""
+    from core.store.analyses import ok_score_values
+
+    s = ok_score_values(workspace)
+    return _fingerprint(s["score_id"].tolist(), s["value"].to_numpy("float64").tolist())
 
 
 def compute(name: str, scores: pd.DataFrame, examples: pd.DataFrame | None = None, units: str = "latents"):
@@ -689,7 +701,7 @@ def load_results(workspace, units: str = "latents") -> dict[str, StoredResult]:
     records = store.read_analyses(workspace)
     if not records:
         return {}
-    fp = inputs_fingerprint(store.scores_frame(workspace, status=None))
+    fp = workspace_fingerprint(workspace)
     out = {}
     for r in records:
         if r.units in (units, "all") and r.name in _RESULT_TYPES:

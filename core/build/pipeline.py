@@ -5,7 +5,11 @@ parameters (so rerunning is idempotent and an interrupted build resumes at the s
 1. model: corpus, tokenizer and the GPT-2-architecture model (`core.build.train_model`);
 2. dictionaries: residual and attention SAEs (SAE-Lens runner) and MLP transcoders
    (`core.build.train_dictionaries`), trained on activations of the same data mix.
-Then it evaluates the result and writes `evaluation.json` and `manifest.json`.
+Then it evaluates the result and writes `evaluation.json` and `manifest.json`, and finally
+3. seed: the shipped default workspace in `seed/` (`core.build.seed`: cache, fast-stage explanations,
+   example circuits, analyses, written compact with a manifest); resumable step by step, and a no-op
+   where done. `--stage seed` runs only this stage (e.g. after the example circuits changed:
+   `--stage seed --seed-steps circuits,analyze,write`).
 """
 
 from __future__ import annotations
@@ -91,8 +95,35 @@ def evaluate_default(root: Path | None = None, device: str | None = None, progre
     return result
 
 
-def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: bool = True) -> dict:
-    """Run the build's stages into `out_root`, skipping stages already built with the same parameters."""
+def build_default(
+    out_root: Path = DEFAULT_DIR,
+    force: bool = False,
+    progress: bool = True,
+    stage: str = "all",
+    seed_steps: tuple[str, ...] | None = None,
+) -> dict:
+    """Run the build's stages into `out_root`, skipping stages already built with the same parameters.
+
+    `stage` 'all' (model, dictionaries, evaluation, then the seed) or 'seed' (only the seed's `seed_steps`,
+    default all of `core.build.seed.SEED_STEPS`)."""
+    if stage not in ("all", "seed"):
+        raise ValueError(f"unknown stage {stage!r}; valid: all, seed")
+    if stage == "seed":
+        return {"seed": _build_seed(out_root, seed_steps)}
+    evaluation = _build_model_and_dictionaries(out_root, force, progress)
+    return {**evaluation, "seed": _build_seed(out_root, seed_steps)}
+
+
+def _build_seed(out_root: Path, steps: tuple[str, ...] | None) -> dict:
+    from core.build.seed import SEED_STEPS, build_seed
+
+    log.info("stage 3: the seed workspace")
+    root = None if Path(out_root).resolve() == DEFAULT_DIR.resolve() else Path(out_root)
+    return build_seed(root=root, seed_dir=Path(out_root) / "seed", steps=steps or SEED_STEPS)
+
+
+def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool) -> dict:
+    """Stages 1 and 2 and the evaluation (unchanged by the seed stage)."""
     from core.build.overview import plot_learning_curves
     from core.build.train_dictionaries import DictionaryTrainingConfig, rows_needed, train_all_dictionaries
     from core.build.train_model import ModelTrainingConfig, load_default_data, mixed_rows, train_default_model
@@ -147,7 +178,8 @@ def build_default(out_root: Path = DEFAULT_DIR, force: bool = False, progress: b
 
 
 def _run_build(args) -> int:
-    result = build_default(Path(args.out), force=args.force)
+    steps = tuple(s.strip() for s in args.seed_steps.split(",") if s.strip()) if args.seed_steps else None
+    result = build_default(Path(args.out), force=args.force, stage=args.stage, seed_steps=steps)
     print(json.dumps(result))
     return 0
 
@@ -165,6 +197,17 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default=str(DEFAULT_DIR), help="output folder (default: data/default)")
     p.add_argument("--force", action="store_true", help="retrain every stage even if up to date")
+    p.add_argument(
+        "--stage",
+        choices=["all", "seed"],
+        default="all",
+        help="all: model, dictionaries, evaluation, then the seed workspace; seed: only the seed (data/default/seed)",
+    )
+    p.add_argument(
+        "--seed-steps",
+        help="comma-separated seed steps to run (default all: cache,explain,circuits,analyze,write); each is "
+        "resumable and skips what is done",
+    )
     p.set_defaults(run=_run_build)
     p = sub.add_parser("evaluate-default", help="print the default's figures as one JSON line")
     p.add_argument("--root", default=None, help="folder of a default build (default: data/default)")

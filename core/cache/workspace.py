@@ -14,6 +14,7 @@ from pathlib import Path
 from core import store
 from core.cache.plan import CacheParams, WorkspaceMismatchError, plan_corpus_contexts, resolve_dictionaries
 from core.cache.run import _JobLock, job_lock_holder, run_cache
+from core.errors import UserError
 from core.locks import LockHolder, ProcessLock, lock_holder
 from core.paths import DEFAULT_DIR, default_paths
 from core.progress import Progress
@@ -133,11 +134,81 @@ def set_aside_damaged(path: Path = DEFAULT_WORKSPACE) -> Path:
     return aside
 
 
+def user_content(path: Path) -> dict[str, int] | None:
+    """What in workspace `path` the default's builders did not make (so a rebuild must keep it): circuits and their
+    annotations, explanations by another explainer than the offline baseline, LLM replies. Counts of each kind
+    present (empty: nothing), or None if the file cannot be read (then it may hold anything)."""
+    from core.autointerp.explainers import BASELINE_EXPLAINER
+
+    builder = "example builder (automatic)"  # core.circuits.examples.MADE_BY: the default's example circuits
+    queries = {
+        "circuits": f"SELECT count(DISTINCT name) FROM circuit_versions WHERE created_by <> '{builder}'",
+        "circuit annotations": f"SELECT count(*) FROM circuit_node_annotations WHERE author <> '{builder}'",
+        "LLM explanations": f"SELECT count(*) FROM explanations WHERE explainer <> '{BASELINE_EXPLAINER}'",
+        "LLM replies": "SELECT count(*) FROM llm_responses",
+    }
+    out: dict[str, int] = {}
+    try:
+        with store.session(path, timeout=store.READ_TIMEOUT_S) as con:
+            for name, sql in queries.items():
+                try:
+                    n = int(con.execute(sql).fetchone()[0])
+                except Exception:  # a table made by a later migration is missing in an older file
+                    continue
+                if n:
+                    out[name] = n
+    except WorkspaceError:
+        return None
+    return out
+
+
+def _note_path(path: Path) -> Path:
+    return Path(path).with_name(f"{Path(path).stem}-set-aside.json")  # data/default/workspace-set-aside.json
+
+
+def set_aside_notes(path: Path | None = None) -> list[dict]:
+    """Earlier default workspaces (of `path`, default DEFAULT_WORKSPACE) kept aside because they held the user's
+    work, newest first: each {"path", "reason", "content", "when"}; only those whose file still exists."""
+    import json
+
+    try:
+        notes = json.loads(_note_path(path or DEFAULT_WORKSPACE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in notes if isinstance(n, dict) and Path(str(n.get("path"))).exists()][::-1]
+
+
+def _note_set_aside(path: Path, aside: Path, reason: str, content: dict | None) -> None:
+    import json
+
+    note = _note_path(path)
+    try:
+        notes = json.loads(note.read_text())
+    except (OSError, ValueError):
+        notes = []
+    notes.append({"path": str(aside), "reason": reason, "content": content, "when": time.strftime("%Y-%m-%d %H:%M")})
+    tmp = note.with_name(note.name + ".tmp")
+    tmp.write_text(json.dumps(notes, indent=1))
+    os.replace(tmp, note)
+
+
 def _set_aside(path: Path, reason: str) -> Path:
-    """Move a stale default workspace (and its data folder) to NAME.stale.duckdb, replacing an older one."""
+    """Move a stale default workspace (and its data folder) aside so the default can be rebuilt; returns its new path.
+
+    It goes to NAME.stale.duckdb, replacing an older stale one only if that holds nothing the user made
+    (`user_content`); otherwise to NAME.stale-YYYYmmdd-HHMMSS.duckdb. One that holds the user's work (or cannot
+    be read) is recorded in NAME-set-aside.json, which the app reads to say where it is and how to open it."""
     import shutil
 
     stale = path.with_name(f"{path.stem}.stale{path.suffix}")
+    if stale.exists() and user_content(stale) != {}:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stale = path.with_name(f"{path.stem}.stale-{stamp}{path.suffix}")
+        n = 1
+        while stale.exists() or store.data_dir(stale).exists():
+            n += 1
+            stale = path.with_name(f"{path.stem}.stale-{stamp}-{n}{path.suffix}")
+    content = user_content(path)
     with _JobLock(path):  # refuses if a cache job (e.g. a CLI run on this path) is writing it
         for p in (stale, Path(str(stale) + ".wal")):
             p.unlink(missing_ok=True)
@@ -149,6 +220,8 @@ def _set_aside(path: Path, reason: str) -> Path:
         ):
             if src.exists():
                 os.replace(src, dst)
+    if content != {}:
+        _note_set_aside(path, stale, reason, content)
     log.warning("the default workspace %s %s; moved it to %s and building a new one", path, reason, stale)
     return stale
 
@@ -226,8 +299,15 @@ def ensure_default_workspace(
     params: CacheParams = DEFAULT_WORKSPACE_PARAMS,
     wait_timeout: float = DEFAULT_WAIT_S,
     wait_for_other_processes: bool = True,
+    seed: Path | None = None,
 ) -> Path:
     """Build (or finish building) the embedded default's workspace if needed; returns its path.
+
+    With `seed` (the app passes `core.build.seed.SEED_DIR`), a missing workspace is first copied from that
+    shipped seed when it was made from the current default artifacts (`core.build.seed.install_seed`: seconds,
+    no cache run); an unfinished build is replaced by the seed the same way (kept aside if it holds user work).
+    A seed that is missing or does not fit falls back to the build. A folder the process cannot write raises
+    `DataFolderReadOnlyError` (a UserError) naming it and the ways out.
 
     Caches `params.n_tokens` Brown training tokens for every default dictionary plus neuron
     baselines; `progress(phase, done, total)` reports as it goes (the app passes st.progress).
@@ -241,6 +321,7 @@ def ensure_default_workspace(
     path = Path(path)
     if default_workspace_ready(path, root):
         return path
+    _check_writable(path)  # before the build lock: its file goes there too
     with _BuildLock(path, progress, wait_timeout, wait_for_other_processes):
         if default_workspace_ready(path, root):  # another process built it while we waited
             return path
@@ -251,6 +332,14 @@ def ensure_default_workspace(
                 job,
             )
         want = {"source": default_source_fingerprint(root), "params": asdict(params)}
+        seed_usable = False
+        if seed is not None:
+            from core.build.seed import seed_problem
+
+            problem = seed_problem(seed, root)
+            seed_usable = problem is None
+            if problem:
+                log.warning("not using the shipped seed: %s", problem)
         if path.exists():
             try:
                 info = _default_info(path)
@@ -266,6 +355,10 @@ def ensure_default_workspace(
                         if info
                         else "is not a default workspace",
                     )
+                elif seed_usable:  # an unfinished build (e.g. an interrupted first start): the seed is quicker
+                    _set_aside(path, "is an unfinished build; the shipped seed replaces it")
+        if seed_usable and _install_seed(path, seed, root, progress):
+            return path
         import torch
 
         if progress:
@@ -279,6 +372,41 @@ def ensure_default_workspace(
         finally:
             torch.set_num_threads(threads)
     return path
+
+
+class DataFolderReadOnlyError(UserError):
+    """The default workspace's folder cannot be written by this process."""
+
+
+def _check_writable(path: Path) -> None:
+    folder = Path(path).parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataFolderReadOnlyError(
+            f"cannot write the default workspace into {folder}: this user ({os.getuid()}) has no write permission "
+            f"there. Give it write permission (e.g. `chmod u+w {probe}` or run as its owner), or open a workspace "
+            "in a writable folder: `SAE_EXPLORER_WORKSPACE=/path/to/writable/workspace.duckdb ./dev app`"
+        )
+
+
+def _install_seed(path: Path, seed: Path, root: Path | None, progress: Progress | None) -> bool:
+    """Copy the shipped seed to `path` (see core.build.seed.install_seed); False if it failed (then build instead)."""
+    from core.build.seed import SeedError, install_seed
+
+    try:
+        install_seed(path, seed, root, progress)
+    except SeedError as exc:
+        log.warning("the shipped seed could not be installed (%s); building the default workspace instead", exc)
+        return False
+    except PermissionError as exc:
+        raise DataFolderReadOnlyError(
+            f"cannot copy the shipped default workspace into {path.parent}: {exc}. Give this user write permission "
+            "there, or open a workspace in a writable folder: "
+            "`SAE_EXPLORER_WORKSPACE=/path/to/writable/workspace.duckdb ./dev app`"
+        ) from exc
+    return default_workspace_ready(path, root)
 
 
 def _build_default(progress: Progress | None, path: Path, root: Path | None, params: CacheParams, want: dict) -> None:

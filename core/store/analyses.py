@@ -144,3 +144,47 @@ def read_overlap_pairs(
         args += [int(limit), int(offset)]
     with session(workspace) as con:
         return con.execute(sql, args).df()
+
+
+# Narrow reads for the analysis pages: what `core.analysis.analyses` needs without the full score frame.
+
+
+def ok_score_values(workspace: Path):  # -> pandas.DataFrame
+    """The ok scores with a value (not NULL, not NaN) of explanations in the workspace: columns score_id, value."""
+    sql = """SELECT s.score_id, s.value FROM scores s JOIN explanations e ON e.explanation_id = s.explanation_id
+             WHERE s.status = 'ok' AND s.value IS NOT NULL AND NOT isnan(s.value)"""
+    with session(workspace) as con:
+        return con.execute(sql).df()
+
+
+def real_score_summary(workspace: Path) -> tuple[list, list, int, int]:
+    """Who made the workspace's ok scores of real (not baseline-kind) explanations, counted in SQL:
+    ([(explainer, every row a baseline explainer)], [(scorer, scorer_model)] distinct, n scores, n latents)."""
+    base = """FROM scores s JOIN explanations e ON e.explanation_id = s.explanation_id
+              WHERE s.status = 'ok' AND e.baseline IS NULL"""
+    with session(workspace) as con:
+        explainers = con.execute(
+            f"SELECT e.explainer, bool_and(e.is_baseline) {base} AND e.explainer IS NOT NULL GROUP BY e.explainer"
+        ).fetchall()
+        models = con.execute(
+            f"SELECT DISTINCT s.scorer, s.scorer_model {base} AND s.scorer IS NOT NULL AND s.scorer_model IS NOT NULL"
+        ).fetchall()
+        n_scores, n_latents = con.execute(
+            f"SELECT count(*), count(DISTINCT (e.dictionary, e.latent)) {base}"
+        ).fetchone()
+    return explainers, models, int(n_scores), int(n_latents)
+
+
+def workspace_stamp(workspace: Path) -> tuple:
+    """What changes whenever the workspace's tables change: (resolved path, (inode, size, mtime_ns) of the
+    DuckDB file and of its write-ahead log, or None for a missing one). A key for caches of what is read from it."""
+    path = Path(workspace).resolve()
+
+    def stat(p: Path):
+        try:
+            s = p.stat()
+        except OSError:
+            return None
+        return (s.st_ino, s.st_size, s.st_mtime_ns)
+
+    return (str(path), stat(path), stat(Path(str(path) + ".wal")))
