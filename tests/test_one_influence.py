@@ -11,6 +11,8 @@ captured from a scripted LLM), and the exports. Then the one function against ci
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -171,7 +173,12 @@ def test_the_one_influence_is_circuit_tracers_own_function():
     huggingface_hub.constants.HF_HUB_ENABLE_HF_TRANSFER = getattr(
         huggingface_hub.constants, "HF_HUB_ENABLE_HF_TRANSFER", False
     )
-    ct = pytest.importorskip("circuit_tracer.graph", reason="circuit-tracer is not on PYTHONPATH")
+    peers = str(Path(__file__).resolve().parents[1] / ".venv" / "peers")  # where ./dev test installs it
+    sys.path.insert(0, peers)
+    try:
+        ct = pytest.importorskip("circuit_tracer.graph", reason="circuit-tracer is not installed (.venv/peers)")
+    finally:
+        sys.path.remove(peers)
     A = fixed_dag()
     w = torch.zeros(A.shape[0], dtype=torch.float64)
     w[-1], w[-2] = 0.7, 0.3  # two logits weighted by probability, as circuit-tracer weights them
