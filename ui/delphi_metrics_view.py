@@ -14,13 +14,13 @@ from ui.text import literal
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _conventions_table(stamp: tuple):  # -> pandas.DataFrame
-    """`delphi_metrics.conventions_table` of the workspace `stamp` (`workspace_stamp`) names: computed again only
+    """`delphi_metrics.stored_conventions_table` of the workspace `stamp` (`workspace_stamp`) names: read again only
     once the workspace file changes, so a rerun or a second session pays nothing."""
-    return delphi_metrics.conventions_table(Path(stamp[0]))
+    return delphi_metrics.stored_conventions_table(Path(stamp[0]))
 
 
 def conventions_section(ws: Path) -> None:
-    """Heading, the table of `delphi_metrics.conventions_table` and a caption saying how the two conventions differ."""
+    """Heading, the table of `delphi_metrics.conventions_table` (as stored) and a caption saying how the two conventions differ."""
     st.subheader("Accuracy conventions: ours vs delphi")
     try:
         table = _conventions_table(workspace_stamp(ws))

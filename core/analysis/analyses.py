@@ -625,6 +625,9 @@ def analyze_workspace(
 ) -> dict[str, object]:
     """Compute the named analyses from the workspace's scores and store each; returns name -> result or the NotEnoughScores raised.
 
+    When any analysis was stored, also stores the delphi conventions table
+    (`core.autointerp.delphi_metrics.store_conventions`), which the Scores page then reads instead of computing.
+
     `progress("analyses", done, total)` (core.progress) is called before each analysis and at the end.
     """
     from core import store
@@ -653,6 +656,10 @@ def analyze_workspace(
             ),
         )
         out[name] = result
+    if any(not isinstance(r, NotEnoughScores) for r in out.values()):  # stored analyses: the table goes with them
+        from core.autointerp.delphi_metrics import store_conventions
+
+        store_conventions(workspace)  # the Scores page's "ours vs delphi" table, from the same scores
     if progress:
         progress("analyses", len(names), len(names))
     return out

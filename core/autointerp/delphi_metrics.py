@@ -14,11 +14,14 @@ negatives, prediction, truth), failed scores included; (2) `conventions` pools t
 `Confusion` and pairs it with the mean of the ok score values of the same group. Only the scorers whose stored
 value is a balanced accuracy of yes/no predictions (detection, fuzzing and its variants) are compared; with yes/no predictions
 the pooled AUC equals the pooled balanced accuracy (one threshold), as in delphi when no probabilities are stored.
+(3) `store_conventions` (called by `core.analysis.analyses.analyze_workspace`) stores the table with the analyses,
+keyed on `store.scores_state`; `stored_conventions_table` reads it back while the scores are unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -105,9 +108,27 @@ def pooled_metrics(per_latent: list[Confusion]) -> dict[str, float]:
 
 
 def weighted_auc(pred: np.ndarray, truth: np.ndarray, count: np.ndarray) -> float:
-    """AUROC of predictions `pred: [k]` against `truth: [k]` where each (pred, truth) pair occurs `count: [k]` times; NaN if a class is absent."""
+    """AUROC of predictions `pred: [k]` against `truth: [k]` where each (pred, truth) pair occurs `count: [k]` times; NaN if a class is absent.
+
+    `auroc` of the repeated examples, computed from the counts: the examples of the j-th smallest distinct prediction
+    share the average rank (examples before it) + (its examples + 1) / 2. Every rank is a half-integer, so the sums are
+    exact in float64 and the result is the same number `auroc` gives, without expanding the examples (or importing scipy)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    truth = np.asarray(truth, bool)
     count = np.asarray(count, dtype=np.int64)
-    return auroc(np.repeat(np.asarray(pred, dtype=np.float64), count), np.repeat(np.asarray(truth, bool), count))
+    if np.isnan(pred[count > 0]).any():  # auroc's (scipy's) NaN handling
+        return auroc(np.repeat(pred, count), np.repeat(truth, count))
+    n_pos, n_neg = int(count[truth].sum()), int(count[~truth].sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    values, inverse = np.unique(pred, return_inverse=True)
+    per_value = np.zeros(len(values), np.int64)
+    pos_per_value = np.zeros(len(values), np.int64)
+    np.add.at(per_value, inverse, count)
+    np.add.at(pos_per_value, inverse, np.where(truth, count, 0))
+    average_rank = (np.cumsum(per_value) - per_value) + (per_value + 1) / 2.0
+    u = float((pos_per_value * average_rank).sum()) - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
 
 
 @dataclass
@@ -236,15 +257,69 @@ def grouped(counts, scores):  # -> (counts, scores) pandas.DataFrames
     return summed.join(latents, on=_KEYS), scores
 
 
-def conventions_table(workspace):  # -> pandas.DataFrame
-    """The workspace's scores under both conventions, one row per (units, group, scorer, model, negatives),
-    columns named as in `COLUMNS` (each says whose convention it is). Empty frame when nothing is scored."""
+CONVENTIONS_ANALYSIS = "conventions"  # its name among the stored analyses (units "all")
+
+
+def _frame(rows: list[ConventionRow]):  # -> pandas.DataFrame
     import pandas as pd
 
-    from core.store.explanations import score_groups_frame, score_prediction_counts
-
-    rows = conventions(*grouped(score_prediction_counts(workspace), score_groups_frame(workspace)))
     if not rows:
         return pd.DataFrame(columns=list(COLUMNS))
     frame = pd.DataFrame([asdict(r) for r in rows])
     return frame[list(COLUMNS.values())].set_axis(list(COLUMNS), axis=1)
+
+
+def _rows(workspace) -> list[ConventionRow]:
+    from core.store.explanations import score_groups_frame, score_prediction_counts
+
+    return conventions(*grouped(score_prediction_counts(workspace), score_groups_frame(workspace)))
+
+
+def store_conventions(workspace) -> int:
+    """Compute the conventions table (`conventions_table`) and store it with the workspace's analyses, keyed on
+    `store.scores_state`, so that pages read it instead of computing it; returns its number of rows."""
+    from core.store.analyses import AnalysisRecord, scores_state, write_analysis
+
+    state = scores_state(workspace)
+    rows = _rows(workspace)
+    write_analysis(
+        workspace,
+        AnalysisRecord(
+            CONVENTIONS_ANALYSIS,
+            "all",
+            {"columns": [f.name for f in fields(ConventionRow)]},
+            {"rows": [{k: None if v != v else v for k, v in asdict(r).items()} for r in rows]},  # NaN: JSON null
+            sum(r.n_latents_pooled for r in rows),
+            state,
+        ),
+    )
+    return len(rows)
+
+
+def _stored_rows(workspace) -> list[ConventionRow] | None:
+    """The stored conventions rows if they were computed from the workspace's present scores, else None."""
+    from core.store.analyses import read_analyses, scores_state
+
+    records = read_analyses(workspace, name=CONVENTIONS_ANALYSIS, units="all")
+    if not records or records[0].params.get("columns") != [f.name for f in fields(ConventionRow)]:
+        return None
+    if records[0].inputs != scores_state(workspace):
+        return None
+    floats = {f.name for f in fields(ConventionRow) if f.type == "float"}
+    return [
+        ConventionRow(**{k: math.nan if v is None and k in floats else v for k, v in r.items()})
+        for r in records[0].result["rows"]
+    ]
+
+
+def conventions_table(workspace):  # -> pandas.DataFrame
+    """The workspace's scores under both conventions, one row per (units, group, scorer, model, negatives),
+    columns named as in `COLUMNS` (each says whose convention it is). Empty frame when nothing is scored."""
+    return _frame(_rows(workspace))
+
+
+def stored_conventions_table(workspace):  # -> pandas.DataFrame
+    """`conventions_table`, read from the stored analyses when `store_conventions` stored it from the present
+    scores (milliseconds), else computed."""
+    rows = _stored_rows(workspace)
+    return _frame(rows if rows is not None else _rows(workspace))

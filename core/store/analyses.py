@@ -188,3 +188,17 @@ def workspace_stamp(workspace: Path) -> tuple:
         return (s.st_ino, s.st_size, s.st_mtime_ns)
 
     return (str(path), stat(path), stat(Path(str(path) + ".wal")))
+
+
+def scores_state(workspace: Path) -> str:
+    """A cheap fingerprint of every score and scored example of the workspace, computed in SQL: it changes when a
+    score is added, removed or rewritten (status, value, time) or examples are added or removed. It keys results
+    computed from all scores, failed ones included (e.g. the delphi conventions table); a DuckDB whose `hash`
+    differs gives another fingerprint, which only means the result is computed again."""
+    with session(workspace) as con:
+        n, h = con.execute(
+            """SELECT count(*), coalesce(bit_xor(hash(s.score_id, s.status, s.value, s.created_at, e.explanation_id)), 0)
+               FROM scores s JOIN explanations e ON e.explanation_id = s.explanation_id"""
+        ).fetchone()
+        (n_examples,) = con.execute("SELECT count(*) FROM score_examples").fetchone()
+    return f"{n}:{n_examples}:{int(h):016x}"
