@@ -230,3 +230,21 @@ def test_default_model_qk_expansion_adds_qk_edges(default_setup):
     qk = [(u, v) for u, v, d in G.edges(data=True) if d.get("edge_kind") == "qk" or "qk_weight" in d]
     assert qk and all(G.nodes[v]["kind"] == "attn" for _, v in qk)
     assert G.number_of_nodes() >= n_before
+
+
+def test_qk_edges_keep_their_kind_through_the_graph_json(planted):
+    """A saved or exported graph keeps which edges are QK edges (graph_to_json / graph_from_json)."""
+    from core.tracing.graph import graph_from_json, graph_to_json
+    from core.tracing.hierarchical import TraceParams, hierarchical_trace
+    from core.tracing.nodes import LogitTarget
+    from core.tracing.qk import QKParams, expand_qk
+
+    rm, state, info = planted
+    G = hierarchical_trace(rm, state, LogitTarget(info["token"], info["q_pos"]), TraceParams(node_threshold=0.02))
+    expand_qk(rm, state, G, QKParams(qk_threshold=0.1))
+    back = graph_from_json(graph_to_json(G))
+    edge = back.edges[info["key_feature"], info["attn_latent"]]
+    assert edge["edge_kind"] == "qk" and edge["heads"] == [info["head"]]
+    assert {e for e in back.edges if back.edges[e].get("edge_kind") == "qk"} == {
+        e for e in G.edges if G.edges[e].get("edge_kind") == "qk"
+    }

@@ -123,6 +123,10 @@ def _clean(x: Any) -> Any:
     return x
 
 
+# Edge attributes besides `weight` that a graph keeps through JSON: QK edges (core.tracing.qk.expand_qk).
+EDGE_EXTRAS = ("edge_kind", "qk_weight", "heads")
+
+
 def graph_to_json(G: nx.DiGraph, n_layers: int | None = None, scan: str = "default") -> dict[str, Any]:
     """The JSON form of an attribution graph (schema in the module docstring)."""
     n_layers = n_layers if n_layers is not None else G.graph.get("n_layers")
@@ -151,7 +155,15 @@ def graph_to_json(G: nx.DiGraph, n_layers: int | None = None, scan: str = "defau
         }
         entry.update({k: val for k, val in a.items() if k not in ("layer",)})
         nodes.append(_clean(entry))
-    links = [{"source": u, "target": w, "weight": _clean(float(d["weight"]))} for u, w, d in G.edges(data=True)]
+    links = [
+        {
+            "source": u,
+            "target": w,
+            "weight": _clean(float(d["weight"])),
+            **{k: _clean(d[k]) for k in EDGE_EXTRAS if k in d},
+        }
+        for u, w, d in G.edges(data=True)
+    ]
     meta = dict(G.graph)
     meta.setdefault("scan", scan)
     meta.setdefault("slug", _slug(str(meta.get("prompt", "graph"))))
@@ -195,7 +207,10 @@ def graph_from_json(obj: dict[str, Any]) -> nx.DiGraph:
         G.add_node(entry["node_id"], **attrs)
     for link in obj["links"]:
         G.add_edge(
-            link["source"], link["target"], weight=link["weight"] if link["weight"] is not None else float("nan")
+            link["source"],
+            link["target"],
+            weight=link["weight"] if link["weight"] is not None else float("nan"),
+            **{k: link[k] for k in EDGE_EXTRAS if k in link},
         )
     return G
 
