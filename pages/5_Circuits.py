@@ -36,12 +36,20 @@ from core.tracing.influence import graph_influence  # noqa: E402
 from core.tracing.loading import latent_means, means_location, tracing_dictionaries  # noqa: E402
 from ui import circuit_panel, graph_interop_view, graph_view, llm_prune_view, steering_view  # noqa: E402
 from ui.progress import progress_callback  # noqa: E402
-from ui.state import CORE_ERRORS, cached_dictionaries, cached_model, open_workspace_or_stop  # noqa: E402
+from ui.state import (  # noqa: E402
+    CORE_ERRORS,
+    cached_dictionaries,
+    cached_model,
+    is_default_workspace,
+    open_workspace_or_stop,
+)
 from ui.text import code, literal  # noqa: E402
 
 st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
 
 EDGE_OPTIONS = 500  # edges offered in the Remove edges box
+EXAMPLE_TIMEOUT_S = 0.5  # a locked workspace: the example is skipped (tried again on the next run), never waited for
+SEED_WAIT_S = 20.0  # how long a first visit waits for another session's copy of the shipped seed
 WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
 ERRORS = CORE_ERRORS
 TORCH_THREADS = 1
@@ -169,15 +177,20 @@ def open_example_once(ws: Path) -> None:
     the default workspace ships IOI, agreement and brackets examples), so the page starts with a circuit."""
     if S.get("circ.example_checked") or S.get("circ.original") is not None:
         return
-    S["circ.example_checked"] = True
+    # On a first start another session may be copying the shipped seed into place (about a second; the
+    # workspace file appears last): wait for it rather than open an empty page.
+    deadline = time.monotonic() + SEED_WAIT_S
+    while not ws.exists() and is_default_workspace(ws) and time.monotonic() < deadline:
+        time.sleep(0.2)
     try:
-        found = example_circuit_to_open(ws)
+        found = example_circuit_to_open(ws, timeout=EXAMPLE_TIMEOUT_S)
+        S["circ.example_checked"] = True
         if found is None:
             return
         name, version = found
-        v, original = C.load_with_original(ws, name, version, timeout=WRITE_TIMEOUT_S)
+        v, original = C.load_with_original(ws, name, version, timeout=EXAMPLE_TIMEOUT_S)
     except ERRORS:
-        return  # no example to show is not an error: the page offers the trace form
+        return  # no example to show is not an error (a locked workspace: tried again on the next run)
     set_original(original, C.graph_target(original), {"name": name, "version": version, "circuit_id": v.circuit_id}, v)
     flash(
         "info",

@@ -90,16 +90,17 @@ def _example_made_here(workspace: Path, name: str, timeout: float | None = None)
     return first.created_by == MADE_BY
 
 
-def example_circuit_to_open(workspace: Path) -> tuple[str, int] | None:
+def example_circuit_to_open(workspace: Path, timeout: float | None = None) -> tuple[str, int] | None:
     """(name, latest version) of the first example circuit in `workspace` (in `EXAMPLES` order), or None.
 
     Only circuits the example builder made count: a user's circuit that took an example's name is not opened.
+    `timeout`: how long to wait for another process's lock (default the store's; WorkspaceLockedError after).
     """
     if not Path(workspace).exists():
         return None
-    stored = {c.name: c for c in C.list_circuits(workspace)}
+    stored = {c.name: c for c in C.list_circuits(workspace, timeout=timeout)}
     for spec in EXAMPLES:
-        if spec.name in stored and _example_made_here(workspace, spec.name):
+        if spec.name in stored and _example_made_here(workspace, spec.name, timeout):
             return spec.name, int(stored[spec.name].latest_version)
     return None
 
