@@ -143,6 +143,29 @@ def test_explain_now_runs_the_engine_and_shows_the_result(app_workspace, tmp_pat
     assert sorted(zip(table["scorer"], table["value"], strict=True)) == sorted((s.scorer, s.value) for s in scores)
 
 
+def test_explain_now_offers_the_contrastive_explainer_and_the_intruder_scorer(app_workspace, tmp_path):
+    """The button can run the contrastive explainer (offline: its labelled baseline) and the optional intruder
+    scorer, which are not chosen by default."""
+    from app_workspace import copy_workspace
+
+    workspace = copy_workspace(app_workspace, tmp_path)
+    dictionary, latent = "resid:blocks.1.hook_resid_pre", 32
+    at = _page(workspace)
+    at.query_params["dictionary"] = dictionary
+    at.query_params["latent"] = str(latent)
+    at.run()
+    assert "intruder" in at.multiselect(key="explain_scorers").options
+    assert "intruder" not in at.multiselect(key="explain_scorers").value
+    at.multiselect(key="explain_scorers").set_value(["detection", "intruder"])
+    at.checkbox(key="explain_contrastive").check()
+    at.button(key="explain_now").click().run(timeout=600)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    stored = store.explanations_for_latent(workspace, dictionary, latent)
+    assert [(e.explainer, e.is_baseline) for e in stored] == [("baseline:contrastive-token-stats", True)]
+    scores = store.scores_for_explanations(workspace, [stored[0].explanation_id])
+    assert sorted(s.scorer for s in scores) == ["detection", "intruder"]
+
+
 def test_missing_and_locked_workspaces_give_messages(app_workspace, tmp_path, monkeypatch):
     at = _page(tmp_path / "nothing.duckdb").run()
     assert not at.exception

@@ -118,10 +118,11 @@ def render_explain_now(
 ) -> bool:
     """Controls that explain this latent now with `explainer` (a litellm id, or None: the offline baseline) and
     score it with the chosen scorers, showing progress; the engine saves the results. True if it ran."""
-    from core.autointerp.scorers import LLM_SCORERS, SCORERS
+    from core.autointerp.scorers import LLM_SCORERS, OPTIONAL_SCORERS, SCORERS
 
     # Surprisal and intervention run the workspace's own model; a workspace built from another model can't.
     offered = SCORERS if subject_loadable else tuple(s for s in SCORERS if s not in ("surprisal", "intervention"))
+    optional = tuple(OPTIONAL_SCORERS)  # offered, not chosen by default (as on the CLI: `--scorers ...,intruder`)
     with st.expander("Explain now", expanded=False):
         who = literal(explainer) if explainer else literal("the offline baseline explainer (baseline:token-stats)")
         st.caption(
@@ -133,8 +134,14 @@ def render_explain_now(
                 "Surprisal and intervention are not offered: they run the workspace's own model, which can't be loaded here."
             )
         left, right = st.columns([3, 1])
-        scorers = left.multiselect("Scorers", list(offered), default=list(offered), key="explain_scorers")
+        scorers = left.multiselect("Scorers", [*offered, *optional], default=list(offered), key="explain_scorers")
         strategy = right.selectbox("Examples", ["top", "random", "quantile"], key="explain_strategy")
+        contrastive = st.checkbox(
+            "Contrastive explainer",
+            key="explain_contrastive",
+            help="Show the explainer near misses too: windows of the latent's typical tokens where it is silent "
+            "(offline: the baseline baseline:contrastive-token-stats).",
+        )
         if not st.button("Explain and score this latent", key="explain_now", type="primary"):
             return False
         from core.autointerp.engine import explain_and_score_latent
@@ -150,6 +157,7 @@ def render_explain_now(
                     progress=progress_bar("starting"),
                     strategy=strategy,
                     scorer_model=explainer,
+                    contrastive=contrastive,
                 )
             status.update(label="Explained and scored; saved in the workspace", state="complete", expanded=False)
     return True

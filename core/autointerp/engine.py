@@ -652,12 +652,18 @@ def explain_and_score_latent(
     progress: Progress | None = None,
     strategy: str = "top",
     scorer_model: str | None = None,
+    contrastive: bool = False,
 ) -> list[ExplanationRecord]:
     """Explain one latent now (LLM `explainer_model`, or the baseline when None) and score it with `scorers`
     (`scorer_model` for those that can use an LLM, else offline judges); returns the latent's explanations.
+    `contrastive`: the contrastive explainer (near misses shown too; offline, the contrastive baseline).
     For the app: a missing API key raises a UserError naming the variable before any work."""
+    from core.autointerp.explainers import CONTRASTIVE_BASELINE, ExplainerParams
+
+    explainer = explainer_model or (CONTRASTIVE_BASELINE if contrastive else BASELINE_EXPLAINER)
     spec = RunSpec(
-        explainer=explainer_model or BASELINE_EXPLAINER,
+        explainer=explainer,
+        explainer_params=ExplainerParams(contrastive=contrastive and explainer != CONTRASTIVE_BASELINE),
         sampling=SamplingParams(strategy=strategy),
         scorers=tuple(scorers),
         scorer_model=scorer_model,
