@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from qk_helpers import planted_qk_model
@@ -248,3 +250,20 @@ def test_qk_edges_keep_their_kind_through_the_graph_json(planted):
     assert {e for e in back.edges if back.edges[e].get("edge_kind") == "qk"} == {
         e for e in G.edges if G.edges[e].get("edge_kind") == "qk"
     }
+
+
+def test_trace_command_with_qk_adds_qk_edges_and_refuses_bad_params(tmp_path, capsys):
+    """`python -m core trace --qk` traces with QK expansion (its JSON summary counts the QK edges, the saved
+    graph keeps their kind); a bad --qk-threshold is one error line before anything loads."""
+    from core.cli import main
+    from core.tracing.graph import load_graph
+
+    out = tmp_path / "g.json"
+    argv = ["trace", "--prompt", "When Mary and John went to the store, John gave a drink to", "--target", " Mary"]
+    assert main([*argv, "--contrast", " John", "--qk", "--no-faithfulness", "--json", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    G = load_graph(out)
+    n_qk = sum(1 for *_, d in G.edges(data=True) if d.get("edge_kind") == "qk")
+    assert summary["n_qk_edges"] == n_qk and n_qk > 0
+    assert main([*argv, "--qk", "--qk-threshold", "2", "--no-faithfulness"]) == 2
+    assert "qk_threshold must be in [0, 1)" in capsys.readouterr().err

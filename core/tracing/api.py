@@ -27,6 +27,7 @@ from core.tracing.ablation import AblationKind, FaithfulnessResult, circuit_fait
 from core.tracing.graph import circuit_features, graph_summary
 from core.tracing.hierarchical import TraceParams, hierarchical_trace
 from core.tracing.nodes import LatentTarget, LogitTarget, Target
+from core.tracing.qk import QKParams, expand_qk
 from core.tracing.replacement import ReplacementModel, logit_target
 from core.tracing.timing import phase, report
 
@@ -52,6 +53,8 @@ class TraceResult:
         """Plain-JSON summary: graph counts and top edges, faithfulness, timings."""
         out = graph_summary(self.graph)
         out["n_backward"] = self.graph.graph.get("n_backward")
+        if "qk_params" in self.graph.graph:
+            out["n_qk_edges"] = sum(1 for *_, d in self.graph.edges(data=True) if d.get("edge_kind") == "qk")
         out["faithfulness"] = self.faithfulness.to_json() if self.faithfulness else None
         if self.full_graph_backward is not None:
             out["full_graph_backward"] = self.full_graph_backward
@@ -137,6 +140,7 @@ def trace_prompt(
     with_full_graph: bool = False,
     progress: Progress | None = None,
     active_only: bool = False,
+    qk: QKParams | None = None,
 ) -> TraceResult:
     """Trace `prompt` from a token's logit (or a logit difference with `contrast`, or a latent's pre-activation).
 
@@ -146,6 +150,8 @@ def trace_prompt(
     warning in `TraceResult.warnings` (also logged).
     For mean ablation pass `means` ({dictionary id: [d_sae]}) or a `corpus_path` to compute them;
     `active_only` leaves inactive latents at 0 instead of their mean (see `ablation.metric_values`).
+    `qk`: also add the nodes that steer the graph's attention latents through queries and keys
+    (`core.tracing.qk.expand_qk`: edges of kind "qk"), before faithfulness is measured.
     """
     params = params or TraceParams()
     timings: dict[str, float] = {}
@@ -161,6 +167,9 @@ def trace_prompt(
         state = rm.prepare(tokens)
     G = hierarchical_trace(rm, state, tgt, params, progress=_scaled(progress, 0.05, 0.6), prompt=prompt)
     timings.update({f"trace.{k}": v for k, v in G.graph["timings"].items()})
+    if qk is not None:
+        with phase("qk", timings, log):
+            expand_qk(rm, state, G, qk)
     if isinstance(tgt, LogitTarget):  # the target's probability, for labels and graph exports (`Output " x" (p=…)`)
         G.graph["target_probability"] = float(state.logits[tgt.position].softmax(-1)[tgt.token])
     result = TraceResult(G, tgt, timings=timings, warnings=warnings)

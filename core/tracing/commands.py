@@ -32,11 +32,21 @@ def _parse_latent(text: str | None) -> tuple[str, int] | None:
     return dict_id, int(latent)
 
 
+def _qk_params(args):
+    """QKParams from `--qk`, `--qk-threshold` and `--qk-latents-only` (None without `--qk`)."""
+    from core.tracing.qk import QKParams
+
+    if not args.qk:
+        return None
+    return QKParams(qk_threshold=args.qk_threshold, latents_only=args.qk_latents_only)  # ValueError: one line
+
+
 def run_trace(args) -> int:
     """`trace`: hierarchical trace of one prompt, its faithfulness, and optionally the graph JSON."""
     from core.tracing.api import trace_prompt
     from core.tracing.graph import save_graph
 
+    qk = _qk_params(args)  # checked before anything loads
     model, dicts, root = load_subject(args)
     means = ablation_means(args, model, dicts, root) if not args.no_faithfulness else None
     result = trace_prompt(
@@ -53,6 +63,7 @@ def run_trace(args) -> int:
         ablation=args.ablation,
         with_full_graph=args.full,
         active_only=args.active_only,
+        qk=qk,
     )
     if args.out:
         save_graph(result.graph, Path(args.out))
@@ -67,6 +78,8 @@ def run_trace(args) -> int:
         f"graph: {summary['n_nodes']} nodes ({summary['n_latents']} latents), {summary['n_edges']} edges, "
         f"{summary['n_backward']} backward passes, {summary['timings'].get('total', 0):.2f} s"
     )
+    if "n_qk_edges" in summary:
+        print(f"QK expansion: {summary['n_qk_edges']} edges through queries and keys")
     for e in summary["top_edges_into_target"]:
         print(f"  {e['source']:<32} {e['weight']:+.4f}")
     f = summary["faithfulness"]
@@ -148,6 +161,13 @@ def register(subparsers) -> None:
         "--full", action="store_true", help="also build the full attribution graph (counts its backward passes)"
     )
     p.add_argument("--out", help="write the graph JSON here")
+    p.add_argument(
+        "--qk",
+        action="store_true",
+        help="also add the nodes that steer attention latents through queries and keys (edges of kind 'qk')",
+    )
+    p.add_argument("--qk-threshold", type=float, default=0.05, help="with --qk: minimum share of a latent's effects")
+    p.add_argument("--qk-latents-only", action="store_true", help="with --qk: rank only latent contributors")
     p.set_defaults(run=run_trace)
 
     c = subparsers.add_parser(
