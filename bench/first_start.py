@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser.serve import OFFLINE_ENV, free_port, launch_chromium  # noqa: E402
+from tests.browser.serve import OFFLINE_ENV, free_port, launch_chromium, streamlit_command  # noqa: E402
 
 # JavaScript checks, evaluated in each page's main frame: true once the page shows its content.
 HAS = "document.querySelectorAll('[data-testid=\"{}\"]').length"
@@ -93,23 +93,7 @@ def probe_latent(seed_workspace: Path) -> tuple[str, int]:
 
 def start_server(copy: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [
-        str(copy / ".venv" / "bin" / "python"),
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    cmd = streamlit_command(port, python=str(copy / ".venv" / "bin" / "python"))
     env = {**os.environ, **OFFLINE_ENV}
     env.pop("SAE_EXPLORER_WORKSPACE", None)
     env.pop("SAE_EXPLORER_DATA", None)

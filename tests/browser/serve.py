@@ -70,13 +70,10 @@ class ServedApp:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def serve_app(log: Path, env: dict[str, str] | None = None, timeout: float = 180.0) -> Iterator[ServedApp]:
-    """Run `streamlit run app.py` headless on a free 127.0.0.1 port (output to `log`); yields it once
-    /_stcore/health answers, and stops the server (its whole process group) on exit."""
-    port = free_port()
-    cmd = [
-        sys.executable,
+def streamlit_command(port: int, python: str = sys.executable) -> list[str]:
+    """`python -m streamlit run app.py`, headless, on 127.0.0.1:`port`, no usage statistics, no file watcher."""
+    return [
+        python,
         "-m",
         "streamlit",
         "run",
@@ -92,6 +89,14 @@ def serve_app(log: Path, env: dict[str, str] | None = None, timeout: float = 180
         "--server.fileWatcherType",
         "none",
     ]
+
+
+@contextmanager
+def serve_app(log: Path, env: dict[str, str] | None = None, timeout: float = 180.0) -> Iterator[ServedApp]:
+    """Run `streamlit run app.py` headless on a free 127.0.0.1 port (output to `log`); yields it once
+    /_stcore/health answers, and stops the server (its whole process group) on exit."""
+    port = free_port()
+    cmd = streamlit_command(port)
     with Path(log).open("w") as out:
         proc = subprocess.Popen(
             cmd,
