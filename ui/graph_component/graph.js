@@ -191,7 +191,7 @@ function build(newSpec) {
     var p = network.getViewPosition();
     network.moveTo({ position: { x: p.x - 28 / sc, y: p.y + 14 / sc }, scale: sc, animation: false });
   }
-  setHeight(spec.height + 30);
+  setHeight(spec.height + document.getElementById("hint").offsetHeight + 10);
 }
 
 function setSelection(ids) {
