@@ -10,10 +10,10 @@ Measured in one run, on the same batches of Brown training text:
   timed before and after the job and averaged, so a drifting background load cancels out.
 - job: `run_cache` into a fresh workspace, start to finish: fingerprints, contexts, extraction of
   positive activations, scratch chunks, merge into per-dictionary Parquet files, statistics
-  (deciles, histograms, top tokens, output tokens through W_U) and commits.
+  (deciles, histograms, top tokens) and commits. The output tokens (W_dec @ W_U, weights only) are
+  a separate step after the job (`core.cache.outputs`), timed on their own as output_tokens_s.
 ratio = (tokens/s of the job) / (tokens/s of base), by wall clock. The job's storage work runs
-on one thread per core between forward passes, and finalisation (with the output tokens) two
-dictionaries at a time. cpu_ratio = CPU seconds of base / CPU seconds of the job (all threads):
+on one thread per core between forward passes, and finalisation two dictionaries at a time. cpu_ratio = CPU seconds of base / CPU seconds of the job (all threads):
 the same figure without parallelism, and nearly unaffected by other processes. Check load_average: wall-clock
 figures taken while other jobs compete for the cores understate the job.
 The last line printed is one JSON object.
@@ -58,6 +58,7 @@ def main() -> None:
     from cache_subject import gpt2_small_shape_subject, load_subject_model, subject_dictionaries
 
     from core.cache.compute import dictionary_input, encode_slices, forward_hooks, reuse_freed_memory, source_hooks
+    from core.cache.outputs import add_output_tokens
     from core.cache.plan import CacheParams, plan_corpus_contexts
     from core.cache.run import run_cache
     from core.paths import default_paths
@@ -97,8 +98,12 @@ def main() -> None:
     (t_base1, c_base1) = base()
     with tempfile.TemporaryDirectory() as tmp:
         t, c = time.perf_counter(), time.process_time()
-        result = run_cache(model, dicts, Path(tmp) / "bench.duckdb", plan, params, model_name="default")
+        ws = Path(tmp) / "bench.duckdb"
+        result = run_cache(model, dicts, ws, plan, params, model_name="default", output_tokens=False)
         t_job, c_job = time.perf_counter() - t, time.process_time() - c
+        t = time.perf_counter()
+        add_output_tokens(ws, model, dicts, params.n_output_tokens)  # after the job: weights only
+        t_outputs = time.perf_counter() - t
         ws_bytes = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
     (t_base2, c_base2) = base()
     t_base, c_base = (t_base1 + t_base2) / 2, (c_base1 + c_base2) / 2
@@ -129,6 +134,7 @@ def main() -> None:
                 "tokens": n,
                 "tokens_per_s_job": round(n / t_job, 1),
                 "tokens_per_s_base": round(n / t_base, 1),
+                "output_tokens_s": round(t_outputs, 2),
                 "activations": rows,
                 "bytes_per_activation": round(act_bytes / rows, 3),
                 "workspace_bytes_per_activation": round(ws_bytes / rows, 3),

@@ -9,6 +9,12 @@ explanations, random-explanation rows, every live latent of every dictionary. Wi
 it runs only N seeded latents per dictionary (and no random-direction latents) and extrapolates
 the stage's time to every live latent plus the default's random latents, per latent scored.
 The workspace gets the rows (they are the job's rows: a later job skips them). Last line: one JSON object.
+
+It also reports how well the offline explainer (`baseline:token-stats`, its current version) does against its own
+baseline: per classifier scorer run (detection, fuzzing), `beats_random_share` is the share of latents scored both
+ways whose explanation scores strictly higher than the random-explanation row (another latent's explanation scored
+on this latent's examples), with the means of both and the share of ties. `--scorers detection,fuzzing` runs just
+those scorers of a stage. Run it on a copy: e.g. the seed installed in /tmp (`core.build.seed.install_seed`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,38 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+def beats_random(
+    workspace: Path, scorers: tuple[str, ...] = ("detection", "fuzzing"), negatives: str | None = None
+) -> dict:
+    """Per scorer, for scores made with `negatives` (default: random+hard): the share of latents whose current `baseline:token-stats` explanation scores strictly higher than
+    its random-explanation row (default negatives), the share of ties, and both means; over real latents only."""
+    from core import store
+    from core.autointerp.examples import DEFAULT_NEGATIVES
+    from core.autointerp.explainers import BASELINE_EXPLAINER, RANDOM_EXPLANATION, TOKEN_STATS_VERSION
+
+    s = store.scores_frame(workspace, status="ok")
+    s = s[(s["explainer"] == BASELINE_EXPLAINER) & (s["explainer_prompt_version"] == TOKEN_STATS_VERSION)]
+    kind = negatives or DEFAULT_NEGATIVES
+    s = s[s["params"].map(lambda p: json.loads(p).get("negatives", DEFAULT_NEGATIVES)) == kind]
+    out: dict = {}
+    for scorer in scorers:
+        x = s[s["scorer"] == scorer]
+        key = ["dictionary", "latent"]
+        real = x[x["baseline"].isna()].groupby(key)["value"].mean()
+        rnd = x[x["baseline"] == RANDOM_EXPLANATION].groupby(key)["value"].mean()
+        both = real.to_frame("real").join(rnd.to_frame("random"), how="inner")
+        if both.empty:
+            continue
+        out[scorer] = {
+            "latents": len(both),
+            "beats_random_share": round(float((both["real"] > both["random"]).mean()), 4),
+            "ties_share": round(float((both["real"] == both["random"]).mean()), 4),
+            "mean": round(float(both["real"].mean()), 4),
+            "random_explanation_mean": round(float(both["random"].mean()), 4),
+        }
+    return out
+
+
 def main() -> None:
     from core import store
     from core.autointerp.default import DEFAULT_SPEC, STAGES, stage_spec
@@ -36,6 +74,8 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--sample", type=int, help="latents per dictionary (default: all live latents)")
     ap.add_argument("--dictionary", nargs="+", help="only these dictionaries (with --sample; default: all)")
+    ap.add_argument("--scorers", help="only these scorers of each stage, comma-separated (e.g. detection,fuzzing)")
+    ap.add_argument("--share-only", action="store_true", help="run nothing: report beats_random_share from stored rows")
     args = ap.parse_args()
     ws = Path(args.workspace)
     every = [d.id for d in store.list_dictionaries(ws, ready_only=True)]
@@ -49,8 +89,10 @@ def main() -> None:
         "live_latents": live,
         "latents_in_full_stage": total,
     }
-    for stage in args.stages.split(","):
+    for stage in [] if args.share_only else args.stages.split(","):
         spec = stage_spec(stage)
+        if args.scorers:
+            spec = replace(spec, scorers=tuple(x for x in spec.scorers if x in args.scorers.split(",")))
         if args.sample:
             spec = replace(spec, random_latents=0)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -73,6 +115,10 @@ def main() -> None:
             f"full stage ~{per * total / 60:.0f} min for {total:,} latents",
             flush=True,
         )
+    result["beats_random_share"] = beats_random(ws)
+    for kind in ("neighbours:cooccurrence", "neighbours:decoder", "neighbours:encoder"):  # if such rows are stored
+        if got := beats_random(ws, negatives=kind):
+            result[f"beats_random_share ({kind})"] = got
     result["load_average"] = round(os.getloadavg()[0], 2)
     result["sample"] = args.sample
     print(json.dumps(result))

@@ -17,6 +17,16 @@ Runs the project's own commands, each resumable (rerunning skips what is stored)
 3. `python -m core report`: stores every analysis and layer overlap in the workspace and writes
    report.md with the claims table.
 Prints the report; last line: one JSON object with the report's path and the seconds each step took.
+
+    python bench/paper_claims.py --compare-negatives neighbours:cooccurrence --workspace COPY [--sample 24]
+
+instead re-runs the claims table with neighbour negatives beside random ones on an existing workspace (a copy:
+e.g. the seed installed in /tmp with `core.build.seed.install_seed`; it gets score rows): the same seeded sample of
+latents per dictionary (strategy top, the offline explainer, random-explanation and `--random-latents` random-latent
+baselines) is scored by detection and fuzzing once with random + typical-token negatives and once with
+the given neighbour negatives; `core.analysis.claims.claims_by_negatives` computes the table for each (in memory, on
+the latents scored both ways) and the last line is one JSON object listing each claim's verdict under both and
+whether it moved.
 """
 
 from __future__ import annotations
@@ -47,7 +57,13 @@ def main() -> None:
     ap.add_argument("--random-latents", type=int, default=32)
     ap.add_argument("--workspace", type=Path, default=ROOT / "data" / "_build" / "paper_claims.duckdb")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "paper_claims")
+    ap.add_argument(
+        "--compare-negatives", help="e.g. neighbours:cooccurrence: claims with these negatives beside random ones"
+    )
     args = ap.parse_args()
+    if args.compare_negatives:
+        compare_negatives(args.workspace, args.compare_negatives, args.sample, args.random_latents)
+        return
 
     from core.cli import main as core_main
 
@@ -96,6 +112,47 @@ def main() -> None:
     report_md = args.out / "report.md"
     print(report_md.read_text())
     print(json.dumps({"workspace": ws, "report": str(report_md), "seconds": seconds}))
+
+
+def compare_negatives(workspace: Path, negatives: str, sample: int, random_latents: int) -> None:
+    """Score a sample with default and `negatives` negatives, then print the claims table's verdicts under both."""
+    from dataclasses import replace
+
+    from core import store
+    from core.analysis.claims import claims_by_negatives, verdict_moves
+    from core.autointerp.engine import RunSpec, run
+    from core.autointerp.examples import DEFAULT_NEGATIVES
+    from core.autointerp.explainers import TOKEN_STATS_VERSION
+
+    if not workspace.exists():
+        raise SystemExit(f"error: {workspace} does not exist")
+    dicts = [d.id for d in store.list_dictionaries(workspace, ready_only=True)]
+    seconds: dict[str, float] = {}
+    base = RunSpec(scorers=("detection", "fuzzing"), random_latents=random_latents, chunk=512)
+    for kind in (DEFAULT_NEGATIVES, negatives):
+        t0 = time.perf_counter()
+        run(workspace, dicts, replace(base, negatives=kind), sample=sample)
+        seconds[kind] = round(time.perf_counter() - t0, 1)
+        print(f"== scored {kind} in {seconds[kind]} s", flush=True)
+    t0 = time.perf_counter()
+    tables = claims_by_negatives(workspace, (DEFAULT_NEGATIVES, negatives), TOKEN_STATS_VERSION)
+    rows = verdict_moves(tables)
+    seconds["claims"] = round(time.perf_counter() - t0, 1)
+    for r in rows:
+        flag = "MOVED" if r["moved"] else "same "
+        print(flag, r["claim"][:70], "|", " | ".join(f"{k}: {r[k]['verdict']} ({r[k]['ours']})" for k in tables))
+    print(
+        json.dumps(
+            {
+                "workspace": str(workspace),
+                "negatives": negatives,
+                "sample": sample,
+                "claims": rows,
+                "moved": sum(r["moved"] for r in rows),
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

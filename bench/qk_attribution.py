@@ -20,8 +20,13 @@ Measured in one run:
   those `expand_qk` adds) and of attribution patching at the same size per prompt
   (`ioi_f_hier_qk`, `ioi_f_atp`, aligned with `sizes`, the mean latents per prompt); the plain
   hierarchical circuits and attribution patching at their sizes are reported beside them
-  (`ioi_sizes_hier`, `ioi_f_hier`, `ioi_f_atp_at_hier`). This is a bench-side measurement: the
-  `circuits` command does not run hierarchical+QK yet.
+  (`ioi_sizes_hier`, `ioi_f_hier`, `ioi_f_atp_at_hier`). The same comparison over a task's sweep
+  is `python -m core circuits --task ioi --qk` (`core.tracing.dataset.compare_methods(qk=...)`).
+- why attribution patching leads, at each point: the share of its picks (at the hier+QK size) that are
+  inactive on their prompt (`ioi_atp_inactive_share`: hierarchical tracing and QK expansion only ever
+  pick active latents) and that are layer-0 attention latents (`ioi_atp_l0_attn_share`, beside
+  `ioi_hier_qk_l0_attn_share`), and attribution patching restricted to active latents at the same
+  size (`ioi_f_atp_active`), all under the same standard mean ablation.
 The last line printed is one JSON object with every figure.
 """
 
@@ -125,7 +130,7 @@ def main() -> None:
 def ioi_comparison(rm, root, n: int, qk_params, means_windows: int) -> dict:
     """Faithfulness of hierarchical, hierarchical+QK and attribution patching on `n` IOI items (see the docstring)."""
     from core.tracing.ablation import faithfulness_of_sets, metric_values
-    from core.tracing.baselines import attribution_patching_scores, top_features
+    from core.tracing.baselines import active_features, attribution_patching_scores, top_features
     from core.tracing.dataset import DEFAULT_SWEEP, load_task_items, padded_tokens, prepare_items
     from core.tracing.graph import circuit_features
     from core.tracing.hierarchical import hierarchical_trace
@@ -143,6 +148,15 @@ def ioi_comparison(rm, root, n: int, qk_params, means_windows: int) -> dict:
     atp = [attribution_patching_scores(model, dicts, p.state.tokens, p.target, means) for p in prepared]
     res: dict[str, list] = {k: [] for k in ("sizes", "ioi_f_hier_qk", "ioi_f_atp", "ioi_sizes_hier", "ioi_f_hier")}
     res["ioi_f_atp_at_hier"] = []
+    for key in ("ioi_f_atp_active", "ioi_atp_inactive_share", "ioi_atp_l0_attn_share", "ioi_hier_qk_l0_attn_share"):
+        res[key] = []
+    active = [active_features(p.state) for p in prepared]
+    l0_attn = next((d.id for d in dicts if d.kind == "attn" and ".0." in d.hook_in), None)
+
+    def share(sets, keep) -> float:
+        n = sum(map(len, sets))
+        return round(sum(1 for c in sets for f in c if keep(f)) / n, 4) if n else 0.0
+
     for params in DEFAULT_SWEEP:
         hier, hq = [], []
         for p in prepared:
@@ -152,12 +166,23 @@ def ioi_comparison(rm, root, n: int, qk_params, means_windows: int) -> dict:
             hq.append(circuit_features(G))
         atp_q = [top_features(s, len(c)) for s, c in zip(atp, hq, strict=True)]
         atp_h = [top_features(s, len(c)) for s, c in zip(atp, hier, strict=True)]
+        atp_a = [top_features(s, len(c), a) for s, c, a in zip(atp, hq, active, strict=True)]
         f = faithfulness_of_sets(
-            model, dicts, tokens, targets, [hq, atp_q, hier, atp_h], means, "mean", (m_full, m_empty)
+            model, dicts, tokens, targets, [hq, atp_q, hier, atp_h, atp_a], means, "mean", (m_full, m_empty)
         )
+        res["ioi_f_atp_active"].append(round(f[4].faithfulness, 4))
+        res["ioi_atp_inactive_share"].append(
+            round(
+                1
+                - sum(len(set(c) & set(a)) for c, a in zip(atp_q, active, strict=True)) / max(1, sum(map(len, atp_q))),
+                4,
+            )
+        )
+        res["ioi_atp_l0_attn_share"].append(share(atp_q, lambda f: f[0] == l0_attn))
+        res["ioi_hier_qk_l0_attn_share"].append(share(hq, lambda f: f[0] == l0_attn))
         res["sizes"].append(round(sum(map(len, hq)) / len(hq), 1))
         res["ioi_sizes_hier"].append(round(sum(map(len, hier)) / len(hier), 1))
-        for key, r in zip(("ioi_f_hier_qk", "ioi_f_atp", "ioi_f_hier", "ioi_f_atp_at_hier"), f, strict=True):
+        for key, r in zip(("ioi_f_hier_qk", "ioi_f_atp", "ioi_f_hier", "ioi_f_atp_at_hier"), f[:4], strict=True):
             res[key].append(round(r.faithfulness, 4))
         print(
             f"IOI node_threshold {params.node_threshold}: hier+QK {res['sizes'][-1]} latents f={f[0].faithfulness:.3f}"

@@ -4,7 +4,9 @@
 
 IOI and SVA accuracy of a default build on four item sets each: training or held-out
 names (IOI) / subject nouns (SVA), crossed with training or held-out templates. The evaluation
-figure of `evaluate-default` is the held-out × held-out cell. Last line: one JSON object.
+figure of `evaluate-default` is the held-out × held-out cell. Then the generalisation sets of
+`core.build.generalisation` (names, nouns, frames and bracket shapes no task text has; also in
+`evaluate-default` under `generalisation`), `--items` each. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.build.evaluate import task_accuracy  # noqa: E402
+from core.build.pipeline import generalisation_figures, validation_data  # noqa: E402
 from core.build.tasks import TaskSplit, ioi_item, sva_item  # noqa: E402
 from core.subjects.dictionaries import read_manifest  # noqa: E402
 from core.subjects.models import load_default_model  # noqa: E402
@@ -53,6 +56,9 @@ def main() -> None:
                 result[f"sva_{who}_nouns_{templates}_templates"],
                 flush=True,
             )
+    _, sentences, _ = validation_data(root)
+    result["generalisation"] = generalisation_figures(model, split, sentences, args.items)
+    print(json.dumps(result["generalisation"]), flush=True)
     print(json.dumps({"root": str(root or "data/default"), "items": args.items, **result}))
 
 

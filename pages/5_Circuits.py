@@ -33,23 +33,29 @@ from core.circuits.examples import example_circuit_to_open  # noqa: E402
 from core.circuits.saved import join_sentences  # noqa: E402
 from core.circuits.supernodes import Supernode  # noqa: E402
 from core.tracing.influence import graph_influence  # noqa: E402
-from core.tracing.loading import latent_means, means_location, tracing_dictionaries  # noqa: E402
-from ui import circuit_panel, graph_interop_view, graph_view, llm_prune_view, steering_view  # noqa: E402
+from core.tracing.loading import (  # noqa: E402
+    hub_sources_from_env,
+    latent_means,
+    load_tracing_subject,
+    means_location,
+    tracing_dictionaries,
+)
+from ui import circuit_panel, graph_interop_view, graph_view, llm_prune_view, qk_view, steering_view  # noqa: E402
 from ui.progress import progress_callback  # noqa: E402
 from ui.state import (  # noqa: E402
     CORE_ERRORS,
     cached_dictionaries,
     cached_model,
-    is_default_workspace,
+    model_set,
     open_workspace_or_stop,
 )
 from ui.text import code, literal  # noqa: E402
 
+ui.boot.freeze_imports()  # this page's own imports (the tracer, the graph view) stay for the server's life
 st.set_page_config(page_title="Circuits · SAE Circuit Explorer", layout="wide")
 
 EDGE_OPTIONS = 500  # edges offered in the Remove edges box
 EXAMPLE_TIMEOUT_S = 0.5  # a locked workspace: the example is skipped (tried again on the next run), never waited for
-SEED_WAIT_S = 20.0  # how long a first visit waits for another session's copy of the shipped seed
 WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
 ERRORS = CORE_ERRORS
 TORCH_THREADS = 1
@@ -57,14 +63,28 @@ S = st.session_state
 
 
 def engine():
-    """The default model and the dictionaries a trace uses (attention SAEs, transcoders), cached per server process."""
+    """The model of the model set (Home's choice, else the workspace's model) and the dictionaries a trace uses
+    (attention SAEs, transcoders), cached per server process. For gpt2 the releases and transcoder folder come
+    from $SAE_EXPLORER_RELEASES and $SAE_EXPLORER_TRANSCODER_DIR (`core.tracing.loading.hub_sources_from_env`)."""
     import torch
 
     # One intra-op thread: the default model's matrices are small, and on a small machine shared with
     # the browser and other sessions, two spinning OpenMP threads per trace oversubscribe the cores
     # (measured in the served app on 2 busy cores: four traces took 7.2-22.1 s with 2 threads, 1.3-2.4 s with 1).
     torch.set_num_threads(TORCH_THREADS)
-    return cached_model("default"), tracing_dictionaries(cached_dictionaries("default").values())
+    name = model_set()
+    if name == "default":
+        return cached_model("default"), tracing_dictionaries(cached_dictionaries("default").values())
+    releases, transcoder_dir = hub_sources_from_env()
+    return cached_hub_engine(name, tuple(releases) if releases else None, str(transcoder_dir or ""))
+
+
+@st.cache_resource(show_spinner="Loading the model and its transcoders…", max_entries=1)
+def cached_hub_engine(name: str, releases: tuple[str, ...] | None, transcoder_dir: str):
+    """(model, attention SAEs and transcoders) of a hub model (`core.tracing.loading.load_tracing_subject`), per server process."""
+    return load_tracing_subject(
+        name, list(releases) if releases else None, Path(transcoder_dir) if transcoder_dir else None
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -177,11 +197,21 @@ def open_example_once(ws: Path) -> None:
     the default workspace ships IOI, agreement and brackets examples), so the page starts with a circuit."""
     if S.get("circ.example_checked") or S.get("circ.original") is not None:
         return
-    # On a first start another session may be copying the shipped seed into place (about a second; the
-    # workspace file appears last): wait for it rather than open an empty page.
-    deadline = time.monotonic() + SEED_WAIT_S
-    while not ws.exists() and is_default_workspace(ws) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # On a first start another session may be copying the shipped seed into place (about a second): wait for
+    # it (once per session) rather than open an empty page.
+    if not S.get("circ.seed_waited") and ui.boot.default_being_set_up(ws):
+        S["circ.seed_waited"] = True
+        with st.spinner("Waiting for the default workspace: another tab of this app is copying it into place…"):
+            ready = ui.boot.wait_for_default(ws)
+        if not ready:
+            flash(
+                "info",
+                "The default workspace is still being set up by another tab of this app; its example circuit opens "
+                "here once it is ready (on your next click, or reload the page). You can trace a prompt meanwhile.",
+            )
+            return  # not checked: looked for again on the next run
+    if not ws.exists() and ui.boot.default_being_set_up(ws):
+        return  # still being set up: looked for again on the next run
     try:
         found = example_circuit_to_open(ws, timeout=EXAMPLE_TIMEOUT_S)
         S["circ.example_checked"] = True
@@ -299,11 +329,28 @@ with st.form("circ.trace_form"):
             "Node threshold (share of |direct effect|)", 0.0, 0.99, 0.02, 0.005, format="%.3f", key="circ.trace_thr"
         )
         max_latents = d2.number_input("Max latents", 1, 2000, 200, 10, key="circ.max_latents")
+        q1, q2 = st.columns(2)
+        trace_qk = q1.checkbox(
+            "Expand along QK edges",
+            key="circ.trace_qk",
+            help="Also add the nodes that steer the attention latents' heads through their queries and keys "
+            "(core.tracing.qk.expand_qk): hierarchical tracing freezes attention patterns and misses them otherwise.",
+        )
+        trace_qk_thr = q2.number_input(
+            "QK threshold (share of a latent's |direct effect|)",
+            0.0,
+            0.99,
+            0.05,
+            0.01,
+            format="%.3f",
+            key="circ.trace_qk_thr",
+        )
     submitted = st.form_submit_button("Trace", type="primary")
 
 if submitted:
     from core.tracing.api import trace_prompt
     from core.tracing.hierarchical import TraceParams
+    from core.tracing.qk import QKParams
 
     with st.status("Tracing…", expanded=True) as status:
         bar = st.progress(0.0, text="loading the model and dictionaries")
@@ -325,6 +372,7 @@ if submitted:
                 cache_dir=means_cache,
                 params=TraceParams(node_threshold=float(node_threshold), max_latents=int(max_latents)),
                 progress=progress_callback(bar),
+                qk=QKParams(qk_threshold=float(trace_qk_thr)) if trace_qk else None,
             )
         except ERRORS as exc:
             # Shown below the form, outside this box, and kept until the next trace or load (see "stale" below).
@@ -363,7 +411,10 @@ stale = failed is not None  # the graph below is not the prompt whose trace just
 # ---------------------------------------------------------------------------------------------- prune
 explained = C.node_explanations(ws, original)
 labels = {v: e.text for v, e in explained.items()}
-influence = S["circ.influence"]
+influence = S["circ.influence"]  # over direct edges: QK edges change no number unless asked below
+has_qk = qk_view.has_qk(original)
+if has_qk and S.get("circ.qk_influence"):
+    influence = memo("qk_influence", (S.get("circ.generation", 0),), lambda: graph_influence(original, qk=True))
 tgt = C.target_node(original)
 others = sorted((v for v in original.nodes if v != tgt), key=lambda v: -influence.get(v, 0.0))
 
@@ -422,6 +473,30 @@ per_node = p3.select_slider(
     key="circ.edges_per_node",
     help="The graph draws each node's strongest incoming edges (and its strongest outgoing one); more, or all.",
 )
+show_qk, qk_thr = False, 0.0
+if has_qk:
+    k1, k2, k3 = st.columns([1, 2, 2])
+    show_qk = k1.toggle(
+        "Show QK edges",
+        key="circ.show_qk",
+        help="Effects through where a head attends (its query or key), drawn dashed; off: only direct edges.",
+    )
+    qk_thr = k2.slider(
+        "QK edge threshold: minimum share of the target latent's |direct effect|",
+        0.0,
+        0.5,
+        0.0,
+        step=0.005,
+        format="%.3f",
+        key="circ.qk_thr",
+        disabled=not show_qk,
+    )
+    k3.checkbox(
+        "Influence counts QK edges",
+        key="circ.qk_influence",
+        help="Off (default): influence, node sizes and the node threshold use direct effects only, so nodes "
+        "reached only through QK edges have influence 0. On: QK effects count beside direct ones.",
+    )
 supernodes = circuit_panel.supernodes_of(S)
 super_ids = {sn.id: sn for sn in supernodes}
 # Keyboard fallback of the graph's clicks: the same lists the clicks edit.
@@ -445,7 +520,10 @@ pruning = C.Pruning(
     tuple(supernodes),
 )
 pruning_json = json.dumps(pruning.to_json(), sort_keys=True)
-G = memo("pruned", (S.get("circ.generation", 0), pruning_json), lambda: C.prune_graph(original, pruning, influence))
+qk_key = bool(has_qk and S.get("circ.qk_influence"))
+G = memo(
+    "pruned", (S.get("circ.generation", 0), pruning_json, qk_key), lambda: C.prune_graph(original, pruning, influence)
+)
 counts = C.pruning_counts(original, G)
 m1, m2, m3 = st.columns(3)
 m1.metric("nodes", counts["nodes"], -counts["removed_nodes"] or None)
@@ -461,9 +539,10 @@ G_original, G_view = original, G  # hooks below (steering, interop) read these
 
 
 @st.fragment
-def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per_node) -> None:
+def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per_node, qk_shown: float | None) -> None:
     """The graph and the side panel. A click on a node (or a selection) reruns only this part, so the card
-    follows the click at once; an edit that changes the circuit (remove, pin, group, undo) reruns the page."""
+    follows the click at once; an edit that changes the circuit (remove, pin, group, undo) reruns the page.
+    `qk_shown`: the QK edge threshold when QK edges are shown, None when they are not."""
     if S.pop("circ.full_rerun", False):
         st.rerun()
     super_ids = {sn.id: sn for sn in supernodes}
@@ -472,11 +551,10 @@ def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per
     left, right = st.columns([5, 2])
     with left:
         expanded = S.get("circ.expanded") or []
-        spec = memo(
-            "spec",
-            (*spec_key, tuple(expanded)),
-            lambda: graph_view.graph_spec(
-                G,
+
+        def draw() -> dict:
+            spec = graph_view.graph_spec(
+                qk_view.direct_view(G),
                 labels,
                 notes,
                 influence,
@@ -484,14 +562,18 @@ def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per
                 supernodes,
                 expanded,
                 edges_per_node=None if per_node == "all" else int(per_node),
-            ),
-        )
+            )
+            return spec if qk_shown is None else qk_view.with_qk_edges(spec, G, qk_shown, supernodes, expanded)
+
+        spec = memo("spec", (*spec_key, tuple(expanded), qk_shown), draw)
         graph_view.circuit_graph(spec, S.get("circ.selected") or [], key="circ.graph", on_change=on_graph_event)
         st.caption(
             f"Drawing {spec['n_shown_edges']} of {spec['n_edges']} edges (each node's strongest; "
             "more with Edges drawn per node). Blue: positive, red: negative; width by |effect|; size by influence."
         )
         st.markdown(graph_view.legend_html(), unsafe_allow_html=True)  # static text only
+        if qk_shown is not None:
+            st.caption(f"{spec.get('n_qk_edges', 0)} QK edges drawn: {qk_view.LEGEND}.")
         choices = [*super_ids, *sorted(original.nodes, key=lambda v: -influence.get(v, 0.0))]
         # An undo or ungroup can leave a selection of a supernode that is gone: drop it before the widgets read it.
         S["circ.selected"] = [v for v in S.get("circ.selected") or [] if v in choices]
@@ -545,10 +627,11 @@ def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per
 S.pop("circ.full_rerun", None)  # this run is a whole one already
 graph_and_panel(
     G,
-    (S.get("circ.generation", 0), pruning_json, json.dumps([labels, notes], sort_keys=True), str(per_node)),
+    (S.get("circ.generation", 0), pruning_json, json.dumps([labels, notes], sort_keys=True), str(per_node), qk_key),
     list(pinned),
     supernodes,
     per_node,
+    float(qk_thr) if show_qk else None,
 )
 selected_nodes = list(S.get("circ.selected") or [])  # node ids chosen in the graph (supernode ids: "supernode:...")
 
@@ -691,8 +774,13 @@ e1.download_button(
 )
 e2.download_button(
     "Export HTML",
-    lambda: graph_view.graph_html(
-        G, labels, notes, influence, set(pinned), header_html=graph_view.header(name or "circuit", lines, kept_notes)
+    lambda: graph_view.graph_html(  # static exports draw direct effects only
+        qk_view.direct_view(G),
+        labels,
+        notes,
+        influence,
+        set(pinned),
+        header_html=graph_view.header(name or "circuit", lines, kept_notes),
     ),
     f"{slug}.html",
     "text/html",
@@ -700,7 +788,9 @@ e2.download_button(
 )
 e3.download_button(
     "Export PNG",
-    lambda: graph_view.graph_png(G, labels, notes, title=f"{meta.get('prompt', '')} → {meta['target']['node_id']}"),
+    lambda: graph_view.graph_png(
+        qk_view.direct_view(G), labels, notes, title=f"{meta.get('prompt', '')} → {meta['target']['node_id']}"
+    ),
     f"{slug}.png",
     "image/png",
     key="circ.export_png",

@@ -480,7 +480,7 @@ def test_bad_inputs_give_clear_errors(setup, tmp_path):
         resolve_dictionaries(model, "custom", ["neurons:blocks.7.mlp.hook_post"])
     with pytest.raises(ValueError, match="unknown dictionary"):
         resolve_dictionaries(model, "custom", ["neurons_top:blocks.0.mlp.hook_post"])
-    with pytest.raises(ValueError, match="belong to the embedded default"):
+    with pytest.raises(ValueError, match="model custom needs --releases"):
         resolve_dictionaries(model, "custom", ["resid:blocks.0.hook_resid_pre"])
     got = resolve_dictionaries(model, "custom", ["neurons:blocks.1.mlp.hook_post"], neuron_topk=4)
     assert [d.id for d in got] == ["neurons:blocks.1.mlp.hook_post", "neurons_topk4:blocks.1.mlp.hook_post"]

@@ -113,6 +113,68 @@ def test_round_trip_keeps_nodes_edges_weights_pins_and_supernodes(traced):
     assert label == "name movers" and set(members) == {lat[1], lat[2]}
 
 
+@pytest.fixture(scope="module")
+def traced_qk():
+    """The IOI prompt of `traced` traced with QK expansion (`trace_prompt(qk=QKParams())`)."""
+    from interop_helpers import PROMPT
+
+    from core.circuits import saved as C
+    from core.subjects.dictionaries import load_default_dictionaries
+    from core.subjects.models import load_default_model
+    from core.tracing.api import trace_prompt
+    from core.tracing.qk import QKParams
+
+    model = load_default_model(device="cpu")
+    dicts = [d for d in load_default_dictionaries().values() if d.kind in ("attn", "transcoder")]
+    result = trace_prompt(model, dicts, PROMPT, " Mary", " John", faithfulness=False, qk=QKParams())
+    return C.with_target(result.graph.copy(), result.target)
+
+
+def test_qk_edges_export_as_neuronpedia_qk_tracing_and_round_trip(traced_qk):
+    from core.tracing.influence import is_qk_edge
+    from core.tracing.qk import qk_edges
+
+    G = traced_qk
+    out = I.to_graph_json(G, slug="ioi-qk", model_id="default")
+    jsonschema.Draft7Validator(SCHEMA).validate(out)
+    json.loads(I.dumps(out))
+    ids = {n["explorer"]["id"]: n["node_id"] for n in [*out["nodes"], *out.get("qk_only_nodes", {}).values()]}
+    aside = I.qk_only_nodes(G, I.target_node(G))
+    assert aside and set(out["qk_only_nodes"]) == {ids[v] for v in aside}  # e.g. a position embedding
+    assert not {n["node_id"] for n in out["nodes"]} & set(out["qk_only_nodes"])
+    # Links are the direct edges only (none touching a QK-only node): the viewer's influence is unchanged.
+    direct = {
+        (ids[u], ids[v]) for u, v, d in G.edges(data=True) if not is_qk_edge(d) and u not in aside and v not in aside
+    }
+    assert {(lk["source"], lk["target"]) for lk in out["links"]} == direct
+    # Each steered attention latent lists its QK contributors by side, as Neuronpedia's viewer reads them.
+    by_id = {n["node_id"]: n for n in out["nodes"]}
+    edges = qk_edges(G)
+    assert edges
+    for e in edges:
+        res = by_id[ids[e.target]]["qk_tracing_results"]
+        q, k = G.edges[e.source, e.target]["qk_sides"]
+        # Listed on each side it acts through (a side with an exactly zero effect is left out).
+        assert ([ids[e.source], q] in res["top_q_marginal_contributors"]) == (q != 0)
+        assert ([ids[e.source], k] in res["top_k_marginal_contributors"]) == (k != 0)
+        assert res["pair_wise_contributors"] == []
+    steered = [n for n in out["nodes"] if "qk_tracing_results" in n]
+    assert steered and all(n["feature_type"] == "lorsa" for n in steered)
+    known = set(by_id) | set(out["qk_only_nodes"])
+    for n in steered:
+        r = n["qk_tracing_results"]
+        assert {c[0] for c in r["top_q_marginal_contributors"] + r["top_k_marginal_contributors"]} <= known
+        assert [abs(c[1]) for c in r["top_k_marginal_contributors"]] == sorted(
+            (abs(c[1]) for c in r["top_k_marginal_contributors"]), reverse=True
+        )
+    # Our import restores every node and edge with its kind, QK weight and sides.
+    G2, _ = I.from_graph_json(I.dumps(out))
+    assert set(G2.nodes) == set(G.nodes) and set(G2.edges) == set(G.edges)
+    for e in G.edges:
+        for key in ("weight", "edge_kind", "qk_weight", "qk_sides", "heads"):
+            assert G2.edges[e].get(key) == G.edges[e].get(key), (e, key)
+
+
 def test_import_reads_the_json_our_circuits_are_stored_in(traced):
     """`saved.export_json` (the stored graph format) imports too, with its version's pins and supernodes."""
     from core.circuits import saved as C

@@ -8,6 +8,7 @@ and `load_dictionaries('gpt2', ...)` as a user would, then cache, open a card an
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -259,3 +260,238 @@ def test_make_hub_fixture_cli_errors(tmp_path, capsys):
     assert err[0].startswith("error: unknown SAE-Lens release 'gpt2-small-nope'")
     assert err[1].startswith("error: release 'gpt2-small-hook-z-kk' is stored in a converted format")
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache command on the GPT-2 path, and output tokens after the job
+
+
+def _cache_args(ws: Path, fixture_dir: Path, *extra: str) -> list[str]:
+    return [
+        "cache",
+        "--model",
+        "gpt2",
+        "--workspace",
+        str(ws),
+        "--tokens",
+        "62",
+        "--ctx-len",
+        "32",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def _direct_output_tokens(d, model, latent: int) -> list[int]:
+    import torch
+
+    with torch.inference_mode():
+        logits = (d.W_dec[latent].float() @ model.W_U.float()).numpy()
+    return np.argsort(-logits, kind="stable")[:10].tolist()
+
+
+def test_cache_command_runs_the_gpt2_hub_path(fixture_dir, loaded, tmp_path, monkeypatch, capsys):
+    from core import store
+    from core.cli import main
+    from core.latents.cards import latent_card
+
+    model, dicts = loaded
+    _use_cache(monkeypatch, fixture_dir)
+    ws = tmp_path / "ws.duckdb"
+    wanted = ["resid:blocks.2.hook_resid_pre", "transcoder:blocks.2.ln2.hook_normalized"]
+    args = _cache_args(ws, fixture_dir, "--releases", "gpt2-small-res-jb", "--transcoder-dir")
+    assert main([*args, str(fixture_dir / "transcoders"), "--dictionaries", *wanted]) == 0
+    capsys.readouterr()
+    ready = {d.id for d in store.list_dictionaries(ws, ready_only=True)}
+    assert ready == {*wanted, "neurons:blocks.2.mlp.hook_post", "neurons_topk32:blocks.2.mlp.hook_post"}
+    assert store.workspace_summary(ws)["model"]["name"] == "gpt2"
+    res = dicts[wanted[0]]
+    frame = store.latent_stats_frame(ws, res.id)
+    latent = int(frame.loc[frame["n_fires"] > 0, "latent"].iloc[0])
+    card = latent_card(ws, res.id, latent)
+    assert card.top_examples and [t for t, _ in card.top_output] == [
+        model.tokenizer.decode([t]) for t in _direct_output_tokens(res, model, latent)
+    ]
+
+
+def test_output_tokens_are_a_step_after_the_job(loaded, tmp_path):
+    from core.cache.outputs import add_output_tokens
+    from core.cache.plan import CacheParams, plan_corpus_contexts
+    from core.cache.run import run_cache
+    from core.latents.cards import latent_card
+    from core.paths import default_paths
+    from core.subjects.dictionaries import neuron_dictionary
+
+    model, dicts = loaded
+    chosen = [dicts["resid:blocks.4.hook_resid_pre"], dicts["attn:blocks.4.hook_attn_out"]]
+    chosen += [neuron_dictionary(model, 4), neuron_dictionary(model, 4, 8)]
+    plan = plan_corpus_contexts(model.tokenizer, 62, 32, default_paths()["corpus"])
+    ws = tmp_path / "ws.duckdb"
+    params = CacheParams(n_tokens=62, ctx_len=32)
+    result = run_cache(model, chosen, ws, plan, params, model_name="gpt2", output_tokens=False)
+    assert "output_tokens" not in result.seconds
+    card = latent_card(ws, chosen[0].id, 3)
+    assert card.top_output == [] and card.bottom_output == []  # the job itself computes none
+    filled, _ = add_output_tokens(ws, model, chosen)
+    assert sorted(filled) == sorted(d.id for d in chosen)
+    for d in chosen:
+        card = latent_card(ws, d.id, 3)
+        assert [t for t, _ in card.top_output] == [
+            model.tokenizer.decode([t]) for t in _direct_output_tokens(d, model, 3)
+        ]
+    assert add_output_tokens(ws, model, chosen)[0] == []  # stored once; a second call does nothing
+    # run_cache fills them for a workspace whose job finished without them (e.g. killed in between)
+    ws2 = tmp_path / "ws2.duckdb"
+    run_cache(model, chosen[:1], ws2, plan, params, model_name="gpt2", output_tokens=False)
+    again = run_cache(model, chosen[:1], ws2, plan, params, model_name="gpt2")
+    assert again.nothing_to_do and latent_card(ws2, chosen[0].id, 3).top_output
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unknown-release", r"error: unknown SAE-Lens release 'gpt2-small-nope' for model 'gpt2'; valid releases: "),
+        ("hook-not-in-model", r"error: SAE-Lens release 'gpt2-small-hook-z-kk' has blocks\.0\.hook_z: cannot use"),
+        (
+            "other-width",
+            r"error: dictionary resid:blocks\.0\.hook_resid_pre expects d_in \d+ but blocks\.0\.hook_resid_pre has width 64",
+        ),
+        (
+            "missing-file",
+            r"error: the Hugging Face Hub is unreachable and the local cache lacks 1 file\(s\) .*cfg\.json",
+        ),
+        ("no-folder", r"error: --transcoder-dir .*nowhere is not a folder"),
+        ("device", r"error: --device cuda: CUDA is not available on this machine; use --device cpu"),
+        ("dtype", r"error: --dtype 'float16' is not supported here; use one of float32, float64, bfloat16"),
+    ],
+)
+def test_cache_command_bad_input_is_one_line_before_any_work(case, message, fixture_dir, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from core.cli import main
+    from core.paths import default_paths
+
+    home = fixture_dir
+    extra = ["--releases", "gpt2-small-res-jb", "--dictionaries", "resid:blocks.0.hook_resid_pre"]
+    if case == "unknown-release":
+        extra[1] = "gpt2-small-nope"
+    elif case == "hook-not-in-model":
+        extra = ["--releases", "gpt2-small-hook-z-kk"]
+    elif case == "other-width":  # the embedded default's dictionaries on GPT-2
+        extra = ["--transcoder-dir", str(default_paths()["dictionaries_dir"]), "--dictionaries", extra[-1]]
+    elif case == "missing-file":
+        home = _copy_hub(fixture_dir, tmp_path / "hf", ["models--gpt2", "models--jbloom--GPT2-Small-SAEs-Reformatted"])
+        snap = next((home / "hub" / "models--jbloom--GPT2-Small-SAEs-Reformatted" / "snapshots").iterdir())
+        (snap / "blocks.0.hook_resid_pre" / "cfg.json").unlink()
+    elif case == "no-folder":
+        extra = ["--transcoder-dir", str(tmp_path / "nowhere")]
+    elif case == "device":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        extra += ["--device", "cuda"]
+    elif case == "dtype":
+        extra += ["--dtype", "float16"]
+    _use_cache(monkeypatch, home)
+    ws = tmp_path / "ws.duckdb"
+    assert main(_cache_args(ws, fixture_dir, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(message, err[0]), err
+    assert not ws.exists() and not (tmp_path / "ws.duckdb.data").exists()  # nothing stored
+
+
+def test_cache_command_accepts_float64(fixture_dir, tmp_path, monkeypatch, capsys):
+    from core import store
+    from core.cli import main
+
+    _use_cache(monkeypatch, fixture_dir)
+    ws = tmp_path / "ws.duckdb"
+    args = _cache_args(ws, fixture_dir, "--releases", "gpt2-small-res-jb", "--dtype", "float64", "--no-neurons")
+    assert main([*args, "--dictionaries", "resid:blocks.1.hook_resid_pre"]) == 0
+    capsys.readouterr()
+    assert [d.id for d in store.list_dictionaries(ws, ready_only=True)] == ["resid:blocks.1.hook_resid_pre"]
+
+
+# ---------------------------------------------------------------------------------------------
+# trace and steer on the GPT-2 path (`--model gpt2 --releases ... --transcoder-dir ...`)
+
+
+def _trace_model_args(fixture_dir: Path) -> list[str]:
+    return [
+        "--model",
+        "gpt2",
+        "--releases",
+        "gpt2-small-attn-out-v5-32k",
+        "--transcoder-dir",
+        str(fixture_dir / "transcoders"),
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+
+
+def test_trace_and_steer_commands_run_the_gpt2_hub_path(fixture_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    from core.cli import main
+
+    _use_cache(monkeypatch, fixture_dir)
+    out = tmp_path / "graph.json"
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    argv = ["trace", "--prompt", prompt, *_trace_model_args(fixture_dir), "--ablation", "zero", "--no-faithfulness"]
+    assert main([*argv, "--json", "--out", str(out)]) == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["n_latents"] > 0 and summary["n_edges"] > 0
+    graph = json.loads(out.read_text())
+    kinds = {n.get("kind") for n in graph["nodes"]}
+    assert "transcoder" in kinds and "resid" not in kinds, kinds  # transcoders and attention SAEs only
+
+    latent = "transcoder:blocks.2.ln2.hook_normalized:3=zero"
+    argv = ["steer", "--prompt", prompt, "--latent", latent, "--tokens", "2", *_trace_model_args(fixture_dir)]
+    assert main([*argv, "--json"]) == 0, capsys.readouterr().err
+    steered = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert steered["interventions"] and "before" in steered and "after" in steered
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-transcoders", r"error: tracing gpt2 needs transcoders: pass --transcoder-dir"),
+        ("unknown-release", r"error: unknown SAE-Lens release 'gpt2-small-nope' for model 'gpt2'"),
+        (
+            "other-width",
+            r"error: dictionary transcoder:blocks\.0\.ln2\.hook_normalized expects d_in \d+ but .* has width 64",
+        ),
+        ("no-folder", r"error: --transcoder-dir .*nowhere is not a folder"),
+        ("default-with-releases", r"error: --releases and --transcoder-dir are for --model gpt2"),
+    ],
+)
+def test_trace_command_bad_gpt2_input_is_one_line_before_loading(
+    case, message, fixture_dir, tmp_path, monkeypatch, capsys
+):
+    from core.cli import main
+    from core.paths import default_paths
+
+    _use_cache(monkeypatch, fixture_dir)
+    args = _trace_model_args(fixture_dir)
+    if case == "no-transcoders":
+        args = args[:4] + args[6:]
+    elif case == "unknown-release":
+        args[3] = "gpt2-small-nope"
+    elif case == "other-width":  # one of the embedded default's transcoders on GPT-2
+        (tmp_path / "tc").mkdir()
+        (tmp_path / "tc" / "transcoder-L0").symlink_to(default_paths()["dictionaries_dir"] / "transcoder-L0")
+        args[5] = str(tmp_path / "tc")
+    elif case == "no-folder":
+        args[5] = str(tmp_path / "nowhere")
+    elif case == "default-with-releases":
+        args[1] = "default"
+    loads = []
+    monkeypatch.setattr("core.subjects.models.load_hub_model", lambda *a, **k: loads.append(a))
+    assert main(["trace", "--prompt", "The cat sat", *args, "--ablation", "zero", "--no-faithfulness"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(message, err[0]), err
+    assert loads == []  # refused before the model loads

@@ -172,13 +172,63 @@ def test_too_few_neighbours_and_latents_without_neighbour_windows(tiny_ws, tmp_p
     assert frame["error"].str.contains("no non-activating windows of kind neighbours:decoder").all()
 
 
-def test_random_latents_with_neighbour_negatives_is_refused(tiny_ws, tmp_path, weights):
+@pytest.mark.parametrize("method", ["cooccurrence", "encoder", "decoder"])
+def test_random_latents_get_neighbour_negatives_from_the_real_dictionary(tiny_ws, tmp_path, weights, method):
+    """Random-direction latents (the random-latent baseline) are scored with neighbour negatives too: windows where
+    their nearest real latents fire and the direction does not, recorded on every score row. (Before: refused.)"""
     ws = _copy(tiny_ws[0], tmp_path)
-    spec = RunSpec(scorers=("detection",), negatives="neighbours:encoder", random_latents=2)
-    with pytest.raises(UserError, match="random-latent baselines have no neighbours"):
-        run(ws, [weights.id], spec, sample=2)
+    spec = RunSpec(
+        scorers=("detection",),
+        sampling=SMALL,
+        negatives=f"neighbours:{method}",
+        n_neighbours=4,
+        random_latents=2,
+        random_explanations=False,
+    )
+    run(ws, [weights.id], spec, sample=2)
+    frame = store.scores_frame(ws, status=None)
+    rnd = frame[frame["baseline"] == "random-latent"]
+    assert len(rnd) == 2
+    assert (rnd["params"].map(lambda p: __import__("json").loads(p)["negatives"]) == f"neighbours:{method}").all()
+    ok = rnd[rnd["status"] == "ok"]
+    assert len(ok) >= 1  # at least one random direction got windows of its real neighbours
+    ex = store.score_examples_frame(ws, scorer="detection")
+    kinds = set(ex.loc[ex["score_id"].isin(ok["score_id"]), "kind"])
+    assert "neighbour-negative" in kinds and "random-negative" not in kinds
+    failed = rnd[rnd["status"] != "ok"]  # a direction whose neighbours never fire apart from it says so
+    assert failed["error"].str.contains("no non-activating windows of kind|activating test windows").all()
     with pytest.raises(UserError, match="unknown negatives"):
-        run(ws, [weights.id], replace(spec, negatives="nearby", random_latents=0), sample=2)
+        run(ws, [weights.id], replace(spec, negatives="nearby"), sample=2)
+
+
+def test_random_latent_neighbours_are_nearest_live_real_latents():
+    from core.autointerp.random_latents import RandomLatents, random_directions, random_latent_neighbours
+
+    rng = np.random.default_rng(1)
+    d_sae, d_in, d_out = 12, 5, 4
+    # random latent 0 fires at keys 0..9, 1 at 50..51; real latent 2 shares 0..4, 3 shares 0..9 and more
+    rl = RandomLatents(
+        "d", "in", "out", 1, 100, 0.1, 7,
+        [np.ones(10, np.float32), np.ones(2, np.float32)],
+        [np.zeros(10, np.int64), np.zeros(2, np.int64)],
+        [np.arange(10), np.array([50, 51])],
+        random_directions(2, d_out, 8),
+    )  # fmt: skip
+    latent = np.array([2] * 5 + [3] * 12 + [5] * 3)
+    key = np.concatenate([np.arange(5), np.arange(12), [0, 1, 2]])
+    live = np.ones(d_sae, bool)
+    live[5] = False  # dead latents are never neighbours (these firing rows are ignored)
+    ids = random_latent_neighbours(rl, "cooccurrence", 3, live, fires=(latent, key))
+    assert ids[0].tolist() == [3, 2, -1]  # Jaccard 10/12, then 5/10
+    assert ids[1].tolist() == [-1, -1, -1]  # fires with no real latent
+    w_enc = rng.standard_normal((d_sae, d_in))
+    ids = random_latent_neighbours(rl, "encoder", 3, live, weights=w_enc)
+    u = random_directions(2, d_in, rl.seed)
+    cos = u @ (w_enc / np.linalg.norm(w_enc, axis=1, keepdims=True)).T
+    cos[:, 5] = -np.inf
+    assert ids.tolist() == np.argsort(-cos, axis=1)[:, :3].tolist()
+    with pytest.raises(ValueError, match="width"):
+        random_latent_neighbours(rl, "decoder", 3, live, weights=rng.standard_normal((d_sae, d_out + 1)))
 
 
 def test_spec_key_of_default_job_unchanged():

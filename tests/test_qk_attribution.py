@@ -119,6 +119,9 @@ def test_planted_qk_expansion_recovers_what_frozen_tracing_misses(planted):
     assert info["key_feature"] in G and G.nodes[info["key_feature"]]["qk_only"]
     edge = G.edges[info["key_feature"], info["attn_latent"]]
     assert edge["edge_kind"] == "qk" and edge["heads"] == [info["head"]]
+    # The planted feature sits at the key position: its effect runs through the key side alone.
+    q_side, k_side = edge["qk_sides"]
+    assert q_side + k_side == pytest.approx(edge["weight"], abs=1e-6) and q_side == pytest.approx(0.0, abs=1e-6)
     assert G.graph["qk_params"]["qk_threshold"] == 0.1 and G.graph["qk_backward"] >= 1
     assert [1, 0, 3, 1] in G.graph["qk_pairs"]
     # The flag expands the added latent one level: its direct parent, the token it reads, is joined to it.
@@ -247,6 +250,7 @@ def test_qk_edges_keep_their_kind_through_the_graph_json(planted):
     back = graph_from_json(graph_to_json(G))
     edge = back.edges[info["key_feature"], info["attn_latent"]]
     assert edge["edge_kind"] == "qk" and edge["heads"] == [info["head"]]
+    assert edge["qk_sides"] == pytest.approx(G.edges[info["key_feature"], info["attn_latent"]]["qk_sides"])
     assert {e for e in back.edges if back.edges[e].get("edge_kind") == "qk"} == {
         e for e in G.edges if G.edges[e].get("edge_kind") == "qk"
     }

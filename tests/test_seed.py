@@ -247,3 +247,24 @@ def test_the_manifest_lists_every_file_with_its_hash(seeded):
     assert json.loads((seed / "manifest.json").read_text())["bytes"] == sum(
         (seed / f).stat().st_size for f in manifest["files"]
     )
+
+
+def test_the_stored_conventions_table_is_still_current_in_the_seed(seeded, tmp_path):
+    """The seed drops the examples of continuous scorers, which the stored conventions table's key
+    (`store.scores_state`) counts: the seed must hold it stored from what it ships, so the Scores page reads it
+    (milliseconds) instead of computing it (seconds) on the first start."""
+    import analysis_workspace
+
+    from core.autointerp import delphi_metrics
+    from core.build.seed import install_seed, write_seed
+
+    root, seed = _copy_root(seeded, tmp_path)
+    built = install_seed(tmp_path / "built" / "workspace.duckdb", seed, root)
+    analysis_workspace.build(built, overlaps=False)  # explanations; detection, fuzzing and embedding scores
+    delphi_metrics.store_conventions(built)  # as the seed's analyze step does
+    assert delphi_metrics._stored_rows(built) is not None
+    write_seed(built, tmp_path / "seed2", root=root)
+    shipped = install_seed(tmp_path / "data" / "workspace.duckdb", tmp_path / "seed2", root)
+    rows = delphi_metrics._stored_rows(shipped)
+    assert rows is not None, "the seed's stored conventions table reads as stale: the Scores page would compute it"
+    assert delphi_metrics._frame(rows).equals(delphi_metrics.conventions_table(shipped))

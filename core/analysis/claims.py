@@ -367,3 +367,74 @@ def _overlap_claim(overlaps: list[store.OverlapRecord], similarity: str, paper: 
         "confirmed" if adj["resid"] > adj[mlp_kind] else "not confirmed",
         note,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The same claims with neighbour negatives beside random ones
+
+
+def negatives_of(params: str | None) -> str:
+    """The `negatives` a score row was made with (its params JSON; rows from before the option: 'random+hard')."""
+    import json
+
+    return (json.loads(params) if params else {}).get("negatives", "random+hard")
+
+
+def claims_by_negatives(workspace, kinds: tuple[str, ...], prompt_version: str | None = None) -> dict[str, list[Claim]]:
+    """The claims table once per kind of non-activating examples (`kinds`, e.g. ('random+hard',
+    'neighbours:cooccurrence')), each computed in memory from the scores made with that kind (nothing is stored).
+
+    Only latents scored with every kind count (paired), and scorers that use no negatives (simulation, surprisal,
+    intervention) enter every table alike. `prompt_version`: only explanations of that version (e.g. the current
+    offline explainer's), so older rows in the workspace do not mix in."""
+    import pandas as pd
+
+    scores = store.scores_frame(workspace, status=None)
+    examples = store.score_examples_frame(workspace)
+    if prompt_version is not None:
+        scores = scores[scores["explainer_prompt_version"] == prompt_version]
+    scores = scores.assign(negatives=scores["params"].map(negatives_of))
+    examples = examples[examples["score_id"].isin(scores["score_id"])]
+    by_kind = {k: scores[scores["negatives"] == k] for k in kinds}
+    shared = None
+    for frame in by_kind.values():
+        keys = set(zip(frame["dictionary"], frame["latent"], strict=True))
+        shared = keys if shared is None else shared & keys
+    shared = shared or set()
+    neutral = scores[scores["negatives"] == kinds[0]]  # scorers without negatives carry the default kind
+
+    def paired(frame):
+        return frame[[(d, lat) in shared for d, lat in zip(frame["dictionary"], frame["latent"], strict=True)]]
+
+    overlaps = store.read_overlaps(workspace)
+    prov = an.provenance(workspace)
+    out: dict[str, list[Claim]] = {}
+    for kind, frame in by_kind.items():
+        frame = paired(frame)
+        if kind != kinds[0]:  # scorers without negatives: the same rows in every table
+            frame = pd.concat(
+                [frame, paired(neutral[~neutral["scorer"].isin(set(frame["scorer"]))])], ignore_index=True
+            )
+        ex = examples[examples["score_id"].isin(frame["score_id"])]
+        results: dict = {}
+        for name in an.ANALYSES:
+            try:
+                results[name] = an.compute(name, frame, ex)
+            except an.NotEnoughScores:
+                continue
+        out[kind] = claims(results, overlaps, prov)
+    return out
+
+
+def verdict_moves(tables: dict[str, list[Claim]]) -> list[dict]:
+    """Per claim: its verdict and our number under each kind of negatives, and whether the verdict moved."""
+    kinds = list(tables)
+    rows = []
+    for i, c in enumerate(tables[kinds[0]]):
+        row = {"claim": c.claim, "moved": False}
+        for k in kinds:
+            other = tables[k][i]
+            row[k] = {"verdict": other.verdict, "ours": other.ours}
+            row["moved"] |= other.verdict != c.verdict
+        rows.append(row)
+    return rows

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.progress import TqdmBars
+from core.subjects.models import add_device_arguments
+
+MODEL_DTYPES = ("float32", "float64", "bfloat16")  # the LM scorers read logits in float32 whatever the weights
 
 
 def _latent_list(text: str | None) -> list[int] | None:
@@ -73,10 +76,31 @@ def _spec(args, scorers: tuple[str, ...], explain_missing: bool):
     )
 
 
+def _subject_on_device(args, workspace: Path) -> None:
+    """Check `--device`/`--dtype` (before any work) and, unless they are the defaults' cpu/float32, load the
+    workspace's subject model there once for the scorers that run it (surprisal, intervention, random latents)."""
+    import torch
+
+    from core.subjects.models import device_and_dtype
+
+    device, dtype = device_and_dtype(args)
+    if (device, dtype) == ("cpu", torch.float32) or not workspace.exists():
+        return
+    from core import store
+    from core.autointerp.scorers.surprisal import register_lm
+    from core.subjects.models import load_model
+
+    name = store.workspace_summary(workspace)["model"]["name"]
+    model = load_model(name, device=device, dtype=dtype)
+    model.eval()
+    register_lm(name, model)
+
+
 def _run(args, scorers: tuple[str, ...], explain_missing: bool) -> int:
     from core.autointerp.engine import run
 
     workspace = Path(args.workspace)
+    _subject_on_device(args, workspace)  # a bad --device/--dtype is one line before anything else
     dicts = _dictionaries(workspace, args.dictionary)
     spec = _spec(args, scorers, explain_missing)
     with TqdmBars(unit="latent") as bars:
@@ -107,6 +131,7 @@ def _run_explain_default(args) -> int:
     from core.cache.workspace import DEFAULT_WORKSPACE
 
     workspace = Path(args.workspace) if args.workspace else DEFAULT_WORKSPACE
+    _subject_on_device(args, workspace)  # a bad --device/--dtype is one line before anything else
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     bad = [s for s in stages if s not in STAGES]
     if bad or not stages:
@@ -179,6 +204,7 @@ def _common(p) -> None:
         help="also explain/score N random-direction latents per dictionary (baseline)",
     )
     p.add_argument("--concurrency", type=int, default=8, help="LLM calls in flight at once")
+    add_device_arguments(p, MODEL_DTYPES)  # the subject model of surprisal, intervention and random latents
 
 
 def register(sub) -> None:
@@ -243,6 +269,7 @@ def register(sub) -> None:
     r.add_argument("--wait-lock", type=float, default=0.0, help="seconds to wait for another job's lock")
     r.add_argument("--nice", type=int, default=0, help="raise the process's niceness by N")
     r.add_argument("--threads", type=int, help="torch CPU threads")
+    add_device_arguments(r, MODEL_DTYPES)
     r.set_defaults(run=_run_explain_default)
 
     e = sub.add_parser(

@@ -136,6 +136,9 @@ class _Source:
     def neighbour_ids(self, method: str, n: int) -> np.ndarray:
         raise UserError(f"neighbour negatives ({method}) need a cached dictionary, not {self.baseline} latents")
 
+    def neighbour_activations(self, latent: int):  # -> LatentActivations of a neighbour id from `neighbour_ids`
+        return self.activations(latent)
+
 
 class _RealSource(_Source):
     def __init__(self, workspace: Path, dictionary: str, model_name: str):
@@ -172,25 +175,55 @@ class _RealSource(_Source):
         elif method == "encoder":
             ids, _ = nb.cosine_neighbours(load_encoder(self.model_name, self.dictionary), n, live)
         elif method == "cooccurrence":
-            dl = self.dl
-            latent = np.repeat(np.arange(len(dl.n_fires)), dl.n_fires)
-            offset = np.arange(len(latent)) - np.repeat(np.cumsum(dl.n_fires) - dl.n_fires, dl.n_fires)
-            rows = np.repeat(dl.row_start.astype(np.int64), dl.n_fires) + offset
-            ids, _ = nb.cooccurrence_neighbours(
-                latent, dl.context[rows] * dl.ctx_len + dl.position[rows], len(dl.n_fires), n
-            )
+            ids, _ = nb.cooccurrence_neighbours(*self.firing_keys(), len(self.dl.n_fires), n)
         else:
             raise UserError(f"unknown neighbour method {method!r}; valid: {', '.join(nb.METHODS)}")
         memo[key] = ids
         return ids
 
+    def firing_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latent `[n_acts]`, context · ctx_len + position `[n_acts]`) of every cached activation."""
+        dl = self.dl
+        latent = np.repeat(np.arange(len(dl.n_fires)), dl.n_fires)
+        offset = np.arange(len(latent)) - np.repeat(np.cumsum(dl.n_fires) - dl.n_fires, dl.n_fires)
+        rows = np.repeat(dl.row_start.astype(np.int64), dl.n_fires) + offset
+        return latent, dl.context[rows] * dl.ctx_len + dl.position[rows]
+
 
 class _RandomSource(_Source):
     baseline = RANDOM_LATENT
 
-    def __init__(self, rl: RandomLatents):
+    def __init__(self, rl: RandomLatents, real: _RealSource | None = None):
         super().__init__(rl.dictionary, rl.hook_out)
         self.rl = rl
+        self.real = real  # the dictionary the random latents imitate: their neighbours are its latents
+
+    def neighbour_ids(self, method: str, n: int) -> np.ndarray:
+        """`[n_random, n]` the real dictionary's live latents nearest each random latent (`random_latent_neighbours`)."""
+        from core.autointerp.random_latents import random_latent_neighbours
+        from core.latents import neighbours as nb
+
+        if self.real is None:
+            return super().neighbour_ids(method, n)
+        real = self.real
+        live = real.dl.n_fires > 0
+        nb.check_enough(n, method, self.dictionary, int(live.sum()))
+        if method == "decoder":
+            weights, fires = (
+                real._w_dec if real._w_dec is not None else load_decoder(real.model_name, real.dictionary),
+                None,
+            )
+        elif method == "encoder":
+            weights, fires = load_encoder(real.model_name, real.dictionary), None
+        else:
+            weights, fires = None, real.firing_keys()
+        try:
+            return random_latent_neighbours(self.rl, method, n, live, fires, weights)
+        except ValueError as exc:
+            raise UserError(f"random latents of {self.dictionary}: {exc}") from None
+
+    def neighbour_activations(self, latent: int):
+        return self.real.activations(latent) if self.real is not None else self.activations(latent)
 
     def activations(self, latent: int):
         return self.rl.activations(latent)
@@ -247,12 +280,12 @@ def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, 
     args = (rec.id, rec.hook_in, rec.hook_out, rec.d_out, freq, n, RANDOM_LATENT_SEED)
     key = (model_name, *args, toks.shape, hashlib.blake2b(toks.tobytes(), digest_size=16).hexdigest())
     if key in _RANDOM_LATENTS_MEMO:
-        return _RandomSource(_RANDOM_LATENTS_MEMO[key])
+        return _RandomSource(_RANDOM_LATENTS_MEMO[key], real)
     rl = build_random_latents(subject_model(model_name), tokens.tokens, *args)
     if len(_RANDOM_LATENTS_MEMO) >= _RANDOM_LATENTS_MEMO_SIZE:
         _RANDOM_LATENTS_MEMO.pop(next(iter(_RANDOM_LATENTS_MEMO)))
     _RANDOM_LATENTS_MEMO[key] = rl
-    return _RandomSource(rl)
+    return _RandomSource(rl, real)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,10 +486,6 @@ def _check_models(spec: RunSpec, subject: str = "default") -> list[Scorer]:
     if spec.negatives != DEFAULT_NEGATIVES:
         if spec.n_neighbours < 1:
             raise UserError(f"--neighbours must be at least 1 (got {spec.n_neighbours})")
-        if spec.random_latents:
-            raise UserError(
-                f"random-latent baselines have no neighbours; drop --random-latents or use --negatives {DEFAULT_NEGATIVES}"
-            )
     if spec.explainer_is_llm and spec.explain_missing:
         check_credentials(spec.explainer)
     try:
@@ -576,7 +605,7 @@ def _neighbour_sets(spec: RunSpec, source: _Source, sets: list[ExampleSets], tok
         ns = with_neighbour_negatives(
             s,
             source.activations(s.latent),
-            [source.activations(j) for j in near],
+            [source.neighbour_activations(j) for j in near],
             tokens,
             spec.sampling,
             spec.negatives,

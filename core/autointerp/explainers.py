@@ -7,10 +7,12 @@ activating tokens marked <<like this>>, optionally followed by their activations
 optionally asking for chain of thought; the explanation is the reply's last `[EXPLANATION]:` line.
 A reply without one (or empty, or cut off at the token limit) is stored as a failed row with the raw text.
 
-Baseline `baseline:token-stats` (no LLM): from the same training examples, the latent's
-characteristic activating tokens (weighted by activation) and the token that most often precedes
-them, written as a sentence, e.g. `the token "of" (often after "one")`. It is labelled a baseline
-(`is_baseline = true`) in every row.
+Baseline `baseline:token-stats` (no LLM): from the same training examples, the tokens the latent fires on
+that are enriched at its firing positions over the positions where it is silent (ranked by how many windows
+it fires on them in, then by log-odds), and a preceding token that predicts the activation (one that precedes
+≥ 30% of the activations and is far more common there than elsewhere), written bare on one line, e.g.
+`of, in (after one)` (`token_stats_summary`). It is labelled a baseline (`is_baseline = true`) in every row.
+Version `token-stats-v2`; v1 ranked tokens by activation-weighted frequency and wrote `the token "of" (often after "one")`.
 
 Contrastive (option; delphi's `ContrastiveExplainer`): the explainer also sees near misses
 (`ExampleSets.train_negatives`, windows around the latent's typical tokens where it stays silent). With an LLM
@@ -35,7 +37,7 @@ from core.latents.sampling import Example
 from core.store.explanations import ExplanationRecord
 
 BASELINE_EXPLAINER = "baseline:token-stats"
-TOKEN_STATS_VERSION = "token-stats-v1"
+TOKEN_STATS_VERSION = "token-stats-v2"  # v1: activation-weighted frequency, quoted
 CONTRASTIVE_BASELINE = "baseline:contrastive-token-stats"
 CONTRASTIVE_STATS_VERSION = "contrastive-token-stats-v1"
 BASELINE_EXPLAINERS = (BASELINE_EXPLAINER, CONTRASTIVE_BASELINE)
@@ -86,46 +88,96 @@ def _quote(token_text: str) -> str:
     return f'"{t}"'
 
 
-def token_stats_summary(
-    train: list[Example], n_tokens: int = 3, coverage: float = 0.8
-) -> tuple[list[int], list[int], float]:
-    """The characteristic tokens of a latent's examples: (activating token ids, preceding token ids, share of the top preceding token).
+def _reader_key(token_text: str) -> str:
+    """How a reader (and the offline judges' uncased embedder, which strips each token) sees a token: ` The` = `the`."""
+    return (token_text.strip() or token_text).lower()
 
-    Activating tokens: ids at positions where the latent is > 0, weighted by activation, most weight
-    first, as many as needed to cover `coverage` of the weight (at most `n_tokens`). Preceding tokens:
-    the ids just before those positions, weighted the same way, kept while each has ≥ 25% of the weight (at most 2).
+
+def _log_odds(count: float, total: float, bg_count: float, bg_total: float, prior: float = 0.5) -> float:
+    """Log-odds ratio of a token's share of `total` against its share of `bg_total`, both add-`prior` smoothed."""
+    a, b = count + prior, bg_count + prior
+    return float(np.log(a / (total + 2 * prior - a)) - np.log(b / (bg_total + 2 * prior - b)))
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """What `token_stats_summary` finds: reader keys (see `_reader_key`) of the latent's tokens and their context.
+
+    `tokens`: the tokens it fires on, most windows first. `before`: a token that precedes its activations far more
+    often than it occurs elsewhere in the windows, or None. `before_share`: the share of activations it precedes."""
+
+    tokens: list[str]
+    before: str | None
+    before_share: float
+
+
+def token_stats_summary(
+    train: list[Example],
+    texts: list[str],
+    n_tokens: int = 3,
+    min_before_share: float = 0.3,
+    min_before_log_odds: float = 2.0,
+) -> TokenStats:
+    """Characteristic tokens of a latent's activating windows `train`, by enrichment rather than raw frequency.
+
+    Tokens are compared as a reader sees them (case and surrounding space ignored). The background is every
+    position of the windows where the latent is silent.
+    - Fired-on tokens: ranked by the number of windows where the latent fires on them (a token repeated in one window
+      counts once, so one long window cannot crowd out the rest), ties by their log-odds of firing vs the background;
+      kept while they fire in ≥ 2 windows and are enriched (log-odds > 0: a token as common at the silent positions as
+      at the firing ones says nothing), at most `n_tokens`; if none is, the one firing in most windows.
+    - Preceding context: the token just before the activations, if it precedes ≥ `min_before_share` of them and its
+      log-odds there against the background exceed `min_before_log_odds` (it predicts the activation, rather than
+      being everywhere), and it is not itself a fired-on token.
     """
-    act: Counter[int] = Counter()
-    prev: Counter[int] = Counter()
+    windows: Counter[str] = Counter()
+    fired: Counter[str] = Counter()
+    background: Counter[str] = Counter()
+    prev: Counter[str] = Counter()
     for ex in train:
-        for i in np.flatnonzero(ex.activations > 0):
-            w = float(ex.activations[i])
-            act[int(ex.tokens[i])] += w
-            if i > 0:
-                prev[int(ex.tokens[i - 1])] += w
-    total = sum(act.values())
-    tokens: list[int] = []
-    covered = 0.0
-    for tok, w in act.most_common(n_tokens):
-        tokens.append(tok)
-        covered += w
-        if covered >= coverage * total:
+        active = ex.activations > 0
+        keys = [_reader_key(texts[int(t)]) for t in ex.tokens]
+        windows.update({keys[i] for i in np.flatnonzero(active)})
+        for i, k in enumerate(keys):
+            if active[i]:
+                fired[k] += 1
+                if i > 0:
+                    prev[keys[i - 1]] += 1
+            else:
+                background[k] += 1
+    if not fired:
+        return TokenStats([], None, 0.0)
+    n_fired, n_bg = sum(fired.values()), sum(background.values())
+    lift = {k: _log_odds(fired[k], n_fired, background[k], n_bg) for k in fired}
+    ranked = sorted(fired, key=lambda k: (-windows[k], -(lift[k] > 0), -lift[k], k))
+    tokens = [k for k in ranked if windows[k] >= 2 and lift[k] > 0][:n_tokens] or ranked[:1]
+    before, share = None, 0.0
+    for k, c in prev.most_common():
+        if c / n_fired < min_before_share:
             break
-    ptotal = sum(prev.values())
-    before = [tok for tok, w in prev.most_common(2) if ptotal and w / ptotal >= 0.25]
-    share = prev.most_common(1)[0][1] / ptotal if ptotal else 0.0
-    return tokens, before, share
+        if k not in tokens and _log_odds(c, n_fired, background[k], n_bg) > min_before_log_odds:
+            before, share = k, c / n_fired
+            break
+    return TokenStats(tokens, before, share)
+
+
+def _name(key: str) -> str:
+    """A reader key as written in an explanation: line breaks as `\\n`, a bare space as `␣`."""
+    return key.replace("\n", "\\n") if key.strip() else key.replace("\n", "\\n").replace(" ", "␣")
 
 
 def token_stats_text(train: list[Example], texts: list[str]) -> str | None:
-    """The baseline's explanation sentence, or None if the examples have no activating token."""
-    tokens, before, _ = token_stats_summary(train)
-    if not tokens:
+    """The baseline's one-line explanation, or None if the examples have no activating token.
+
+    The fired-on tokens, bare and comma-separated, then `(after X)` for a predictive preceding token, e.g.
+    `of, in (after one)`. Bare words on purpose: the offline judges compare the explanation's embedding with each
+    token's, and quoting or boilerplate ("the token ...") pulls it away from the tokens it names."""
+    stats = token_stats_summary(train, texts)
+    if not stats.tokens:
         return None
-    names = [_quote(texts[t]) for t in tokens]
-    head = f"the token {names[0]}" if len(names) == 1 else "the tokens " + ", ".join(names[:-1]) + f" and {names[-1]}"
-    if before:
-        head += " (often after " + " or ".join(_quote(texts[t]) for t in before) + ")"
+    head = ", ".join(_name(k) for k in stats.tokens)
+    if stats.before is not None:
+        head += f" (after {_name(stats.before)})"
     return head
 
 
@@ -152,6 +204,17 @@ def token_stats_explanation(sets: ExampleSets, texts: list[str], sampling: Sampl
     )
 
 
+def _weighted_preceding(train: list[Example]) -> list[int]:
+    """Token ids just before the activations, weighted by activation, kept while each has ≥ 25% of the weight (≤ 2)."""
+    prev: Counter[int] = Counter()
+    for ex in train:
+        for i in np.flatnonzero(ex.activations > 0):
+            if i > 0:
+                prev[int(ex.tokens[i - 1])] += float(ex.activations[i])
+    total = sum(prev.values())
+    return [tok for tok, w in prev.most_common(2) if total and w / total >= 0.25]
+
+
 def contrastive_token_stats_text(train: list[Example], near: list[Example], texts: list[str]) -> str | None:
     """The contrastive baseline's sentence from activating `train` windows and near-miss windows, or None if no token fires.
 
@@ -171,7 +234,7 @@ def contrastive_token_stats_text(train: list[Example], near: list[Example], text
     lift = {t: w / total - (neg[t] + 1) / (n_neg + len(texts)) for t, w in act.items()}
     ranked = sorted(lift, key=lambda t: (-lift[t], t))
     tokens = [t for t in ranked[:3] if lift[t] > 0 and act[t] >= 0.1 * total] or ranked[:1]
-    _, before, _ = token_stats_summary(train)
+    before = _weighted_preceding(train)
     names = [_quote(texts[t]) for t in tokens]
     head = f"the token {names[0]}" if len(names) == 1 else "the tokens " + ", ".join(names[:-1]) + f" and {names[-1]}"
     if before:

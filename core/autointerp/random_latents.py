@@ -7,7 +7,9 @@ D's median live latent (a random direction has no natural zero; matching the fir
 examples comparable to a real latent's). Its decoder direction (for intervention scoring) is an
 independent seeded random unit vector in D's output space. Examples, explanations and scores are
 then made exactly as for real latents, and every row is marked `baseline = 'random-latent'`, with
-`latent` the direction's index.
+`latent` the direction's index. With neighbour negatives (`--negatives neighbours:<method>`) a random latent's
+non-activating windows come from its nearest live latents of D (`random_latent_neighbours`), recorded on each
+score row's params like a real latent's.
 """
 
 from __future__ import annotations
@@ -131,3 +133,60 @@ def build_random_latents(
         positions,
         random_directions(n, d_out, seed + 1),
     )
+
+
+def random_latent_neighbours(
+    rl: RandomLatents,
+    method: str,
+    n: int,
+    live: np.ndarray,
+    fires: tuple[np.ndarray, np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """`[rl.n, n]` ids of the dictionary's live latents nearest each random latent (nearest first, -1 padded), so
+    random latents get neighbour negatives like real ones: windows where those real latents fire and it does not.
+
+    method 'encoder': cosine of the random direction `u_r` (input space) with the rows of `weights: [d_sae, d_in]`
+    (the encoder directions); 'decoder': cosine of its random decoder vector with `weights: [d_sae, d_out]` (the
+    decoder directions: unrelated by construction, so these neighbours are as good as random ones, which is the
+    baseline's point); 'cooccurrence': Jaccard index of its firing positions with each real latent's, from
+    `fires = (latent [n_acts], key [n_acts])`, key = context · ctx_len + position. `live: [d_sae]` bool."""
+    from core.latents.neighbours import _top
+
+    live = np.asarray(live, bool)
+    if method in ("encoder", "decoder"):
+        if weights is None:
+            raise ValueError(f"{method} neighbours of random latents need the dictionary's {method} weights")
+        own = random_directions(rl.n, weights.shape[1], rl.seed) if method == "encoder" else rl.decoders
+        if own.shape[1] != weights.shape[1]:
+            raise ValueError(f"random latents have width {own.shape[1]}, the {method} weights {weights.shape[1]}")
+        w = np.asarray(weights, np.float32)
+        w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        sim = own.astype(np.float32) @ w.T  # [rl.n, d_sae]; own rows are unit vectors
+        sim[:, ~live] = -np.inf  # only live real latents are candidates
+        ids, _ = _top(sim, n)
+        return ids
+    if method == "cooccurrence":
+        if fires is None:
+            raise ValueError("co-occurrence neighbours of random latents need the dictionary's firing positions")
+        from scipy import sparse
+
+        latent, key = np.asarray(fires[0], np.int64), np.asarray(fires[1], np.int64)
+        r_latent = np.concatenate([np.full(len(v), r, np.int64) for r, v in enumerate(rl.values)])
+        r_key = np.concatenate([c * rl.ctx_len + p for c, p in zip(rl.contexts, rl.positions, strict=True)])
+        keys, col = np.unique(np.concatenate([key, r_key.astype(np.int64)]), return_inverse=True)
+        real = sparse.csr_matrix(
+            (np.ones(len(key), np.float32), (latent, col[: len(key)])), shape=(len(live), len(keys))
+        )
+        rand = sparse.csr_matrix(
+            (np.ones(len(r_key), np.float32), (r_latent, col[len(key) :])), shape=(rl.n, len(keys))
+        )
+        real.data[:] = 1.0
+        rand.data[:] = 1.0
+        co = (rand @ real.T).toarray()  # [rl.n, d_sae] shared positions
+        union = np.asarray(rand.sum(axis=1)) + np.asarray(real.sum(axis=1)).T - co
+        jac = np.divide(co, union, out=np.zeros_like(co), where=union > 0)
+        jac[(co <= 0) | ~live[None, :]] = -np.inf
+        ids, _ = _top(jac, n)
+        return ids
+    raise ValueError(f"unknown neighbour method {method!r}")

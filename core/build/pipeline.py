@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from core.build.tasks import TASKS, TaskSplit, evaluation_items
+from core.build.tasks import TASK_TEXT_VERSIONS, TASKS, TaskSplit, check_task_text, evaluation_items
 from core.paths import DEFAULT_DIR, REBUILD_COMMAND, default_paths
 
 log = logging.getLogger(__name__)
 
 EVAL_ITEMS_PER_TASK = 1000
+EVAL_GENERALISATION_ITEMS = 500  # per generalisation set (core.build.generalisation)
 EVAL_LM_WINDOWS = 512
 EVAL_DICTIONARY_WINDOWS = 128
 ACCURACY_KEYS = {"ioi": "ioi_accuracy", "sva": "sva_accuracy", "brackets": "bracket_accuracy"}
@@ -36,6 +37,24 @@ ACCURACY_KEYS = {"ioi": "ioi_accuracy", "sva": "sva_accuracy", "brackets": "brac
 
 def _config_hash(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_config_hash(cfg) -> str:
+    """Hash of a `ModelTrainingConfig`, the model stage's up-to-date key.
+
+    `task_text` enters only when it is not v1, so builds made before it existed (build 5) stay up to date.
+    """
+    obj = asdict(cfg)
+    if obj.get("task_text") == "v1":
+        del obj["task_text"]
+    return _config_hash(obj)
+
+
+def task_text_to_build(manifest: dict, requested: str | None) -> str:
+    """The task-text version a build trains with: `requested`, else the built model's (from `manifest`), else v1."""
+    if requested is not None:
+        return check_task_text(requested)
+    return manifest.get("model_training", {}).get("task_text", "v1")
 
 
 def _read_json(path: Path) -> dict:
@@ -58,6 +77,25 @@ def validation_data(root: Path | None = None) -> tuple[torch.Tensor, list[str], 
     ids = encode_stream(bpe, [d.text for d in docs])
     windows = validation_windows(ids, n_ctx, bpe.token_to_id(END_OF_TEXT))
     return windows, sentences_of(docs), {"tokens": len(ids), "characters": sum(len(d.text) + 1 for d in docs)}
+
+
+def generalisation_figures(model, split: TaskSplit, sentences: list[str], n: int) -> dict[str, float]:
+    """Accuracy on each of `core.build.generalisation.GENERALISATION_SETS` (`n` items each).
+
+    Bracket sets alternate open-bracket items and closed controls; `<set>_inside` is the accuracy on
+    the open-bracket half alone (an always-`)` model scores 1.0 there and 0.5 on the set).
+    """
+    from core.build.evaluate import logit_differences
+    from core.build.generalisation import BRACKET_SETS, GENERALISATION_SETS, generalisation_items
+
+    out: dict[str, float] = {}
+    for name in GENERALISATION_SETS:
+        items = generalisation_items(name, split, sentences, n, tokenizer=model.tokenizer)
+        right = logit_differences(model, items) > 0  # [n]
+        out[name] = round(float(right.float().mean()), 4)
+        if name in BRACKET_SETS:
+            out[f"{name}_inside"] = round(float(right[0::2].float().mean()), 4)
+    return out
 
 
 def evaluate_default(root: Path | None = None, device: str | None = None, progress: bool = True) -> dict:
@@ -83,6 +121,7 @@ def evaluate_default(root: Path | None = None, device: str | None = None, progre
     for task in TASKS:
         items = evaluation_items(task, split, sentences, EVAL_ITEMS_PER_TASK)
         result[ACCURACY_KEYS[task]] = round(task_accuracy(model, items), 4)
+    result["generalisation"] = generalisation_figures(model, split, sentences, EVAL_GENERALISATION_ITEMS)
     dictionaries = load_default_dictionaries(root, device=device)
     dict_windows = windows[:EVAL_DICTIONARY_WINDOWS]
     rows = []
@@ -91,6 +130,7 @@ def evaluate_default(root: Path | None = None, device: str | None = None, progre
         rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
     result["dictionaries"] = rows
     result["eval_items_per_task"] = EVAL_ITEMS_PER_TASK
+    result["generalisation_items_per_set"] = EVAL_GENERALISATION_ITEMS
     result["eval_tokens"] = n_tokens
     return result
 
@@ -101,16 +141,21 @@ def build_default(
     progress: bool = True,
     stage: str = "all",
     seed_steps: tuple[str, ...] | None = None,
+    task_text: str | None = None,
 ) -> dict:
     """Run the build's stages into `out_root`, skipping stages already built with the same parameters.
 
     `stage` 'all' (model, dictionaries, evaluation, then the seed) or 'seed' (only the seed's `seed_steps`,
-    default all of `core.build.seed.SEED_STEPS`)."""
+    default all of `core.build.seed.SEED_STEPS`). `task_text` is the training text's version
+    (`core.build.tasks.TASK_TEXT_VERSIONS`; v1 made build 5); None keeps the built model's (v1 when none is
+    built), and another one than the built model's retrains it."""
     if stage not in ("all", "seed"):
         raise ValueError(f"unknown stage {stage!r}; valid: all, seed")
+    if task_text is not None:
+        check_task_text(task_text)
     if stage == "seed":
         return {"seed": _build_seed(out_root, seed_steps)}
-    evaluation = _build_model_and_dictionaries(out_root, force, progress)
+    evaluation = _build_model_and_dictionaries(out_root, force, progress, task_text)
     return {**evaluation, "seed": _build_seed(out_root, seed_steps)}
 
 
@@ -122,7 +167,7 @@ def _build_seed(out_root: Path, steps: tuple[str, ...] | None) -> dict:
     return build_seed(root=root, seed_dir=Path(out_root) / "seed", steps=steps or SEED_STEPS)
 
 
-def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool) -> dict:
+def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool, task_text: str | None = None) -> dict:
     """Stages 1 and 2 and the evaluation (unchanged by the seed stage)."""
     from core.build.overview import plot_learning_curves
     from core.build.train_dictionaries import DictionaryTrainingConfig, rows_needed, train_all_dictionaries
@@ -132,9 +177,9 @@ def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool) -
     paths = default_paths(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     manifest = _read_json(paths["manifest"])
-    model_cfg = ModelTrainingConfig()
+    model_cfg = ModelTrainingConfig(task_text=task_text_to_build(manifest, task_text))
     dict_cfg = DictionaryTrainingConfig()
-    model_hash = _config_hash(asdict(model_cfg))
+    model_hash = model_config_hash(model_cfg)
     dict_hash = _config_hash({"model": model_hash, **asdict(dict_cfg)})
     t0 = time.time()
 
@@ -179,7 +224,9 @@ def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool) -
 
 def _run_build(args) -> int:
     steps = tuple(s.strip() for s in args.seed_steps.split(",") if s.strip()) if args.seed_steps else None
-    result = build_default(Path(args.out), force=args.force, stage=args.stage, seed_steps=steps)
+    result = build_default(
+        Path(args.out), force=args.force, stage=args.stage, seed_steps=steps, task_text=args.task_text
+    )
     print(json.dumps(result))
     return 0
 
@@ -207,6 +254,14 @@ def register(sub) -> None:
         "--seed-steps",
         help="comma-separated seed steps to run (default all: cache,explain,circuits,analyze,write); each is "
         "resumable and skips what is done",
+    )
+    p.add_argument(
+        "--task-text",
+        choices=list(TASK_TEXT_VERSIONS),
+        default=None,
+        help="training text version: v1 (build 5's) or v2 (the behaviours in general form: many frames, every IOI "
+        "preposition, hundreds of names, Brown's noun pairs, brackets of depth 1-3 and 1-60 words); default: the "
+        "version the built model in --out was trained on, v1 if none",
     )
     p.set_defaults(run=_run_build)
     p = sub.add_parser("evaluate-default", help="print the default's figures as one JSON line")

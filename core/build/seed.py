@@ -69,6 +69,17 @@ PRUNED = {
 }
 
 
+def _store_conventions_again(workspace: Path) -> None:
+    """Store the Scores page's conventions table again in the pruned copy `workspace`, if the analyze step stored it:
+    its key (`store.scores_state`) counts score examples, and `PRUNED` drops those of continuous scorers, so the
+    stored table would read as stale and the page would compute it on every first start (seconds) instead."""
+    from core.autointerp.delphi_metrics import CONVENTIONS_ANALYSIS, store_conventions
+    from core.store.analyses import read_analyses
+
+    if read_analyses(workspace, name=CONVENTIONS_ANALYSIS, units="all"):
+        store_conventions(workspace)
+
+
 class SeedError(store.WorkspaceError):
     """The seed cannot be installed (missing, from other artifacts, or its files do not match its manifest)."""
 
@@ -303,6 +314,7 @@ def write_seed(
         for sql in PRUNED.values():
             con.execute(sql)
         con.execute("DETACH dst")
+        _store_conventions_again(mid)
         con.execute(f"ATTACH '{mid}' AS src (READ_ONLY)")
         con.execute(f"ATTACH '{out}' AS dst")
         con.execute("COPY FROM DATABASE src TO dst")

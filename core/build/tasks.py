@@ -20,6 +20,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 TASKS = ("ioi", "sva", "brackets")
+# Versions of the training text: v1 made build 5 (the shipped default); v2 (core.build.tasks_v2)
+# teaches the behaviours in general form.
+TASK_TEXT_VERSIONS = ("v1", "v2")
+
+
+def check_task_text(version: str) -> str:
+    """`version` if it is one of `TASK_TEXT_VERSIONS`, else a ValueError that lists them."""
+    if version not in TASK_TEXT_VERSIONS:
+        raise ValueError(f"unknown task text {version!r}; choose one of {', '.join(TASK_TEXT_VERSIONS)}")
+    return version
+
 
 # Common English first names; the build keeps those that are one token with a leading space.
 NAMES = (
@@ -164,10 +175,12 @@ class TaskSplit:
     # during training (never the evaluation's SVA_REL_VERBS_HELDOUT)
     train_rel_verbs: tuple[str, ...] = SVA_REL_VERBS_TRAIN
     validation_rel_verbs: tuple[str, ...] = ()
+    # which training text the generators make: one of TASK_TEXT_VERSIONS
+    task_text: str = "v1"
 
     def to_json(self) -> dict:
-        """Plain-JSON form for the build manifest."""
-        return {
+        """Plain-JSON form for the build manifest (`task_text` only when not v1, so v1 manifests stay as they were)."""
+        out = {
             "train_names": list(self.train_names),
             "heldout_names": list(self.heldout_names),
             "train_nouns": [list(n) for n in self.train_nouns],
@@ -175,6 +188,9 @@ class TaskSplit:
             "train_rel_verbs": list(self.train_rel_verbs),
             "validation_rel_verbs": list(self.validation_rel_verbs),
         }
+        if self.task_text != "v1":
+            out["task_text"] = self.task_text
+        return out
 
     @classmethod
     def from_json(cls, obj: dict) -> TaskSplit:
@@ -186,6 +202,7 @@ class TaskSplit:
             heldout_nouns=tuple(tuple(n) for n in obj["heldout_nouns"]),  # type: ignore[misc]
             train_rel_verbs=tuple(obj.get("train_rel_verbs", SVA_REL_VERBS_TRAIN)),
             validation_rel_verbs=tuple(obj.get("validation_rel_verbs", ())),
+            task_text=obj.get("task_text", "v1"),
         )
 
 
@@ -196,6 +213,7 @@ def make_split(
     heldout_frac: float = 0.2,
     extra_rel_verbs: Sequence[str] = (),
     n_validation_verbs: int = 12,
+    task_text: str = "v1",
 ) -> TaskSplit:
     """Shuffle names and nouns with `seed` and hold out `heldout_frac` of each.
 
@@ -220,7 +238,36 @@ def make_split(
         heldout_nouns=tuple(nouns[:n_nouns]),
         train_rel_verbs=tuple(train_verbs),
         validation_rel_verbs=tuple(validation_verbs),
+        task_text=check_task_text(task_text),
     )
+
+
+def task_pools(version: str, package_dir=None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Candidate names and (singular, plural) nouns of a task-text version, before the single-token filter.
+
+    v1: `NAMES` and `NOUNS`; v2: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
+    pairs from the tagged package in `package_dir`).
+    """
+    if check_task_text(version) == "v2":
+        from core.build.tasks_v2 import v2_pools
+
+        return v2_pools(package_dir)
+    return list(NAMES), list(NOUNS)
+
+
+def tokenizer_only_text(version: str) -> list[str]:
+    """Lines the tokenizer trains on besides Brown and task text (the model never sees them).
+
+    v1: none. v2: the generalisation sets' names and nouns, 400 times each, so that they stay single
+    tokens although no task text has them (with v2's larger pools, Brown alone left 13 of the 30 names
+    and 6 of the 28 noun pairs single tokens).
+    """
+    if check_task_text(version) == "v1":
+        return []
+    from core.build.generalisation import heldout_words
+
+    line = " ".join(sorted(heldout_words()))
+    return [line] * 400
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,8 +491,13 @@ def training_text_generators(
     """Named generators of one training sentence each, for the build's data mix.
 
     `ioi_stage = (names, intro templates, action templates)`: IOI sentences use only the first of
-    each (0 = all), the build's IOI curriculum.
+    each (0 = all), the build's IOI curriculum. `split.task_text` picks the version (v2:
+    `core.build.tasks_v2`).
     """
+    if check_task_text(split.task_text) == "v2":
+        from core.build.tasks_v2 import training_text_generators_v2
+
+        return training_text_generators_v2(split, sentences, ioi_stage)
     return {
         "ioi": lambda rng: _ioi_sentence(rng, split, ioi_stage),
         "sva": lambda rng: _sva_sentence(rng, split),

@@ -43,13 +43,13 @@ from core.build.corpus import (
 )
 from core.build.evaluate import language_model_loss, task_accuracy
 from core.build.tasks import (
-    NAMES,
-    NOUNS,
     TASKS,
     TaskSplit,
     evaluation_items,
     ioi_item,
     make_split,
+    task_pools,
+    tokenizer_only_text,
     training_items,
     training_text_generators,
     validation_verb_items,
@@ -100,6 +100,8 @@ class ModelTrainingConfig:
     eval_every: int = 200
     eval_items: int = 200
     threads: int = 2
+    # training text version (core.build.tasks.TASK_TEXT_VERSIONS); v1 made build 5
+    task_text: str = "v1"
 
 
 def _timed(label: str, t0: float) -> float:
@@ -227,17 +229,20 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     t1 = _timed("corpus", t0)
     timings["corpus_s"] = t1 - t0
 
-    all_nouns = list(NOUNS)
-    provisional = TaskSplit(tuple(NAMES), (), tuple(all_nouns), ())
+    name_pool, all_nouns = task_pools(cfg.task_text, package)
+    provisional = TaskSplit(tuple(name_pool), (), tuple(all_nouns), (), task_text=cfg.task_text)
     tokenizer_text = [d.text for d in train_docs] + _task_text_sample(provisional, train_sentences, 60_000, cfg.seed)
+    tokenizer_text += tokenizer_only_text(cfg.task_text)
     bpe = train_bpe(tokenizer_text, cfg.vocab_size)
-    names = single_token_words(bpe, NAMES)
+    names = single_token_words(bpe, name_pool)
+    if cfg.task_text != "v1":  # v1's nouns were chosen by hand; v2's come from Brown's tags
+        all_nouns = [p for p in all_nouns if len(single_token_words(bpe, p)) == 2]
     rel_verbs = past_tense_verbs(package, cfg.min_rel_verb_count) if cfg.min_rel_verb_count else []
-    split = make_split(names, all_nouns, seed=cfg.seed, extra_rel_verbs=rel_verbs)
+    split = make_split(names, all_nouns, seed=cfg.seed, extra_rel_verbs=rel_verbs, task_text=cfg.task_text)
     save_tokenizer(bpe, paths["tokenizer_dir"], model_max_length=cfg.n_ctx)
     t2 = _timed("tokenizer", t1)
     timings["tokenizer_s"] = t2 - t1
-    log.info("names: %d single-token of %d; held out %d", len(names), len(NAMES), len(split.heldout_names))
+    log.info("names: %d single-token of %d; held out %d", len(names), len(name_pool), len(split.heldout_names))
     log.info(
         "relative-clause verbs: %d for training, validation %s",
         len(split.train_rel_verbs),

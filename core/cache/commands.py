@@ -12,6 +12,9 @@ from core.cache.run import cache_summary, run_cache
 from core.paths import default_paths
 from core.progress import TqdmBars
 from core.settings import add_arguments, from_arguments
+from core.subjects.models import add_device_arguments
+
+CACHE_DTYPES = ("float32", "float64", "bfloat16")
 
 # ---------------------------------------------------------------------------------------------
 # CLI
@@ -20,12 +23,29 @@ from core.settings import add_arguments, from_arguments
 def _run_cache_command(args) -> int:
     import torch
 
-    from core.subjects.models import load_model
+    from core.subjects.dictionaries import check_dictionary_sources, check_widths
+    from core.subjects.models import device_and_dtype, hub_model_width, load_model
 
+    device, dtype = device_and_dtype(args)  # a bad --device/--dtype is one line before anything loads
+    if args.transcoder_dir and not Path(args.transcoder_dir).is_dir():
+        raise ValueError(f"--transcoder-dir {args.transcoder_dir} is not a folder; pass a folder of SAE-Lens folders")
+    root = Path(args.root) if args.root else None
+    sae_ids = [i for i in args.dictionaries or [] if not i.startswith("neurons")]
+    if args.model != "default" and (args.releases or args.transcoder_dir):
+        # release names, hooks, ids and the local cache's files are checked before the model loads
+        specs, wanted, _ = check_dictionary_sources(
+            args.model,
+            list(args.releases or []),
+            Path(args.transcoder_dir) if args.transcoder_dir else None,
+            sae_ids or None,
+            root,
+        )
+        d_model = hub_model_width(args.model)
+        if d_model is not None:
+            check_widths([specs[i] for i in wanted], d_model)
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = Path(args.root) if args.root else None
-    model = load_model(args.model, device=args.device, root=root)
+    model = load_model(args.model, device=device, root=root, dtype=dtype)
     dicts = resolve_dictionaries(
         model,
         args.model,
@@ -34,8 +54,13 @@ def _run_cache_command(args) -> int:
         neuron_topk=args.neuron_topk,
         neuron_layers=args.neuron_layers,
         root=root,
-        device=args.device,
+        device=device,
+        releases=args.releases,
+        transcoder_dir=Path(args.transcoder_dir) if args.transcoder_dir else None,
     )
+    for d in dicts:
+        if not d.is_baseline:
+            d.module.to(dtype)
     params = from_arguments(CacheParams, args, ctx_len=args.ctx_len or min(128, model.cfg.n_ctx))
     corpus = Path(args.corpus) if args.corpus else default_paths(root)["corpus"]
     plan = plan_corpus_contexts(model.tokenizer, params.n_tokens, params.ctx_len, corpus, args.split)
@@ -60,7 +85,11 @@ def _run_info_command(args) -> int:
 def register(sub) -> None:
     """Add the `cache` and `workspace-info` commands."""
     p = sub.add_parser("cache", help="cache sparse latent activations of a model's dictionaries in a DuckDB workspace")
-    p.add_argument("--model", default="default", help="default (embedded) or gpt2 (needs the hub)")
+    p.add_argument(
+        "--model", default="default", help="default (embedded) or gpt2 (from the Hugging Face cache, HF_HOME)"
+    )
+    p.add_argument("--releases", nargs="+", help="gpt2: SAE-Lens releases, e.g. gpt2-small-res-jb")
+    p.add_argument("--transcoder-dir", help="gpt2: a folder of SAE-Lens folders (e.g. transcoders)")
     p.add_argument("--workspace", required=True, help="the workspace file, e.g. runs/ws.duckdb")
     p.add_argument("--dictionaries", nargs="+", help="dictionary ids (default: every dictionary of the model)")
     p.add_argument("--no-neurons", action="store_true", help="do not add MLP-neuron baselines")
@@ -75,7 +104,7 @@ def register(sub) -> None:
     p.add_argument("--corpus", help="corpus file (default: the embedded Brown corpus)")
     p.add_argument("--split", default="train", choices=["train", "validation"])
     p.add_argument("--restart", action="store_true", help="discard an unfinished run with other parameters")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_arguments(p, CACHE_DTYPES)
     p.add_argument(
         "--threads",
         type=int,

@@ -1,12 +1,10 @@
 """Step 4 of the cache: merge a dictionary's chunks into its Parquet file and commit its statistics.
 
-Per-latent statistics and output tokens are computed from the same slices."""
+Per-latent statistics are computed from the merged slices; output tokens (weights only) come after
+the job, in `core.cache.outputs`."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +13,7 @@ import numpy as np
 from core import store
 from core.cache import files
 from core.cache.plan import CacheParams, ContextPlan
-from core.cache.stats import grouped_stats, no_output_tokens, output_token_logits
-from core.subjects.dictionaries import Dictionary
+from core.cache.stats import grouped_stats, no_output_tokens
 
 FINALIZE_ROWS = 1 << 22  # rows merged at once while finalising (bounds memory to ~100 MB)
 
@@ -40,36 +37,6 @@ def _latent_ranges(counts: np.ndarray, max_rows: int, max_latents: int) -> list[
     return out
 
 
-class _OutputTokens:
-    """Every dictionary's output tokens (`W_dec @ W_U`, weights only), computed when first asked for.
-
-    Finalisation asks for them, so they are computed by the finalisation workers, each on its own
-    core, rather than by a thread competing with the forward passes. Raw and top-k neuron baselines
-    share `W_out`, so they are computed once for both.
-    """
-
-    def __init__(self, dictionaries: list[Dictionary], model, k: int):
-        self.dicts = {d.id: d for d in dictionaries}
-        self.model = model
-        self.k = k
-        self.by_weights: dict[int, dict[str, np.ndarray]] = {}
-        self.locks: dict[int, threading.Lock] = {d.W_dec.data_ptr(): threading.Lock() for d in dictionaries}
-        self.cpu_seconds = 0.0
-
-    def get(self, dict_id: str) -> dict[str, np.ndarray]:
-        """The output tokens of one dictionary: `[d_sae, k]` arrays (see `output_token_logits`)."""
-        d = self.dicts[dict_id]
-        if d.d_out != self.model.cfg.d_model:
-            return no_output_tokens(d.d_sae)
-        key = d.W_dec.data_ptr()
-        with self.locks[key]:
-            if key not in self.by_weights:
-                c0 = time.thread_time()
-                self.by_weights[key] = output_token_logits(d.W_dec, self.model.W_U, self.k)
-                self.cpu_seconds += time.thread_time() - c0
-        return self.by_weights[key]
-
-
 def _finalize_dictionary(
     workspace: Path,
     run_id: str,
@@ -78,11 +45,11 @@ def _finalize_dictionary(
     plan: ContextPlan,
     params: CacheParams,
     max_rows: int,
-    output_tokens: Callable[[], dict[str, np.ndarray]],
 ) -> _Finalized:
     """Merge a dictionary's chunks into its Parquet file and compute its statistics (committed later by `_commit_finalized`).
 
-    `output_tokens()` returns the dictionary's output tokens.
+    Output tokens are left empty here: they depend on weights only and are filled after the job
+    (`core.cache.outputs.add_output_tokens`).
     """
     readers = [files.open_chunk(workspace, run_id, c, rec.index) for c in range(n_chunks)]
     counts = np.zeros(rec.d_sae, dtype=np.int64)
@@ -123,7 +90,7 @@ def _finalize_dictionary(
     except BaseException:
         writer.abort()
         raise
-    stats.update(output_tokens())
+    stats.update(no_output_tokens(rec.d_sae))
     top = tuple(np.concatenate([p[i] for p in top_parts]) if top_parts else np.zeros(0, np.int64) for i in range(3))
     return _Finalized(rec, name, int(counts.sum()), file_bytes, stats, top)  # type: ignore[arg-type]
 

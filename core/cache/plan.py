@@ -245,13 +245,17 @@ def resolve_dictionaries(
     neuron_layers: list[int] | None = None,
     root: Path | None = None,
     device: str | None = None,
+    releases: list[str] | None = None,
+    transcoder_dir: Path | None = None,
 ) -> list[Dictionary]:
     """The dictionaries a cache command asks for, plus MLP-neuron baselines (raw and top-k) unless `neurons` is False.
 
-    `ids` None means every dictionary of the embedded default (none for other models). Neuron
-    baselines go to `neuron_layers`, by default the layers of the chosen dictionaries (all layers if none).
+    `ids` None means every dictionary of the model: the embedded default's, or for 'gpt2' those of the
+    SAE-Lens `releases` and the SAE-Lens folders in `transcoder_dir` (none when neither is given:
+    neuron baselines only). Everything is loaded through `core.subjects.dictionaries.load_dictionaries`.
+    Neuron baselines go to `neuron_layers`, by default the layers of the chosen dictionaries (all layers if none).
     """
-    from core.subjects.dictionaries import load_default_dictionaries
+    from core.subjects.dictionaries import load_default_dictionaries, load_dictionaries
     from core.subjects.models import ArtifactError
 
     out: list[Dictionary] = []
@@ -273,11 +277,25 @@ def resolve_dictionaries(
             sae_ids.append(i)
     if sae_ids or ids is None:
         if model_name != "default":
-            if sae_ids:
+            if releases or transcoder_dir is not None:
+                loaded = load_dictionaries(
+                    model_name,
+                    releases=list(releases or []),
+                    transcoder_dir=transcoder_dir,
+                    ids=sae_ids or None,
+                    device=device,
+                )
+                out = list(loaded.values()) + out
+            elif sae_ids:
                 raise ValueError(
-                    f"dictionaries {', '.join(sae_ids)} belong to the embedded default; model {model_name} has only neuron baselines here"
+                    f"dictionaries {', '.join(sae_ids)}: model {model_name} needs --releases (SAE-Lens releases, "
+                    f"e.g. gpt2-small-res-jb) or --transcoder-dir (a folder of SAE-Lens folders) to find them"
                 )
         else:
+            if releases:
+                raise ValueError(
+                    "--releases are SAE-Lens releases for model gpt2; the default's dictionaries come from data/default"
+                )
             try:
                 loaded = load_default_dictionaries(root=root, ids=sae_ids or None, device=device)
             except ArtifactError:

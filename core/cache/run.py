@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -17,7 +16,8 @@ from pathlib import Path
 from core import store
 from core.cache import files
 from core.cache.compute import _ChunkBuilder, _compute_chunks, reuse_freed_memory
-from core.cache.finalise import FINALIZE_ROWS, _commit_finalized, _finalize_dictionary, _OutputTokens
+from core.cache.finalise import FINALIZE_ROWS, _commit_finalized, _finalize_dictionary
+from core.cache.outputs import add_output_tokens
 from core.cache.plan import (
     CacheParams,
     ContextPlan,
@@ -333,7 +333,6 @@ def _finalise_dictionaries(
     to_finalize: list[Dictionary],
     plan: ContextPlan,
     params: CacheParams,
-    outputs: _OutputTokens,
     finalize_rows: int,
     finalize_workers: int,
     progress: Progress | None,
@@ -352,7 +351,7 @@ def _finalise_dictionaries(
 
     torch_threads = torch.get_num_threads()
     if finalize_workers > 1:
-        torch.set_num_threads(1)  # the workers' output-token products run one per core
+        torch.set_num_threads(1)  # the workers share the cores
     with (
         contextlib.ExitStack() as restore,
         ThreadPoolExecutor(max_workers=max(1, finalize_workers), thread_name_prefix="finalize") as pool,
@@ -368,7 +367,6 @@ def _finalise_dictionaries(
                 plan,
                 params,
                 finalize_rows,
-                functools.partial(outputs.get, d.id),
             )
             for d in by_size
         }
@@ -395,6 +393,46 @@ def _finalise_dictionaries(
 
 
 def run_cache(
+    model,
+    dictionaries: list[Dictionary],
+    workspace: Path,
+    plan: ContextPlan,
+    params: CacheParams,
+    model_name: str = "custom",
+    progress: Progress | None = None,
+    restart: bool = False,
+    finalize_rows: int = FINALIZE_ROWS,
+    finalize_workers: int = 2,
+    storage_threads: int | None = None,
+    output_tokens: bool = True,
+) -> CacheResult:
+    """The caching job (`cache_job`), then, unless `output_tokens` is False, step 6: the output tokens of
+    every cached dictionary that lacks them (`core.cache.outputs.add_output_tokens`, from weights only).
+
+    `result.seconds['total']` is the job's; the output tokens' wall time is `result.seconds['output_tokens']`.
+    """
+    result = cache_job(
+        model,
+        dictionaries,
+        workspace,
+        plan,
+        params,
+        model_name=model_name,
+        progress=progress,
+        restart=restart,
+        finalize_rows=finalize_rows,
+        finalize_workers=finalize_workers,
+        storage_threads=storage_threads,
+    )
+    if output_tokens:
+        with _JobLock(Path(workspace)):
+            _, result.seconds["output_tokens"] = add_output_tokens(
+                Path(workspace), model, dictionaries, params.n_output_tokens
+            )
+    return result
+
+
+def cache_job(
     model,
     dictionaries: list[Dictionary],
     workspace: Path,
@@ -446,7 +484,6 @@ def run_cache(
         # 3. compute the chunks not yet committed
         computing = _Stopwatch()
         to_finalize = [d for d in run.todo if run.records[d.id].status != "ready"]
-        outputs = _OutputTokens(to_finalize, model, params.n_output_tokens)
         result.chunks_computed = _compute_pending_chunks(
             model, workspace, run, plan, params, storage_threads, progress, result
         )
@@ -457,10 +494,9 @@ def run_cache(
         # 4. finalise each dictionary, then close the run
         finalising = _Stopwatch()
         _finalise_dictionaries(
-            workspace, run, to_finalize, plan, params, outputs, finalize_rows, finalize_workers, progress, result
+            workspace, run, to_finalize, plan, params, finalize_rows, finalize_workers, progress, result
         )
         result.cached = [d.id for d in run.todo]
-        result.cpu_seconds["output_tokens"] = outputs.cpu_seconds
         with store.session(workspace, write=True) as con:
             store.finish_run(con, run.run_id)
         files.remove_scratch(workspace, run.run_id)

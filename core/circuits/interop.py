@@ -33,6 +33,17 @@ Export, step by step (`to_graph_json`):
    only from pinned members), `supernodes` = `[[label, node_id, ...], ...]`.
 5. Every node also carries `explorer`: our node id and attributes; `metadata.explorer` carries our
    graph metadata. The viewers ignore both; import reads them back, so our export round-trips exactly.
+6. QK effects (`core.tracing.qk.expand_qk`: edges of kind "qk", `qk_weight` on direct edges) are not
+   links: the viewers would draw them as direct effects and count them in their influence. They go where
+   Neuronpedia's viewer reads QK tracing (the shape of its CRM backend): each attention latent they
+   steer gets `qk_tracing_results` = {"pair_wise_contributors": [], "top_q_marginal_contributors":
+   [[node_id, effect through the query], ...], "top_k_marginal_contributors": [[node_id, effect
+   through the keys], ...]} (strongest first; we attribute per node, not per query-key pair, so the
+   pair list is empty), and a node joined to the circuit only through QK edges (`qk_only`, no direct
+   out-edge) is listed in the top-level `qk_only_nodes` ({node_id: node}) instead of `nodes`, with the
+   links into it left out too. The viewer draws the direct circuit and lists a clicked attention
+   latent's QK contributors, resolving ids from `nodes` or `qk_only_nodes`. The exact QK edges and the
+   left-out links travel in `metadata.explorer` (`qk_edges`, `link_extras`), so import restores them.
 
 `check_exportable` runs the checks alone (cheap), `write_graph_json` writes the file, `target_probability`
 gives the target token's probability for the logit label.
@@ -60,9 +71,10 @@ from typing import Any
 import networkx as nx
 
 from core.errors import UserError
-from core.tracing.graph import GRAPH_FORMAT, graph_from_json, target_node
-from core.tracing.influence import graph_influence
+from core.tracing.graph import EDGE_EXTRAS, GRAPH_FORMAT, graph_from_json, target_node
+from core.tracing.influence import graph_influence, is_qk_edge
 from core.tracing.nodes import NodeInfo
+from core.tracing.qk import qk_edges
 
 FORMAT = "sae-circuit-explorer/graph-interop"
 VERSION = 1
@@ -368,7 +380,7 @@ def to_graph_json(
             "explorer": _clean({"id": v, **a}),
         }
         nodes.append(entry)
-    links = [{"source": ids[u], "target": ids[w], "weight": float(d["weight"])} for u, w, d in G.edges(data=True)]
+    nodes, qk_only_nodes, links, explorer_edges = _qk_export(G, nodes, ids, target)
     pinned_ids = list(dict.fromkeys([*(ids[p] for p in pinned), *(ids[m] for _, ms in groups for m in ms)]))
     metadata: dict[str, Any] = {
         "slug": str(slug),
@@ -382,11 +394,19 @@ def to_graph_json(
             "generator": {"name": GENERATOR, "version": str(VERSION)},
             "create_time_ms": int(time.time() * 1000),
         },
-        "explorer": {"format": FORMAT, "version": VERSION, "model_id": str(model_id), "graph": _clean(dict(G.graph))},
+        "explorer": {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_id": str(model_id),
+            "graph": _clean(dict(G.graph)),
+            **explorer_edges,
+        },
     }
     if node_threshold is not None:
         metadata["node_threshold"] = float(node_threshold)
+    out_qk = {"qk_only_nodes": qk_only_nodes} if qk_only_nodes else {}
     return {
+        **out_qk,
         "metadata": metadata,
         "qParams": {
             "pinnedIds": pinned_ids,
@@ -398,6 +418,47 @@ def to_graph_json(
         "nodes": nodes,
         "links": links,
     }
+
+
+def qk_only_nodes(G: nx.DiGraph, target: str | None) -> set[str]:
+    """Nodes of `G` joined to the circuit only through QK edges: every out-edge is a QK edge (step 6)."""
+    return {
+        v for v in G if v != target and G.out_degree(v) and all(is_qk_edge(d) for *_, d in G.out_edges(v, data=True))
+    }
+
+
+def _qk_export(
+    G: nx.DiGraph, nodes: list[dict[str, Any]], ids: Mapping[str, str], target: str | None
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Step 6: (nodes, qk_only_nodes, links, our exact QK edges and left-out links for `metadata.explorer`)."""
+    aside = qk_only_nodes(G, target)
+    links, outside, extras = [], [], []
+    for u, w, d in G.edges(data=True):
+        if is_qk_edge(d) or u in aside or w in aside:
+            outside.append([u, w, _clean(dict(d))])
+            continue
+        links.append({"source": ids[u], "target": ids[w], "weight": float(d["weight"])})
+        extra = {k: _clean(d[k]) for k in EDGE_EXTRAS if k in d}
+        if extra:
+            extras.append([u, w, extra])
+    by_id = {n["explorer"]["id"]: n for n in nodes}
+    for e in qk_edges(G):
+        sides = G.edges[e.source, e.target].get("qk_sides")
+        res = by_id[e.target].setdefault(
+            "qk_tracing_results",
+            {"pair_wise_contributors": [], "top_q_marginal_contributors": [], "top_k_marginal_contributors": []},
+        )
+        if isinstance(sides, list | tuple) and len(sides) == 2:
+            for key, x in zip(("top_q_marginal_contributors", "top_k_marginal_contributors"), sides, strict=True):
+                if _finite(x):  # a side it does not act through (exactly 0) is not listed
+                    res[key].append([ids[e.source], float(x)])
+    for n in nodes:
+        for key in ("top_q_marginal_contributors", "top_k_marginal_contributors"):
+            if "qk_tracing_results" in n:
+                n["qk_tracing_results"][key].sort(key=lambda c: -abs(c[1]))
+    explorer = {"qk_edges": outside, "link_extras": extras} if outside or extras else {}
+    kept = [n for n in nodes if n["explorer"]["id"] not in aside]
+    return kept, {n["node_id"]: n for n in nodes if n["explorer"]["id"] in aside}, links, explorer
 
 
 def dumps(obj: Mapping[str, Any]) -> str:
@@ -662,7 +723,21 @@ def _read_ours(data: Mapping[str, Any]) -> tuple[nx.DiGraph, dict[str, str]]:
             raise GraphImportError(f"explorer.id {ours!r} appears twice in nodes")
         G.add_node(ours, **attrs)
         id_map[n["node_id"]] = ours
+    qk_only = data.get("qk_only_nodes") or {}
+    for n in qk_only.values() if isinstance(qk_only, Mapping) else ():
+        attrs = dict(n.get("explorer") or {}) if isinstance(n, Mapping) else {}
+        ours = attrs.pop("id", None)
+        if isinstance(ours, str) and ours and ours not in G:
+            G.add_node(ours, **attrs)
+            id_map[str(n.get("node_id"))] = ours
     _add_links(G, data["links"], id_map)
+    explorer = data["metadata"]["explorer"]
+    for u, v, attrs in explorer.get("qk_edges") or []:
+        if u in G and v in G:
+            G.add_edge(u, v, **attrs)
+    for u, v, attrs in explorer.get("link_extras") or []:
+        if G.has_edge(u, v):
+            G.edges[u, v].update(attrs)
     return G, id_map
 
 

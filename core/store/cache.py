@@ -288,6 +288,39 @@ def mark_dictionary_ready(
     )
 
 
+def store_output_tokens(con: duckdb.DuckDBPyConnection, dict_idx: int, out: dict[str, np.ndarray]) -> None:
+    """Set the output-token columns of dictionary `dict_idx`'s stats rows from `[d_sae, k]` arrays
+    (top/bottom_output_tokens/logits; see `core.cache.stats.output_token_logits`)."""
+    d_sae = len(out["top_output_tokens"])
+    table = pa.table(
+        {
+            "latent": pa.array(np.arange(d_sae, dtype=np.int32)),
+            "tt": _list_array(out["top_output_tokens"].astype(np.int32), pa.int32()),
+            "tl": _list_array(out["top_output_logits"].astype(np.float32), pa.float32()),
+            "bt": _list_array(out["bottom_output_tokens"].astype(np.int32), pa.int32()),
+            "bl": _list_array(out["bottom_output_logits"].astype(np.float32), pa.float32()),
+        }
+    )
+    con.register("_outputs_in", table)
+    try:
+        con.execute(
+            "UPDATE latent_stats SET top_output_tokens = o.tt, top_output_logits = o.tl, "
+            "bottom_output_tokens = o.bt, bottom_output_logits = o.bl "
+            "FROM _outputs_in o WHERE latent_stats.dict_idx = ? AND latent_stats.latent = o.latent",
+            [dict_idx],
+        ).fetchall()
+    finally:
+        con.unregister("_outputs_in")
+
+
+def output_tokens_stored(con: duckdb.DuckDBPyConnection, dict_idx: int) -> bool:
+    """Whether dictionary `dict_idx`'s stats rows hold output tokens (False before `store_output_tokens`)."""
+    rows = con.execute(
+        "SELECT count(*) FROM latent_stats WHERE dict_idx = ? AND len(top_output_tokens) = 0", [dict_idx]
+    ).fetchall()
+    return rows[0][0] == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Reads (each opens its own short read session unless given a connection)
 

@@ -20,7 +20,10 @@ def _run_make_hub_fixture(args) -> int:
                 "transcoder_dir": None if args.no_transcoders else str(out / "transcoders"),
                 "releases": list(releases),
                 "scale": scale,
-                "use": f"HF_HOME={out} HF_HUB_OFFLINE=1 python -m core cache --model gpt2 ...",
+                "use": f"HF_HOME={out} HF_HUB_OFFLINE=1 python -m core cache --model gpt2 --releases "
+                f"{' '.join(releases)}"
+                + ("" if args.no_transcoders else f" --transcoder-dir {out / 'transcoders'}")
+                + " --workspace WS --tokens N",
             }
         )
     )

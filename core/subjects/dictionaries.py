@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from core.paths import REBUILD_COMMAND, default_paths
 from core.subjects.models import MODEL_NAMES, ArtifactError, HubUnreachableError, hub_reachable, pick_device
@@ -93,6 +94,8 @@ class Dictionary:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations `[..., d_sae]` of activations `x: [..., d_in]` read at `hook_in`."""
+        import torch
+
         if self.kind in SAE_KINDS:
             return self.module.encode(x)
         acts = self.module.act_fn(x @ self.W_enc + self.b_enc)  # [..., d_mlp], the model's hook_post
@@ -480,6 +483,60 @@ def load_dictionaries(
     (kind and layer read from each cfg.json's hook names). Ids are checked before anything is
     downloaded; offline, a hub release fails within seconds with HubUnreachableError.
     """
+    specs, wanted, online = check_dictionary_sources(model_name, releases, transcoder_dir, ids, root)
+    out: dict[str, Dictionary] = {}
+    for did in wanted:
+        spec = specs[did]
+        if spec.folder is not None:
+            out[did] = load_dictionary_folder(
+                spec.folder, spec.kind, spec.layer, device, spec.hook_in, spec.hook_out, did, spec.fix
+            )
+        else:
+            out[did] = load_release_dictionary(spec, device, online=online)
+    return out
+
+
+def spec_width(spec: DictionarySpec) -> int | None:
+    """The input width (`d_in`) a dictionary's cfg.json declares, read from its folder or the local
+    Hugging Face cache without loading weights; None when the file cannot be read here."""
+    path: Path | None = spec.folder / "cfg.json" if spec.folder is not None else None
+    if path is None and spec.release is not None and spec.sae_id is not None:
+        from huggingface_hub import try_to_load_from_cache
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+        info = get_pretrained_saes_directory()[spec.release]
+        found = try_to_load_from_cache(info.repo_id, f"{info.saes_map[spec.sae_id]}/cfg.json")
+        path = Path(found) if isinstance(found, str) else None
+    try:
+        return int(json.loads(path.read_text())["d_in"]) if path is not None else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_widths(specs: list[DictionarySpec], d_model: int) -> None:
+    """ValueError naming the first dictionary whose declared `d_in` is not the model's `d_model` (before any weights load)."""
+    for spec in specs:
+        width = spec_width(spec)
+        if width is not None and width != d_model:
+            where = spec.folder or f"{spec.release}/{spec.sae_id}"
+            raise ValueError(
+                f"dictionary {spec.id} expects d_in {width} but {spec.hook_in} has width {d_model} ({where}: "
+                f"a dictionary of another model)"
+            )
+
+
+def check_dictionary_sources(
+    model_name: str = "default",
+    releases: list[str] | None = None,
+    transcoder_dir: Path | None = None,
+    ids: list[str] | None = None,
+    root: Path | None = None,
+) -> tuple[dict[str, DictionarySpec], list[str], bool]:
+    """Everything `load_dictionaries` checks before reading any weights: model, release names and hooks,
+    ids, and (offline) that every wanted file is in the local cache or folder.
+
+    Returns (specs by id, wanted ids, whether the hub is reachable); raises a clear error otherwise.
+    """
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; valid names: {', '.join(MODEL_NAMES)}")
     specs: dict[str, DictionarySpec] = {}
@@ -524,16 +581,7 @@ def load_dictionaries(
             raise ArtifactError(
                 f"{folder / 'sae_weights.safetensors'} is missing; {specs[did].fix} (nothing was loaded)"
             )
-    out: dict[str, Dictionary] = {}
-    for did in wanted:
-        spec = specs[did]
-        if spec.folder is not None:
-            out[did] = load_dictionary_folder(
-                spec.folder, spec.kind, spec.layer, device, spec.hook_in, spec.hook_out, did, spec.fix
-            )
-        else:
-            out[did] = load_release_dictionary(spec, device, online=online)
-    return out
+    return specs, wanted, online
 
 
 def read_manifest(root: Path | None = None) -> dict:
@@ -553,6 +601,7 @@ __all__ = [
     "DictionaryKind",
     "DictionarySpec",
     "HubUnreachableError",
+    "check_dictionary_sources",
     "dictionary_from_sae",
     "dictionary_id",
     "hooks_for",

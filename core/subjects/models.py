@@ -12,9 +12,11 @@ import socket
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from core.paths import REBUILD_COMMAND, default_paths
 
@@ -31,9 +33,60 @@ class HubUnreachableError(RuntimeError):
 
 def pick_device(device: str | None = None) -> str:
     """`device` if given, else 'cuda' when available, else 'cpu'."""
+    import torch
+
     if device:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def add_device_arguments(parser, dtypes: tuple[str, ...] = DTYPES) -> None:
+    """Add `--device` and `--dtype` to a stage's argparse parser (one definition for every stage)."""
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help=f"dtype of the model's and dictionaries' weights: {', '.join(dtypes)} (default float32)",
+    )
+    parser.set_defaults(_dtypes=dtypes)
+
+
+def check_device(device: str | None) -> str:
+    """The device to run on (`pick_device`), or ValueError with one clear line if it cannot be used here."""
+    import torch
+
+    name = pick_device(device)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
+    return name
+
+
+def check_dtype(name: str | None, allowed: tuple[str, ...] = DTYPES) -> torch.dtype:
+    """The torch dtype named `name` (default float32), or ValueError naming the dtypes this stage accepts."""
+    import torch
+
+    name = name or "float32"
+    if name not in allowed:
+        raise ValueError(f"--dtype {name!r} is not supported here; use one of {', '.join(allowed)}")
+    return getattr(torch, name)
+
+
+def device_and_dtype(args) -> tuple[str, torch.dtype]:
+    """(device, dtype) from arguments added by `add_device_arguments`, checked before any work."""
+    allowed = getattr(args, "_dtypes", DTYPES)
+    return check_device(getattr(args, "device", None)), check_dtype(getattr(args, "dtype", None), allowed)
 
 
 def model_config_fields(cfg) -> dict:  # cfg: HookedTransformerConfig
@@ -48,6 +101,7 @@ def model_config_fields(cfg) -> dict:  # cfg: HookedTransformerConfig
 
 def save_model(model, directory: Path) -> None:
     """Write a HookedTransformer's config (JSON) and weights (float16 safetensors) to `directory`."""
+    import torch
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -69,6 +123,7 @@ def build_config(fields: dict, device: str):
 
 def load_default_model(root: Path | None = None, device: str | None = None):
     """The embedded default as a HookedTransformer (float32) with its BPE tokenizer attached."""
+    import torch
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer
 
@@ -171,6 +226,16 @@ def missing_hub_model_files(repo_id: str) -> list[str]:
     return [str(snap / names[0]) for _, names in HUB_MODEL_FILES if not any((snap / n).is_file() for n in names)]
 
 
+def hub_model_width(repo_id: str) -> int | None:
+    """`d_model` of hub model `repo_id` from its cached config.json (n_embd / hidden_size), or None if not cached."""
+    path = hub_snapshot(repo_id) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+        return int(cfg.get("n_embd", cfg.get("hidden_size")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def load_hub_model(name: str, device: str | None = None):
     """A pretrained TransformerLens model from the Hugging Face Hub (e.g. 'gpt2'); fails within seconds offline.
 
@@ -203,10 +268,19 @@ def load_hub_model(name: str, device: str | None = None):
         raise
 
 
-def load_model(name: str = "default", device: str | None = None, root: Path | None = None):
-    """A subject model by name: 'default' (embedded, from `data/`) or 'gpt2' (GPT-2 small from the hub)."""
+def load_model(
+    name: str = "default", device: str | None = None, root: Path | None = None, dtype: torch.dtype | None = None
+):
+    """A subject model by name: 'default' (embedded, from `data/`) or 'gpt2' (GPT-2 small from the hub), in `dtype` (default float32)."""
+    import torch
+
     if name == "default":
-        return load_default_model(root=root, device=device)
-    if name == "gpt2":
-        return load_hub_model("gpt2", device=device)
-    raise ValueError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")
+        model = load_default_model(root=root, device=device)
+    elif name == "gpt2":
+        model = load_hub_model("gpt2", device=device)
+    else:
+        raise ValueError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")
+    if dtype is not None and dtype != torch.float32:
+        model = model.to(dtype)
+        model.cfg.dtype = dtype
+    return model

@@ -16,7 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
+from core.subjects.models import add_device_arguments
 from core.tracing.loading import ablation_means, load_subject, trace_params
+
+TRACE_DTYPES = ("float32",)  # --dtype of trace, circuits and steer (tracing computes in float32)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ def run_circuits(args) -> int:
     from core.tracing.replacement import ReplacementModel
 
     tasks = list(TASKS) if args.task == "all" else [args.task]
+    qk = _qk_params(args)  # checked before anything loads
     model, dicts, root = load_subject(args)
     means = ablation_means(args, model, dicts, root)
     rm = ReplacementModel(model, dicts)
@@ -120,7 +124,7 @@ def run_circuits(args) -> int:
         items = load_task_items(task, args.n, root, tokenizer=model.tokenizer)
         prepared, skipped = prepare_items(rm, items)
         comparison, graphs = compare_methods(
-            rm, prepared, sweep, means, args.ablation, task=task, n_skipped=skipped, active_only=args.active_only
+            rm, prepared, sweep, means, args.ablation, task=task, n_skipped=skipped, active_only=args.active_only, qk=qk
         )
         mid = len(sweep) // 2
         aggregate = aggregate_graphs(graphs[mid])
@@ -178,6 +182,9 @@ def register(subparsers) -> None:
     c.add_argument("--thresholds", help="comma-separated node thresholds for the sweep (default: the built-in sweep)")
     _add_common(c)
     c.add_argument("--out", help="folder for <task>-comparison.json and <task>-aggregate-graph.json")
+    c.add_argument("--qk", action="store_true", help="also compare hierarchical+QK (graphs expanded along QK edges)")
+    c.add_argument("--qk-threshold", type=float, default=0.05, help="with --qk: minimum share of a latent's effects")
+    c.add_argument("--qk-latents-only", action="store_true", help="with --qk: rank only latent contributors")
     from core.circuits.pruning_comparison import add_arguments
 
     add_arguments(c)
@@ -206,14 +213,14 @@ def register(subparsers) -> None:
     st.add_argument("--workspace", help="save the result with a circuit of this workspace")
     st.add_argument("--circuit", help="the saved circuit's name (its prompt and target are the defaults)")
     st.add_argument("--version", type=int, help="the circuit version to save with (default: its latest)")
-    st.add_argument("--model", default="default", help="subject model (only 'default' has transcoders)")
-    st.add_argument("--root", help="folder of the default build (default data/default)")
+    _add_model_arguments(st)
     st.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch CPU threads (default 1: the model is small, and 2 oversubscribe busy cores)",
     )
+    add_device_arguments(st, TRACE_DTYPES)
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(run=run_steer)
 
@@ -308,9 +315,22 @@ def run_steer(args) -> int:
     return 0
 
 
-def _add_common(p) -> None:
-    p.add_argument("--model", default="default", help="subject model (only 'default' has transcoders)")
+def _add_model_arguments(p) -> None:
+    """`--model`, `--root`, and for gpt2 `--releases`/`--transcoder-dir` (as `cache` takes them)."""
+    p.add_argument(
+        "--model",
+        default="default",
+        help="default (embedded) or gpt2 (from the Hugging Face cache, HF_HOME; needs --transcoder-dir)",
+    )
     p.add_argument("--root", help="folder of the default build (default data/default)")
+    p.add_argument(
+        "--releases", nargs="+", help="gpt2: SAE-Lens releases (attention SAEs), e.g. gpt2-small-attn-out-v5-32k"
+    )
+    p.add_argument("--transcoder-dir", help="gpt2: a folder of SAE-Lens transcoder folders")
+
+
+def _add_common(p) -> None:
+    _add_model_arguments(p)
     from core.settings import add_arguments
     from core.tracing.hierarchical import TraceParams
 
@@ -328,6 +348,7 @@ def _add_common(p) -> None:
         help="ablate only latents active in the run (inactive ones stay 0, not their mean)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    add_device_arguments(p, TRACE_DTYPES)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -12,6 +12,10 @@ Method, step by step:
    sizes) keeps prompt i's top n_i latents by |IE|; random keeps n_i active latents (several seeds).
    With `active_only`, attribution patching ranks only the prompt's active latents, as hierarchical
    tracing and random do: an inactive latent stays at 0 under that ablation, in the circuit or not.
+   With `qk` (QKParams), hierarchical+QK: each hierarchical graph, copied, expanded along QK edges
+   (`core.tracing.qk.expand_qk`: the latents that steer its attention latents' queries and keys), its
+   circuit the expanded graph's latents (n'_i >= n_i); attribution patching is also measured at those
+   sizes ("attribution_patching_at_qk_size"), so hierarchical+QK is compared at equal size too.
 5. Faithfulness and complement faithfulness of each method at each point by mean ablation on the
    real model (`ablation.py`), with m(M) and m(∅) computed once.
 6. Aggregate graph: the hierarchical graphs of one sweep point averaged over prompts. Nodes are
@@ -47,12 +51,21 @@ from core.tracing.baselines import active_features, attribution_patching_scores,
 from core.tracing.graph import circuit_features
 from core.tracing.hierarchical import TraceParams, hierarchical_trace
 from core.tracing.nodes import LogitTarget
+from core.tracing.qk import QKParams, expand_qk
 from core.tracing.replacement import PromptState, ReplacementModel
 from core.tracing.timing import phase, report
 
 log = logging.getLogger(__name__)
 
 METHODS = ("hierarchical", "attribution_patching", "random")
+QK_METHODS = ("hierarchical+qk", "attribution_patching_at_qk_size")  # with compare_methods(qk=...)
+_SHORT = {
+    "hierarchical": "hierarchical",
+    "attribution_patching": "attr. patching",
+    "random": "random",
+    "hierarchical+qk": "hier.+QK",
+    "attribution_patching_at_qk_size": "AtP at +QK size",
+}
 
 # From small to large circuits; the middle point is the default TraceParams.
 DEFAULT_SWEEP = (
@@ -233,22 +246,28 @@ class CircuitComparison:
         return {k: clean(v) for k, v in out.items()}
 
     def table(self) -> str:
-        """The curves as a plain-text table: one line per sweep point, F and F(M\\C) per method."""
-        short = {"hierarchical": "hierarchical", "attribution_patching": "attr. patching", "random": "random"}
+        """The curves as a plain-text table: one line per sweep point, F and F(M\\C) per method (with QK
+        methods, a second size column: the hierarchical+QK circuits' mean size)."""
+        methods = [m for m in (*METHODS, *QK_METHODS) if any(r.method == m for r in self.rows)]
+        qk = "hierarchical+qk" in methods
         lines = [
             f"task {self.task}: {self.n_prompts} prompts ({self.n_skipped} skipped), m(M)={self.metric_full:.3f}, "
             f"m(empty)={self.metric_empty:.3f}, {self.ablation} ablation; F = faithfulness, C = F(M\\C) (0 = complete)",
-            f"{'point':>5} {'size':>6}  " + "  ".join(f"{short[m]:<15}" for m in METHODS),
-            f"{'':>5} {'':>6}  " + "  ".join(f"{'F':>7} {'C':>7}" for _ in METHODS),
+            f"{'point':>5} {'size':>6}"
+            + (f" {'+QK':>6}" if qk else "")
+            + "  "
+            + "  ".join(f"{_SHORT[m]:<15}" for m in methods),
+            f"{'':>5} {'':>6}" + (f" {'':>6}" if qk else "") + "  " + "  ".join(f"{'F':>7} {'C':>7}" for _ in methods),
         ]
         for p in sorted({r.point for r in self.rows}):
             by = {r.method: r for r in self.rows if r.point == p}
             size = by["hierarchical"].size if "hierarchical" in by else float("nan")
+            qk_size = f" {by['hierarchical+qk'].size:>6.1f}" if "hierarchical+qk" in by else (" " * 7 if qk else "")
             cells = "  ".join(
                 f"{by[m].faithfulness:>7.3f} {by[m].complement_faithfulness:>7.3f}" if m in by else " " * 15
-                for m in METHODS
+                for m in methods
             )
-            lines.append(f"{p:>5} {size:>6.1f}  {cells}")
+            lines.append(f"{p:>5} {size:>6.1f}{qk_size}  {cells}")
         return "\n".join(lines)
 
 
@@ -263,8 +282,10 @@ def compare_methods(
     n_skipped: int = 0,
     progress: Progress | None = None,
     active_only: bool = False,
+    qk: QKParams | None = None,
 ) -> tuple[CircuitComparison, list[list[nx.DiGraph]]]:
-    """Steps 3-5 on prepared items; returns the comparison and the hierarchical graphs per sweep point."""
+    """Steps 3-5 on prepared items; returns the comparison and the hierarchical graphs per sweep point
+    (without QK expansion: `qk` expands copies)."""
     if not prepared:
         raise ValueError("no prompts to compare on (all items skipped?)")
     model, dicts = rm.model, rm.dictionaries
@@ -291,15 +312,30 @@ def compare_methods(
             for p in prepared
         ]
     candidates = [active_features(p.state) for p in prepared]
+    with_qk: list[list[Circuit]] = []
+    if qk is not None:
+        with phase("qk_expansion", timings, log):
+            for row in graphs:
+                with_qk.append(
+                    [circuit_features(expand_qk(rm, p.state, g.copy(), qk)) for p, g in zip(prepared, row, strict=True)]
+                )
 
     with phase("ablations", timings, log):
         for j, params in enumerate(sweep):
             hier = [circuit_features(g) for g in graphs[j]]
-            for method, circuit_sets in _method_circuits(hier, atp, candidates, random_seeds, active_only).items():
+            methods = _method_circuits(hier, atp, candidates, random_seeds, active_only)
+            if with_qk:
+                hq = with_qk[j]
+                methods["hierarchical+qk"] = [hq]
+                methods["attribution_patching_at_qk_size"] = _method_circuits(hq, atp, candidates, (), active_only)[
+                    "attribution_patching"
+                ]
+            for method, circuit_sets in methods.items():
                 res = faithfulness_of_sets(
                     model, dicts, tokens, targets, circuit_sets, means, ablation, (m_full, m_empty), active_only
                 )
-                result.rows.append(_mean_row(method, j, params, [len(c) for c in hier], res))
+                sized = with_qk[j] if method in QK_METHODS else hier
+                result.rows.append(_mean_row(method, j, params, [len(c) for c in sized], res))
             report(progress, f"ablations {j + 1}/{len(sweep)}", 0.4 + 0.6 * (j + 1) / len(sweep))
     return result, graphs
 

@@ -124,7 +124,7 @@ def _clean(x: Any) -> Any:
 
 
 # Edge attributes besides `weight` that a graph keeps through JSON: QK edges (core.tracing.qk.expand_qk).
-EDGE_EXTRAS = ("edge_kind", "qk_weight", "heads")
+EDGE_EXTRAS = ("edge_kind", "qk_weight", "heads", "qk_sides")
 
 
 def graph_to_json(G: nx.DiGraph, n_layers: int | None = None, scan: str = "default") -> dict[str, Any]:

@@ -12,6 +12,13 @@ Method (circuit-tracer's `compute_node_influence = compute_influence(normalize_m
 A networkx graph (`graph_influence`) keeps only some of each node's parents; its untraced remainder
 (`total_abs_effect` as the trace recorded it, minus the graph's in-edges) goes to one extra sink
 column, so a kept edge's share is its share of the node's whole |direct effect|, as in the trace.
+
+Edge kinds: QK edges (`edge_kind="qk"`, and `qk_weight` on a direct edge; `core.tracing.qk.expand_qk`)
+are effects through attention patterns, which the direct effects above hold frozen. By default they
+are left out, so adding them to a graph changes no influence of its direct (OV, MLP) edges. With
+`qk=True` they join `A` beside the direct effects (a QK edge's |weight|, a direct edge's |qk_weight|
+added to its |weight|); the untraced remainder stays the direct one, so a node's row then sums to its
+whole |direct effect| plus its |QK effects|.
 """
 
 from __future__ import annotations
@@ -62,36 +69,47 @@ def one_hot(n: int, index: int, like: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def graph_adjacency(G: nx.DiGraph) -> tuple[list[str], torch.Tensor]:
+def is_qk_edge(d: dict) -> bool:
+    """True for an edge of kind 'qk' (an effect through an attention pattern, `core.tracing.qk`)."""
+    return d.get("edge_kind") == "qk"
+
+
+def graph_adjacency(G: nx.DiGraph, qk: bool = False) -> tuple[list[str], torch.Tensor]:
     """`G`'s nodes (in `G.nodes` order) and `A: [n+1, n+1]` float64 of their |direct effects|.
 
     `A[t, s] = |weight of edge s -> t|`; column n (the sink) holds each node's untraced remainder,
-    `total_abs_effect - sum of its in-edges` (0 when the node has no `total_abs_effect`).
+    `total_abs_effect - sum of its direct in-edges` (0 when the node has no `total_abs_effect`).
+    QK edges count only with `qk` (see the module docstring).
     """
     nodes = list(G.nodes)
     index = {v: i for i, v in enumerate(nodes)}
     n = len(nodes)
     A = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    QK = torch.zeros(n + 1, n + 1, dtype=torch.float64)
     for u, v, d in G.edges(data=True):
-        A[index[v], index[u]] = abs(_weight(d))
+        if is_qk_edge(d):
+            QK[index[v], index[u]] = abs(_weight(d))
+        else:
+            A[index[v], index[u]] = abs(_weight(d))
+            QK[index[v], index[u]] = abs(_weight({"weight": d.get("qk_weight")}))
     for v, a in G.nodes(data=True):
         total = a.get("total_abs_effect")
         if total is not None and not math.isnan(total) and total > 0:
             i = index[v]
             A[i, n] = max(0.0, float(total) - float(A[i, :n].sum()))
-    return nodes, A
+    return nodes, (A + QK if qk else A)
 
 
-def graph_influence(G: nx.DiGraph, target: str | None = None) -> dict[str, float]:
+def graph_influence(G: nx.DiGraph, target: str | None = None, qk: bool = False) -> dict[str, float]:
     """Every node's influence on `target` (default: `G`'s target node) through `G`: {node id: [0, 1]}.
 
-    `node_influence(graph_adjacency(G))`, plus the target's own weight: the target has 1, a node
-    with no path to it 0. ValueError if `G` has a cycle.
+    `node_influence(graph_adjacency(G, qk))`, plus the target's own weight: the target has 1, a node
+    with no path to it 0 (without `qk`, a node joined only by QK edges). ValueError if `G` has a cycle.
     """
     if not nx.is_directed_acyclic_graph(G):
         raise ValueError("the graph has a cycle; influence needs a DAG (direct effects run forward in the model)")
     target = target_node(G) if target is None else target
-    nodes, A = graph_adjacency(G)
+    nodes, A = graph_adjacency(G, qk)
     w = one_hot(len(nodes) + 1, nodes.index(target), A)
     influence = node_influence(A, w) + w
     return {v: float(influence[i]) for i, v in enumerate(nodes)}

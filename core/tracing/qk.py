@@ -462,6 +462,14 @@ def qk_latent_effects(
     latent whose pre-activation reads layer `layer`'s attention output along `enc: [d_model]`; and the
     key positions examined. The query side moves the whole row; the key side is summed over the
     `keys_per_head` key positions with the largest |p_k (z_k - mean_p z)|."""
+    query, key, keys = qk_latent_side_effects(qa, layer, head, q_pos, enc, params)
+    return query + key, keys
+
+
+def qk_latent_side_effects(
+    qa: QKAttributor, layer: int, head: int, q_pos: int, enc: torch.Tensor, params: QKParams
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """`qk_latent_effects` split by side: (through the query `[n_nodes]`, through the keys `[n_nodes]`, keys)."""
     rm = qa.rm
     attn = rm.model.blocks[layer].attn
     v = qa.values(layer)[: q_pos + 1, _kv_head(rm, head)]  # [q_pos + 1, d_head]
@@ -469,14 +477,15 @@ def qk_latent_effects(
     p = qa.state.frozen[f"blocks.{layer}.attn.hook_pattern"][0, head, q_pos, : q_pos + 1].float()
     zc = z - p @ z
     keys = torch.topk((p * zc).abs(), min(params.keys_per_head, q_pos + 1)).indices.tolist()
-    total = torch.zeros(qa.state.n_nodes, device=qa.state.tokens.device)
+    query = torch.zeros(qa.state.n_nodes, device=qa.state.tokens.device)
+    key = torch.zeros_like(query)
     for j, k in enumerate(keys):
         a = qa.attribute(layer, head, q_pos, k)
         if j == 0:  # the query side moves the whole row: dp_k' = p_k' (qs_k' - mean_p qs), once per head
             qs = a.query_scores
-            total += (p * (qs - (qs @ p)[:, None])) @ z
-        total += a.key_side * p[k] * zc[k]
-    return total, keys
+            query += (p * (qs - (qs @ p)[:, None])) @ z
+        key += a.key_side * p[k] * zc[k]
+    return query, key, keys
 
 
 def expand_qk(rm: ReplacementModel, state: PromptState, G: nx.DiGraph, params: QKParams | None = None) -> nx.DiGraph:
@@ -487,8 +496,9 @@ def expand_qk(rm: ReplacementModel, state: PromptState, G: nx.DiGraph, params: Q
     attributed (`QKAttributor`); every node's first-order effect on the latent through those patterns
     (`qk_latent_effects`) whose share of the latent's |direct effects| (`total_abs_effect`, else the sum
     of |in-edge weights|) is at least `qk_threshold` becomes an edge `source -> latent` with
-    `edge_kind="qk"`, `weight` the effect and `heads` the heads used. A source that already has a
-    direct edge to the latent gets `qk_weight` on that edge instead. New nodes get `qk_only=True`.
+    `edge_kind="qk"`, `weight` the effect, `heads` the heads used and `qk_sides` its split
+    [through the query, through the keys]. A source that already has a direct edge to the latent gets
+    `qk_weight` (and `qk_sides`) on that edge instead. New nodes get `qk_only=True`.
     With `latents_only`, only latents are ranked (and layer-0 attention latents, whose query and key
     read only embeddings, are skipped). One round: latents added here are not QK-expanded in turn.
     """
@@ -528,11 +538,14 @@ def expand_qk(rm: ReplacementModel, state: PromptState, G: nx.DiGraph, params: Q
             ]
         )
         heads = torch.topk(writes, min(params.heads_per_latent, pat.shape[0])).indices.tolist()
-        effect = torch.zeros(state.n_nodes, device=state.tokens.device)
+        by_query = torch.zeros(state.n_nodes, device=state.tokens.device)
+        by_key = torch.zeros_like(by_query)
         for h in heads:
-            e, keys = qk_latent_effects(qa, L, h, q, enc, params)
-            effect += e
+            eq, ek, keys = qk_latent_side_effects(qa, L, h, q, enc, params)
+            by_query += eq
+            by_key += ek
             pairs += [[L, int(h), q, int(k)] for k in keys]
+        effect = by_query + by_key
         total = G.nodes[v].get("total_abs_effect") or sum(abs(dd["weight"]) for *_, dd in G.in_edges(v, data=True))
         if not total:
             continue
@@ -551,10 +564,11 @@ def expand_qk(rm: ReplacementModel, state: PromptState, G: nx.DiGraph, params: Q
                 n_added += 1
                 added.append(s)
             w = float(effect[s])
+            sides = [float(by_query[s]), float(by_key[s])]
             if G.has_edge(src.node_id, v):
-                G.edges[src.node_id, v]["qk_weight"] = w
+                G.edges[src.node_id, v].update(qk_weight=w, qk_sides=sides)
             else:
-                G.add_edge(src.node_id, v, weight=w, edge_kind="qk", heads=[int(h) for h in heads])
+                G.add_edge(src.node_id, v, weight=w, edge_kind="qk", heads=[int(h) for h in heads], qk_sides=sides)
     qa.release()
     G.graph["qk_params"] = params.to_json()
     G.graph["qk_pairs"] = [list(p) for p in dict.fromkeys(tuple(p) for p in pairs)]
@@ -600,3 +614,47 @@ def connect_parents(rm: ReplacementModel, state: PromptState, G: nx.DiGraph, lat
                 G.add_node(src.node_id, **node_attributes(src), qk_only=True, expanded=False)
             if not G.has_edge(src.node_id, v):
                 G.add_edge(src.node_id, v, weight=float(row[j]))
+
+
+# ---------------------------------------------------------------------- QK edges of a graph (views, exports)
+
+
+@dataclass(frozen=True)
+class QKEdge:
+    """One QK effect of a graph: `source` steers the attention that `target` (an attention latent) reads.
+
+    `weight`: the first-order effect on the target's pre-activation (`expand_qk`); `share`: |weight|
+    over the target's total |direct effect| (`total_abs_effect`, else the sum of its direct in-edges),
+    the scale of `QKParams.qk_threshold`; `on_direct`: True when it is the `qk_weight` of a direct edge."""
+
+    source: str
+    target: str
+    weight: float
+    share: float
+    heads: tuple[int, ...]
+    on_direct: bool
+
+
+def qk_edges(G: nx.DiGraph, threshold: float = 0.0) -> list[QKEdge]:
+    """The QK effects of `G` (edges of kind 'qk' and `qk_weight`s on direct edges) whose share is at least
+    `threshold`, strongest first."""
+    totals: dict[str, float] = {}
+
+    def total(v: str) -> float:
+        if v not in totals:
+            t = G.nodes[v].get("total_abs_effect")
+            if t is None or not t > 0:
+                t = sum(abs(d.get("weight") or 0.0) for *_, d in G.in_edges(v, data=True) if d.get("edge_kind") != "qk")
+            totals[v] = float(t)
+        return totals[v]
+
+    out = []
+    for u, v, d in G.edges(data=True):
+        on_direct = d.get("edge_kind") != "qk"
+        w = d.get("qk_weight") if on_direct else d.get("weight")
+        if w is None or w != w:  # absent or NaN
+            continue
+        share = abs(float(w)) / total(v) if total(v) > 0 else 0.0
+        if share >= threshold:
+            out.append(QKEdge(u, v, float(w), share, tuple(int(h) for h in d.get("heads") or ()), on_direct))
+    return sorted(out, key=lambda e: -abs(e.weight))

@@ -5,6 +5,8 @@
 // {type, node, nodes, seq} and "streamlit:setFrameHeight".
 // Events: "click" (a node: its card; `nodes` = the selection), "select" (shift-click or shift-drag box:
 // `nodes` = the selection), "remove" (alt-click on a node).
+// Edges of kind "qk" (ui/qk_view.py: effects through where a head attends) come with `dashes`, their own
+// colours and a title; they are drawn, hovered and dimmed like the direct edges.
 // Safety: labels are drawn on the canvas, tooltips are set by vis-network 9.1.2 with innerText, the hint
 // with textContent; no text from the spec is ever parsed as HTML.
 /* global vis */

@@ -1,0 +1,247 @@
+"""Generalisation sets (core.build.generalisation) and task text v2 (core.build.tasks_v2).
+
+The held-out sets never meet the training text of either version; v1's text is exactly what built
+the shipped default; a tiny model trained on v2 text learns a planted copying behaviour.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from core.build.generalisation import (
+    BRACKET_SETS,
+    GEN_NAMES,
+    GEN_NOUNS,
+    GENERALISATION_SETS,
+    generalisation_items,
+    leaks,
+)
+from core.build.tasks import NAMES, NOUNS, TaskSplit, make_split, task_pools, training_text_generators
+from core.build.tasks_v2 import V2_EXTRA_NAMES, brown_noun_pairs, clean_sentences, v2_pools
+
+NEUTRAL = [
+    "The jury said that the election was conducted well and fairly in every district of the city.",
+    "He walked slowly down the long road toward the river, where the ships were waiting for the morning tide.",
+    "It is not clear whether the new plan will help the farmers or the workers in the spring.",
+    "They spent the whole afternoon talking about the old days on the farm.",
+    "They found the door locked and went back to the car.",
+]
+# Brown-like sentences that contain held-out names, nouns and frame phrases: v2 must drop them.
+CONTAMINATED = [
+    "They smiled at Robert and the boats in front of the house.",
+    "William pointed at the mountains, and neither  spirit\nnor matter moved.",
+    "They were sitting on the porch of the hotel when the guests arrived.",
+    "The ladies complained about the company, which is why they left.",
+]
+
+
+def _v2_split(nouns=None) -> TaskSplit:
+    names, pool = v2_pools(None)
+    return make_split(names, nouns or pool, seed=0, task_text="v2")
+
+
+def test_every_set_is_made_and_answers_are_right_by_construction():
+    split = make_split(list(NAMES), list(NOUNS), seed=0)
+    for name in GENERALISATION_SETS:
+        items = generalisation_items(name, split, NEUTRAL, 60)
+        assert len(items) == 60
+        for i, item in enumerate(items):
+            if name.startswith("ioi"):
+                io, s = item.correct.strip(), item.incorrect.strip()
+                assert {io, s} <= set(GEN_NAMES)
+                assert (
+                    len(re.findall(rf"\b{s}\b", item.prompt)) == 2 and len(re.findall(rf"\b{io}\b", item.prompt)) == 1
+                )
+            elif name.startswith("sva"):
+                subject = item.prompt.split()[1]
+                forms = {w: plural for pair in GEN_NOUNS for plural, w in enumerate(pair)}
+                assert subject in forms
+                assert item.correct.strip() in (("are", "were") if forms[subject] else ("is", "was"))
+            else:
+                depth = item.prompt.count("(") - item.prompt.count(")")
+                inside = i % 2 == 0
+                assert depth == (1 if inside else 0)
+                assert (item.correct, item.incorrect) == ((")", ".") if inside else (".", ")"))
+                if name == "brackets_nested_inner_closed":
+                    assert item.prompt.count("(") == 2
+                elif inside:
+                    assert 36 <= len(item.prompt.rsplit("(", 1)[1].split()) <= 60
+    assert set(BRACKET_SETS) <= set(GENERALISATION_SETS)
+    with pytest.raises(ValueError, match="unknown generalisation set"):
+        generalisation_items("nope", split, NEUTRAL, 1)
+
+
+def test_tokenizer_filter_keeps_single_token_names_and_fits_the_context(tiny_tokenizer):
+    split = make_split(list(NAMES), list(NOUNS), seed=0)
+    with pytest.raises(ValueError, match="single tokens"):  # the tiny tokenizer has none of these names
+        generalisation_items("ioi_new_names", split, NEUTRAL, 5, tokenizer=tiny_tokenizer)
+    with pytest.raises(ValueError, match="did not fit the model's context of 32 tokens"):
+        generalisation_items("brackets_long_span", split, NEUTRAL, 2, tokenizer=tiny_tokenizer)
+    wider = copy.deepcopy(tiny_tokenizer)
+    wider.model_max_length = 60
+    nested = generalisation_items("brackets_nested_inner_closed", split, NEUTRAL, 40, tokenizer=wider)
+    assert all(len(wider.encode(it.prompt, add_special_tokens=False)) < 60 for it in nested)
+
+
+def test_heldout_names_nouns_and_frames_are_in_no_pool_and_no_template():
+    assert not set(GEN_NAMES) & (set(NAMES) | set(V2_EXTRA_NAMES))
+    gen_words = {w for p in GEN_NOUNS for w in p}
+    assert not gen_words & {w for p in NOUNS for w in p}
+    names, nouns = v2_pools(None)
+    assert not set(names) & set(GEN_NAMES) and not {w for p in nouns for w in p} & gen_words
+
+
+def test_brown_noun_pairs_leave_out_heldout_nouns(tmp_path):
+    singular = " ".join(f"a/at {w}/nn ./." for w in ["boat", "lamp", "city"] * 10 + ["cup"] * 9)
+    plural = " ".join(f"two/cd {w}/nns ./." for w in ["boats", "lamps", "cities", "cups"] * 3)
+    (tmp_path / "ca01").write_text(f"\t{singular}\n\t{plural}\n")
+    (tmp_path / "ca10").write_text("\ta/at cup/nn ./.\n")  # a validation file: not counted
+    assert brown_noun_pairs(tmp_path) == [("boat", "boats"), ("lamp", "lamps"), ("city", "cities")]
+    _, nouns = v2_pools(tmp_path)
+    assert ("lamp", "lamps") in nouns and ("city", "cities") in nouns and ("boat", "boats") not in nouns
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
+    """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
+    if version == "v1":
+        # v1 copies Brown spans verbatim into bracket and copy text, as its Brown rows do: checked
+        # on neutral sentences, the task frames themselves
+        split, sentences = make_split(*task_pools("v1"), seed=0), NEUTRAL
+    else:
+        split, sentences = _v2_split(), NEUTRAL + CONTAMINATED
+    rng = random.Random(11)
+    for stage in ((0, 0, 0), (4, 1, 1), (40, 10, 8)):
+        gens = training_text_generators(split, sentences, stage)
+        kinds = list(gens) if stage == (0, 0, 0) else ["ioi"]
+        for kind in kinds:
+            for _ in range(5000 // len(kinds)):
+                text = gens[kind](rng)
+                assert not leaks(text), (kind, text, leaks(text))
+
+
+def test_v2_drops_brown_sentences_with_heldout_words_or_phrases():
+    assert clean_sentences(NEUTRAL + CONTAMINATED) == NEUTRAL
+    assert set(leaks("so neither  spirit\nnor matter, At last")) == {"neither  spirit\nnor matter", "At last"}
+
+
+def test_v1_text_is_what_built_the_shipped_default():
+    """A sample of v1 text hashed with the code of build 5 (commit d0eb2b8) and after v2 was added."""
+    sentences = [
+        "The jury said that the election was conducted well and fairly in every district of the city.",
+        "He walked slowly down the long road toward the river, where the boats were waiting for the morning tide.",
+        "It is not clear whether the new plan will help the farmers or the workers in the spring.",
+    ]
+    split = make_split(
+        list(NAMES),
+        list(NOUNS),
+        seed=0,
+        extra_rel_verbs=["discovered", "replied", "welcomed", "assured"],
+        n_validation_verbs=1,
+    )
+    h = hashlib.sha256()
+    for stage in ((0, 0, 0), (4, 1, 1), (40, 10, 8)):
+        gens = training_text_generators(split, sentences, stage)
+        rng = random.Random(5)
+        for name in sorted(gens):
+            for _ in range(300):
+                h.update(gens[name](rng).encode())
+    assert h.hexdigest() == "fbfd48e6f7d004e9a4cc519cbf97a0bc3b1cbcb8ac2a1d1565c5182672e77aaf"
+
+
+def test_task_text_version_in_split_config_and_cli():
+    from core.build.pipeline import model_config_hash, task_text_to_build
+    from core.build.train_model import ModelTrainingConfig
+
+    v1 = make_split(list(NAMES), list(NOUNS), seed=0)
+    assert "task_text" not in v1.to_json() and TaskSplit.from_json(v1.to_json()).task_text == "v1"
+    v2 = _v2_split()
+    assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
+    with pytest.raises(ValueError, match="unknown task text 'v3'; choose one of v1, v2"):
+        make_split(list(NAMES), list(NOUNS), task_text="v3")
+    # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model
+    assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"
+    assert model_config_hash(ModelTrainingConfig(task_text="v2")) != "454cf3bd8d2c8a47"
+    # without --task-text a build keeps its model's version: build 5's manifest has none (v1)
+    assert task_text_to_build({"model_training": {"seed": 0}}, None) == "v1"
+    assert task_text_to_build({"model_training": {"task_text": "v2"}}, None) == "v2"
+    assert task_text_to_build({}, None) == "v1" and task_text_to_build({"model_training": {}}, "v2") == "v2"
+    with pytest.raises(ValueError, match="unknown task text"):
+        task_text_to_build({}, "v9")
+
+
+def test_v2_text_covers_depths_spans_prepositions_and_frames():
+    split = _v2_split()
+    gens = training_text_generators(split, NEUTRAL * 20)
+    rng = random.Random(3)
+    depths, spans = set(), []
+    for _ in range(600):
+        text = gens["brackets"](rng)
+        depth = max(np.cumsum([{"(": 1, ")": -1, "[": 1, "]": -1}.get(c, 0) for c in text]))
+        depths.add(int(depth))
+        spans.append(len(re.split(r"[(\[]", text, maxsplit=1)[1].split()))
+    assert depths == {1, 2, 3} and max(spans) > 40 and min(spans) <= 3
+    endings = {gens["ioi"](rng).rsplit(" ", 2)[1] for _ in range(3000)}
+    assert {"to", "at", "with", "for", "from", "about", "on", "into", "of"} <= endings
+
+
+def test_tiny_model_learns_planted_copying_from_v2_text(tmp_path):
+    """A 2-layer model trained for 500 steps on v2 copy text (all of it; 1 in 7 sentences is the planted frame
+    "A smiled. Everyone looked at A.") names the person the sentence mentioned, not another one."""
+    from core.build.evaluate import task_accuracy
+    from core.build.tasks import TaskItem
+    from core.build.tokenizer import load_bpe, save_tokenizer, single_token_words, train_bpe
+    from core.build.train_model import ModelTrainingConfig, _build_rows, _new_model, _optimizer, _train_loop
+
+    names = ["Mary", "John", "Tom", "Anna", "Paul", "Sarah", "David", "Lisa"]
+    split = make_split(names, list(NOUNS)[:6], seed=0, heldout_frac=0.0, task_text="v2")
+    gens = training_text_generators(split, NEUTRAL)
+    rng = random.Random(0)
+    text = [gens[k](rng) for k in ("copy", "ioi", "number") for _ in range(800)]
+    save_tokenizer(train_bpe(text, 600), tmp_path, model_max_length=32)
+    bpe = load_bpe(tmp_path)
+    assert single_token_words(bpe, names) == names
+    from core.build.tokenizer import load_tokenizer
+
+    cfg = ModelTrainingConfig(
+        vocab_size=bpe.get_vocab_size(),
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_mlp=128,
+        n_ctx=32,
+        batch_size=16,
+        steps=500,
+        lr=1e-2,
+        warmup_steps=20,
+        task_share_start=1.0,
+        task_share_end=1.0,
+        task_weights={"copy": 1.0},
+        ioi_curriculum=(),
+        eval_every=10_000,
+        task_text="v2",
+    )
+    brown = np.zeros(200, dtype=np.int32)
+    rows = _build_rows(cfg, bpe, brown, split, NEUTRAL)
+    torch.set_num_threads(1)
+    model = _new_model(cfg, load_tokenizer(tmp_path))
+    # planted: the one name a sentence mentioned is the next word after "Everyone looked at"
+    probe = random.Random(1)
+    items = []
+    for _ in range(64):
+        a, b = probe.sample(names, 2)
+        items.append(TaskItem("copy", f"{a} smiled. Everyone looked at", " " + a, " " + b))
+    before = task_accuracy(model, items)
+    val = torch.from_numpy(rows[:4].astype(np.int64))
+    _train_loop(model, _optimizer(model, cfg), rows, cfg, val, {}, False, 0.0)
+    model.eval()
+    after = task_accuracy(model, items)
+    # seeded: 0.44 -> 1.00 (after 300 steps still 0.53: the behaviour appears between 300 and 500)
+    assert before < 0.6 and after >= 0.9, (before, after)
