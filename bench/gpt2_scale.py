@@ -357,14 +357,16 @@ def stage_circuits_page(args) -> dict:
             t0 = time.monotonic()
             page.goto(served.url + "/Circuits", wait_until="commit", timeout=600_000)
             out["circuits_page_open_s"] = round(wait_rendered(page, timeout=600) - t0, 2)
-            previous = ""
             live = []
-            for _ in range(2 if args.page_live else 0):
+            for i in range(2 if args.page_live else 0):
+                if i:  # a new session, so the same graph counts as new; the server keeps the loaded model
+                    page.reload(wait_until="commit", timeout=600_000)
+                    wait_rendered(page, timeout=600)
                 page.get_by_role("textbox", name="Prompt", exact=True).fill(prompt)
                 page.get_by_text("zero", exact=True).click()
                 t = time.perf_counter()
                 page.get_by_role("button", name="Trace").click()
-                previous = _wait_graph_or_error(page, previous)
+                previous = _wait_graph_or_error(page, "")
                 live.append(round(time.perf_counter() - t, 2))
             if live:
                 out["circuits_page_live_trace_first_s"], out["circuits_page_live_trace_s"] = live
@@ -390,65 +392,15 @@ def stage_circuits_page(args) -> dict:
     return out
 
 
-class _FakeLLM:
-    """A local OpenAI-compatible chat endpoint (like tests/fake_endpoints.py's, whose echo no parser reads)
-    whose reply to an explainer prompt is `[EXPLANATION]: ...` and to a detection prompt of n examples a
-    list of n alternating 1s and 0s, after `delay_s`."""
+EXPLANATION_REPLY = "[EXPLANATION]: a fake explanation from a local endpoint"
 
-    EXPLANATION = "[EXPLANATION]: a fake explanation from a local endpoint"
 
-    def __init__(self, delay_s: float = 0.05):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.requests = 0
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = "\n".join(str(m.get("content", "")) for m in body["messages"])
-                n = len(re.findall(r"^Example \d+:", body["messages"][-1]["content"], flags=re.M))
-                reply = outer.EXPLANATION if "[EXPLANATION]" in text else str([(i + 1) % 2 for i in range(n)])
-                time.sleep(delay_s)
-                with lock:
-                    outer.requests += 1
-                data = json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": reply},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.api_base = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def fake_llm_reply(messages: list[dict]) -> str:
+    """A fake LLM's answer that our parsers read: `[EXPLANATION]: ...` to an explainer prompt, and to a
+    detection prompt of n examples a list of n alternating 1s and 0s."""
+    text = "\n".join(str(m.get("content", "")) for m in messages)
+    n = len(re.findall(r"^Example \d+:", messages[-1]["content"], flags=re.M))
+    return EXPLANATION_REPLY if "[EXPLANATION]" in text else str([(i + 1) % 2 for i in range(n)])
 
 
 def stage_explain(args) -> dict:
@@ -466,7 +418,9 @@ def stage_explain(args) -> dict:
 
     ws = Path(args.work) / "gpt2.duckdb"
     dictionary = args.explain_dictionary
-    fake = _FakeLLM(delay_s=args.explain_delay)
+    from tests.fake_endpoints import FakeEndpoint
+
+    fake = FakeEndpoint("local", delay_s=args.explain_delay, slots=64, reply=fake_llm_reply)
     out: dict = {"explain_dictionary": dictionary, "explain_sample": args.explain_sample}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "router.yaml"
@@ -491,7 +445,7 @@ def stage_explain(args) -> dict:
                 raise SystemExit(f"{name} exited {rc}")
             out[f"{name}_report"] = json.loads(buf.getvalue().strip().splitlines()[-1])
     fake.close()
-    out["llm_requests"] = fake.requests
+    out["llm_requests"] = sum(fake.requests.values())
     with duckdb.connect(str(ws), read_only=True) as con:
         out["explanations_stored"] = con.execute(
             "SELECT count(*) FROM explanations WHERE explainer = 'local-llm' AND status = 'ok'"

@@ -59,6 +59,7 @@ EXAMPLE_TIMEOUT_S = 0.5  # a locked workspace: the example is skipped (tried aga
 WRITE_TIMEOUT_S = 5.0  # a locked workspace gives up after this and says so; the page keeps every edit
 ERRORS = CORE_ERRORS
 TORCH_THREADS = 1
+MODEL_LABELS = {"default": "embedded default model", "gpt2": "GPT-2 small (model set gpt2)"}
 S = st.session_state
 
 
@@ -269,7 +270,8 @@ ws = open_workspace_or_stop(stop_if_locked=False)  # a lock: its own timeouts ke
 open_example_once(ws)
 st.title("Circuits")
 st.caption(
-    f"Workspace {code(str(ws))} · trace a prompt on the embedded default model, prune and annotate the graph, "
+    f"Workspace {code(str(ws))} · trace a prompt on the {MODEL_LABELS.get(model_set(), literal(model_set()))}, "
+    "prune and annotate the graph, "
     "measure the circuit's faithfulness by ablation, save versions."
 )
 
@@ -670,7 +672,10 @@ if faith:
     f5.metric("model m(M)", fmt(faith["metric_full"]), help="the target on the whole model")
     f6.metric("empty m(∅)", fmt(faith["metric_empty"]), help="the target with every latent ablated")
     st.caption(
-        literal(f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real embedded default model.")
+        literal(
+            f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real "
+            f"{MODEL_LABELS.get(model_set(), model_set())}."
+        )
     )
 else:
     st.caption("Not measured for this pruning yet: press Recompute faithfulness.")

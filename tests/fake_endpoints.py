@@ -13,14 +13,23 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeEndpoint:
     """One OpenAI-compatible endpoint; `api_base` is its URL (with /v1)."""
 
-    def __init__(self, name: str = "a", delay_s: float = 0.05, slots: int = 4):
+    def __init__(
+        self,
+        name: str = "a",
+        delay_s: float = 0.05,
+        slots: int = 4,
+        reply: Callable[[list[dict]], str] | None = None,
+    ):
+        """`reply(messages) -> str` writes the answer (default: "<name>: reply to <last message>")."""
         self.name = name
+        self.reply = reply or (lambda messages: f"{name}: reply to {messages[-1]['content']}")
         self.delay_s = delay_s
         self.requests: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
@@ -62,7 +71,7 @@ class FakeEndpoint:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": f"{server.name}: reply to {prompt}"},
+                                "message": {"role": "assistant", "content": server.reply(body["messages"])},
                                 "finish_reason": "stop",
                             }
                         ],

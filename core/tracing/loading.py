@@ -103,11 +103,11 @@ def hub_tracing_ids(
     releases = list(releases) if releases is not None else None
     specs, _, _ = check_dictionary_sources(model_name, releases, transcoder_dir, [], root)  # names and hooks
     wanted = [i for i, spec in specs.items() if spec.kind in ("attn", "transcoder")]
-    check_dictionary_sources(model_name, releases, transcoder_dir, wanted, root)  # their files, not the others'
     if not any(specs[i].kind == "transcoder" for i in wanted):
         raise ValueError(
             f"tracing {model_name} needs transcoders: pass --transcoder-dir, a folder of SAE-Lens transcoder folders"
         )
+    check_dictionary_sources(model_name, releases, transcoder_dir, wanted, root)  # their files, not the others'
     d_model = hub_model_width(model_name)
     if d_model is not None:
         check_widths([specs[i] for i in wanted], d_model)
