@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,39 @@ def app_workspace(tmp_path_factory) -> Path:
     from app_workspace import build_app_workspace
 
     return build_app_workspace(tmp_path_factory.mktemp("app-workspace"))
+
+
+@pytest.fixture
+def copying(tmp_path, monkeypatch):
+    """The app's own seed copy (`ensure_default_workspace(seed=...)`), as another session of the app runs it:
+    start copying the shipped seed as the (temporary) default workspace in another thread, held back until the
+    returned event is set; returns (default workspace path, the thread, the event) once the thread holds the
+    build lock."""
+    import core.build.seed as seed
+    import core.cache.workspace as workspace
+
+    assert seed.seed_problem(seed.SEED_DIR) is None, "the shipped seed does not fit the default artifacts"
+    default = tmp_path / "data" / "default" / "workspace.duckdb"
+    default.parent.mkdir(parents=True)
+    monkeypatch.setattr(workspace, "DEFAULT_WORKSPACE", default)
+    monkeypatch.delenv("SAE_EXPLORER_WORKSPACE", raising=False)
+    real = seed.install_seed
+    started, release = threading.Event(), threading.Event()
+
+    def held_install(*args, **kwargs):
+        started.set()
+        release.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seed, "install_seed", held_install)
+    thread = threading.Thread(
+        target=workspace.ensure_default_workspace,
+        kwargs={"path": default, "seed": seed.SEED_DIR, "wait_for_other_processes": False},
+        daemon=True,
+    )
+    thread.start()
+    assert started.wait(60), "the copy did not start"
+    assert workspace.build_lock_holder(default) is not None and not default.exists()
+    yield default, thread, release
+    release.set()
+    thread.join(120)

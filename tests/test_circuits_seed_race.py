@@ -2,57 +2,19 @@
 start with several tabs): it waits for the copy and opens the example circuit; a copy slower than its wait gets a
 clear message (never a traceback or a command to run), and the next run opens the example.
 
-The copy is the app's own (`ensure_default_workspace(seed=...)` in a thread, as another session runs it), held
-back before `core.build.seed.install_seed` until the test lets it go; the seed is the shipped one (it holds the
-example circuits).
+The copy is the app's own, held back by the `copying` fixture (tests/conftest.py); the seed is the shipped one (it
+holds the example circuits).
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 CIRCUITS = str(ROOT / "pages" / "5_Circuits.py")
 COMMAND_HINTS = ("python -m core", "run `", "Run `")
-
-
-@pytest.fixture
-def copying(tmp_path, monkeypatch):
-    """Start copying the shipped seed as the (temporary) default workspace in another thread, held back until the
-    returned event is set; returns (default workspace path, the thread, the event) once the thread holds the
-    build lock."""
-    import core.build.seed as seed
-    import core.cache.workspace as workspace
-
-    assert seed.seed_problem(seed.SEED_DIR) is None, "the shipped seed does not fit the default artifacts"
-    default = tmp_path / "data" / "default" / "workspace.duckdb"
-    default.parent.mkdir(parents=True)
-    monkeypatch.setattr(workspace, "DEFAULT_WORKSPACE", default)
-    monkeypatch.delenv("SAE_EXPLORER_WORKSPACE", raising=False)
-    real = seed.install_seed
-    started, release = threading.Event(), threading.Event()
-
-    def held_install(*args, **kwargs):
-        started.set()
-        release.wait(120)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(seed, "install_seed", held_install)
-    thread = threading.Thread(
-        target=workspace.ensure_default_workspace,
-        kwargs={"path": default, "seed": seed.SEED_DIR, "wait_for_other_processes": False},
-        daemon=True,
-    )
-    thread.start()
-    assert started.wait(60), "the copy did not start"
-    assert workspace.build_lock_holder(default) is not None and not default.exists()
-    yield default, thread, release
-    release.set()
-    thread.join(120)
 
 
 def shown(at: AppTest) -> str:

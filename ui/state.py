@@ -118,7 +118,9 @@ def is_default_workspace(workspace: Path) -> bool:
 def default_job_notice(workspace: Path, what: str, missing: bool = True) -> None:
     """If `what` is `missing` on the embedded default's workspace because the app is still making it (the
     workspace being built, or the background job explaining and scoring), show that with its progress and time
-    left, refreshed every few seconds, and stop the page: never a command for the user to run meanwhile.
+    left, refreshed every few seconds, and stop the page: never a command for the user to run meanwhile. A seed
+    copy in progress (about a second) is waited for (`ui.boot.wait_for_default`) and the page goes on; a longer
+    set-up shows a notice that reruns the page when it ends.
     Returns (doing nothing) for any other workspace or when nothing is being made; the page says what it lacks."""
     if not missing or not is_default_workspace(workspace):
         return
@@ -126,10 +128,23 @@ def default_job_notice(workspace: Path, what: str, missing: bool = True) -> None
     from ui.text import literal
 
     if not Path(workspace).exists() or core.cache.workspace.build_lock_holder(workspace) is not None:
-        st.info(
-            f"The app is setting up the default workspace; this page shows its {literal(what)} once it is ready. "
-            "The home page shows the progress."
-        )
+        from ui.boot import wait_for_default
+
+        with st.spinner("Waiting for the default workspace: the app is copying it into place…"):
+            wait_for_default(workspace)  # a seed copy takes about a second; a build takes longer
+        if Path(workspace).exists() and core.cache.workspace.build_lock_holder(workspace) is None:
+            return  # ready: the page goes on and says what it still lacks
+
+        @st.fragment(run_every=2.0)
+        def setting_up() -> None:
+            if Path(workspace).exists() and core.cache.workspace.build_lock_holder(workspace) is None:
+                st.rerun()  # set up meanwhile: show the page
+            st.info(
+                f"The app is setting up the default workspace; this page shows its {literal(what)} once it is "
+                "ready. The home page shows the progress."
+            )
+
+        setting_up()
         st.stop()
     try:
         status = default_job.job_status(workspace)
