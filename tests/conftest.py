@@ -105,3 +105,20 @@ def copying(tmp_path, monkeypatch):
     yield default, thread, release
     release.set()
     thread.join(120)
+
+
+@pytest.fixture
+def copying_once_waited(copying, monkeypatch):
+    """`copying`, let go the moment a page waits for it (`ui.boot.wait_for_default`): a page that does not wait
+    never sees the copy finish."""
+    import ui.boot
+
+    release = copying[2]
+    real_wait = ui.boot.wait_for_default
+
+    def wait_then_copy(workspace):
+        release.set()
+        return real_wait(workspace)
+
+    monkeypatch.setattr(ui.boot, "wait_for_default", wait_then_copy)
+    return copying

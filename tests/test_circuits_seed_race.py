@@ -33,17 +33,8 @@ def check_clean(at: AppTest) -> None:
     assert not any(h in shown(at) for h in COMMAND_HINTS), shown(at)
 
 
-def test_a_circuits_page_opened_during_the_seed_copy_shows_the_example(copying, monkeypatch):
-    import ui.boot
-
-    default, thread, release = copying
-    real_wait = ui.boot.wait_for_default
-
-    def wait_then_copy(workspace):  # the copy goes on once the page waits for it (a page that does not wait: never)
-        release.set()
-        return real_wait(workspace)
-
-    monkeypatch.setattr(ui.boot, "wait_for_default", wait_then_copy)
+def test_a_circuits_page_opened_during_the_seed_copy_shows_the_example(copying_once_waited):
+    default, thread, release = copying_once_waited
     at = AppTest.from_file(CIRCUITS, default_timeout=180).run()
     check_clean(at)
     assert default.exists()

@@ -29,17 +29,8 @@ def no_background_job(monkeypatch):
 
 
 @pytest.mark.parametrize("page", sorted(PAGES))
-def test_a_page_opened_during_the_seed_copy_waits_and_shows_its_content(copying, monkeypatch, page):
-    import ui.boot
-
-    default, thread, release = copying
-    real_wait = ui.boot.wait_for_default
-
-    def wait_then_copy(workspace):  # the copy goes on once the page waits for it (a page that does not wait: never)
-        release.set()
-        return real_wait(workspace)
-
-    monkeypatch.setattr(ui.boot, "wait_for_default", wait_then_copy)
+def test_a_page_opened_during_the_seed_copy_waits_and_shows_its_content(copying_once_waited, page):
+    default, thread, release = copying_once_waited
     at = AppTest.from_file(str(ROOT / "pages" / PAGES[page]), default_timeout=180).run()
     assert not at.exception, at.exception
     assert default.exists()
