@@ -73,7 +73,7 @@ def engine():
     # the browser and other sessions, two spinning OpenMP threads per trace oversubscribe the cores
     # (measured in the served app on 2 busy cores: four traces took 7.2-22.1 s with 2 threads, 1.3-2.4 s with 1).
     torch.set_num_threads(TORCH_THREADS)
-    name = model_set()
+    name = MODEL_SET
     if name == "default":
         return cached_model("default"), tracing_dictionaries(cached_dictionaries("default").values())
     releases, transcoder_dir = hub_sources_from_env()
@@ -268,9 +268,10 @@ def set_annotation(node: str) -> None:
 
 ws = open_workspace_or_stop(stop_if_locked=False)  # a lock: its own timeouts keep the edits
 open_example_once(ws)
+MODEL_SET = model_set()  # once per run: without Home's choice it reads the workspace (a lock costs its timeout)
 st.title("Circuits")
 st.caption(
-    f"Workspace {code(str(ws))} · trace a prompt on the {MODEL_LABELS.get(model_set(), literal(model_set()))}, "
+    f"Workspace {code(str(ws))} · trace a prompt on the {MODEL_LABELS.get(MODEL_SET, literal(MODEL_SET))}, "
     "prune and annotate the graph, "
     "measure the circuit's faithfulness by ablation, save versions."
 )
@@ -674,7 +675,7 @@ if faith:
     st.caption(
         literal(
             f"{faith['ablation']} ablation of {faith['n_latents']:.0f} latents on the real "
-            f"{MODEL_LABELS.get(model_set(), model_set())}."
+            f"{MODEL_LABELS.get(MODEL_SET, MODEL_SET)}."
         )
     )
 else:
