@@ -33,6 +33,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def bare_forward_and_encoders(model, dicts, plan, params) -> tuple[float, float]:
+    """(wall s, CPU s) of the cache ratio's base: the model forward and every dictionary's encoder over `plan`'s
+    contexts in the caching job's batches (`params.batch_contexts`), storing nothing."""
+    import numpy as np
+    import torch
+
+    from core.cache.compute import dictionary_input, encode_slices, forward_hooks, source_hooks
+
+    hooks = source_hooks(dicts)
+    t, c = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        for b0 in range(0, plan.n_contexts, params.batch_contexts):
+            toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
+            cache = forward_hooks(model, toks, hooks)
+            for d in dicts:
+                for _ in encode_slices(d, dictionary_input(d, cache)):
+                    pass
+    return time.perf_counter() - t, time.process_time() - c
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=65_536)
@@ -79,23 +99,12 @@ def main() -> None:
     hooks = source_hooks(dicts)
     reuse_freed_memory()  # the job sets this allocator option; base gets it too, before its first run
 
-    def base() -> tuple[float, float]:
-        t, c = time.perf_counter(), time.process_time()
-        with torch.inference_mode():
-            for b0 in range(0, plan.n_contexts, params.batch_contexts):
-                toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
-                cache = forward_hooks(model, toks, hooks)
-                for d in dicts:
-                    for _ in encode_slices(d, dictionary_input(d, cache)):
-                        pass
-        return time.perf_counter() - t, time.process_time() - c
-
     with torch.inference_mode():  # warm-up
         cache = forward_hooks(model, torch.from_numpy(plan.tokens[:2].astype(np.int64)), hooks)
         for d in dicts:
             for _ in encode_slices(d, dictionary_input(d, cache)):
                 pass
-    (t_base1, c_base1) = base()
+    (t_base1, c_base1) = bare_forward_and_encoders(model, dicts, plan, params)
     with tempfile.TemporaryDirectory() as tmp:
         t, c = time.perf_counter(), time.process_time()
         ws = Path(tmp) / "bench.duckdb"
@@ -105,7 +114,7 @@ def main() -> None:
         add_output_tokens(ws, model, dicts, params.n_output_tokens)  # after the job: weights only
         t_outputs = time.perf_counter() - t
         ws_bytes = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
-    (t_base2, c_base2) = base()
+    (t_base2, c_base2) = bare_forward_and_encoders(model, dicts, plan, params)
     t_base, c_base = (t_base1 + t_base2) / 2, (c_base1 + c_base2) / 2
     load = os.getloadavg()[0]
     n = plan.n_cached_tokens

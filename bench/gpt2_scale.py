@@ -96,10 +96,9 @@ def stage_fixture(args) -> dict:
 
 
 def stage_cache(args) -> dict:
-    import numpy as np
     import torch
 
-    from core.cache.compute import dictionary_input, encode_slices, forward_hooks, reuse_freed_memory, source_hooks
+    from core.cache.compute import reuse_freed_memory
     from core.cache.outputs import add_output_tokens
     from core.cache.plan import CacheParams, plan_corpus_contexts, resolve_dictionaries
     from core.cache.run import run_cache
@@ -121,21 +120,11 @@ def stage_cache(args) -> dict:
     load_s = time.perf_counter() - t0
     plan = plan_corpus_contexts(model.tokenizer, args.tokens, 128, default_paths()["corpus"])
     params = CacheParams(n_tokens=args.tokens, ctx_len=128, batch_contexts=16)
-    hooks = source_hooks(dicts)
     reuse_freed_memory()
 
-    def base() -> float:
-        t = time.perf_counter()
-        with torch.inference_mode():
-            for b0 in range(0, plan.n_contexts, params.batch_contexts):
-                toks = torch.from_numpy(plan.tokens[b0 : b0 + params.batch_contexts].astype(np.int64))
-                cache = forward_hooks(model, toks, hooks)
-                for d in dicts:
-                    for _ in encode_slices(d, dictionary_input(d, cache)):
-                        pass
-        return time.perf_counter() - t
+    from cache_throughput import bare_forward_and_encoders
 
-    t_base = base()
+    t_base, _ = bare_forward_and_encoders(model, dicts, plan, params)
     ws = Path(args.work) / "gpt2.duckdb"
     t = time.perf_counter()
     result = run_cache(model, dicts, ws, plan, params, model_name="gpt2", output_tokens=False, restart=True)
