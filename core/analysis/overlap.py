@@ -601,7 +601,7 @@ def _store(workspace, r: OverlapResult) -> None:
 def workspace_dictionaries(workspace: Path, model_name: str, kinds: tuple[str, ...], root: Path | None = None) -> dict:
     """The workspace's SAE dictionaries of `kinds`, loaded for `model_name`, checked to be the weights the workspace was cached from."""
     from core import store
-    from core.cache.plan import dictionary_fingerprint
+    from core.cache.plan import dictionary_matches
     from core.subjects.dictionaries import load_dictionaries
 
     with store.session(workspace) as con:
@@ -615,7 +615,7 @@ def workspace_dictionaries(workspace: Path, model_name: str, kinds: tuple[str, .
         raise OverlapError(f"workspace {workspace} has no dictionaries of kind {', '.join(kinds)}")
     dicts = load_dictionaries(model_name, ids=[r.id for r in records], root=root)
     for r in records:
-        if dictionary_fingerprint(dicts[r.id]) != r.fingerprint:
+        if not dictionary_matches(dicts[r.id], r.fingerprint):
             raise OverlapError(
                 f"{r.id} loaded for model {model_name!r} is not the dictionary the workspace was cached with (weights differ); rebuild the workspace"
             )

@@ -5,7 +5,7 @@ Steps (each logs its wall time):
    contexts of `ctx_len` tokens, each BOS + `ctx_len - 1` corpus tokens. BOS positions are not cached
    (they carry attention-sink activations, not text), so `n_tokens` counts corpus tokens.
 2. Open the workspace in a short write transaction: check it was built from the same model (weights
-   fingerprint) and corpus slice, store the contexts and vocabulary the first time, skip dictionaries
+   fingerprint: XXH3-128, or blake2b for one stored before fingerprints named their algorithm) and corpus slice, store the contexts and vocabulary the first time, skip dictionaries
    already cached from the same weights, and register or resume the run. A run is identified by a
    hash of everything that determines its rows, so rerunning the same command finds it.
 3. Compute, one chunk of `chunk_contexts` contexts at a time, skipping committed chunks: batched
@@ -58,6 +58,7 @@ from core.cache.plan import (
     bos_token_id,
     check_dictionaries,
     dictionary_fingerprint,
+    dictionary_matches,
     model_fingerprint,
     plan_contexts,
     plan_corpus_contexts,
@@ -98,6 +99,7 @@ __all__ = [
     "default_workspace_ready",
     "dictionary_fingerprint",
     "dictionary_input",
+    "dictionary_matches",
     "encode_slices",
     "ensure_default_workspace",
     "forward_hooks",

@@ -10,10 +10,13 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import xxhash
 
 from core.build.corpus import BrownDocument, read_corpus
 from core.cache.stats import HIST_BINS, N_OUTPUT_TOKENS, TOP_ROWS
@@ -158,38 +161,100 @@ def plan_corpus_contexts(tokenizer, n_tokens: int, ctx_len: int, corpus: Path, s
 
 # ---------------------------------------------------------------------------------------------
 # Fingerprints
+#
+# A fingerprint names its algorithm: "xxh3:<32 hex digits>" (xxHash's XXH3-128, some 20 times faster than
+# blake2b over the gigabytes of a model's dictionaries). One without a prefix is a blake2b-128 digest, as
+# workspaces (and the shipped seed) written before the prefix store it; `same_weights` recomputes that
+# algorithm only for such a stored fingerprint, so those workspaces still match without being cached again.
+
+FINGERPRINT_ALGORITHM = "xxh3"
+LEGACY_FINGERPRINT_ALGORITHM = "blake2b"  # stored without a prefix
+_HASHERS: dict[str, Callable[[], Any]] = {
+    "xxh3": xxhash.xxh3_128,
+    "blake2b": lambda: hashlib.blake2b(digest_size=16),
+}
 
 
-def _hash_tensors(h, tensors: dict) -> None:
+def fingerprint_algorithm(fingerprint: str) -> str:
+    """The algorithm of a fingerprint: its prefix ("xxh3:..."), or blake2b for one without a prefix."""
+    algorithm, sep, _ = fingerprint.partition(":")
+    return algorithm if sep else LEGACY_FINGERPRINT_ALGORITHM
+
+
+def _float32_buffer(t) -> np.ndarray:
+    """`t`'s values as a C-contiguous float32 array: its own buffer when it already is one on the CPU, else a copy."""
     import torch
 
-    for name in sorted(tensors):
-        t = tensors[name]
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()  # no-ops for a contiguous float32 CPU tensor
+
+
+def weights_fingerprint(header: str, tensors: Iterable[tuple[str, Any]], algorithm: str = FINGERPRINT_ALGORITHM) -> str:
+    """Hash of `header` and each named tensor (name, shape and float32 values), in the given order.
+
+    `algorithm` is "xxh3" (the default; returned as "xxh3:<hex>") or "blake2b" (legacy; bare hex, the
+    bytes hashed as before prefixes existed). Non-tensors in `tensors` are skipped.
+    """
+    import torch
+
+    if algorithm not in _HASHERS:
+        raise ValueError(
+            f"unknown fingerprint algorithm {algorithm!r} (known: {', '.join(_HASHERS)}); "
+            "was the workspace written by a newer version of this project?"
+        )
+    h = _HASHERS[algorithm]()
+    h.update(header.encode())
+    for name, t in tensors:
         if not isinstance(t, torch.Tensor):
             continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy())  # its buffer: the same bytes, no copy
+        h.update(_float32_buffer(t))
+    digest = h.hexdigest()
+    return digest if algorithm == LEGACY_FINGERPRINT_ALGORITHM else f"{algorithm}:{digest}"
 
 
-def model_fingerprint(model) -> str:
-    """Hash of a HookedTransformer's config-relevant shape and all its weights."""
+def model_fingerprint(model, algorithm: str = FINGERPRINT_ALGORITHM) -> str:
+    """Hash of a HookedTransformer's config-relevant shape and all its weights (see `weights_fingerprint`)."""
     from core.subjects.models import model_config_fields
 
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps(model_config_fields(model.cfg), sort_keys=True, default=str).encode())
-    _hash_tensors(h, {k: v for k, v in model.state_dict().items() if not k.endswith((".IGNORE", ".mask"))})
-    return h.hexdigest()
+    header = json.dumps(model_config_fields(model.cfg), sort_keys=True, default=str)
+    weights = {k: v for k, v in model.state_dict().items() if not k.endswith((".IGNORE", ".mask"))}
+    return weights_fingerprint(header, sorted(weights.items()), algorithm)
 
 
-def dictionary_fingerprint(d: Dictionary) -> str:
-    """Hash of a dictionary's id, top-k and weights (for neurons: the MLP's weights)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{d.id}|{d.topk}|{d.d_sae}".encode())
-    _hash_tensors(h, dict(d.module.state_dict()))
+def dictionary_fingerprint(d: Dictionary, algorithm: str = FINGERPRINT_ALGORITHM) -> str:
+    """Hash of a dictionary's id, top-k and weights (for neurons: the MLP's weights); see `weights_fingerprint`."""
+    tensors = sorted(d.module.state_dict().items())
     if d.ln is not None:  # neurons also depend on the LayerNorm before the MLP
-        _hash_tensors(h, {f"ln.{k}": v for k, v in d.ln.state_dict().items()})
-    return h.hexdigest()
+        tensors += sorted((f"ln.{k}", v) for k, v in d.ln.state_dict().items())
+    return weights_fingerprint(f"{d.id}|{d.topk}|{d.d_sae}", tensors, algorithm)
+
+
+def same_weights(stored: str, fresh: str, compute: Callable[[str], str]) -> bool:
+    """Whether fingerprint `stored` is of the weights whose fingerprint is `fresh`.
+
+    Equal strings match; a stored fingerprint of another algorithm (a legacy blake2b one) is compared
+    with `compute(its algorithm)`, which is called only then.
+    """
+    if stored == fresh:
+        return True
+    algorithm = fingerprint_algorithm(stored)
+    if algorithm == fingerprint_algorithm(fresh):
+        return False
+    return compute(algorithm) == stored
+
+
+def matching_fingerprint(stored: str | None, fresh: str, compute: Callable[[str], str]) -> str:
+    """The fingerprint to record for weights with fingerprint `fresh`: `stored` where it is of the same
+    weights (`same_weights`; a legacy workspace keeps its fingerprints, hence its run keys), else `fresh`."""
+    if stored is not None and same_weights(stored, fresh, compute):
+        return stored
+    return fresh
+
+
+def dictionary_matches(d: Dictionary, stored: str) -> bool:
+    """Whether `d` has the weights of the stored fingerprint `stored` (of any algorithm)."""
+    return same_weights(stored, dictionary_fingerprint(d), lambda algorithm: dictionary_fingerprint(d, algorithm))
 
 
 def _layer_of_hook(hook: str) -> int:

@@ -24,6 +24,7 @@ from core.cache.plan import (
     WorkspaceMismatchError,
     check_dictionaries,
     dictionary_fingerprint,
+    matching_fingerprint,
     model_fingerprint,
 )
 from core.locks import LockHolder, ProcessLock, lock_holder
@@ -153,8 +154,11 @@ def _corpus_info(plan: ContextPlan, plan_fp: str) -> dict:
     }
 
 
-def _record_model(con, workspace: Path, model, model_name: str, model_fp: str) -> None:
-    """Record the model in a new workspace; refuse a workspace built from other weights."""
+def _record_model(con, workspace: Path, model, model_name: str, model_fp: str) -> str:
+    """Record the model in a new workspace; refuse a workspace built from other weights.
+
+    Returns the model's fingerprint as the workspace records it (a legacy one stays as stored).
+    """
     known_model = store.get_info(con, "model")
     if known_model is None:
         store.set_info(
@@ -168,11 +172,16 @@ def _record_model(con, workspace: Path, model, model_name: str, model_fp: str) -
                 "d_vocab": model.cfg.d_vocab,
             },
         )
-    elif known_model["fingerprint"] != model_fp:
+        return model_fp
+    recorded = matching_fingerprint(
+        known_model["fingerprint"], model_fp, lambda algorithm: model_fingerprint(model, algorithm)
+    )
+    if recorded != known_model["fingerprint"]:
         raise WorkspaceMismatchError(
             f"workspace {workspace} was built from another model ({known_model['name']}, weights {known_model['fingerprint'][:12]}) "
             f"than this one ({model_name}, weights {model_fp[:12]}); use a new --workspace"
         )
+    return recorded
 
 
 def _record_corpus(con, workspace: Path, model, plan: ContextPlan, corpus_info: dict) -> None:
@@ -197,16 +206,23 @@ def _record_corpus(con, workspace: Path, model, plan: ContextPlan, corpus_info: 
 
 def _plan_dictionaries(
     con, workspace: Path, dictionaries: list[Dictionary], fingerprints: dict[str, str]
-) -> tuple[list[Dictionary], list[str]]:
+) -> tuple[list[Dictionary], list[str], dict[str, str]]:
     """Split `dictionaries` into those this run caches and the ids of those a finished run already cached.
 
-    Refuses a dictionary cached from different weights.
+    Refuses a dictionary cached from different weights. Also returns each dictionary's fingerprint as the
+    workspace records it: a stored fingerprint of the same weights (a legacy one included) is kept, so the
+    key of an interrupted run stays the same.
     """
     existing = {r.id: r for r in store.dictionaries(con)}
     run_status = {r.run_id: r.status for r in store.runs(con)}
     todo, skipped = [], []
+    fingerprints = dict(fingerprints)
     for d in dictionaries:
         rec = existing.get(d.id)
+        if rec is not None:
+            fingerprints[d.id] = matching_fingerprint(
+                rec.fingerprint, fingerprints[d.id], lambda algorithm, d=d: dictionary_fingerprint(d, algorithm)
+            )
         if rec is not None and rec.status == "ready" and rec.fingerprint != fingerprints[d.id]:
             raise WorkspaceMismatchError(
                 f"dictionary {d.id} is already cached in {workspace} from different weights; use a new --workspace"
@@ -215,7 +231,7 @@ def _plan_dictionaries(
             skipped.append(d.id)
         else:
             todo.append(d)
-    return todo, skipped
+    return todo, skipped, fingerprints
 
 
 def _resume_or_start_run(
@@ -273,9 +289,9 @@ def _open_run(
     """
     corpus_info = _corpus_info(plan, plan_fp)
     with store.session(workspace, write=True) as con:
-        _record_model(con, workspace, model, model_name, model_fp)
+        model_fp = _record_model(con, workspace, model, model_name, model_fp)
         _record_corpus(con, workspace, model, plan, corpus_info)
-        todo, skipped = _plan_dictionaries(con, workspace, dictionaries, fingerprints)
+        todo, skipped, fingerprints = _plan_dictionaries(con, workspace, dictionaries, fingerprints)
         if not todo:
             return None, skipped, []
         run, discarded = _resume_or_start_run(
