@@ -20,6 +20,7 @@ from core.build.generalisation import (
     GEN_NAMES,
     GEN_NOUNS,
     GENERALISATION_SETS,
+    SHAPE_HELDOUT_SETS,
     generalisation_items,
     leaks,
 )
@@ -67,12 +68,16 @@ def test_every_set_is_made_and_answers_are_right_by_construction():
             else:
                 depth = item.prompt.count("(") - item.prompt.count(")")
                 inside = i % 2 == 0
-                assert depth == (1 if inside else 0)
+                open_when_inside = 3 if name == "brackets_depth4_inner_closed" else 1
+                assert depth == (open_when_inside if inside else 0)
                 assert (item.correct, item.incorrect) == ((")", ".") if inside else (".", ")"))
                 if name == "brackets_nested_inner_closed":
                     assert item.prompt.count("(") == 2
+                elif name == "brackets_depth4_inner_closed":
+                    assert item.prompt.count("(") == 4
                 elif inside:
-                    assert 36 <= len(item.prompt.rsplit("(", 1)[1].split()) <= 60
+                    lo, hi = (61, 72) if name == "brackets_span_over_60" else (36, 60)
+                    assert lo <= len(item.prompt.rsplit("(", 1)[1].split()) <= hi
     assert set(BRACKET_SETS) <= set(GENERALISATION_SETS)
     with pytest.raises(ValueError, match="unknown generalisation set"):
         generalisation_items("nope", split, NEUTRAL, 1)
@@ -190,6 +195,32 @@ def test_v2_text_covers_depths_spans_prepositions_and_frames():
     assert depths == {1, 2, 3} and max(spans) > 40 and min(spans) <= 3
     endings = {gens["ioi"](rng).rsplit(" ", 2)[1] for _ in range(3000)}
     assert {"to", "at", "with", "for", "from", "about", "on", "into", "of"} <= endings
+
+
+def _outer_bracket_words(text: str) -> int:
+    """Words between the first opening bracket and the bracket that closes it."""
+    start = re.search(r"[(\[]", text).start()
+    depth = 0
+    for i, c in enumerate(text[start:], start):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(c, 0)
+        if depth == 0:
+            return len(re.sub(r"[()\[\]]", " ", text[start:i]).split())
+    raise AssertionError(f"unclosed bracket in training text: {text!r}")
+
+
+def test_shape_heldout_bracket_sets_lie_outside_every_training_shape():
+    """No v2 bracket text reaches depth 4 or holds more than 60 words in a bracket; the held-out sets do."""
+    gens = training_text_generators(_v2_split(), NEUTRAL * 20)
+    rng = random.Random(5)
+    texts = [gens["brackets"](rng) for _ in range(3000)]
+    depths = [max(np.cumsum([{"(": 1, ")": -1, "[": 1, "]": -1}.get(c, 0) for c in t])) for t in texts]
+    assert max(depths) == 3 and max(_outer_bracket_words(t) for t in texts) <= 60
+    split = make_split(list(NAMES), list(NOUNS), seed=0)
+    deep = generalisation_items("brackets_depth4_inner_closed", split, NEUTRAL, 20)
+    assert all(it.prompt.count("(") == 4 for it in deep)
+    long = generalisation_items("brackets_span_over_60", split, NEUTRAL, 20)
+    assert all(len(it.prompt.rsplit("(", 1)[1].split()) > 60 for it in long[0::2])
+    assert set(SHAPE_HELDOUT_SETS) <= set(BRACKET_SETS)
 
 
 def test_tiny_model_learns_planted_copying_from_v2_text(tmp_path):

@@ -17,6 +17,9 @@ sentences that contain any of them), so they measure a mechanism, not a template
   control `A (B (C) D) E` -> `.` over `)`.
 - `brackets_long_span`: one bracket open with 36-60 words inside -> `)`, alternating with a
   control whose bracket closed early and 36-60 words follow -> `.`.
+- `brackets_depth4_inner_closed` and `brackets_span_over_60` (`SHAPE_HELDOUT_SETS`): shapes no task
+  text has (v2 trains depth 1-3 and spans of 1-60 words): `A (B (C (D (E) F` -> `)` against all four
+  closed then words -> `.`; one bracket open over 61-72 words against the closed control.
 Bracket text comes from the validation files, as in `evaluation_items`. For bracket sets the
 even-numbered items are the open-bracket ones (`inside_mask`).
 
@@ -152,8 +155,17 @@ GENERALISATION_SETS = (
     "sva_new_frames",
     "brackets_nested_inner_closed",
     "brackets_long_span",
+    "brackets_depth4_inner_closed",
+    "brackets_span_over_60",
 )
-BRACKET_SETS = ("brackets_nested_inner_closed", "brackets_long_span")
+BRACKET_SETS = (
+    "brackets_nested_inner_closed",
+    "brackets_long_span",
+    "brackets_depth4_inner_closed",
+    "brackets_span_over_60",
+)
+# Bracket shapes outside every task text's range (v2 trains depth 1-3 and spans of 1-60 words).
+SHAPE_HELDOUT_SETS = ("brackets_depth4_inner_closed", "brackets_span_over_60")
 
 
 def frame_patterns() -> list[re.Pattern[str]]:
@@ -236,9 +248,19 @@ def _nested(rng: random.Random, sentences: list[str], inside: bool) -> TaskItem:
     return TaskItem("brackets", f"{prompt}) {words_from(rng, sentences, rng.randint(1, 6))}", ".", ")")
 
 
-def _long_span(rng: random.Random, sentences: list[str], inside: bool) -> TaskItem:
+def _depth4(rng: random.Random, sentences: list[str], inside: bool) -> TaskItem:
+    prefix = words_from(rng, sentences, rng.randint(2, 6))
+    c1, c2, c3, c4, c5 = (words_from(rng, sentences, rng.randint(1, 4)) for _ in range(5))
+    prompt = f"{prefix} ({c1} ({c2} ({c3} ({c4}) {c5}"
+    if inside:  # three brackets still open
+        return TaskItem("brackets", prompt, ")", ".")
+    tails = (words_from(rng, sentences, rng.randint(1, 3)) for _ in range(3))
+    return TaskItem("brackets", prompt + "".join(f") {t}" for t in tails), ".", ")")
+
+
+def _long_span(rng: random.Random, sentences: list[str], inside: bool, span: tuple[int, int] = (36, 60)) -> TaskItem:
     prefix = words_from(rng, sentences, rng.randint(2, 4))
-    content = words_from(rng, sentences, rng.randint(36, 60))
+    content = words_from(rng, sentences, rng.randint(*span))
     if inside:
         return TaskItem("brackets", f"{prefix} ({content}", ")", ".")
     short = words_from(rng, sentences, rng.randint(1, 4))
@@ -280,7 +302,12 @@ def generalisation_items(
         preps = [f"The {{s}} {p} the {{adj}}{{d}}" for p in SVA_PREPS_TRAIN]
         rels = [f"The {{s}} that the {{adj}}{{d}} {v}" for v in split.train_rel_verbs]
         return [_sva(rng, nouns, distractors, rels if rng.random() < 0.3 else preps) for _ in range(n)]
-    make = _nested if set_name == "brackets_nested_inner_closed" else _long_span
+    make = {
+        "brackets_nested_inner_closed": _nested,
+        "brackets_long_span": _long_span,
+        "brackets_depth4_inner_closed": _depth4,
+        "brackets_span_over_60": lambda r, s, inside: _long_span(r, s, inside, span=(61, 72)),
+    }[set_name]
     # BOS + prompt must fit the model's context: redraw the (rare) items that would not
     limit = getattr(tokenizer, "model_max_length", None) if tokenizer is not None else None
     items = []
