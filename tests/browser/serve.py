@@ -71,11 +71,12 @@ class ServedApp:
 
 
 def streamlit_command(port: int, python: str = sys.executable) -> list[str]:
-    """`python -m streamlit run app.py`, headless, on 127.0.0.1:`port`, no usage statistics, no file watcher."""
+    """`./dev app`'s server (`python -m ui.server run app.py`: `streamlit run` with the engine imported before it
+    listens), headless, on 127.0.0.1:`port`, no usage statistics, no file watcher."""
     return [
         python,
         "-m",
-        "streamlit",
+        "ui.server",
         "run",
         "app.py",
         "--server.headless",
