@@ -624,7 +624,9 @@ def graph_and_panel(G, spec_key: tuple, pinned: list[str], supernodes: list, per
             ),
             label_visibility="collapsed",
         )
-        circuit_panel.render_panel(ws, original, G, focus, S, influence, lambda messages: edit(lambda: messages))
+        circuit_panel.render_panel(
+            ws, original, G, focus, S, influence, lambda messages: edit(lambda: messages), {**labels, **notes}
+        )
 
 
 S.pop("circ.full_rerun", None)  # this run is a whole one already

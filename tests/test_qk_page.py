@@ -16,6 +16,7 @@ from core.circuits import saved as C
 from core.circuits.supernodes import Supernode
 from core.tracing.nodes import LogitTarget
 from ui import graph_view, qk_view
+from ui.text import literal
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "5_Circuits.py")
@@ -130,3 +131,78 @@ def test_static_exports_draw_the_direct_view():
     page = graph_view.graph_html(view, {}, {}, C.graph_influence(qk_graph()))
     assert STEER in page and "QK effect" not in page
     assert graph_view.graph_png(view, {}, {}).startswith(b"\x89PNG")
+
+
+HOSTILE = "**bold** <b>x</b> $y$ [link](http://example.com)"
+
+
+def sided_qk_graph() -> nx.DiGraph:
+    """qk_graph with each QK effect's side recorded as expand_qk records it, and 12 more key-side steerers of A
+    (weights 0.01 … 0.12) so A has more QK contributors than a card lists."""
+    G = qk_graph()
+    G.edges[STEER, A]["qk_sides"] = [0.0, 0.4]
+    G.edges[EARLY, A]["qk_sides"] = [-0.05, 0.0]
+    for i in range(12):
+        v = f"transcoder.0/{20 + i}@2"
+        G.add_node(v, kind="transcoder", layer=0, position=2, latent=20 + i, token=" b", activation=0.1,
+                   dictionary="transcoder:blocks.0.ln2.hook_normalized", qk_only=True)  # fmt: skip
+        G.add_edge(v, A, weight=0.01 * (i + 1), edge_kind="qk", heads=[1, 3], qk_sides=[0.0, 0.01 * (i + 1)])
+    return G
+
+
+def test_node_qk_lists_a_latents_steerers_strongest_first_and_what_a_node_steers():
+    G = sided_qk_graph()
+    qk = qk_view.node_qk(G, A, {STEER: HOSTILE})
+    assert [link.node for link in qk.steered_by][:3] == [STEER, "transcoder.0/31@2", "transcoder.0/30@2"]
+    assert len(qk.steered_by) == 14 and qk.steers == ()
+    top = qk.steered_by[0]
+    assert (top.side, top.weight, top.heads) == ("key", 0.4, (1,))
+    assert top.label == f"transcoder.0/5 at 1 ' (': {HOSTILE}"
+    early = next(link for link in qk.steered_by if link.node == EARLY)
+    assert early.side == "query" and early.weight == -0.05  # a QK weight on a direct edge counts too
+    lines = qk_view.qk_lines(qk.steered_by)
+    assert len(lines) == qk_view.QK_CARD_ROWS + 1 and lines[-1] == "… and 4 more"
+    assert lines[0] == f"+0.4 · key · transcoder.0/5 at 1 ' (': {HOSTILE} · head 1"
+    out = qk_view.node_qk(G, STEER)
+    assert out.steered_by == () and [(x.node, x.side, x.weight) for x in out.steers] == [(A, "key", 0.4)]
+    assert qk_view.node_qk(G, B) == qk_view.NodeQK((), ())
+    # Without recorded sides (an older graph) the side is unknown, not guessed.
+    assert qk_view.node_qk(qk_graph(), A).steered_by[0].side == ""
+    assert qk_view.qk_side([0.2, -0.1]) == "query + key (+0.2, -0.1)"
+
+
+def card_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
+
+
+def test_the_card_lists_qk_contributors_whether_or_not_qk_edges_are_shown(tmp_path):
+    ws = tmp_path / "w.duckdb"
+    C.save_circuit(ws, "sided", sided_qk_graph(), LogitTarget(3, 3, None, ")"))
+    at = load(ws)
+    at.session_state["circ.annotations"] = {STEER: HOSTILE}
+    at.selectbox(key="circ.focus").set_value(A)
+    at = at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.toggle(key="circ.show_qk").value  # QK edges not drawn: the card lists them anyway
+    text = card_text(at)
+    assert "What steers its attention (QK)" in text and "14 nodes move where its heads attend" in text
+    (body,) = [m.value for m in at.markdown if "transcoder.0/5 at 1" in m.value]
+    # Shown literally: the annotation's Markdown, HTML and link are escaped, the lines strongest first.
+    assert body == literal(
+        "\n".join(qk_view.qk_lines(qk_view.node_qk(sided_qk_graph(), A, {STEER: HOSTILE}).steered_by))
+    )
+    assert body.index("transcoder.0/5") < body.index("transcoder.0/31") and "… and 4 more" in body
+    assert "Whose attention it steers (QK)" not in text
+    at.toggle(key="circ.show_qk").set_value(True)
+    at = at.run()
+    assert not at.exception and "What steers its attention (QK)" in card_text(at)
+
+    at.selectbox(key="circ.focus").set_value(STEER)
+    at = at.run()
+    text = card_text(at)
+    assert "Whose attention it steers (QK)" in text and "What steers its attention (QK)" not in text
+    assert any(m.value == literal("+0.4 · key · attn.1/9 at 3 ' vote' · head 1") for m in at.markdown)
+
+    at.selectbox(key="circ.focus").set_value(B)  # no QK effect: no section
+    at = at.run()
+    assert "(QK)" not in card_text(at)

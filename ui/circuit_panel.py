@@ -11,8 +11,10 @@ Bad input (a node id not in the graph, e.g. from a stale event; a supernode of o
 grouped; removing the target) gives an 'error' message and changes nothing.
 
 The panel (`render_panel`) shows the focused node: its activation on this prompt and influence on the
-target, pin / remove / restore buttons, and for a latent its explanations and scores with who made them, its
-top activating examples (token-highlighted), top output tokens and a link to its Latents page.
+target, pin / remove / restore buttons, its QK effects when the graph has any (the nodes that steer where an
+attention latent's heads attend, and the attention latents a node steers; drawn or not), and for a latent its
+explanations and scores with who made them, its top activating examples (token-highlighted), top output tokens and
+a link to its Latents page.
 
 State keys: circ.remove_nodes, circ.remove_edges, circ.pinned ([node ids]), circ.supernodes ([Supernode]),
 circ.expanded ([supernode ids]), circ.selected ([node ids]), circ.focus (node id or None), circ.undo.
@@ -201,11 +203,13 @@ def render_panel(
     state: MutableMapping,
     influence: Mapping[str, float],
     on_edit: Callable[[Messages], None],
+    texts: Mapping[str, str] | None = None,
 ) -> None:
     """The side panel for `node` (a node of `original` or a supernode id), or a hint when none is focused.
 
     `view` is the pruned graph on screen (to tell removed nodes); `on_edit(messages)` receives the messages of
-    the panel's buttons (they run as callbacks, before the next script run)."""
+    the panel's buttons (they run as callbacks, before the next script run); `texts` = {node id: annotation or
+    explanation} names the nodes its QK effects list."""
     from ui.text import code, literal
 
     if node is None:
@@ -266,8 +270,31 @@ def render_panel(
         )
     if removed:
         st.caption("Not in the pruned circuit (removed, below a threshold, or cut off from the target).")
+    render_qk(original, node, texts)
     if a.get("kind") in LATENT_KINDS and a.get("dictionary") is not None:
         render_latent(ws, str(a["dictionary"]), int(a["latent"]))
+
+
+def render_qk(G: nx.DiGraph, node: str, texts: Mapping[str, str] | None = None) -> None:
+    """`node`'s QK effects in `G` (`ui.qk_view.node_qk`), whether or not QK edges are drawn; nothing if it has none."""
+    from ui.qk_view import node_qk, qk_lines
+    from ui.text import literal
+
+    qk = node_qk(G, node, texts)
+    if qk.steered_by:
+        st.markdown("**What steers its attention (QK)**")
+        st.caption(
+            f"{len(qk.steered_by)} nodes move where its heads attend, through the query or the key: their effect "
+            "on its pre-activation, strongest first."
+        )
+        st.markdown(literal("\n".join(qk_lines(qk.steered_by))))
+    if qk.steers:
+        st.markdown("**Whose attention it steers (QK)**")
+        st.caption(
+            f"{len(qk.steers)} attention latents whose heads it moves, through the query or the key: its effect "
+            "on their pre-activation, strongest first."
+        )
+        st.markdown(literal("\n".join(qk_lines(qk.steers))))
 
 
 def render_latent(ws: Path, dictionary: str, latent: int) -> None:

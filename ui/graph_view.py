@@ -5,7 +5,9 @@ Streamlit component in ui/graph_component/, whose clicks reach Python), as stand
 Layout: x = token position (one column per prompt token, as wide as its busiest row), y = depth in
 the model: embeddings at the bottom, then per layer an attention row (attention latents and
 errors) and an MLP row (transcoder latents and errors), the target on top. Nodes sharing a cell
-sit side by side. Physics is off, so the layout stays put and nodes can be dragged.
+sit side by side. Physics is off, so the layout stays put and nodes can be dragged. The interactive component
+(ui/graph_component/graph.js) lays the same cells out again for the size of its frame, so a dense graph fills
+it without overlaps, and shortens or hides labels that would overlap until the reader zooms in or hovers.
 Colour by node kind; edge width by |direct effect| relative to the strongest edge; colour by sign.
 
 Safety: every text is plain text. Labels are drawn on the canvas; tooltips (titles) are set with
@@ -173,6 +175,11 @@ def _row(attrs: Mapping, n_layers: int) -> int:
         return 2 * n_layers + 1
     layer = int(layer if layer is not None else 0)
     return 1 + 2 * layer + (0 if kind in ("attn", "attn_error") else 1)
+
+
+def _cell(attrs: Mapping, n_layers: int) -> list[int]:
+    """A node's (position, row) cell of `layout_frame`, as [p, r]."""
+    return [int(attrs.get("position") or 0), _row(attrs, n_layers)]
 
 
 def _n_layers(G: nx.DiGraph) -> int:
@@ -470,14 +477,17 @@ def graph_spec(
     """What the component draws for `G` (JSON-able): {"nodes", "edges", "columns", "rows", "top", "bottom", "left",
     "options", "height", "hint", "version", "n_edges", "n_shown_edges"}.
 
-    Nodes: id, label (`short_label`), title (`node_title`, plain text), x, y (`layout_frame`), colour by kind,
-    size by influence, a thick border when pinned. `supernodes` (core.circuits.supernodes.Supernode) not in
-    `expanded` are drawn as one node at their members' centroid, with summed edges and summed influence.
+    Nodes: id, label (`short_label`), title (`node_title`, plain text), x, y (`layout_frame`), cell ([position, row]
+    of `layout_frame`: graph.js lays the cells out again to fit its frame), colour by kind, size by influence, a
+    thick border when pinned. Columns carry their position `p`, rows their index `r`. `supernodes`
+    (core.circuits.supernodes.Supernode) not in `expanded` are drawn as one node at their members' centroid (in
+    the cell of the member nearest to it), with summed edges and summed influence.
     Edges: `strongest_edges(view, edges_per_node)`, colour by sign, width by |weight| over the strongest.
     `version` is a hash of the rest: the component redraws only when it changes."""
     from core.circuits.supernodes import collapse
 
     frame = layout_frame(G)
+    n_layers = _n_layers(G)
     pinned = set(pinned)
     influence = dict(influence or {})
     H = collapse(G, list(supernodes), expanded) if supernodes else G
@@ -488,6 +498,9 @@ def graph_spec(
             xs = [frame.pos[m][0] for m in members if m in frame.pos] or [0.0]
             ys = [frame.pos[m][1] for m in members if m in frame.pos] or [0.0]
             x, y = sum(xs) / len(xs), sum(ys) / len(ys)
+            # graph.js lays cells out again to fit its frame: a supernode joins its most central member's cell.
+            near = min((m for m in members if m in G), key=lambda m: math.dist(frame.pos[m], (x, y)), default=None)
+            cell = _cell(G.nodes[near], n_layers) if near is not None else [0, 0]
             infl = sum(influence.get(m, 0.0) for m in members)
             title = _no_href(
                 "\n".join(
@@ -512,6 +525,7 @@ def graph_spec(
                     "color": {"background": KIND_COLOURS["supernode"], "border": "#3d2270"},
                     "borderWidth": 2,
                     "kind": "supernode",
+                    "cell": cell,
                 }
             )
             continue
@@ -530,6 +544,7 @@ def graph_spec(
                 "color": {"background": colour, "border": "#222222" if v in pinned else colour},
                 "borderWidth": 4 if v in pinned else 1,
                 "kind": a.get("kind"),
+                "cell": _cell(a, n_layers),
             }
         )
     shown = strongest_edges(H, edges_per_node)
@@ -558,6 +573,7 @@ def graph_spec(
         "edges": edge_items,
         "columns": [
             {
+                "p": p,
                 "x": x,
                 "width": frame.widths[p],
                 "text": _clip(token_display(tokens[p]) if p < len(tokens) else f"pos {p}", 24),
@@ -565,7 +581,7 @@ def graph_spec(
             for p, x in sorted(frame.columns.items())
         ],
         "rows": [
-            {"y": frame.rows[r], "text": t} for r, t in sorted(row_names(_n_layers(G)).items()) if r in frame.rows
+            {"r": r, "y": frame.rows[r], "text": t} for r, t in sorted(row_names(n_layers).items()) if r in frame.rows
         ],
         "top": frame.top,
         "bottom": frame.bottom,
