@@ -20,6 +20,28 @@ TINY_TEXT = [
 ] * 20
 
 
+@pytest.fixture(scope="module")
+def tokdir(tmp_path_factory) -> Path:
+    """A tokenizer folder for tests/tiny_cache.py's models, made once per test module."""
+    import tiny_cache
+
+    d = tmp_path_factory.mktemp("tinytok")
+    tiny_cache.make_tokenizer(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_cache_setup(tokdir):
+    """(model, dictionaries, context plan, cache params) of tests/tiny_cache.py, built once per test module."""
+    import tiny_cache
+    import torch
+
+    torch.set_num_threads(1)
+    model, dicts = tiny_cache.build(tokdir)
+    plan, params = tiny_cache.plan_and_params(model)
+    return model, dicts, plan, params
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     """A small BPE tokenizer folder trained on a few sentences."""

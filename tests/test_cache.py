@@ -20,20 +20,9 @@ HELPER = Path(tiny_cache.__file__)
 
 
 @pytest.fixture(scope="module")
-def tokdir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tinytok")
-    tiny_cache.make_tokenizer(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def setup(tokdir):
-    import torch
-
-    torch.set_num_threads(1)
-    model, dicts = tiny_cache.build(tokdir)
-    plan, params = tiny_cache.plan_and_params(model)
-    return model, dicts, plan, params
+def setup(tiny_cache_setup):
+    """tests/conftest.py's `tiny_cache_setup`: (model, dictionaries, plan, params)."""
+    return tiny_cache_setup
 
 
 @pytest.fixture(scope="module")

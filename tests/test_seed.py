@@ -14,13 +14,6 @@ from tests import tiny_cache
 
 
 @pytest.fixture(scope="module")
-def tokdir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tinytok")
-    tiny_cache.make_tokenizer(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def seeded(tmp_path_factory, tokdir) -> tuple[Path, Path]:
     """(a tiny default root, its seed folder) built by the seed's cache and write steps."""
     from core.build.seed import build_seed

@@ -281,20 +281,15 @@ def render_qk(G: nx.DiGraph, node: str, texts: Mapping[str, str] | None = None) 
     from ui.text import literal
 
     qk = node_qk(G, node, texts)
-    if qk.steered_by:
-        st.markdown("**What steers its attention (QK)**")
-        st.caption(
-            f"{len(qk.steered_by)} nodes move where its heads attend, through the query or the key: their effect "
-            "on its pre-activation, strongest first."
-        )
-        st.markdown(literal("\n".join(qk_lines(qk.steered_by))))
-    if qk.steers:
-        st.markdown("**Whose attention it steers (QK)**")
-        st.caption(
-            f"{len(qk.steers)} attention latents whose heads it moves, through the query or the key: its effect "
-            "on their pre-activation, strongest first."
-        )
-        st.markdown(literal("\n".join(qk_lines(qk.steers))))
+    sections = (
+        ("What steers its attention (QK)", qk.steered_by, "nodes move where its heads attend", "their effect on its"),
+        ("Whose attention it steers (QK)", qk.steers, "attention latents whose heads it moves", "its effect on their"),
+    )
+    for title, entries, who, effect in sections:
+        if entries:
+            st.markdown(f"**{title}**")
+            st.caption(f"{len(entries)} {who}, through the query or the key: {effect} pre-activation, strongest first.")
+            st.markdown(literal("\n".join(qk_lines(entries))))
 
 
 def render_latent(ws: Path, dictionary: str, latent: int) -> None:
