@@ -73,11 +73,16 @@ def frame_of(page, without: str | None = None, timeout: float = TIMEOUT_S, ready
 
 def load_ioi(browser_page) -> None:
     """Open the Circuits page and load the latest version of the IOI circuit from the sidebar."""
+    load_saved_circuit(browser_page, NAME)
+
+
+def load_saved_circuit(browser_page, name: str) -> None:
+    """Open the Circuits page and load the latest version of the saved circuit `name` from the sidebar."""
     page = browser_page.page
     browser_page.open("/Circuits")
     sidebar = page.locator('[data-testid="stSidebar"]')
     sidebar.locator('[data-testid="stSelectbox"]').first.click()
-    page.get_by_role("option", name=NAME).first.click()
+    page.get_by_role("option", name=name).first.click()
     wait_rendered(page, TIMEOUT_S)
     sidebar.get_by_role("button", name="Load").click()
     wait_rendered(page, TIMEOUT_S)

@@ -13,7 +13,15 @@ import pytest
 from core.circuits import saved as C
 from core.tracing.qk import qk_edges
 from tests.browser.serve import wait_rendered
-from tests.browser.test_circuit_graph_browser import CARD_JS, TIMEOUT_S, click_node, frame_of, main_text, node_point
+from tests.browser.test_circuit_graph_browser import (
+    CARD_JS,
+    TIMEOUT_S,
+    click_node,
+    frame_of,
+    load_saved_circuit,
+    main_text,
+    node_point,
+)
 from ui import qk_view
 
 IOI = ("When Mary and John went to the store, John gave a drink to", " Mary", " John")
@@ -98,14 +106,7 @@ def ioi_qk_circuit(browser_workspace):
 def load_qk_circuit(browser_page, show_qk: bool = True) -> None:
     """Open the Circuits page, load the latest version of the QK circuit and (`show_qk`) switch "Show QK edges" on."""
     page = browser_page.page
-    browser_page.open("/Circuits")
-    sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.locator('[data-testid="stSelectbox"]').first.click()
-    page.get_by_role("option", name=QK_NAME).first.click()
-    wait_rendered(page, TIMEOUT_S)
-    sidebar.get_by_role("button", name="Load").click()
-    wait_rendered(page, TIMEOUT_S)
-    frame_of(page)
+    load_saved_circuit(browser_page, QK_NAME)
     if show_qk:
         page.get_by_text("Show QK edges").click()
         wait_rendered(page, TIMEOUT_S)
