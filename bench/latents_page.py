@@ -34,7 +34,7 @@ def _task_seconds(cdp) -> float:
     return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
 
 
-READY_JS = "document.querySelector('span.tok.act') !== null && document.querySelectorAll('.js-plotly-plot .trace.bars').length >= 2"
+READY_JS = "document.querySelector('span.tok.act') !== null && document.querySelectorAll('.svgcharts img').length >= 2"
 
 
 def main() -> int:

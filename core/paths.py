@@ -9,6 +9,7 @@ data/default/
   corpus/brown.jsonl.gz    the Brown Corpus as plain text, with its train/validation split
   evaluation.json          the figures printed by `python -m core evaluate-default`
   learning_curves.json     task accuracies and validation loss during model training
+  learning_curves.png      the same, drawn (the home page shows it)
 """
 
 from __future__ import annotations
@@ -38,4 +39,5 @@ def default_paths(root: Path | None = None) -> dict[str, Path]:
         "corpus": root / "corpus" / "brown.jsonl.gz",
         "evaluation": root / "evaluation.json",
         "learning_curves": root / "learning_curves.json",
+        "learning_curves_png": root / "learning_curves.png",
     }

@@ -45,6 +45,9 @@ def test_home_shows_the_workspace_and_the_default_figures(app_workspace):
     assert "transcoder:blocks.0.ln2.hook_normalized" in set(default_table["dictionary"])
     for table in tables:  # readable headers, every row shown (no scroll box)
         assert not [c for c in table.columns if "_" in str(c)], list(table.columns)
+    # the learning curves are the build's drawing, not a plotly chart (whose bundle the browser would load)
+    assert not at.get("plotly_chart")
+    assert [h for h in at.subheader if h.value == "Learning curves"] and at.get("image")
 
 
 def test_choosing_a_workspace_checks_the_path(app_workspace, tmp_path, monkeypatch):

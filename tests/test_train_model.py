@@ -54,3 +54,47 @@ def test_curriculum_rows_use_only_the_first_names_and_templates(tiny_tokenizer_d
     late = rows[4 * cfg.batch_size :]
     assert sum(bool(np.isin(r[1:], brown).all()) for r in late) == len(late) // 2
     assert np.array_equal(rows, _build_rows(cfg, bpe, brown, split, SENTENCES))  # seeded
+
+
+def test_tied_unembedding_reads_the_embedding_trains_it_and_saves_untied(tmp_path, tiny_tokenizer_dir):
+    import torch
+
+    from core.build.pipeline import model_config_hash
+    from core.build.tokenizer import load_tokenizer
+    from core.build.train_model import TiedUnembed, _new_model, untie_unembedding
+    from core.subjects.models import save_model
+
+    cfg = _cfg(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, vocab_size=512, tie_embeddings=True)
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    model = _new_model(cfg, tokenizer)
+    assert isinstance(model.unembed, TiedUnembed)
+    names = [n for n, _ in model.named_parameters()]
+    assert "embed.W_E" in names and not any(n.startswith("unembed.W_U") for n in names)  # one matrix, not two
+    tokens = torch.randint(0, 512, (2, 8))
+    _, cache = model.run_with_cache(tokens)
+    final = cache["ln_final.hook_normalized"]
+    logits = model(tokens)
+    torch.testing.assert_close(logits, final @ model.embed.W_E.T + model.unembed.b_U)
+    # the loss reaches W_E through the unembedding too: a token only ever predicted (never an input) moves
+    target = 7
+    model.zero_grad()
+    inputs = torch.full((1, 8), 3)
+    torch.nn.functional.cross_entropy(model(inputs)[0], torch.full((8,), target)).backward()
+    assert model.embed.W_E.grad[target].abs().sum() > 0
+    # saved untied: an ordinary Unembed holding W_E^T, the same logits
+    untie_unembedding(model)
+    assert not isinstance(model.unembed, TiedUnembed)
+    torch.testing.assert_close(model(tokens), logits)
+    save_model(model, tmp_path / "m")
+    from safetensors.torch import load_file
+
+    state = load_file(str(tmp_path / "m" / "model.safetensors"))
+    torch.testing.assert_close(state["unembed.W_U"], state["embed.W_E"].T)
+    # an untied config keeps build 5's manifest key; a tied one is another model
+    assert model_config_hash(ModelTrainingConfig(tie_embeddings=False)) == "454cf3bd8d2c8a47"
+    assert model_config_hash(ModelTrainingConfig(tie_embeddings=True)) != "454cf3bd8d2c8a47"
+    # what each task text trains: v1 is build 5's run, v2 a tied model
+    from core.build.train_model import training_config
+
+    assert model_config_hash(training_config("v1")) == "454cf3bd8d2c8a47"
+    assert training_config("v2").tie_embeddings and training_config("v2").task_text == "v2"

@@ -7,19 +7,17 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core.latents.cards import LatentCard
 from core.latents.own_text import activations_on_text
 from core.latents.sampling import Example
 from core.subjects.models import MODEL_NAMES
 from ui.state import cached_dictionaries, cached_model, core_errors
+from ui.svg_charts import histogram_svg, side_by_side
 from ui.text import literal
 from ui.tokens import TOKEN_CSS, example_html, token_display
 
-_PLOT_HEIGHT = 260
 _TABLE_CSS = (
     "<style>.tts{display:flex;gap:2em;flex-wrap:wrap}.tt table{border-collapse:collapse;font-size:0.9em}"
     ".tt td,.tt th{padding:1px 8px;border-bottom:1px solid #eee;text-align:left}.tt td.tok{font-family:monospace}</style>"
@@ -55,41 +53,49 @@ def decile_sections_html(card: LatentCard) -> str:
     return "".join(parts)
 
 
-def distribution_figure(card: LatentCard, frequencies: np.ndarray | None) -> go.Figure:
-    """One figure, two panels: the latent's activation histogram over equal-width bins (`card.hist_counts`),
+def distribution_html(card: LatentCard, frequencies: np.ndarray | None) -> str:
+    """Two SVG panels side by side: the latent's activation histogram over equal-width bins (`card.hist_counts`),
     and the density: log10 firing frequency of the dictionary's live latents (`frequencies: [d_sae]`), this one marked."""
-    edges = np.asarray(card.hist_edges, dtype=np.float64)
     live = np.asarray(frequencies if frequencies is not None else [], dtype=np.float64)
     live = live[live > 0]
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        horizontal_spacing=0.08,
-        subplot_titles=(
-            "Activation histogram (firing tokens)",
-            f"Density: log10 firing frequency of {len(live):,} live latents",
-        ),
+    activation = histogram_svg(
+        np.asarray(card.hist_edges, dtype=np.float64),
+        np.asarray(card.hist_counts),
+        title="Activation histogram (firing tokens)",
+        x_label="activation",
+        y_label="tokens",
+        color="darkorange",
+        unit="tokens",
     )
-    fig.add_trace(
-        go.Bar(
-            x=(edges[:-1] + edges[1:]) / 2,
-            y=card.hist_counts,
-            width=np.diff(edges),
-            marker_color="darkorange",
-            name="tokens",
-        ),
-        row=1,
-        col=1,
+    log_freq = np.log10(live)
+    counts, edges = np.histogram(log_freq, bins=40) if len(live) else (np.zeros(0), np.zeros(0))
+    density = histogram_svg(
+        edges,
+        counts,
+        title=f"Density: log10 firing frequency of {len(live):,} live latents",
+        x_label="log10(frequency)",
+        y_label="latents",
+        color="steelblue",
+        marker=float(np.log10(card.stats.frequency)) if card.stats.frequency > 0 else None,
+        marker_label=f"latent {card.latent}: log10 frequency",
+        marker_color="darkorange",
+        unit="latents",
     )
-    fig.add_trace(go.Histogram(x=np.log10(live), nbinsx=40, marker_color="steelblue", name="latents"), row=1, col=2)
-    if card.stats.frequency > 0:
-        fig.add_vline(x=float(np.log10(card.stats.frequency)), line_color="darkorange", line_width=3, row=1, col=2)
-    fig.update_xaxes(title_text="activation", row=1, col=1)
-    fig.update_xaxes(title_text="log10(frequency)", row=1, col=2)
-    fig.update_yaxes(title_text="tokens", row=1, col=1)
-    fig.update_yaxes(title_text="latents", row=1, col=2)
-    fig.update_layout(height=_PLOT_HEIGHT, margin=dict(l=10, r=10, t=40, b=10), bargap=0, showlegend=False)
-    return fig
+    hist = np.asarray(card.hist_counts)
+    busiest = int(np.argmax(hist)) if len(hist) and hist.max() > 0 else None
+    activation_summary = (
+        f"Activation histogram: {int(hist.sum()):,} firing tokens, most between "
+        f"{card.hist_edges[busiest]:.3g} and {card.hist_edges[busiest + 1]:.3g} ({int(hist[busiest]):,})"
+        if busiest is not None
+        else "Activation histogram: no firing tokens"
+    )
+    density_summary = (
+        f"Density of {len(live):,} live latents' log10 firing frequency; this latent at "
+        f"{np.log10(card.stats.frequency):.2f}"
+        if card.stats.frequency > 0
+        else f"Density of {len(live):,} live latents' log10 firing frequency; this latent never fired"
+    )
+    return side_by_side((activation, activation_summary), (density, density_summary))
 
 
 def token_tables_html(card: LatentCard) -> str:
@@ -135,8 +141,8 @@ def render_examples(card: LatentCard) -> None:
 
 
 def render_plots(card: LatentCard, frequencies: np.ndarray | None) -> None:
-    """Activation histogram and density among the dictionary's latents (one plotly figure)."""
-    st.plotly_chart(distribution_figure(card, frequencies), width="stretch", config={"displayModeBar": False})
+    """Activation histogram and density among the dictionary's latents (inline SVG: no chart bundle to load)."""
+    st.html(distribution_html(card, frequencies))
 
 
 def render_tokens(card: LatentCard) -> None:

@@ -18,6 +18,7 @@ class DefaultOverview:
     manifest: dict
     evaluation: dict | None
     learning_curves: list[dict]
+    learning_curves_png: Path | None = None  # the build's drawing of them, when present
 
 
 def _read(path: Path):
@@ -35,7 +36,8 @@ def default_overview(root: Path | None = None) -> DefaultOverview:
             raise ArtifactError(f"{paths[key]} is missing; build the default with `{REBUILD_COMMAND}`")
     evaluation = _read(paths["evaluation"]) if paths["evaluation"].exists() else None
     curves = _read(paths["learning_curves"]) if paths["learning_curves"].exists() else []
-    return DefaultOverview(_read(paths["model_config"]), _read(paths["manifest"]), evaluation, curves)
+    png = paths["learning_curves_png"] if paths["learning_curves_png"].is_file() else None
+    return DefaultOverview(_read(paths["model_config"]), _read(paths["manifest"]), evaluation, curves, png)
 
 
 def plot_learning_curves(curves: list[dict], path: Path) -> None:

@@ -39,14 +39,20 @@ def _config_hash(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# ModelTrainingConfig fields build 5 did not have, with the value that reproduces it.
+FIELDS_AFTER_BUILD_5 = {"task_text": "v1", "tie_embeddings": False}
+
+
 def model_config_hash(cfg) -> str:
     """Hash of a `ModelTrainingConfig`, the model stage's up-to-date key.
 
-    `task_text` enters only when it is not v1, so builds made before it existed (build 5) stay up to date.
+    Fields added after build 5 enter only away from their defaults (`FIELDS_AFTER_BUILD_5`), so build 5
+    stays up to date.
     """
     obj = asdict(cfg)
-    if obj.get("task_text") == "v1":
-        del obj["task_text"]
+    for name, default in FIELDS_AFTER_BUILD_5.items():
+        if obj.get(name) == default:
+            del obj[name]
     return _config_hash(obj)
 
 
@@ -171,13 +177,13 @@ def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool, t
     """Stages 1 and 2 and the evaluation (unchanged by the seed stage)."""
     from core.build.overview import plot_learning_curves
     from core.build.train_dictionaries import DictionaryTrainingConfig, rows_needed, train_all_dictionaries
-    from core.build.train_model import ModelTrainingConfig, load_default_data, mixed_rows, train_default_model
+    from core.build.train_model import load_default_data, mixed_rows, train_default_model, training_config
     from core.subjects.models import load_default_model
 
     paths = default_paths(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     manifest = _read_json(paths["manifest"])
-    model_cfg = ModelTrainingConfig(task_text=task_text_to_build(manifest, task_text))
+    model_cfg = training_config(task_text_to_build(manifest, task_text))
     dict_cfg = DictionaryTrainingConfig()
     model_hash = model_config_hash(model_cfg)
     dict_hash = _config_hash({"model": model_hash, **asdict(dict_cfg)})
@@ -193,7 +199,7 @@ def _build_model_and_dictionaries(out_root: Path, force: bool, progress: bool, t
         paths["manifest"].write_text(json.dumps(manifest, indent=1))
     else:
         log.info("stage 1: model up to date (%s)", model_hash)
-    plot_learning_curves(json.loads(paths["learning_curves"].read_text()), out_root / "learning_curves.png")
+    plot_learning_curves(json.loads(paths["learning_curves"].read_text()), paths["learning_curves_png"])
     t1 = time.time()
 
     dict_done = manifest.get("dictionaries_hash") == dict_hash and paths["dictionaries_dir"].exists()

@@ -102,6 +102,19 @@ class ModelTrainingConfig:
     threads: int = 2
     # training text version (core.build.tasks.TASK_TEXT_VERSIONS); v1 made build 5
     task_text: str = "v1"
+    # train with the unembedding tied to the embedding (W_U = W_E^T), as GPT-2 is; saved untied
+    tie_embeddings: bool = False
+
+
+# What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
+# unembedding to the embedding: untied, build 5 and v2 at 3,300 steps copy names the task text uses but
+# not unseen ones (docs/default-model.md); v2's IOI was still rising at 3,300 steps.
+TASK_TEXT_TRAINING = {"v1": {}, "v2": {"tie_embeddings": True, "steps": 4000}}
+
+
+def training_config(task_text: str) -> ModelTrainingConfig:
+    """The `ModelTrainingConfig` a build with `task_text` trains (`TASK_TEXT_TRAINING` over the defaults)."""
+    return ModelTrainingConfig(task_text=task_text, **TASK_TEXT_TRAINING[task_text])
 
 
 def _timed(label: str, t0: float) -> float:
@@ -287,6 +300,7 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
     timings["train_s"] = t4 - t3
 
     model.eval()
+    untie_unembedding(model)
     save_model(model, paths["model_dir"])
     paths["learning_curves"].write_text(json.dumps(curves, indent=1))
     return {
@@ -335,7 +349,51 @@ def _new_model(cfg: ModelTrainingConfig, tokenizer) -> HookedTransformer:
         default_prepend_bos=True,
         device="cpu",
     )
-    return HookedTransformer(hcfg, tokenizer=tokenizer)
+    model = HookedTransformer(hcfg, tokenizer=tokenizer)
+    if cfg.tie_embeddings:
+        tie_unembedding(model)
+    return model
+
+
+class TiedUnembed(torch.nn.Module):
+    """The unembedding read from the embedding: logits = x @ W_E^T + b_U (GPT-2's tied weights).
+
+    With tied weights a head that copies a token's embedding raises that token's logit for every token
+    alike, including names the task text never uses; untied, the copy map is learned token by token.
+    """
+
+    def __init__(self, embed: torch.nn.Module, b_U: torch.nn.Parameter):
+        super().__init__()
+        self._embed = [embed]  # a list, so W_E is registered once (under embed), not twice
+        self.b_U = b_U
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """`[d_model, d_vocab]`, a view of the embedding."""
+        return self._embed[0].W_E.T
+
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        """`[batch, pos, d_model]` -> logits `[batch, pos, d_vocab]`."""
+        return residual @ self.W_U + self.b_U
+
+
+def tie_unembedding(model: HookedTransformer) -> None:
+    """Replace `model.unembed` by a `TiedUnembed` over `model.embed` (in place; keeps b_U)."""
+    model.unembed = TiedUnembed(model.embed, model.unembed.b_U)
+
+
+def untie_unembedding(model: HookedTransformer) -> None:
+    """Give a tied model an ordinary `Unembed` holding a copy of W_E^T, so it saves and loads as any other."""
+    from transformer_lens.components import Unembed
+
+    if not isinstance(model.unembed, TiedUnembed):
+        return
+    tied = model.unembed
+    unembed = Unembed(model.cfg)
+    with torch.no_grad():
+        unembed.W_U.copy_(tied.W_U)
+        unembed.b_U.copy_(tied.b_U)
+    model.unembed = unembed
 
 
 def _optimizer(model: HookedTransformer, cfg: ModelTrainingConfig) -> torch.optim.AdamW:

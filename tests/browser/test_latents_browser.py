@@ -32,6 +32,13 @@ def test_latents_page_highlights_tokens_and_escapes_html(probe_latent, browser_p
     assert len(explanations) == 2 and any(f"the token {PROBE} in quotes" in e for e in explanations)
     assert sum("BASELINE" in e for e in explanations) == 1
     assert page.query_selector("img[src='x']") is None
+    # the histograms are SVG images, drawn and sized (no plotly bundle loaded for the card), summarised on hover
+    charts = page.query_selector_all(".svgcharts img")
+    assert len(charts) == 2 and all(c.bounding_box()["width"] > 200 for c in charts)
+    assert all(c.evaluate("i => i.complete && i.naturalWidth > 0") for c in charts)  # the SVG decoded
+    assert charts[0].get_attribute("title").startswith("Activation histogram:")
+    assert "this latent" in charts[1].get_attribute("title")
+    assert page.query_selector(".js-plotly-plot") is None
     assert browser_page.dialogs == []
     assert browser_page.foreign_requests() == []
     assert any(
@@ -47,4 +54,8 @@ def test_home_page_shows_the_workspace_overview(browser_workspace, browser_page)
     assert page.query_selector('[data-testid="stException"]') is None
     assert page.get_by_text(str(browser_workspace)).count() >= 1
     assert page.get_by_text("tiny-test").count() >= 1  # the model the workspace was built from
+    # the learning curves are the build's drawing, shown as an image, not a plotly chart
+    page.get_by_text("Learning curves").first.scroll_into_view_if_needed()
+    assert page.query_selector('[data-testid="stImage"] img') is not None
+    assert page.query_selector(".js-plotly-plot") is None
     assert browser_page.foreign_requests() == []
