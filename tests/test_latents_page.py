@@ -7,6 +7,7 @@ import html
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 from app_workspace import PROBE
@@ -50,8 +51,6 @@ def test_card_by_dictionary_and_id_matches_the_engine(app_workspace):
     assert at.query_params["latent"] == "10" and at.query_params["dictionary"] == dictionary
     # the histograms are inline SVG (no plotly bundle for the browser): one bar per non-empty bin of the card
     assert not at.get("plotly_chart")
-    from urllib.parse import unquote
-
     activation_svg = unquote(page).split('aria-label="Activation histogram (firing tokens)"')[1].split("</svg>")[0]
     assert activation_svg.count("<rect") == int(np.count_nonzero(card.hist_counts))
     assert 'class="marker"' in unquote(page)  # this latent's frequency marked on the density panel

@@ -56,45 +56,43 @@ def decile_sections_html(card: LatentCard) -> str:
 def distribution_html(card: LatentCard, frequencies: np.ndarray | None) -> str:
     """Two SVG panels side by side: the latent's activation histogram over equal-width bins (`card.hist_counts`),
     and the density: log10 firing frequency of the dictionary's live latents (`frequencies: [d_sae]`), this one marked."""
+    hist = np.asarray(card.hist_counts)
+    edges = np.asarray(card.hist_edges, dtype=np.float64)
     live = np.asarray(frequencies if frequencies is not None else [], dtype=np.float64)
     live = live[live > 0]
+    own = float(np.log10(card.stats.frequency)) if card.stats.frequency > 0 else None  # this latent's log10 frequency
     activation = histogram_svg(
-        np.asarray(card.hist_edges, dtype=np.float64),
-        np.asarray(card.hist_counts),
+        edges,
+        hist,
         title="Activation histogram (firing tokens)",
         x_label="activation",
         y_label="tokens",
         color="darkorange",
         unit="tokens",
     )
-    log_freq = np.log10(live)
-    counts, edges = np.histogram(log_freq, bins=40) if len(live) else (np.zeros(0), np.zeros(0))
+    counts, bins = np.histogram(np.log10(live), bins=40) if len(live) else (np.zeros(0), np.zeros(0))
     density = histogram_svg(
-        edges,
+        bins,
         counts,
         title=f"Density: log10 firing frequency of {len(live):,} live latents",
         x_label="log10(frequency)",
         y_label="latents",
         color="steelblue",
-        marker=float(np.log10(card.stats.frequency)) if card.stats.frequency > 0 else None,
+        marker=own,
         marker_label=f"latent {card.latent}: log10 frequency",
         marker_color="darkorange",
         unit="latents",
     )
-    hist = np.asarray(card.hist_counts)
-    busiest = int(np.argmax(hist)) if len(hist) and hist.max() > 0 else None
-    activation_summary = (
-        f"Activation histogram: {int(hist.sum()):,} firing tokens, most between "
-        f"{card.hist_edges[busiest]:.3g} and {card.hist_edges[busiest + 1]:.3g} ({int(hist[busiest]):,})"
-        if busiest is not None
-        else "Activation histogram: no firing tokens"
-    )
-    density_summary = (
-        f"Density of {len(live):,} live latents' log10 firing frequency; this latent at "
-        f"{np.log10(card.stats.frequency):.2f}"
-        if card.stats.frequency > 0
-        else f"Density of {len(live):,} live latents' log10 firing frequency; this latent never fired"
-    )
+    if len(hist) and hist.max() > 0:
+        b = int(np.argmax(hist))
+        activation_summary = (
+            f"Activation histogram: {int(hist.sum()):,} firing tokens, most between "
+            f"{edges[b]:.3g} and {edges[b + 1]:.3g} ({int(hist[b]):,})"
+        )
+    else:
+        activation_summary = "Activation histogram: no firing tokens"
+    where = f"this latent at {own:.2f}" if own is not None else "this latent never fired"
+    density_summary = f"Density of {len(live):,} live latents' log10 firing frequency; {where}"
     return side_by_side((activation, activation_summary), (density, density_summary))
 
 

@@ -3,7 +3,7 @@
 A plotly chart costs the browser its 4.7 MB bundle and a few CPU seconds to draw (measured in
 docs/benchmarks.md, "First start"); these bars cost nothing beyond the page. Every label is escaped.
 `st.html` keeps HTML only (no inline SVG), so `side_by_side` shows each chart as an `<img>` with a data
-URI, its summary on hover. Charts that a researcher explores (Scores, Deciles, Overlap) stay in plotly.
+URI, its one-line summary on hover (the bars' own `<title>`s do not show inside an image). Charts that a researcher explores (Scores, Deciles, Overlap) stay in plotly.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def histogram_svg(
 ) -> str:
     """An SVG bar chart of `counts: [b]` over bins `edges: [b + 1]` (increasing), axes ticked, optional vertical `marker`.
 
-    Each bar's hover text reads "a – b: n unit". Returns one `<svg>` element; empty bins draw nothing.
+    Each bar carries "a – b: n unit" as an SVG `<title>` (a tooltip only where the SVG is inlined; in the
+    `<img>` of `side_by_side` the image's summary is the tooltip). Returns one `<svg>` element; empty bins
+    draw nothing.
     """
     edges = np.asarray(edges, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
