@@ -25,7 +25,7 @@ from core.build.generalisation import (
     leaks,
 )
 from core.build.tasks import NAMES, NOUNS, TaskSplit, make_split, task_pools, training_text_generators
-from core.build.tasks_v2 import V2_EXTRA_NAMES, brown_noun_pairs, clean_sentences, v2_pools
+from core.build.tasks_v2 import V2_EXTRA_NAMES, brown_noun_pairs, brown_proper_nouns, clean_sentences, v2_pools
 
 NEUTRAL = [
     "The jury said that the election was conducted well and fairly in every district of the city.",
@@ -113,15 +113,31 @@ def test_brown_noun_pairs_leave_out_heldout_nouns(tmp_path):
     assert ("lamp", "lamps") in nouns and ("city", "cities") in nouns and ("boat", "boats") not in nouns
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_v3_proper_nouns_leave_out_generalisation_names_and_join_training_names_only(tmp_path):
+    words = ["Chicago"] * 5 + ["Palmer"] * 3 + ["Laos"] * 2 + ["Robert"] * 9 + ["USA"] * 4  # Robert: a GEN name
+    (tmp_path / "ca01").write_text("\t" + " ".join(f"{w}/np ./." for w in words) + " Fulton/np-tl ./.\n")
+    (tmp_path / "ca10").write_text("\tLaos/np ./.\n")  # a validation file: not counted
+    assert "Robert" in GEN_NAMES
+    assert brown_proper_nouns(tmp_path) == ["Chicago", "Palmer"]
+    split = make_split(list(NAMES), list(NOUNS), seed=0, task_text="v3", extra_train_names=["Chicago", "Mary"])
+    plain = make_split(list(NAMES), list(NOUNS), seed=0)
+    assert split.heldout_names == plain.heldout_names  # held-out figures keep measuring the same names
+    assert split.train_names == plain.train_names + ("Chicago",)  # Mary is one of the names already
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
     """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
     if version == "v1":
         # v1 copies Brown spans verbatim into bracket and copy text, as its Brown rows do: checked
         # on neutral sentences, the task frames themselves
         split, sentences = make_split(*task_pools("v1"), seed=0), NEUTRAL
-    else:
+    elif version == "v2":
         split, sentences = _v2_split(), NEUTRAL + CONTAMINATED
+    else:  # v3: v2's text over v2's names and a few proper nouns
+        names, pool = v2_pools(None)
+        split = make_split(names, pool, seed=0, task_text="v3", extra_train_names=["Chicago", "Palmer", "June"])
+        sentences = NEUTRAL + CONTAMINATED
     rng = random.Random(11)
     for stage in ((0, 0, 0), (4, 1, 1), (40, 10, 8)):
         gens = training_text_generators(split, sentences, stage)
@@ -169,8 +185,8 @@ def test_task_text_version_in_split_config_and_cli():
     assert "task_text" not in v1.to_json() and TaskSplit.from_json(v1.to_json()).task_text == "v1"
     v2 = _v2_split()
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
-    with pytest.raises(ValueError, match="unknown task text 'v3'; choose one of v1, v2"):
-        make_split(list(NAMES), list(NOUNS), task_text="v3")
+    with pytest.raises(ValueError, match="unknown task text 'v4'; choose one of v1, v2, v3"):
+        make_split(list(NAMES), list(NOUNS), task_text="v4")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model
     assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"
     assert model_config_hash(ModelTrainingConfig(task_text="v2")) != "454cf3bd8d2c8a47"

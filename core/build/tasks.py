@@ -22,7 +22,7 @@ from dataclasses import dataclass
 TASKS = ("ioi", "sva", "brackets")
 # Versions of the training text: v1 made build 5 (the shipped default); v2 (core.build.tasks_v2)
 # teaches the behaviours in general form.
-TASK_TEXT_VERSIONS = ("v1", "v2")
+TASK_TEXT_VERSIONS = ("v1", "v2", "v3")
 
 
 def check_task_text(version: str) -> str:
@@ -214,8 +214,12 @@ def make_split(
     extra_rel_verbs: Sequence[str] = (),
     n_validation_verbs: int = 12,
     task_text: str = "v1",
+    extra_train_names: Sequence[str] = (),
 ) -> TaskSplit:
     """Shuffle names and nouns with `seed` and hold out `heldout_frac` of each.
+
+    `extra_train_names` (v3's proper nouns) join the training names after the shuffled ones, never the
+    held-out ones, so the held-out figures keep measuring person names.
 
     Relative-clause verbs for training are `SVA_REL_VERBS_TRAIN` plus `extra_rel_verbs` (e.g. Brown's
     past-tense verbs), less the evaluation's held-out verbs and `n_validation_verbs` of the extra
@@ -231,8 +235,9 @@ def make_split(
     extra = [v for v in dict.fromkeys(extra_rel_verbs) if v not in SVA_REL_VERBS_TRAIN + SVA_REL_VERBS_HELDOUT]
     validation_verbs = random.Random(seed + 1).sample(extra, min(n_validation_verbs, len(extra))) if extra else []
     train_verbs = [v for v in SVA_REL_VERBS_TRAIN + tuple(extra) if v not in validation_verbs]
+    extra = [n for n in dict.fromkeys(extra_train_names) if n not in names]
     return TaskSplit(
-        train_names=tuple(names[n_names:]),
+        train_names=tuple(names[n_names:] + extra),
         heldout_names=tuple(names[:n_names]),
         train_nouns=tuple(nouns[n_nouns:]),
         heldout_nouns=tuple(nouns[:n_nouns]),
@@ -248,11 +253,21 @@ def task_pools(version: str, package_dir=None) -> tuple[list[str], list[tuple[st
     v1: `NAMES` and `NOUNS`; v2: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
     pairs from the tagged package in `package_dir`).
     """
-    if check_task_text(version) == "v2":
+    if check_task_text(version) in ("v2", "v3"):
         from core.build.tasks_v2 import v2_pools
 
         return v2_pools(package_dir)
     return list(NAMES), list(NOUNS)
+
+
+def extra_training_names(version: str, package_dir=None) -> list[str]:
+    """Names only training text uses, before the single-token filter: v3's proper nouns from Brown
+    (`core.build.tasks_v2.brown_proper_nouns`, less every generalisation word); none for v1 and v2."""
+    if check_task_text(version) != "v3" or package_dir is None:
+        return []
+    from core.build.tasks_v2 import brown_proper_nouns
+
+    return brown_proper_nouns(package_dir)
 
 
 def tokenizer_only_text(version: str) -> list[str]:
@@ -492,9 +507,9 @@ def training_text_generators(
 
     `ioi_stage = (names, intro templates, action templates)`: IOI sentences use only the first of
     each (0 = all), the build's IOI curriculum. `split.task_text` picks the version (v2:
-    `core.build.tasks_v2`).
+    `core.build.tasks_v2`; v3 is v2's text over a larger name pool).
     """
-    if check_task_text(split.task_text) == "v2":
+    if check_task_text(split.task_text) in ("v2", "v3"):
         from core.build.tasks_v2 import training_text_generators_v2
 
         return training_text_generators_v2(split, sentences, ioi_stage)

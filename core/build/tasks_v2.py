@@ -201,6 +201,31 @@ def brown_noun_pairs(package_dir: Path, min_singular: int = 10, min_plural: int 
     return pairs
 
 
+V3_MIN_PROPER_NOUN_COUNT = 3
+
+
+def brown_proper_nouns(package_dir: Path, min_count: int = V3_MIN_PROPER_NOUN_COUNT) -> list[str]:
+    """Capitalised words Brown's training files tag `np` (proper noun) at least `min_count` times, most
+    frequent first, less every generalisation word: v3's pool of about two thousand names.
+
+    People, places, months and firms alike: an IOI or copy sentence over names this many and this varied
+    rewards copying whichever token was said, not recalling a few hundred names one by one (build 5 and
+    v2 copied the names their task text used and no others; docs/default-model.md).
+    """
+    from core.build.corpus import _brown_files, _is_validation_file
+
+    counts: Counter[str] = Counter()
+    for path in _brown_files(package_dir):
+        if _is_validation_file(path.name):
+            continue
+        for token in path.read_text().split():
+            word, _, tag = token.rpartition("/")
+            if tag == "np" and word.isalpha() and word[0].isupper() and word[1:].islower():
+                counts[word] += 1
+    held = heldout_words()
+    return [w for w, n in counts.most_common() if n >= min_count and w not in held]
+
+
 def v2_pools(package_dir: Path | None) -> tuple[list[str], list[tuple[str, str]]]:
     """Candidate names and noun pairs of v2 (before the single-token filter): v1's, `V2_EXTRA_NAMES` and
     Brown's NN/NNS pairs, less every generalisation name and noun."""

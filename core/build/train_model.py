@@ -46,6 +46,7 @@ from core.build.tasks import (
     TASKS,
     TaskSplit,
     evaluation_items,
+    extra_training_names,
     ioi_item,
     make_split,
     task_pools,
@@ -109,7 +110,11 @@ class ModelTrainingConfig:
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
 # unembedding to the embedding: untied, build 5 and v2 at 3,300 steps copy names the task text uses but
 # not unseen ones (docs/default-model.md); v2's IOI was still rising at 3,300 steps.
-TASK_TEXT_TRAINING = {"v1": {}, "v2": {"tie_embeddings": True, "steps": 4000}}
+TASK_TEXT_TRAINING = {
+    "v1": {},
+    "v2": {"tie_embeddings": True, "steps": 4000},
+    "v3": {"tie_embeddings": True, "steps": 4000},
+}
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
@@ -243,7 +248,8 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     timings["corpus_s"] = t1 - t0
 
     name_pool, all_nouns = task_pools(cfg.task_text, package)
-    provisional = TaskSplit(tuple(name_pool), (), tuple(all_nouns), (), task_text=cfg.task_text)
+    extra_pool = extra_training_names(cfg.task_text, package)
+    provisional = TaskSplit(tuple(name_pool + extra_pool), (), tuple(all_nouns), (), task_text=cfg.task_text)
     tokenizer_text = [d.text for d in train_docs] + _task_text_sample(provisional, train_sentences, 60_000, cfg.seed)
     tokenizer_text += tokenizer_only_text(cfg.task_text)
     bpe = train_bpe(tokenizer_text, cfg.vocab_size)
@@ -251,11 +257,21 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     if cfg.task_text != "v1":  # v1's nouns were chosen by hand; v2's come from Brown's tags
         all_nouns = [p for p in all_nouns if len(single_token_words(bpe, p)) == 2]
     rel_verbs = past_tense_verbs(package, cfg.min_rel_verb_count) if cfg.min_rel_verb_count else []
-    split = make_split(names, all_nouns, seed=cfg.seed, extra_rel_verbs=rel_verbs, task_text=cfg.task_text)
+    extra_names = single_token_words(bpe, extra_pool)
+    split = make_split(
+        names,
+        all_nouns,
+        seed=cfg.seed,
+        extra_rel_verbs=rel_verbs,
+        task_text=cfg.task_text,
+        extra_train_names=extra_names,
+    )
     save_tokenizer(bpe, paths["tokenizer_dir"], model_max_length=cfg.n_ctx)
     t2 = _timed("tokenizer", t1)
     timings["tokenizer_s"] = t2 - t1
     log.info("names: %d single-token of %d; held out %d", len(names), len(name_pool), len(split.heldout_names))
+    if extra_pool:
+        log.info("training-only names: %d single-token of %d", len(extra_names), len(extra_pool))
     log.info(
         "relative-clause verbs: %d for training, validation %s",
         len(split.train_rel_verbs),
