@@ -52,13 +52,19 @@ from tests.browser.serve import OFFLINE_ENV, free_port, launch_chromium, streaml
 
 # JavaScript checks, evaluated in each page's main frame: true once the page shows its content.
 HAS = "document.querySelectorAll('[data-testid=\"{}\"]').length"
+# the analysis pages' charts (ui.analysis_charts): SVG images, every one decoded; plotly when toggled on
+CHARTS_DRAWN = (
+    "(() => { const imgs = [...document.querySelectorAll('.analysischart img')];"
+    " return (imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0))"
+    f" || {HAS.format('stPlotlyChart')} >= 1; }})()"
+)
 READY_JS = {
     "home": f"{HAS.format('stDataFrame')} >= 2",
     "latents": "document.querySelector('span.tok.act') !== null && document.querySelector('div.explanation') !== null"
     f" && {HAS.format('stDataFrame')} >= 1",
-    "scores": f"{HAS.format('stPlotlyChart')} >= 1",
-    "deciles": f"{HAS.format('stPlotlyChart')} >= 1",
-    "overlap": f"{HAS.format('stPlotlyChart')} >= 1",
+    "scores": CHARTS_DRAWN,
+    "deciles": CHARTS_DRAWN,
+    "overlap": CHARTS_DRAWN,
 }
 IDLE_JS = (
     "document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'"

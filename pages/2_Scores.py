@@ -8,6 +8,7 @@ import streamlit as st
 
 import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core.analysis import figures
+from ui.analysis_charts import distributions_svg, interactive_charts, show_chart, spearman_svg, units_svg
 from ui.analysis_view import missing, stored_results, workspace_or_stop
 from ui.delphi_metrics_view import conventions_section
 from ui.state import current_workspace, default_job_notice, has_stored_analyses, home_label
@@ -20,6 +21,7 @@ default_job_notice(current_workspace(), "score charts", missing=not current_work
 ws = workspace_or_stop()
 default_job_notice(ws, "score charts", missing=not has_stored_analyses(ws))
 results = stored_results(ws)
+interactive = interactive_charts()
 
 
 def contrast_table(contrasts, label, p_name: str) -> None:
@@ -46,7 +48,12 @@ def contrast_table(contrasts, label, p_name: str) -> None:
 st.subheader("Score distributions by sampling strategy")
 if "distributions" in results:
     dist = results["distributions"].result
-    st.plotly_chart(figures.distributions_figure(dist), width="stretch")
+    show_chart(
+        lambda: distributions_svg(dist),
+        "Score distributions by sampling strategy: per scorer, a box per strategy and baseline (values in the table below)",
+        lambda: figures.distributions_figure(dist),
+        interactive,
+    )
     st.caption(
         "Baselines (grey): a random explanation is another latent's explanation scored on this latent; "
         "a random latent is a random direction explained and scored like a real one."
@@ -79,7 +86,12 @@ else:
 if "units" in results:
     units = results["units"].result
     st.subheader(figures.units_heading(units))  # names only the kinds of unit that were scored
-    st.plotly_chart(figures.units_figure(units), width="stretch")
+    show_chart(
+        lambda: units_svg(units, figures.units_heading(units)),
+        f"{figures.units_heading(units)}: mean score per scorer with 95% CI",
+        lambda: figures.units_figure(units),
+        interactive,
+    )
     st.caption(f"{literal(repr(units.strategy))} explanations of each kind of unit.")
     contrast_table(units.contrasts, lambda c: f"latents − {c.reference}", "Mann-Whitney p")
 else:
@@ -89,7 +101,13 @@ else:
 st.subheader("Scorer agreement")
 if "spearman" in results:
     m = results["spearman"].result
-    st.plotly_chart(figures.spearman_figure(m), width="stretch")
+    show_chart(
+        lambda: spearman_svg(m),
+        "Spearman rho between scorers, each cell with its 95% CI and n",
+        lambda: figures.spearman_figure(m),
+        interactive,
+        max_width=720,
+    )
 else:
     missing("spearman", "Spearman matrix", ws)
 

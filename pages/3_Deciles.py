@@ -7,6 +7,7 @@ import streamlit as st
 
 import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
 from core.analysis import figures
+from ui.analysis_charts import decile_svg, interactive_charts, show_chart
 from ui.analysis_view import missing, stored_results, workspace_or_stop
 from ui.state import current_workspace, default_job_notice, has_stored_analyses, home_label
 from ui.text import literal
@@ -22,6 +23,7 @@ default_job_notice(current_workspace(), "decile charts", missing=not current_wor
 ws = workspace_or_stop()
 default_job_notice(ws, "decile charts", missing=not has_stored_analyses(ws))
 results = stored_results(ws)
+interactive = interactive_charts()
 if "deciles" not in results:
     missing("deciles", "decile curves", ws)
     st.stop()
@@ -32,7 +34,12 @@ if not scorers:
     st.info("No yes/no scorer has per-example results here (decile accuracy needs detection or fuzzing).")
     st.stop()
 scorer = st.selectbox("Scorer", scorers)
-st.plotly_chart(figures.decile_figure(deciles, scorer), width="stretch")
+show_chart(
+    lambda: decile_svg(deciles, scorer),
+    f"{scorer}: accuracy per activation decile, one line per sampling strategy (values in the table below)",
+    lambda: figures.decile_figure(deciles, scorer),
+    interactive,
+)
 rows = [c for c in deciles.curves if c.scorer == scorer]
 st.dataframe(
     pd.DataFrame(

@@ -11,6 +11,7 @@ import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see u
 from core import store
 from core.analysis import figures, overlap
 from core.errors import UserError
+from ui.analysis_charts import interactive_charts, overlap_svg, show_chart, similarity_histogram_svg
 from ui.analysis_view import engine_error, workspace_or_stop
 from ui.progress import progress_bar
 from ui.state import CORE_ERRORS, core_errors, current_workspace, default_job_notice, home_label, workspace_model_name
@@ -64,6 +65,7 @@ if not records:
         st.rerun()
     st.stop()
 
+interactive = interactive_charts()
 similarities = sorted({r.similarity for r in records}, key=overlap.SIMILARITIES.index)
 c1, c2 = st.columns(2)
 similarity = c1.radio(
@@ -86,7 +88,13 @@ cols = st.columns(max(len(kinds), 1))
 for col, kind in zip(cols, kinds, strict=False):
     layers, mat = overlap.layer_matrix(chosen, kind, similarity, score)
     mark = overlap.chance_level(chosen, kind, similarity) if score == "mean_similarity" else None
-    col.plotly_chart(figures.overlap_heatmap(layers, mat, f"{kind}", chance=mark), width="stretch")
+    show_chart(
+        lambda layers=layers, mat=mat, kind=kind, mark=mark: overlap_svg(layers, mat, kind, chance=mark),
+        f"{kind}: overlap of every pair of layers, diagonal blank",
+        lambda layers=layers, mat=mat, kind=kind, mark=mark: figures.overlap_heatmap(layers, mat, kind, chance=mark),
+        interactive,
+        col,
+    )
 st.caption(
     "The diagonal (a layer with itself, 1 by definition) is left blank; colours span the other cells, "
     "so differences between neighbouring layers show."
@@ -124,9 +132,12 @@ st.caption(
 )
 with core_errors("Loading matched pairs"):
     pairs_hist = store.read_overlap_pairs(ws, rec.overlap_id)
-    st.plotly_chart(
-        figures.pair_similarity_histogram(pairs_hist["similarity"].to_numpy(), "similarity of matched pairs"),
-        width="stretch",
+    similarity_values = pairs_hist["similarity"].to_numpy()
+    show_chart(
+        lambda: similarity_histogram_svg(similarity_values, "similarity of matched pairs"),
+        f"similarity of the {len(similarity_values):,} matched pairs",
+        lambda: figures.pair_similarity_histogram(similarity_values, "similarity of matched pairs"),
+        interactive,
     )
     per_page = 50
     page = st.number_input("Page", min_value=1, max_value=max(1, -(-rec.n_matched // per_page)), value=1)

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from page_charts import chart_count
 from streamlit.testing.v1 import AppTest
 
 from core import store
@@ -102,13 +103,13 @@ def test_first_start_copies_the_seed_and_every_page_shows_content(first_start):
     for path in ("pages/2_Scores.py", "pages/3_Deciles.py", "pages/4_Overlap.py"):
         at = page(path).run()
         assert not at.exception and not at.error, (path, texts(at))
-        assert at.get("plotly_chart"), f"{path} drew no chart: {texts(at)}"
+        assert chart_count(at), f"{path} drew no chart: {texts(at)}"
         no_command_hints(at)
 
 
 def test_a_page_opened_directly_first_copies_the_seed_too(first_start):
     at = page("pages/2_Scores.py").run()  # a link to /Scores before anyone opened the home page
-    assert not at.exception and not at.error and at.get("plotly_chart"), texts(at)
+    assert not at.exception and not at.error and chart_count(at), texts(at)
     assert first_start.exists()
 
 
@@ -170,7 +171,7 @@ def test_a_read_only_data_folder_opens_the_seed_read_only(seeds, first_start, mo
     assert not first_start.exists() and len(home.dataframe) >= 2  # the seed's tables, from its temporary copy
     assert list((tmp_path / "tmp").glob("sae-explorer-seed-*/workspace.duckdb"))
     scores = page("pages/2_Scores.py").run()  # a page opened directly reads the seed too
-    assert not scores.exception and not scores.error and scores.get("plotly_chart"), texts(scores)
+    assert not scores.exception and not scores.error and chart_count(scores), texts(scores)
 
 
 def test_the_home_page_says_where_an_earlier_default_holding_user_work_went(first_start, seeds):

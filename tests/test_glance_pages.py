@@ -11,12 +11,14 @@ import analysis_workspace
 import networkx as nx
 import numpy as np
 import pytest
+from page_charts import chart_svgs
 from streamlit.testing.v1 import AppTest
 
 from core.analysis import figures
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORES, OVERLAP, CIRCUITS = (str(ROOT / "pages" / n) for n in ("2_Scores.py", "4_Overlap.py", "5_Circuits.py"))
+PLOTLY = {"interactive_charts": True}  # the sidebar toggle on: plotly figures instead of images
 
 
 def _page(path: str, ws: Path | str, state: dict | None = None) -> AppTest:
@@ -67,7 +69,10 @@ def test_units_heading_names_the_groups_drawn(analysed, no_neurons):
     headings = [h.value for h in at.subheader]
     assert "Latents vs neurons vs top-k neurons vs random latents (baseline)" in headings
 
-    at = _page(SCORES, no_neurons)
+    svg = chart_svgs(_page(SCORES, no_neurons))[1]  # the image drawn by default
+    assert "Latents vs random latents (baseline)" in svg and "neurons" not in svg
+
+    at = _page(SCORES, no_neurons, PLOTLY)
     assert not at.exception
     units = next(f for f in _figures(at) if f["data"] and f["data"][0]["type"] == "bar")
     drawn = [t["name"] for t in units["data"]]
@@ -91,7 +96,11 @@ def test_heatmap_masks_the_diagonal_and_marks_chance():
 
 
 def test_overlap_page_heatmaps_chance_and_links(analysed):
-    at = _page(OVERLAP, analysed)
+    svgs = chart_svgs(_page(OVERLAP, analysed))[:2]  # the images drawn by default: diagonal blank, chance marked
+    for svg in svgs:
+        n_layers = svg.count('text-anchor="end">L')  # the row labels
+        assert n_layers >= 2 and svg.count('fill="#f4f4f4"') == n_layers and ">chance 0." in svg
+    at = _page(OVERLAP, analysed, PLOTLY)
     assert not at.exception
     heatmaps = [f for f in _figures(at) if f["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 import analysis_workspace
 import pytest
 from hostile_text import shown
+from page_charts import chart_count, chart_svgs
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,9 @@ def _texts(at: AppTest) -> str:
 def test_scores_page_shows_distributions_units_and_spearman(analysed):
     at = _page(SCORES, analysed)
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 3
+    svgs = chart_svgs(at)
+    assert len(svgs) == 3 and not at.get("plotly_chart")  # images by default: no plotly bundle for the browser
+    assert "Score distributions by sampling strategy" in svgs[0] and "Spearman rho" in svgs[2]
     groups = set(at.dataframe[0].value["group"])
     assert {"top", "random", "quantile", "random explanation (baseline)", "random latent (baseline)"} <= groups
     assert "baseline:token-stats (baseline)" in _texts(at)  # provenance, baselines labelled
@@ -53,15 +56,16 @@ def test_deciles_page_switches_scorer(analysed):
     assert at.selectbox[0].options == ["detection", "fuzzing"]
     table = at.dataframe[0].value.set_index("group")
     assert table.loc["top", "1"] == 0.0 and table.loc["top", "10"] == 1.0 and table.loc["random", "1"] == 1.0
+    assert "detection: accuracy per activation decile" in chart_svgs(at)[0]
     at.selectbox[0].select("fuzzing").run()
-    assert not at.exception and len(at.get("plotly_chart")) == 1
+    assert not at.exception and len(chart_svgs(at)) == 1 and "fuzzing: accuracy" in chart_svgs(at)[0]
     assert "embedding" in _texts(at)  # continuous scorer listed as not shown
 
 
 def test_overlap_page_heatmaps_and_matched_pairs(analysed):
     at = _page(OVERLAP, analysed)
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 3  # resid and transcoder heatmaps + pair histogram
+    assert len(chart_svgs(at)) == 3  # resid and transcoder heatmaps + pair histogram
     at.selectbox[0].select("transcoder").run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -86,13 +90,13 @@ def test_pages_before_analyses_offer_to_compute_them(tmp_path):
     assert "python -m core analyze" in _texts(at)
     at.button(key="compute_analyses").click().run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 3
+    assert chart_count(at) == 3
     at = _page(OVERLAP, ws)
     assert not at.exception
     assert "python -m core overlap" in _texts(at)
     at.button[0].click().run()  # no dictionary weights for this workspace: explanation overlap only, and says so
     assert not at.exception
-    assert len(at.get("plotly_chart")) >= 2
+    assert chart_count(at) >= 2
 
 
 @pytest.mark.parametrize("page", [SCORES, DECILES, OVERLAP])

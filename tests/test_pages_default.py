@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from page_charts import chart_count
 from streamlit.testing.v1 import AppTest
 
 from core import store
@@ -79,7 +80,7 @@ def test_report_overlaps_explanations_that_explain_did_not_embed(default_ws):
 def test_analysis_pages_chart_the_default_workspace(default_ws, path):
     at = page(path, default_ws)
     assert not at.exception and not at.error
-    charts = at.get("plotly_chart")
+    charts = chart_count(at)
     assert charts, f"{path} drew no chart"
 
 

@@ -3,7 +3,8 @@
 A plotly chart costs the browser its 4.7 MB bundle and a few CPU seconds to draw (measured in
 docs/benchmarks.md, "First start"); these bars cost nothing beyond the page. Every label is escaped.
 `st.html` keeps HTML only (no inline SVG), so `side_by_side` shows each chart as an `<img>` with a data
-URI, its one-line summary on hover (the bars' own `<title>`s do not show inside an image). Charts that a researcher explores (Scores, Deciles, Overlap) stay in plotly.
+URI, its one-line summary on hover (the bars' own `<title>`s do not show inside an image). The analysis
+pages' charts (ui.analysis_charts) build on these helpers and keep plotly one toggle away.
 """
 
 from __future__ import annotations

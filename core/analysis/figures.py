@@ -14,14 +14,14 @@ import plotly.graph_objects as go
 from core.analysis.analyses import BASELINE_GROUPS, DecileCurve, Deciles, Distributions, SpearmanMatrix, UnitComparison
 
 DECILE_LABELS = ["non-act."] + [str(d) for d in range(1, 11)]
-_COLORS = {
+GROUP_COLORS = {
     "top": "#1f77b4",
     "random": "#ff7f0e",
     "quantile": "#2ca02c",
     "random-explanation": "#7f7f7f",
     "random-latent": "#bdbdbd",
 }
-_UNIT_COLORS = {"latents": "#1f77b4", "neurons": "#d62728", "top-k neurons": "#ff9896", "random latents": "#bdbdbd"}
+UNIT_COLORS = {"latents": "#1f77b4", "neurons": "#d62728", "top-k neurons": "#ff9896", "random latents": "#bdbdbd"}
 
 
 def group_label(group: str) -> str:
@@ -42,7 +42,9 @@ def distributions_figure(dist: Distributions, scorers: list[str] | None = None) 
         x = [g.scorer for g in rows for _ in g.values]
         y = [v for g in rows for v in g.values]
         fig.add_trace(
-            go.Box(x=x, y=y, name=group_label(group), boxmean=True, marker_color=_COLORS.get(group), boxpoints=False)
+            go.Box(
+                x=x, y=y, name=group_label(group), boxmean=True, marker_color=GROUP_COLORS.get(group), boxpoints=False
+            )
         )
     fig.update_layout(
         boxmode="group",
@@ -68,7 +70,7 @@ def decile_figure(deciles: Deciles, scorer: str) -> go.Figure:
                 y=_nan_none(acc.tolist()),
                 mode="lines+markers",
                 name=group_label(c.group),
-                line={"color": _COLORS.get(c.group), "dash": "dot" if c.group in BASELINE_GROUPS else "solid"},
+                line={"color": GROUP_COLORS.get(c.group), "dash": "dot" if c.group in BASELINE_GROUPS else "solid"},
                 error_y={
                     "type": "data",
                     "array": _nan_none(hi.tolist()),
@@ -148,7 +150,7 @@ def units_figure(u: UnitComparison) -> go.Figure:
                 x=[g.scorer for g in rows],
                 y=[g.mean for g in rows],
                 name=f"{unit} (baseline)" if unit == "random latents" else unit,
-                marker_color=_UNIT_COLORS.get(unit),
+                marker_color=UNIT_COLORS.get(unit),
                 error_y={
                     "type": "data",
                     "array": _nan_none([g.ci_high - g.mean for g in rows]),

@@ -1,8 +1,9 @@
 """The Scores, Deciles and Overlap pages in headless Chromium, served on a workspace with stored analyses.
 
 The workspace is tests/analysis_workspace.py's synthetic one (known scores, overlaps and embeddings;
-no model needed); a second app is served on it. Each page must draw its plotly charts without an
-exception, request nothing outside localhost, and leave a screenshot in test-artifacts/.
+no model needed); a second app is served on it. Each page must draw its charts (SVG images by default, plotly after
+the sidebar's "Interactive charts" toggle) without an exception, request nothing outside localhost, and leave a
+screenshot in test-artifacts/.
 """
 
 from __future__ import annotations
@@ -43,11 +44,40 @@ def test_analysis_pages_draw_their_charts(chromium, analysis_app, path):
     try:
         bp.open(path)
         page = bp.page
-        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        page.wait_for_selector(".analysischart img", timeout=60_000)
+        page.wait_for_function(DRAWN_JS, timeout=30_000)  # every image decoded and laid out at a readable size
         bp.screenshot(shot)
         assert page.query_selector('[data-testid="stException"]') is None
-        assert page.locator(".js-plotly-plot").count() >= 1
+        assert page.query_selector(".js-plotly-plot") is None  # no plotly bundle until asked for
         assert page.get_by_text(phrase, exact=False).count() >= 1
+        assert bp.foreign_requests() == []
+    finally:
+        context.close()
+
+
+DRAWN_JS = """() => { const imgs = [...document.querySelectorAll('.analysischart img')];
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 300); }"""
+
+
+def test_interactive_charts_toggle_draws_plotly_on_every_page_of_the_session(chromium, analysis_app):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    bp = BrowserPage(context.new_page(), analysis_app)
+    bp.page.on("request", lambda req: bp.requests.append(req.url))
+    try:
+        bp.open("/Scores")
+        page = bp.page
+        page.wait_for_function(DRAWN_JS, timeout=60_000)
+        images = page.locator(".analysischart img").count()
+        page.get_by_text("Interactive charts").click()
+        page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length === {images}", timeout=60_000)
+        assert page.locator(".analysischart img").count() == 0
+        # the choice holds when the researcher moves on to another page of the app
+        page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Deciles").click()
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        assert page.get_by_text("activation decile", exact=False).count() >= 1
+        assert page.locator(".analysischart img").count() == 0
+        bp.screenshot("deciles-page-interactive")
+        assert page.query_selector('[data-testid="stException"]') is None
         assert bp.foreign_requests() == []
     finally:
         context.close()
