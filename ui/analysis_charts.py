@@ -5,7 +5,7 @@ Plotly's 4.7 MB bundle cost the browser 3-4 CPU seconds on every page that drew 
 plain SVG shown in an `<img>` (`ui.svg_charts.svg_image`), every value also written on the chart or in the
 page's table; the sidebar's "Interactive charts" toggle (`interactive_charts`) draws the plotly figures of
 `core.analysis.figures` instead, for zoom and hover. Same colours and labels as those figures; every label
-escaped.
+escaped. The images sit on white (`CHART_CSS`), so their dark labels read in Streamlit's dark theme too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from ui.svg_charts import histogram_svg, nice_ticks, svg_image
 _SVG_STYLE = (
     "<style>text{font-family:sans-serif;font-size:12px;fill:#444}.t{font-size:14px;fill:#222}.c{font-size:11px}</style>"
 )
-CHART_CSS = "<style>.analysischart img{width:100%;max-width:1100px;height:auto}</style>"
+CHART_CSS = (
+    "<style>.analysischart img{width:100%;max-width:1100px;height:auto;background:#fff;border-radius:4px}</style>"
+)
 INTERACTIVE_KEY = "interactive_charts"
 
 

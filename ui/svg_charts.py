@@ -1,5 +1,7 @@
 """Small charts drawn as SVG images, for panels a page shows on first load (the latent card's histograms).
 
+Each image sits on white, so its dark labels read in Streamlit's dark theme too.
+
 A plotly chart costs the browser its 4.7 MB bundle and a few CPU seconds to draw (measured in
 docs/benchmarks.md, "First start"); these bars cost nothing beyond the page. Every label is escaped.
 `st.html` keeps HTML only (no inline SVG), so `side_by_side` shows each chart as an `<img>` with a data
@@ -17,7 +19,7 @@ import numpy as np
 
 _W, _H = 460, 230  # viewBox size; the SVG scales to its container's width
 _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 12, 28, 40
-CHARTS_CSS = "<style>.svgcharts{display:flex;gap:1.5em;flex-wrap:wrap}.svgcharts img{flex:1 1 360px;max-width:640px;min-width:0}</style>"
+CHARTS_CSS = "<style>.svgcharts{display:flex;gap:1.5em;flex-wrap:wrap}.svgcharts img{flex:1 1 360px;max-width:640px;min-width:0;background:#fff;border-radius:4px}</style>"
 _SVG_STYLE = "<style>text{font-family:sans-serif;font-size:11px;fill:#555}.t{font-size:12px;fill:#222}</style>"
 
 

@@ -49,6 +49,11 @@ def test_analysis_pages_draw_their_charts(chromium, analysis_app, path):
         bp.screenshot(shot)
         assert page.query_selector('[data-testid="stException"]') is None
         assert page.query_selector(".js-plotly-plot") is None  # no plotly bundle until asked for
+        # on white whatever the theme, so the charts' dark labels stay readable in the dark theme
+        backgrounds = page.eval_on_selector_all(
+            ".analysischart img", "imgs => imgs.map(i => getComputedStyle(i).backgroundColor)"
+        )
+        assert backgrounds and set(backgrounds) == {"rgb(255, 255, 255)"}
         assert page.get_by_text(phrase, exact=False).count() >= 1
         assert bp.foreign_requests() == []
     finally:

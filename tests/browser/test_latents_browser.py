@@ -36,6 +36,8 @@ def test_latents_page_highlights_tokens_and_escapes_html(probe_latent, browser_p
     charts = page.query_selector_all(".svgcharts img")
     assert len(charts) == 2 and all(c.bounding_box()["width"] > 200 for c in charts)
     assert all(c.evaluate("i => i.complete && i.naturalWidth > 0") for c in charts)  # the SVG decoded
+    # on white whatever the theme: the charts' dark labels stay readable in the dark theme
+    assert all(c.evaluate("i => getComputedStyle(i).backgroundColor") == "rgb(255, 255, 255)" for c in charts)
     assert charts[0].get_attribute("title").startswith("Activation histogram:")
     assert "this latent" in charts[1].get_attribute("title")
     assert page.query_selector(".js-plotly-plot") is None
