@@ -47,6 +47,11 @@ def hook_layer(hook: str) -> int:
     return int(hook.split(".")[1])
 
 
+def on_model_device(model, t):
+    """`t` moved to the device of `model`'s weights (CPU tensors from numpy would not run on a GPU model)."""
+    return t.to(model.cfg.device)
+
+
 def last_logits(model, x, hook: str | None, dirs=None, scales=None, start_layer: int | None = None):
     """Logits at the last position `[b, vocab]` of `x` (tokens `[b, t]`, or the residual `[b, t, d]` before
     `start_layer`), with `scales[b] · dirs[b]` added at `hook` on every position when `dirs` is given.
@@ -88,17 +93,17 @@ def find_scales(
     if resid_in is not None:
         x, start = resid_in.repeat(m, 1, 1), layer  # [m*p, t, d_model]
     else:
-        x, start = torch.from_numpy(np.tile(prompts, (m, 1))), None  # [m*p, t]
-    d = torch.from_numpy(np.repeat(dirs, p, axis=0)).float()  # [m*p, d]
+        x, start = on_model_device(model, torch.from_numpy(np.tile(prompts, (m, 1)))), None  # [m*p, t]
+    d = on_model_device(model, torch.from_numpy(np.repeat(dirs, p, axis=0)).float())  # [m*p, d]
     lo = np.zeros(m)
     up = np.full(m, hi)
     clean = clean_logp.repeat(m, 1)
 
     def kl_at(scales: np.ndarray) -> np.ndarray:
-        s = torch.from_numpy(np.repeat(scales, p)).float()
+        s = on_model_device(model, torch.from_numpy(np.repeat(scales, p)).float())
         logp = torch.log_softmax(last_logits(model, x, hook, d, s, start).float(), dim=-1)  # [m*p, vocab]
         kl = (clean.exp() * (clean - logp)).sum(-1).reshape(m, p).mean(-1)
-        return kl.numpy()
+        return kl.cpu().numpy()
 
     for _ in range(steps):
         mid = (lo + up) / 2
@@ -118,15 +123,15 @@ def generate(
 
     p = len(prompts)
     m = 1 if dirs is None else len(dirs)
-    seqs = torch.from_numpy(np.tile(prompts, (m, 1)))
+    seqs = on_model_device(model, torch.from_numpy(np.tile(prompts, (m, 1))))
     d = s = None
     if dirs is not None:
-        d = torch.from_numpy(np.repeat(dirs, p, axis=0)).float()
-        s = torch.from_numpy(np.repeat(scales, p)).float()
+        d = on_model_device(model, torch.from_numpy(np.repeat(dirs, p, axis=0)).float())
+        s = on_model_device(model, torch.from_numpy(np.repeat(scales, p)).float())
     for _ in range(n_new):
         nxt = last_logits(model, seqs, hook, d, s).argmax(-1, keepdim=True)
         seqs = torch.cat([seqs, nxt], dim=1)
-    return seqs[:, prompts.shape[1] :].numpy().reshape(m, p, n_new)
+    return seqs[:, prompts.shape[1] :].cpu().numpy().reshape(m, p, n_new)
 
 
 class InterventionScorer(Scorer):
@@ -183,10 +188,9 @@ class InterventionScorer(Scorer):
             env.tokens, env.n_contexts, self.n_prompts, min(self.prompt_len, env.ctx_len - 1), self.seed
         )
         with torch.inference_mode():
-            _, cache = model.run_with_cache(torch.from_numpy(prompts), return_type="logits")
-            clean_logp = torch.log_softmax(
-                model(torch.from_numpy(prompts), return_type="logits")[:, -1].float(), dim=-1
-            )
+            prompt_ids = on_model_device(model, torch.from_numpy(prompts))
+            _, cache = model.run_with_cache(prompt_ids, return_type="logits")
+            clean_logp = torch.log_softmax(model(prompt_ids, return_type="logits")[:, -1].float(), dim=-1)
         norms = {
             name: float(cache[name][:, 1:].norm(dim=-1).mean())
             for name in cache.keys()
