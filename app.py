@@ -74,6 +74,49 @@ def show_table(frame: pd.DataFrame, where=st, **kwargs) -> None:
     where.dataframe(readable(frame), hide_index=True, width="stretch", height="content", **kwargs)
 
 
+# The default's dictionary metrics as shown: columns that are the same for every row (the clean loss, the tokens
+# evaluated) and the hooks (in the dictionary's id) go to the caption, so the table fits the page without scrolling.
+DICTIONARY_METRIC_COLUMNS = {
+    "id": "dictionary",
+    "kind": "kind",
+    "d_sae": "latents",
+    "l0": "L0",
+    "fvu": "FVU",
+    "ce_loss_recovered": "CE loss recovered",
+    "loss_spliced": "loss spliced",
+    "loss_zero_ablated": "loss ablated",
+    "dead_fraction": "dead fraction",
+}
+
+
+def show_dictionary_metrics(metrics: pd.DataFrame) -> None:
+    """The default's per-dictionary metrics (rows of evaluation.json's "dictionaries"), three decimals, whole."""
+    varies = [c for c in ("loss_clean", "n_tokens") if c in metrics and metrics[c].nunique() > 1]
+    shown = [c for c in DICTIONARY_METRIC_COLUMNS if c in metrics] + varies  # a column that varies stays a column
+    table = readable(metrics[shown].rename(columns=DICTIONARY_METRIC_COLUMNS))
+    number = {name: st.column_config.NumberColumn(format="%.3f") for name in table.columns[3:] if name != "tokens"}
+    number["L0"] = st.column_config.NumberColumn(format="%.1f", help="active latents per token, mean")
+    number["loss spliced"] = st.column_config.NumberColumn(
+        format="%.3f", help="next-token loss with the dictionary's reconstruction spliced in"
+    )
+    number["loss ablated"] = st.column_config.NumberColumn(
+        format="%.3f", help="next-token loss with the hook's activation set to zero"
+    )
+    st.dataframe(
+        table, hide_index=True, width="stretch", height="content", column_config=number, key="default_dictionaries"
+    )
+    notes = []
+    if "loss_clean" in metrics and "loss_clean" not in varies:
+        notes.append(f"loss without dictionaries {metrics['loss_clean'].iloc[0]:.3f}")
+    if "n_tokens" in metrics and "n_tokens" not in varies:
+        notes.append(f"{int(metrics['n_tokens'].iloc[0]):,} tokens evaluated")
+    notes.append(
+        "a transcoder reads `ln2.hook_normalized` and writes `hook_mlp_out` of its block; the others read and write "
+        "the hook in their id"
+    )
+    st.caption("; ".join(notes) + ".")
+
+
 st.set_page_config(page_title="SAE Circuit Explorer", layout="wide")
 home_label()
 st.title("SAE Circuit Explorer")
@@ -235,9 +278,8 @@ def render_overview(workspace: Path, summary: dict) -> None:
     if explained.empty:
         st.info("No explanations are stored in this workspace yet.")
         return
-    left, right = st.columns(2)
-    show_table(explained, left, key="explainers")
-    show_table(scored, right, key="scorers")
+    show_table(explained, key="explainers")  # one above the other: side by side, their last columns were cut off
+    show_table(scored, key="scorers")
     st.caption(
         "Rows marked “baseline explainer” / “of a baseline” (or with a baseline kind) are baselines: a baseline "
         "explainer, a random other latent's explanation or a random latent."
@@ -326,14 +368,16 @@ if evaluation is None:
     st.warning("No evaluation figures yet: run `python -m core evaluate-default`.")
 else:
     cols = st.columns(5)
-    cols[0].metric("held-out Brown loss (nats/token)", f"{evaluation['val_loss']:.3f}")
+    cols[0].metric(
+        "held-out loss", f"{evaluation['val_loss']:.3f}", help="next-token loss on held-out Brown text, nats per token"
+    )
     cols[1].metric("bits per character", f"{evaluation['val_bits_per_char']:.3f}")
     cols[2].metric("IOI accuracy", f"{evaluation['ioi_accuracy']:.3f}")
     cols[3].metric("subject-verb agreement", f"{evaluation['sva_accuracy']:.3f}")
     cols[4].metric("brackets accuracy", f"{evaluation['bracket_accuracy']:.3f}")
     st.caption("Accuracies on held-out names, nouns and templates: the correct token has the higher logit of the pair.")
     st.markdown("**Dictionaries of the embedded default**")
-    show_table(pd.DataFrame(evaluation["dictionaries"]), key="default_dictionaries")
+    show_dictionary_metrics(pd.DataFrame(evaluation["dictionaries"]))
 
 if overview.learning_curves_png is not None:
     # the build's drawing: a plotly chart here cost the browser a few CPU seconds on every start of this page

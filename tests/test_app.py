@@ -43,6 +43,11 @@ def test_home_shows_the_workspace_and_the_default_figures(app_workspace):
     default_table = next(t for t in tables if "status" not in t)
     assert len(default_table) == len(evaluation["dictionaries"])
     assert "transcoder:blocks.0.ln2.hook_normalized" in set(default_table["dictionary"])
+    assert list(default_table["CE loss recovered"]) == [d["ce_loss_recovered"] for d in evaluation["dictionaries"]]
+    # columns equal on every row, and the hooks already in each id, are told once below: the table fits the page
+    assert "hook" not in default_table and "hook in" not in default_table and "tokens" not in default_table
+    n_tokens = evaluation["dictionaries"][0]["n_tokens"]
+    assert f"{n_tokens:,} tokens evaluated" in " ".join(c.value for c in at.caption)
     for table in tables:  # readable headers, every row shown (no scroll box)
         assert not [c for c in table.columns if "_" in str(c)], list(table.columns)
     # the learning curves are the build's drawing, not a plotly chart (whose bundle the browser would load)

@@ -60,4 +60,10 @@ def test_home_page_shows_the_workspace_overview(browser_workspace, browser_page)
     page.get_by_text("Learning curves").first.scroll_into_view_if_needed()
     assert page.query_selector('[data-testid="stImage"] img') is not None
     assert page.query_selector(".js-plotly-plot") is None
+    # every table shows all its columns at this width: none scrolls sideways, hiding its last columns
+    widths = page.eval_on_selector_all(
+        '[data-testid="stDataFrame"] .dvn-scroller',
+        "els => els.map(e => [e.scrollWidth, e.clientWidth])",
+    )
+    assert len(widths) >= 4 and all(scroll <= client + 1 for scroll, client in widths), widths
     assert browser_page.foreign_requests() == []
