@@ -68,3 +68,23 @@ def test_starting_at_the_hooks_block_gives_the_same_scales_as_the_full_forward(t
             tiny_model, hook, prompts, dirs, 0.05, 8, clean_logp, 100.0, cache[f"blocks.{layer}.hook_resid_pre"]
         )
         assert np.allclose(full[0], fast[0]) and np.allclose(full[1], fast[1], atol=1e-5)
+
+
+def test_a_subject_in_another_dtype_is_recorded_in_the_scorers_params(tiny_model):
+    """A score made with the subject in bfloat16 says so (and so gets its own id); a float32 one's params are unchanged."""
+    import copy
+
+    from core.autointerp.scorers import surprisal
+    from core.autointerp.scorers.intervention import InterventionScorer
+
+    intervention = InterventionScorer("judge:minilm-similarity", lm="lm:dtype-probe")
+    surprisal_scorer = surprisal.SurprisalScorer("lm:dtype-probe")
+    try:
+        surprisal.register_lm("dtype-probe", tiny_model)
+        float32 = intervention.params()
+        assert "dtype" not in float32 and "dtype" not in surprisal_scorer.params()
+        surprisal.register_lm("dtype-probe", copy.deepcopy(tiny_model).to(torch.bfloat16))
+        assert intervention.params() == {**float32, "dtype": "bfloat16"}
+        assert surprisal_scorer.params()["dtype"] == "bfloat16"
+    finally:
+        surprisal._LMS.pop("lm:dtype-probe", None)

@@ -26,7 +26,7 @@ from core.autointerp.embedder import embed_texts
 from core.autointerp.metrics import auroc
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv
 from core.autointerp.scorers.detection import shared_judge
-from core.autointerp.scorers.surprisal import load_lm
+from core.autointerp.scorers.surprisal import load_lm, subject_dtype
 from core.store.explanations import ScoreExampleRecord
 
 PROMPT_VERSION = "intervention-v1"
@@ -178,6 +178,7 @@ class InterventionScorer(Scorer):
             "seed": self.seed,
             "subject": self.lm,
             "negatives": self.negatives,
+            **subject_dtype(self.lm),
         }
 
     def _setup(self, env: ScoringEnv):

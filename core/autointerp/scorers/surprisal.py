@@ -36,6 +36,15 @@ def register_lm(name: str, model) -> None:
     _LMS[f"lm:{name.removeprefix('lm:')}"] = model
 
 
+def subject_dtype(name: str) -> dict:
+    """`{"dtype": "bfloat16"}` (say) when the `lm:` model registered as `name` computes in another dtype than
+    float32, else `{}`: merged into the params of scorers that run it, so a score records the precision it was
+    made in and a float32 score's id stays what it was."""
+    model = _LMS.get(f"lm:{name.removeprefix('lm:')}")
+    dtype = str(getattr(getattr(model, "cfg", None), "dtype", "float32")).removeprefix("torch.")
+    return {} if dtype == "float32" else {"dtype": dtype}
+
+
 def load_lm(name: str):
     """A causal LM by `lm:` name (`lm:default`, `lm:gpt2`, or one given to `register_lm`), loaded once per process, in eval mode."""
     key = f"lm:{name.removeprefix('lm:')}"
@@ -117,6 +126,7 @@ class SurprisalScorer(Scorer):
             "generic": GENERIC,
             "n_per_decile": self.n_per_decile,
             "n_negatives": self.n_negatives,
+            **subject_dtype(self.model),
         }
 
     def examples(self, task: ScoreTask) -> list:
