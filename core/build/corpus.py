@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,16 @@ def load_brown(package_dir: Path) -> list[BrownDocument]:
     return docs
 
 
+def training_tagged_words(package_dir: Path) -> Iterator[tuple[str, str]]:
+    """Every `(word, tag)` of Brown's training files (validation files left out), in file order."""
+    for path in _brown_files(package_dir):
+        if _is_validation_file(path.name):
+            continue
+        for token in path.read_text().split():
+            word, _, tag = token.rpartition("/")
+            yield word, tag
+
+
 def past_tense_verbs(package_dir: Path, min_count: int = 5) -> list[str]:
     """Lower-case words Brown tags `vbd` (simple past) at least `min_count` times in its training files, most frequent first.
 
@@ -120,13 +131,9 @@ def past_tense_verbs(package_dir: Path, min_count: int = 5) -> list[str]:
     from collections import Counter
 
     counts: Counter[str] = Counter()
-    for path in _brown_files(package_dir):
-        if _is_validation_file(path.name):
-            continue
-        for token in path.read_text().split():
-            word, _, tag = token.rpartition("/")
-            if tag == "vbd" and word.isalpha() and word.islower():
-                counts[word] += 1
+    for word, tag in training_tagged_words(package_dir):
+        if tag == "vbd" and word.isalpha() and word.islower():
+            counts[word] += 1
     return [w for w, c in counts.most_common() if c >= min_count]
 
 

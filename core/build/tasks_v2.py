@@ -175,20 +175,16 @@ def brown_noun_pairs(package_dir: Path, min_singular: int = 10, min_plural: int 
     Some of these are not nouns in both forms (`_NOT_NOUN_PAIRS` drops the common ones); the build keeps
     only pairs whose two forms are single tokens.
     """
-    from core.build.corpus import _brown_files, _is_validation_file
+    from core.build.corpus import training_tagged_words
 
     singular: Counter[str] = Counter()
     plural: Counter[str] = Counter()
-    for path in _brown_files(package_dir):
-        if _is_validation_file(path.name):
-            continue
-        for token in path.read_text().split():
-            word, _, tag = token.rpartition("/")
-            if word.isalpha() and word.islower():
-                if tag == "nn":
-                    singular[word] += 1
-                elif tag == "nns":
-                    plural[word] += 1
+    for word, tag in training_tagged_words(package_dir):
+        if word.isalpha() and word.islower():
+            if tag == "nn":
+                singular[word] += 1
+            elif tag == "nns":
+                plural[word] += 1
     pairs = []
     for s, count in singular.most_common():
         if count < min_singular or s in _NOT_NOUN_PAIRS:
@@ -212,16 +208,12 @@ def brown_proper_nouns(package_dir: Path, min_count: int = V3_MIN_PROPER_NOUN_CO
     rewards copying whichever token was said, not recalling a few hundred names one by one (build 5 and
     v2 copied the names their task text used and no others; docs/default-model.md).
     """
-    from core.build.corpus import _brown_files, _is_validation_file
+    from core.build.corpus import training_tagged_words
 
     counts: Counter[str] = Counter()
-    for path in _brown_files(package_dir):
-        if _is_validation_file(path.name):
-            continue
-        for token in path.read_text().split():
-            word, _, tag = token.rpartition("/")
-            if tag == "np" and word.isalpha() and word[0].isupper() and word[1:].islower():
-                counts[word] += 1
+    for word, tag in training_tagged_words(package_dir):
+        if tag == "np" and word.isalpha() and word[0].isupper() and word[1:].islower():
+            counts[word] += 1
     held = heldout_words()
     return [w for w, n in counts.most_common() if n >= min_count and w not in held]
 

@@ -2,12 +2,16 @@
 
 `served_app` serves app.py on the tiny workspace of tests/app_workspace.py; `browser_page` is a fresh
 Chromium page that records every request it makes and every JavaScript dialog it opens, so a test can
-assert that nothing left localhost and that no injected script ran. Screenshots go to test-artifacts/.
+assert that nothing left localhost and that no injected script ran. `analysis_app` serves the synthetic
+workspace of tests/analysis_workspace.py (scores and analyses stored), opened with `recorded_page`.
+Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -124,3 +128,30 @@ def browser_page(chromium, served_app):
     page.on("dialog", on_dialog)
     yield bp
     context.close()
+
+
+@pytest.fixture(scope="package")
+def analysis_app(chromium, tmp_path_factory):
+    """The app served on tests/analysis_workspace.py's synthetic workspace (24 latents; scores, analyses and
+    overlaps stored; no model needed); yields its URL."""
+    import analysis_workspace
+
+    from core.analysis import analyses as analysis
+
+    root = tmp_path_factory.mktemp("analysis-browser")
+    ws = analysis_workspace.build(root / "ws.duckdb", n_latents=24)
+    analysis.analyze_workspace(ws)
+    with serve_app(root / "server.log", env={"SAE_EXPLORER_WORKSPACE": str(Path(ws))}) as served:
+        yield served.url
+
+
+@contextmanager
+def recorded_page(chromium, base_url: str) -> Iterator[BrowserPage]:
+    """A fresh 1400 x 1000 page (its own session) on the app at `base_url`, recording its requests; closed after."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    bp = BrowserPage(context.new_page(), base_url)
+    bp.page.on("request", lambda req: bp.requests.append(req.url))
+    try:
+        yield bp
+    finally:
+        context.close()

@@ -8,13 +8,9 @@ screenshot in test-artifacts/.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import analysis_workspace
 import pytest
 
-from browser.conftest import BrowserPage
-from tests.browser.serve import serve_app
+from browser.conftest import recorded_page
 
 PAGES = {
     "/Scores": ("scores-page", "Scorer agreement"),
@@ -23,25 +19,10 @@ PAGES = {
 }
 
 
-@pytest.fixture(scope="module")
-def analysis_app(chromium, tmp_path_factory):
-    """The app served on a synthetic workspace whose analyses and overlaps are stored; yields its URL."""
-    from core.analysis import analyses as analysis
-
-    root = tmp_path_factory.mktemp("analysis-browser")
-    ws = analysis_workspace.build(root / "ws.duckdb", n_latents=24)
-    analysis.analyze_workspace(ws)
-    with serve_app(root / "server.log", env={"SAE_EXPLORER_WORKSPACE": str(Path(ws))}) as served:
-        yield served.url
-
-
 @pytest.mark.parametrize("path", list(PAGES))
 def test_analysis_pages_draw_their_charts(chromium, analysis_app, path):
     shot, phrase = PAGES[path]
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    bp = BrowserPage(context.new_page(), analysis_app)
-    bp.page.on("request", lambda req: bp.requests.append(req.url))
-    try:
+    with recorded_page(chromium, analysis_app) as bp:
         bp.open(path)
         page = bp.page
         page.wait_for_selector(".analysischart img", timeout=60_000)
@@ -56,8 +37,6 @@ def test_analysis_pages_draw_their_charts(chromium, analysis_app, path):
         assert backgrounds and set(backgrounds) == {"rgb(255, 255, 255)"}
         assert page.get_by_text(phrase, exact=False).count() >= 1
         assert bp.foreign_requests() == []
-    finally:
-        context.close()
 
 
 DRAWN_JS = """() => { const imgs = [...document.querySelectorAll('.analysischart img')];
@@ -65,10 +44,7 @@ DRAWN_JS = """() => { const imgs = [...document.querySelectorAll('.analysischart
 
 
 def test_interactive_charts_toggle_draws_plotly_on_every_page_of_the_session(chromium, analysis_app):
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    bp = BrowserPage(context.new_page(), analysis_app)
-    bp.page.on("request", lambda req: bp.requests.append(req.url))
-    try:
+    with recorded_page(chromium, analysis_app) as bp:
         bp.open("/Scores")
         page = bp.page
         page.wait_for_function(DRAWN_JS, timeout=60_000)
@@ -84,5 +60,3 @@ def test_interactive_charts_toggle_draws_plotly_on_every_page_of_the_session(chr
         bp.screenshot("deciles-page-interactive")
         assert page.query_selector('[data-testid="stException"]') is None
         assert bp.foreign_requests() == []
-    finally:
-        context.close()

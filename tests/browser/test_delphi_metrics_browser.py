@@ -3,33 +3,12 @@ requested outside localhost (synthetic workspace of tests/analysis_workspace.py,
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import analysis_workspace
-import pytest
-
-from browser.conftest import BrowserPage
+from browser.conftest import recorded_page
 from core.autointerp.delphi_metrics import OURS, POOLED
-from tests.browser.serve import serve_app
 
 
-@pytest.fixture(scope="module")
-def scores_app(chromium, tmp_path_factory):
-    """The app served on a synthetic workspace with detection and fuzzing scores and stored analyses; yields its URL."""
-    from core.analysis import analyses as analysis
-
-    root = tmp_path_factory.mktemp("delphi-browser")
-    ws = analysis_workspace.build(root / "ws.duckdb", n_latents=24)
-    analysis.analyze_workspace(ws)
-    with serve_app(root / "server.log", env={"SAE_EXPLORER_WORKSPACE": str(Path(ws))}) as served:
-        yield served.url
-
-
-def test_scores_page_names_both_conventions(chromium, scores_app):
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    bp = BrowserPage(context.new_page(), scores_app)
-    bp.page.on("request", lambda req: bp.requests.append(req.url))
-    try:
+def test_scores_page_names_both_conventions(chromium, analysis_app):
+    with recorded_page(chromium, analysis_app) as bp:
         bp.open("/Scores")
         page = bp.page
         heading = page.get_by_text("Accuracy conventions: ours vs delphi", exact=False)
@@ -41,5 +20,3 @@ def test_scores_page_names_both_conventions(chromium, scores_app):
         assert any(OURS in c and POOLED in c for c in caption)
         assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # distributions, contrasts, ..., conventions
         assert bp.foreign_requests() == []
-    finally:
-        context.close()
