@@ -9,7 +9,8 @@ headless Chromium and waits until each shows its content:
 
     Home       its tables (the workspace's dictionaries, who produced the explanations and scores)
     Latents    a latent's card (?dictionary=..&latent=..): highlighted examples, an explanation and its scores table
-    Scores     a chart;  Deciles: a chart;  Overlap: a chart (the heatmaps)
+    Scores     its charts, every SVG image decoded (or a plotly chart, with Interactive charts on); Deciles and
+               Overlap the same (Overlap: the heatmaps)
     Circuits   a drawn graph (vis-network with nodes) of a stored circuit
 
 Three launches of the server on the same copy and port, in one browser context (as a researcher's `./dev app`
