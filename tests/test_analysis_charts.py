@@ -101,3 +101,26 @@ def html_escaped(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_labels_that_would_overlap_are_left_out():
+    """Eight scorers x five groups: boxes too narrow for their n under them; bars too narrow for their means."""
+    rng = np.random.default_rng(1)
+    scorers = [f"scorer{i}" for i in range(8)]
+    groups = ["top", "random", "quantile", "random-explanation", "random-latent"]
+    dist = Distributions([_group(s, g, rng.uniform(0, 1, 6150).tolist()) for s in scorers for g in groups], [], 9, "x")
+    svg = distributions_svg(dist)
+    assert svg.count('class="mean"') == 40 and ">n=6150<" not in svg
+    units = UnitComparison(
+        [_group(s, u, [0.2, 0.4]) for s in scorers for u in ("latents", "neurons", "top-k neurons")], []
+    )
+    assert units_svg(units, "x").count(">0.3</text>") == 24  # 3 bars of 29 px each: room for "0.3"
+    units = UnitComparison(
+        [
+            _group(s, u, [0.2, 0.4512])
+            for s in scorers
+            for u in ("latents", "neurons", "top-k neurons", "random latents")
+        ],
+        [],
+    )
+    assert ">0.326</text>" not in units_svg(units, "x")  # 22 px bars: no room for "0.326"

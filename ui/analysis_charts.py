@@ -169,9 +169,12 @@ def distributions_svg(dist: Distributions) -> str:
                 f'<path class="mean" d="M{cx:.1f},{m - 5:.1f}L{cx + 5:.1f},{m:.1f}L{cx:.1f},{m + 5:.1f}L{cx - 5:.1f},{m:.1f}Z" '
                 f'fill="#fff" stroke="{color}" stroke-width="1.5"/>'
             )
-            out.append(
-                f'<text class="c" x="{cx:.1f}" y="{frame.top + frame.plot_h + 30}" text-anchor="middle">n={len(v)}</text></g>'
-            )
+            n_label = f"n={len(v)}"
+            if box_w >= 6.5 * len(n_label):  # room under the box (else left out: the table below has it)
+                out.append(
+                    f'<text class="c" x="{cx:.1f}" y="{frame.top + frame.plot_h + 30}" text-anchor="middle">{n_label}</text>'
+                )
+            out.append("</g>")
     out.append("</svg>")
     return "".join(out)
 
@@ -209,9 +212,11 @@ def units_svg(u: UnitComparison, heading: str) -> str:
             if _finite(g.ci_low) and _finite(g.ci_high):
                 out.append(_error_bar(bx + bar_w / 2, frame.y(g.ci_low), frame.y(g.ci_high), "#333"))
             above = frame.y(g.ci_high if _finite(g.ci_high) else g.mean)
-            out.append(
-                f'<text class="c" x="{bx + bar_w / 2:.1f}" y="{min(above, ym) - 5:.1f}" text-anchor="middle">{_fmt(g.mean)}</text></g>'
-            )
+            if bar_w >= 6.5 * len(_fmt(g.mean)):  # room above the bar (else left out: the interactive chart has it)
+                out.append(
+                    f'<text class="c" x="{bx + bar_w / 2:.1f}" y="{min(above, ym) - 5:.1f}" text-anchor="middle">{_fmt(g.mean)}</text>'
+                )
+            out.append("</g>")
     out.append("</svg>")
     return "".join(out)
 
