@@ -124,3 +124,12 @@ def test_labels_that_would_overlap_are_left_out():
         [],
     )
     assert ">0.326</text>" not in units_svg(units, "x")  # 22 px bars: no room for "0.326"
+
+
+def test_numpy_float32_values_are_drawn_like_floats():
+    acc = list(np.linspace(0.1, 1.0, 11, dtype=np.float32))
+    curve = DecileCurve("detection", "top", acc, [a - 0.05 for a in acc], [a + 0.05 for a in acc], [5] * 11, [2] * 11)
+    assert decile_svg(Deciles([curve], [], 1, "latents"), "detection").count("<circle") == 11
+    g = _group("detection", "latents", [0.2, 0.4])
+    g.mean, g.ci_low, g.ci_high = np.float32(0.3), np.float32(0.25), np.float32(0.35)
+    assert units_svg(UnitComparison([g], []), "x").count('<rect x="') == 1

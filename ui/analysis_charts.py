@@ -120,7 +120,11 @@ def _error_bar(x: float, y_lo: float, y_hi: float, color: str) -> str:
 
 
 def _finite(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+    """True for a finite number of any numeric type (numpy's float32 included); False for None, NaN, inf."""
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def distributions_svg(dist: Distributions) -> str:
