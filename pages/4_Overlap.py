@@ -138,6 +138,7 @@ with core_errors("Loading matched pairs"):
         f"similarity of the {len(similarity_values):,} matched pairs",
         lambda: figures.pair_similarity_histogram(similarity_values, "similarity of matched pairs"),
         interactive,
+        max_width=720,
     )
     per_page = 50
     page = st.number_input("Page", min_value=1, max_value=max(1, -(-rec.n_matched // per_page)), value=1)
