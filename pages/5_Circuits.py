@@ -28,6 +28,8 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ui.boot  # noqa: E402, F401  (first: the engine's modules, imported once; see ui/boot.py)
+
+ui.boot.wait_for_circuit_imports()  # the tracing engine, imported while the server started (see ui/boot.py)
 from core.circuits import saved as C  # noqa: E402
 from core.circuits.examples import example_circuit_to_open  # noqa: E402
 from core.circuits.saved import join_sentences  # noqa: E402

@@ -16,7 +16,9 @@ The objects these imports made live as long as the server: they are moved out of
 from __future__ import annotations
 
 import gc
+import importlib
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,6 +56,45 @@ def freeze_imports() -> None:
 
 
 freeze_imports()
+
+
+# The tracing engine and torch, which only the Circuits page needs (1.3-2.5 s to import on two cores). `ui.server`
+# imports them in a background thread while Streamlit starts (`start_circuit_imports`), so a researcher who opens
+# the Circuits page later finds them imported; the page first joins that thread (`wait_for_circuit_imports`), so
+# it never imports the same modules at the same time as it (the race this module's docstring describes).
+CIRCUIT_MODULES = (
+    "core.tracing",
+    "core.tracing.loading",
+    "core.tracing.steering",
+    "core.tracing.qk",
+    "core.circuits.saved",
+    "core.circuits.examples",
+    "core.circuits.supernodes",
+    "core.circuits.interop",
+    "core.circuits.llm_pruning",
+    "core.circuits.steering_results",
+)
+_circuit_imports: threading.Thread | None = None
+
+
+def _import_circuit_modules() -> None:
+    for name in CIRCUIT_MODULES:
+        importlib.import_module(name)
+
+
+def start_circuit_imports() -> None:
+    """Import `CIRCUIT_MODULES` in a daemon thread (once per process; `ui.server` calls it before Streamlit starts)."""
+    global _circuit_imports
+    if _circuit_imports is None:
+        _circuit_imports = threading.Thread(target=_import_circuit_modules, name="circuit-imports", daemon=True)
+        _circuit_imports.start()
+
+
+def wait_for_circuit_imports() -> None:
+    """Wait for `start_circuit_imports`'s thread, if one was started (an error there reappears as the page's own
+    import of the same module)."""
+    if _circuit_imports is not None:
+        _circuit_imports.join()
 
 
 def default_being_set_up(workspace: Path) -> bool:
