@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
+import ui.boot  # (first: the engine's modules, imported once; see ui/boot.py)
 from core import store
 from core.build.overview import default_overview
 from core.build.seed import SEED_DIR, seed_problem
@@ -399,3 +399,5 @@ elif overview.learning_curves:
         value_name="accuracy",
     )
     st.plotly_chart(px.line(acc, x="tokens", y="accuracy", color="task", markers=True), width="stretch")
+
+ui.boot.start_circuit_imports()  # this page is drawn: import the Circuits page's tracing engine meanwhile (ui/boot.py)

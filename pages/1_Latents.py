@@ -10,7 +10,7 @@ import re
 
 import streamlit as st
 
-import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
+import ui.boot  # (first: the engine's modules, imported once; see ui/boot.py)
 from core import store
 from core.latents.cards import find_latents_by_token, latent_card
 from core.latents.search import index_explanations, search_explanations, unindexed_explanations
@@ -207,3 +207,5 @@ render_examples(card)
 render_own_text(card, workspace_model_name(workspace))
 render_plots(card, freq["frequency"].to_numpy())
 render_tokens(card)
+
+ui.boot.start_circuit_imports()  # this page is drawn: import the Circuits page's tracing engine meanwhile (ui/boot.py)

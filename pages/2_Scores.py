@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
+import ui.boot  # (first: the engine's modules, imported once; see ui/boot.py)
 from core.analysis import figures
 from ui.analysis_charts import distributions_svg, interactive_charts, show_chart, spearman_svg, units_svg
 from ui.analysis_view import missing, stored_results, workspace_or_stop
@@ -112,3 +112,5 @@ else:
     missing("spearman", "Spearman matrix", ws)
 
 conventions_section(ws)
+
+ui.boot.start_circuit_imports()  # this page is drawn: import the Circuits page's tracing engine meanwhile (ui/boot.py)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
+import ui.boot  # (first: the engine's modules, imported once; see ui/boot.py)
 from core.analysis import figures
 from ui.analysis_charts import decile_svg, interactive_charts, show_chart
 from ui.analysis_view import missing, stored_results, workspace_or_stop
@@ -60,3 +60,5 @@ if deciles.skipped_scorers:
     st.caption(
         f"Not shown (continuous predictions, no yes/no accuracy): {literal(', '.join(deciles.skipped_scorers))}."
     )
+
+ui.boot.start_circuit_imports()  # this page is drawn: import the Circuits page's tracing engine meanwhile (ui/boot.py)

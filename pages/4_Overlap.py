@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-import ui.boot  # noqa: F401  (first: the engine's modules, imported once; see ui/boot.py)
+import ui.boot  # (first: the engine's modules, imported once; see ui/boot.py)
 from core import store
 from core.analysis import figures, overlap
 from core.errors import UserError
@@ -158,3 +158,5 @@ st.dataframe(
     },
 )
 st.caption("Click a latent to open its card on the Latents page (in a new tab).")
+
+ui.boot.start_circuit_imports()  # this page is drawn: import the Circuits page's tracing engine meanwhile (ui/boot.py)

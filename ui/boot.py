@@ -58,10 +58,11 @@ def freeze_imports() -> None:
 freeze_imports()
 
 
-# The tracing engine and torch, which only the Circuits page needs (1.3-2.5 s to import on two cores). `ui.server`
-# imports them in a background thread while Streamlit starts (`start_circuit_imports`), so a researcher who opens
-# the Circuits page later finds them imported; the page first joins that thread (`wait_for_circuit_imports`), so
-# it never imports the same modules at the same time as it (the race this module's docstring describes).
+# The tracing engine and torch, which only the Circuits page needs (1.3-2.5 s to import on two cores). Every other
+# page, once drawn, starts a background thread that imports them (`start_circuit_imports`, once per server), so a
+# researcher who opens the Circuits page later finds them imported. Started at server start instead, the import
+# slowed the first page (Home 3.0-3.3 -> 3.7-3.9 s warm). The Circuits page first joins that thread
+# (`wait_for_circuit_imports`), so it never imports the same modules at the same time (the race described above).
 CIRCUIT_MODULES = (
     "core.tracing",
     "core.tracing.loading",
@@ -75,6 +76,14 @@ CIRCUIT_MODULES = (
     "core.circuits.steering_results",
 )
 _circuit_imports: threading.Thread | None = None
+_background_imports = False  # set by `ui.server` (the app's own server); off in tests, which import on their own
+
+
+def enable_background_imports() -> None:
+    """Let `start_circuit_imports` start its thread (`ui.server` calls this before Streamlit starts). Off elsewhere:
+    a test process imports these modules on its own threads, which that thread could race."""
+    global _background_imports
+    _background_imports = True
 
 
 def _import_circuit_modules() -> None:
@@ -83,9 +92,9 @@ def _import_circuit_modules() -> None:
 
 
 def start_circuit_imports() -> None:
-    """Import `CIRCUIT_MODULES` in a daemon thread (once per process; `ui.server` calls it before Streamlit starts)."""
+    """Import `CIRCUIT_MODULES` in a daemon thread, once per process (called at the end of every page but Circuits)."""
     global _circuit_imports
-    if _circuit_imports is None:
+    if _circuit_imports is None and _background_imports:
         _circuit_imports = threading.Thread(target=_import_circuit_modules, name="circuit-imports", daemon=True)
         _circuit_imports.start()
 

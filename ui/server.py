@@ -5,9 +5,9 @@
 A page's first run imports the engine (`ui.boot`: pandas, plotly, DuckDB and `core`, 1.3-2.5 s on two cores),
 and the first page a researcher opened on a fresh server used to wait for it. Imported here, before Streamlit
 binds its port, that wait moves to start-up: the modules land in the `sys.modules` of the one interpreter every
-session's script shares, so the first session finds them imported. The Circuits page's tracing engine and torch
-(another 1.3-2.5 s) are imported in a background thread while Streamlit starts (`ui.boot.start_circuit_imports`).
-Nothing else changes: the arguments go to Streamlit's own command line unchanged.
+session's script shares, so the first session finds them imported (the Circuits page's tracing engine and torch
+follow in the background once a first page is drawn: `ui.boot.start_circuit_imports`). Nothing else changes: the
+arguments go to Streamlit's own command line unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         import ui.boot  # (the engine, imported once; see ui/boot.py)
     finally:
         quiet.setLevel(level)
-    ui.boot.start_circuit_imports()  # torch and the tracer, while Streamlit starts; only the Circuits page needs them
+    ui.boot.enable_background_imports()  # pages, once drawn, import the Circuits page's engine in the background
     from streamlit.web import cli
 
     sys.argv = ["streamlit", *(sys.argv[1:] if argv is None else argv)]
