@@ -119,6 +119,13 @@ def _error_bar(x: float, y_lo: float, y_hi: float, color: str) -> str:
     )
 
 
+def _label_if_room(text: str, x: float, y: float, room: float) -> str:
+    """A small centred label at `(x, y)`, or nothing when `room` (px) is too narrow to hold it without overlap."""
+    if room < 6.5 * len(text):
+        return ""
+    return f'<text class="c" x="{x:.1f}" y="{y:.1f}" text-anchor="middle">{html.escape(text)}</text>'
+
+
 def _finite(v) -> bool:
     """True for a finite number of any numeric type (numpy's float32 included); False for None, NaN, inf."""
     try:
@@ -173,12 +180,8 @@ def distributions_svg(dist: Distributions) -> str:
                 f'<path class="mean" d="M{cx:.1f},{m - 5:.1f}L{cx + 5:.1f},{m:.1f}L{cx:.1f},{m + 5:.1f}L{cx - 5:.1f},{m:.1f}Z" '
                 f'fill="#fff" stroke="{color}" stroke-width="1.5"/>'
             )
-            n_label = f"n={len(v)}"
-            if box_w >= 6.5 * len(n_label):  # room under the box (else left out: the table below has it)
-                out.append(
-                    f'<text class="c" x="{cx:.1f}" y="{frame.top + frame.plot_h + 30}" text-anchor="middle">{n_label}</text>'
-                )
-            out.append("</g>")
+            # n under the box where it fits (else left out: the table below has it)
+            out.append(_label_if_room(f"n={len(v)}", cx, frame.top + frame.plot_h + 30, box_w) + "</g>")
     out.append("</svg>")
     return "".join(out)
 
@@ -216,11 +219,8 @@ def units_svg(u: UnitComparison, heading: str) -> str:
             if _finite(g.ci_low) and _finite(g.ci_high):
                 out.append(_error_bar(bx + bar_w / 2, frame.y(g.ci_low), frame.y(g.ci_high), "#333"))
             above = frame.y(g.ci_high if _finite(g.ci_high) else g.mean)
-            if bar_w >= 6.5 * len(_fmt(g.mean)):  # room above the bar (else left out: the interactive chart has it)
-                out.append(
-                    f'<text class="c" x="{bx + bar_w / 2:.1f}" y="{min(above, ym) - 5:.1f}" text-anchor="middle">{_fmt(g.mean)}</text>'
-                )
-            out.append("</g>")
+            # the mean above the bar where it fits (else left out: the interactive chart has it)
+            out.append(_label_if_room(_fmt(g.mean), bx + bar_w / 2, min(above, ym) - 5, bar_w) + "</g>")
     out.append("</svg>")
     return "".join(out)
 
