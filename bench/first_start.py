@@ -49,23 +49,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser.serve import OFFLINE_ENV, free_port, launch_chromium, streamlit_command  # noqa: E402
+from tests.browser.serve import (  # noqa: E402
+    CHARTS_DRAWN_JS,
+    OFFLINE_ENV,
+    free_port,
+    launch_chromium,
+    streamlit_command,
+)
 
 # JavaScript checks, evaluated in each page's main frame: true once the page shows its content.
 HAS = "document.querySelectorAll('[data-testid=\"{}\"]').length"
-# the analysis pages' charts (ui.analysis_charts): SVG images, every one decoded; plotly when toggled on
-CHARTS_DRAWN = (
-    "(() => { const imgs = [...document.querySelectorAll('.analysischart img')];"
-    " return (imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0))"
-    f" || {HAS.format('stPlotlyChart')} >= 1; }})()"
-)
 READY_JS = {
     "home": f"{HAS.format('stDataFrame')} >= 2",
     "latents": "document.querySelector('span.tok.act') !== null && document.querySelector('div.explanation') !== null"
     f" && {HAS.format('stDataFrame')} >= 1",
-    "scores": CHARTS_DRAWN,
-    "deciles": CHARTS_DRAWN,
-    "overlap": CHARTS_DRAWN,
+    "scores": CHARTS_DRAWN_JS,
+    "deciles": CHARTS_DRAWN_JS,
+    "overlap": CHARTS_DRAWN_JS,
 }
 IDLE_JS = (
     "document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'"

@@ -125,6 +125,13 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+# True once an analysis page's charts are drawn: every SVG image of ui.analysis_charts decoded, or (with the
+# Interactive charts toggle on) a plotly chart present. Shared by the browser tests and bench/first_start.py.
+CHARTS_DRAWN_JS = (
+    "(() => { const imgs = [...document.querySelectorAll('.analysischart img')];"
+    " return (imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0))"
+    " || document.querySelectorAll('[data-testid=\"stPlotlyChart\"]').length >= 1; })()"
+)
 SCRIPT_STATE_JS = """document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state')"""
 
 

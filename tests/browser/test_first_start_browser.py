@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.serve import serve_app, wait_rendered
+from tests.browser.serve import CHARTS_DRAWN_JS, serve_app, wait_rendered
 
 from .conftest import RENDER_TIMEOUT_S, BrowserPage
 
@@ -25,9 +25,9 @@ COMMAND_HINTS = ("python -m core", "run `", "Run `")
 HAS = "document.querySelectorAll('[data-testid=\"{}\"]').length"
 READY_JS = {
     "/": f"{HAS.format('stDataFrame')} >= 2",
-    "/Scores": f"{HAS.format('stPlotlyChart')} >= 1",
-    "/Deciles": f"{HAS.format('stPlotlyChart')} >= 1",
-    "/Overlap": f"{HAS.format('stPlotlyChart')} >= 1",
+    "/Scores": CHARTS_DRAWN_JS,
+    "/Deciles": CHARTS_DRAWN_JS,
+    "/Overlap": CHARTS_DRAWN_JS,
 }
 
 
