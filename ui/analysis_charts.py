@@ -20,19 +20,13 @@ import streamlit as st
 
 from core.analysis.analyses import BASELINE_GROUPS, Deciles, Distributions, SpearmanMatrix, UnitComparison
 from core.analysis.figures import DECILE_LABELS, GROUP_COLORS, UNIT_COLORS, group_label, heatmap_range
-from ui.svg_charts import histogram_svg, nice_ticks, svg_image
+from ui.svg_charts import histogram_svg, nice_ticks, short_number, svg_image
 
 _SVG_STYLE = (
     "<style>text{font-family:sans-serif;font-size:12px;fill:#444}.t{font-size:14px;fill:#222}.c{font-size:11px}</style>"
 )
-CHART_CSS = (
-    "<style>.analysischart img{width:100%;max-width:1100px;height:auto;background:#fff;border-radius:4px}</style>"
-)
+CHART_CSS = "<style>.analysischart img{width:100%;height:auto;background:#fff;border-radius:4px}</style>"
 INTERACTIVE_KEY = "interactive_charts"
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
 
 
 @dataclass
@@ -81,7 +75,9 @@ class _Frame:
                 f'<line x1="{self.left}" y1="{self.y(t):.1f}" x2="{self.width - self.right}" y2="{self.y(t):.1f}" '
                 'stroke="#e5e5e5"/>'
             )
-            out.append(f'<text x="{self.left - 6}" y="{self.y(t) + 4:.1f}" text-anchor="end">{esc(_fmt(t))}</text>')
+            out.append(
+                f'<text x="{self.left - 6}" y="{self.y(t) + 4:.1f}" text-anchor="end">{esc(short_number(t))}</text>'
+            )
         out.append(
             f'<line x1="{self.left}" y1="{base}" x2="{self.width - self.right}" y2="{base}" stroke="#999"/>'
             f'<line x1="{self.left}" y1="{self.top}" x2="{self.left}" y2="{base}" stroke="#999"/>'
@@ -135,8 +131,9 @@ def _finite(v) -> bool:
 
 
 def distributions_svg(dist: Distributions) -> str:
-    """Box plots of score values per scorer (x) and strategy or baseline (colour): quartile box, median line,
-    whiskers to the furthest value within 1.5 IQR, the mean as a diamond; `n` under each box."""
+    """Box plots of score values per scorer (x) and strategy or baseline (colour): the group's quartile box, median
+    line, mean (a diamond) and n as `GroupSummary` holds them (the page's table shows the same), whiskers to the
+    furthest value within 1.5 IQR."""
     scorers = list(dict.fromkeys(g.scorer for g in dist.groups))
     groups = list(dict.fromkeys(g.group for g in dist.groups))
     values = [v for g in dist.groups for v in g.values if _finite(v)]
@@ -152,17 +149,20 @@ def distributions_svg(dist: Distributions) -> str:
         box_w = w * 0.8 / max(1, len(groups))
         for j, group in enumerate(groups):
             g = by_key.get((scorer, group))
-            v = np.asarray([x for x in (g.values if g else []) if _finite(x)], dtype=float)
-            if not len(v):
+            if g is None or not all(_finite(x) for x in (g.q25, g.median, g.q75, g.mean)):
                 continue
+            v = np.asarray([x for x in g.values if _finite(x)], dtype=float)
             color = GROUP_COLORS.get(group, "#555")
             cx = x0 + w * 0.1 + box_w * (j + 0.5)
-            q25, med, q75 = np.quantile(v, [0.25, 0.5, 0.75])
+            q25, med, q75 = g.q25, g.median, g.q75
             iqr = q75 - q25
             wlo = float(v[v >= q25 - 1.5 * iqr].min())
             whi = float(v[v <= q75 + 1.5 * iqr].max())
             half = box_w * 0.38
-            tip = f"{scorer}, {group_label(group)}: n={len(v)}, mean {_fmt(v.mean())}, median {_fmt(med)}, IQR {_fmt(q25)}–{_fmt(q75)}"
+            tip = (
+                f"{scorer}, {group_label(group)}: n={g.n}, mean {short_number(g.mean)}, median {short_number(med)}, "
+                f"IQR {short_number(q25)}–{short_number(q75)}"
+            )
             out.append(f"<g><title>{html.escape(tip)}</title>")
             out.append(
                 f'<line x1="{cx:.1f}" y1="{frame.y(wlo):.1f}" x2="{cx:.1f}" y2="{frame.y(whi):.1f}" stroke="{color}"/>'
@@ -175,13 +175,13 @@ def distributions_svg(dist: Distributions) -> str:
                 f'<line x1="{cx - half:.1f}" y1="{frame.y(med):.1f}" x2="{cx + half:.1f}" y2="{frame.y(med):.1f}" '
                 f'stroke="{color}" stroke-width="2.5"/>'
             )
-            m = frame.y(float(v.mean()))
+            m = frame.y(g.mean)
             out.append(
                 f'<path class="mean" d="M{cx:.1f},{m - 5:.1f}L{cx + 5:.1f},{m:.1f}L{cx:.1f},{m + 5:.1f}L{cx - 5:.1f},{m:.1f}Z" '
                 f'fill="#fff" stroke="{color}" stroke-width="1.5"/>'
             )
             # n under the box where it fits (else left out: the table below has it)
-            out.append(_label_if_room(f"n={len(v)}", cx, frame.top + frame.plot_h + 30, box_w) + "</g>")
+            out.append(_label_if_room(f"n={g.n}", cx, frame.top + frame.plot_h + 30, box_w) + "</g>")
     out.append("</svg>")
     return "".join(out)
 
@@ -210,7 +210,7 @@ def units_svg(u: UnitComparison, heading: str) -> str:
             color = UNIT_COLORS.get(unit, "#555")
             bx = x0 + w * 0.1 + bar_w * j
             ym = frame.y(g.mean)
-            tip = f"{scorer}, {label[unit]}: mean {_fmt(g.mean)} (95% CI {_fmt(g.ci_low)}–{_fmt(g.ci_high)}), n={g.n}"
+            tip = f"{scorer}, {label[unit]}: mean {short_number(g.mean)} (95% CI {short_number(g.ci_low)}–{short_number(g.ci_high)}), n={g.n}"
             out.append(f"<g><title>{html.escape(tip)}</title>")
             out.append(
                 f'<rect x="{bx + bar_w * 0.08:.1f}" y="{min(ym, zero):.1f}" width="{bar_w * 0.84:.1f}" '
@@ -220,7 +220,7 @@ def units_svg(u: UnitComparison, heading: str) -> str:
                 out.append(_error_bar(bx + bar_w / 2, frame.y(g.ci_low), frame.y(g.ci_high), "#333"))
             above = frame.y(g.ci_high if _finite(g.ci_high) else g.mean)
             # the mean above the bar where it fits (else left out: the interactive chart has it)
-            out.append(_label_if_room(_fmt(g.mean), bx + bar_w / 2, min(above, ym) - 5, bar_w) + "</g>")
+            out.append(_label_if_room(short_number(g.mean), bx + bar_w / 2, min(above, ym) - 5, bar_w) + "</g>")
     out.append("</svg>")
     return "".join(out)
 
@@ -315,9 +315,8 @@ def heatmap_svg(
 ) -> str:
     """A square heatmap of `values: [n, n]` (rows top to bottom, NaN cells blank) with a colour bar.
 
-    `cell_text(i, j)` is written in the cell (multi-line with `\\n`; NaN cells too, on grey), `cell_tip(i, j)` its
-    hover text;
-    `colorbar_marks` are `(value, label)` lines on the colour bar (e.g. the chance level).
+    `cell_text(i, j)` is written in the cell (multi-line with `\\n`; NaN cells too, on grey), `cell_tip(i, j)` is its
+    hover text; `colorbar_marks` are `(value, label)` lines on the colour bar (e.g. the chance level).
     """
     esc = html.escape
     m = np.asarray(values, dtype=float)
@@ -341,7 +340,7 @@ def heatmap_svg(
                 out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="#f4f4f4" stroke="#fff"/>')
                 continue
             color = scale_color((v - zmin) / span, stops) if known else "#f4f4f4"
-            tip = cell_tip(i, j) if cell_tip else f"{labels[i]} × {labels[j]}: {_fmt(v)}"
+            tip = cell_tip(i, j) if cell_tip else f"{labels[i]} × {labels[j]}: {short_number(v)}"
             out.append(
                 f'<g><title>{esc(tip)}</title><rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{color}" stroke="#fff"/>'
             )
@@ -377,7 +376,7 @@ def heatmap_svg(
     marks = list(colorbar_marks)
     for t in nice_ticks(zmin, zmax, 4):
         if all(abs(t - v) > span / 12 for v, _ in marks):
-            out.append(f'<text x="{bar_x + 22}" y="{bar_y(t) + 4:.1f}">{esc(_fmt(t))}</text>')
+            out.append(f'<text x="{bar_x + 22}" y="{bar_y(t) + 4:.1f}">{esc(short_number(t))}</text>')
     for v, label in marks:
         out.append(
             f'<line x1="{bar_x - 4}" y1="{bar_y(v):.1f}" x2="{bar_x + 20}" y2="{bar_y(v):.1f}" stroke="#d00" stroke-width="2"/>'

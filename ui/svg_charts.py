@@ -39,7 +39,8 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
-def _fmt(v: float) -> str:
+def short_number(v: float) -> str:
+    """`v` to three significant digits, as chart labels show it."""
     return f"{v:.3g}"
 
 
@@ -92,14 +93,14 @@ def histogram_svg(
         x0, x1 = x(a), x(b)
         parts.append(
             f'<rect x="{x0:.1f}" y="{y(n):.1f}" width="{max(x1 - x0, 0.8):.1f}" height="{base - y(n):.1f}" '
-            f'fill="{color}"><title>{esc(f"{_fmt(a)} – {_fmt(b)}: {int(n):,} {unit}".strip())}</title></rect>'
+            f'fill="{color}"><title>{esc(f"{short_number(a)} – {short_number(b)}: {int(n):,} {unit}".strip())}</title></rect>'
         )
     # axes, ticks and labels
     parts.append(f'<line x1="{_LEFT}" y1="{base}" x2="{_W - _RIGHT}" y2="{base}" stroke="#999"/>')
     parts.append(f'<line x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{base}" stroke="#999"/>')
     for t in nice_ticks(lo, hi):
         parts.append(f'<line x1="{x(t):.1f}" y1="{base}" x2="{x(t):.1f}" y2="{base + 4}" stroke="#999"/>')
-        parts.append(f'<text x="{x(t):.1f}" y="{base + 15}" text-anchor="middle">{esc(_fmt(t))}</text>')
+        parts.append(f'<text x="{x(t):.1f}" y="{base + 15}" text-anchor="middle">{esc(short_number(t))}</text>')
     for t in nice_ticks(0.0, top, 4):
         parts.append(f'<text x="{_LEFT - 5}" y="{y(t) + 4:.1f}" text-anchor="end">{esc(f"{t:,.0f}")}</text>')
     parts.append(f'<text x="{_LEFT + plot_w / 2:.0f}" y="{_H - 6}" text-anchor="middle">{esc(x_label)}</text>')
@@ -110,7 +111,7 @@ def histogram_svg(
     if marker is not None and math.isfinite(marker):
         parts.append(
             f'<line class="marker" x1="{x(marker):.1f}" y1="{_TOP}" x2="{x(marker):.1f}" y2="{base}" stroke="{marker_color or color}" '
-            f'stroke-width="3"><title>{esc(f"{marker_label} {_fmt(marker)}".strip())}</title></line>'
+            f'stroke-width="3"><title>{esc(f"{marker_label} {short_number(marker)}".strip())}</title></line>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -235,9 +235,9 @@ def make_split(
     extra = [v for v in dict.fromkeys(extra_rel_verbs) if v not in SVA_REL_VERBS_TRAIN + SVA_REL_VERBS_HELDOUT]
     validation_verbs = random.Random(seed + 1).sample(extra, min(n_validation_verbs, len(extra))) if extra else []
     train_verbs = [v for v in SVA_REL_VERBS_TRAIN + tuple(extra) if v not in validation_verbs]
-    extra = [n for n in dict.fromkeys(extra_train_names) if n not in names]
+    extra_names = [n for n in dict.fromkeys(extra_train_names) if n not in names]
     return TaskSplit(
-        train_names=tuple(names[n_names:] + extra),
+        train_names=tuple(names[n_names:] + extra_names),
         heldout_names=tuple(names[:n_names]),
         train_nouns=tuple(nouns[n_nouns:]),
         heldout_nouns=tuple(nouns[:n_nouns]),
