@@ -141,3 +141,12 @@ def test_numpy_float32_values_are_drawn_like_floats():
     g = _group("detection", "latents", [0.2, 0.4])
     g.mean, g.ci_low, g.ci_high = np.float32(0.3), np.float32(0.25), np.float32(0.35)
     assert units_svg(UnitComparison([g], []), "x").count('<rect x="') == 1
+
+
+def test_interactive_decile_chart_keeps_the_non_activating_point():
+    """Plotly read the labels "1".."10" as numbers and left "non-act." off its axis; a category axis keeps all 11."""
+    from core.analysis.figures import decile_figure
+
+    curve = DecileCurve("detection", "top", [0.9] + [0.5] * 10, [0.8] * 11, [1.0] * 11, [5] * 11, [2] * 11)
+    fig = decile_figure(Deciles([curve], [], 1, "latents"), "detection")
+    assert fig.layout.xaxis.type == "category" and list(fig.data[0].x)[0] == "non-act." and len(fig.data[0].x) == 11

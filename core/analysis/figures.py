@@ -84,6 +84,7 @@ def decile_figure(deciles: Deciles, scorer: str) -> go.Figure:
     fig.update_layout(
         title=f"{scorer}: accuracy per activation decile",
         xaxis_title="activation decile (10 = highest)",
+        xaxis_type="category",  # labels in order, "non-act." included (as numbers, plotly dropped it)
         yaxis_title="accuracy",
         yaxis_range=[0, 1.05],
         legend_title="sampling",
