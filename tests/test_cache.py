@@ -224,6 +224,41 @@ def test_positive_entries_match_a_direct_scan(rows, d_sae, density):
                 np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize(("rows", "d_sae", "density"), [(300, 3072, 0.45), (64, 1000, 0.02), (0, 16, 0.5)])
+def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, density, tmp_path):
+    """Raw neurons are scanned by latent, slice by slice, and written as runs: finalising's merge of the runs
+    gives the rows `group_by_latent` gives the whole chunk (latent order, token order within), and a
+    chunk written in the one-run layout of earlier versions still reads."""
+    import torch
+
+    from core.cache import files
+    from core.cache.compute import positive_entries, positive_entries_by_latent
+
+    rng = np.random.default_rng(rows + d_sae)
+    dense = np.where(rng.random((rows, d_sae)) < density, rng.random((rows, d_sae)) + 0.01, -rng.random((rows, d_sae)))
+    dense = dense.astype(np.float32)
+    row_token = (np.arange(rows, dtype=np.uint32) * 7 + 3).astype(np.uint32)  # increasing, not contiguous
+    cnt, lat, val = positive_entries(torch.from_numpy(dense), d_sae)
+    whole = files.group_by_latent(lat, np.repeat(row_token, cnt), val, d_sae)
+    cuts = [0, rows // 3, rows // 3, rows]  # an empty run too
+    runs = [
+        positive_entries_by_latent(torch.from_numpy(dense[a:b]), row_token[a:b], d_sae)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
+    workspace = tmp_path / "w.duckdb"
+    folder = files.chunk_dir(workspace, "run", 0)
+    folder.mkdir(parents=True)
+    files.write_chunk_runs(folder, 1, runs)
+    files.write_chunk_part(folder, 2, whole)
+    for idx, n_runs in ((1, 3), (2, 1)):
+        readers = files.open_chunk(workspace, "run", 0, idx)
+        assert len(readers) == n_runs
+        token, value, counts = files.merge_latent_range(readers, 0, d_sae)
+        np.testing.assert_array_equal(counts, whole.counts)
+        np.testing.assert_array_equal(token, whole.token)
+        np.testing.assert_array_equal(value, whole.value)
+
+
 def test_balanced_groups_cover_every_item_once():
     from core.cache.compute import _balanced_groups
 

@@ -2,7 +2,9 @@
 
 Layout under the workspace's data folder (`NAME.duckdb.data/`):
 
-    scratch/<run_id>/c000012/d003.counts.npy  [d_sae] int64: rows per latent of dictionary 3 in chunk 12
+    scratch/<run_id>/c000012/d003.counts.npy  [d_sae] int64: rows per latent of dictionary 3 in chunk 12,
+                                               or [k, d_sae]: k runs of rows one after the other, each
+                                               grouped by latent (dense baselines: one run per slice)
     scratch/<run_id>/c000012/d003.token.npy   [n] uint32 global token index (context * ctx_len + position)
     scratch/<run_id>/c000012/d003.value.npy   [n] float32 activation; both grouped by latent, token order within
     activations/d003-<id>.parquet              the dictionary's rows (latent i32, value f32, context i32,
@@ -102,15 +104,31 @@ def write_chunk_part(folder: Path, dict_idx: int, part: ChunkPart) -> int:
 
     On failure the caller removes the folder (`remove_chunk`), once no other thread writes into it.
     """
+    return write_chunk_runs(folder, dict_idx, [part], stacked=False)
+
+
+def write_chunk_runs(folder: Path, dict_idx: int, runs: list[ChunkPart], stacked: bool = True) -> int:
+    """Write one dictionary's part of a chunk as `runs` one after the other, each grouped by latent and
+    later than the one before in token order; counts `[len(runs), d_sae]` (or `[d_sae]` for one run
+    when not `stacked`). The runs are written as they are, without concatenating them in memory;
+    finalising merges them like chunks. Returns bytes written.
+    """
+    counts = np.stack([r.counts for r in runs]) if stacked else runs[0].counts
     total = 0
     try:
-        for name in ("counts", "token", "value"):
-            arr = getattr(part, name)
-            np.save(folder / f"d{dict_idx:03d}.{name}.npy", arr)
-            total += arr.nbytes
+        np.save(folder / f"d{dict_idx:03d}.counts.npy", counts)
+        for name, dtype in (("token", np.uint32), ("value", np.float32)):
+            arrays = [np.ascontiguousarray(getattr(r, name), dtype=dtype) for r in runs]
+            n = sum(len(a) for a in arrays)
+            with open(folder / f"d{dict_idx:03d}.{name}.npy", "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
+                np.lib.format.write_array_header_1_0(f, header)
+                for a in arrays:
+                    f.write(memoryview(a))
+            total += n * np.dtype(dtype).itemsize
     except OSError as exc:
         raise _disk_error(exc, folder) from exc
-    return total
+    return total + counts.nbytes
 
 
 def publish_chunk_dir(folder: Path) -> None:
@@ -148,8 +166,8 @@ class ChunkReader:
     offsets: np.ndarray
 
 
-def open_chunk(workspace: Path, run_id: str, chunk: int, dict_idx: int) -> ChunkReader:
-    """Memory-map one dictionary's rows of a committed chunk."""
+def open_chunk(workspace: Path, run_id: str, chunk: int, dict_idx: int) -> list[ChunkReader]:
+    """Memory-map one dictionary's rows of a committed chunk: one reader per run (see `write_chunk_runs`), in token order."""
     folder = chunk_dir(workspace, run_id, chunk)
     try:
         with _NPY_LOAD_LOCK:
@@ -160,11 +178,17 @@ def open_chunk(workspace: Path, run_id: str, chunk: int, dict_idx: int) -> Chunk
         raise WorkspaceError(
             f"scratch chunk {folder} is missing or damaged ({exc}); rerun the same cache command with --restart"
         ) from exc
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    if offsets[-1] != len(token) or len(token) != len(value):
+    runs = counts.reshape(-1, counts.shape[-1]) if counts.ndim else counts.reshape(1, -1)
+    if len(token) != len(value) or int(runs.sum()) != len(token):
         raise WorkspaceError(f"scratch chunk {folder} is inconsistent; rerun the same cache command with --restart")
-    return ChunkReader(token, value, offsets)
+    readers, start = [], 0
+    for run in runs:
+        offsets = np.zeros(len(run) + 1, dtype=np.int64)
+        np.cumsum(run, out=offsets[1:])
+        end = start + int(offsets[-1])
+        readers.append(ChunkReader(token[start:end], value[start:end], offsets))
+        start = end
+    return readers
 
 
 def scratch_bytes(workspace: Path, run_id: str, n_chunks: int, dict_idx: int) -> int:

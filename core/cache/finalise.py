@@ -51,7 +51,7 @@ def _finalize_dictionary(
     Output tokens are left empty here: they depend on weights only and are filled after the job
     (`core.cache.outputs.add_output_tokens`).
     """
-    readers = [files.open_chunk(workspace, run_id, c, rec.index) for c in range(n_chunks)]
+    readers = [r for c in range(n_chunks) for r in files.open_chunk(workspace, run_id, c, rec.index)]
     counts = np.zeros(rec.d_sae, dtype=np.int64)
     for r in readers:
         counts += np.diff(r.offsets)
@@ -73,7 +73,7 @@ def _finalize_dictionary(
     name = files.safe_file_name(rec.index, rec.id)
     writer = files.ParquetActivationWriter(files.activations_dir(workspace) / name)
     try:
-        max_latents = max(1, (1 << 22) // max(1, n_chunks))
+        max_latents = max(1, (1 << 22) // max(1, len(readers)))
         for a, b in _latent_ranges(counts, max_rows, max_latents):
             token, value, cnt = files.merge_latent_range(readers, a, b)
             if len(token):
