@@ -22,6 +22,7 @@ from core.build.generalisation import (
     GENERALISATION_SETS,
     SHAPE_HELDOUT_SETS,
     generalisation_items,
+    heldout_words,
     leaks,
 )
 from core.build.tasks import NAMES, NOUNS, TaskSplit, make_split, task_pools, training_text_generators
@@ -125,7 +126,7 @@ def test_v3_proper_nouns_leave_out_generalisation_names_and_join_training_names_
     assert split.train_names == plain.train_names + ("Chicago",)  # Mary is one of the names already
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
     """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
     if version == "v1":
@@ -134,9 +135,13 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
         split, sentences = make_split(*task_pools("v1"), seed=0), NEUTRAL
     elif version == "v2":
         split, sentences = _v2_split(), NEUTRAL + CONTAMINATED
-    else:  # v3: v2's text over v2's names and a few proper nouns
+    elif version == "v3":  # v2's text over v2's names and a few proper nouns
         names, pool = v2_pools(None)
         split = make_split(names, pool, seed=0, task_text="v3", extra_train_names=["Chicago", "Palmer", "June"])
+        sentences = NEUTRAL + CONTAMINATED
+    else:  # v4: random vocabulary words as names and sequences, generalisation words among them
+        names, pool = v2_pools(None)
+        split = _v4_split()
         sentences = NEUTRAL + CONTAMINATED
     rng = random.Random(11)
     for stage in ((0, 0, 0), (4, 1, 1), (40, 10, 8)):
@@ -146,6 +151,35 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
             for _ in range(5000 // len(kinds)):
                 text = gens[kind](rng)
                 assert not leaks(text), (kind, text, leaks(text))
+
+
+_V4_WORDS = ["he"] + ["q" + a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"]
+
+
+def _v4_split() -> TaskSplit:
+    """A v4 split over v2's names and a made-up vocabulary: 677 common words, then four names and a pronoun."""
+    names, pool = v2_pools(None)
+    words = _V4_WORDS + sorted(heldout_words()) + ["Chicago", "Palmer", "Tex", "He", "Mah", "Zed"] + names
+    return make_split(names, pool, seed=0, task_text="v4", vocabulary_words=words)
+
+
+def test_v4_names_some_sentences_with_random_vocabulary_words_and_repeats_random_sequences():
+    split = _v4_split()
+    assert split.vocabulary_words == (*_V4_WORDS, "Chicago", "Palmer", "Tex", "He", "Mah", "Zed")
+    assert TaskSplit.from_json(split.to_json()) == split
+    gens, rng = training_text_generators(split, NEUTRAL), random.Random(3)
+    random_names = {"Chicago", "Palmer", "Tex", "Mah", "Zed"}
+    ioi = [gens["ioi"](rng) for _ in range(400)]
+    named = [t for t in ioi if set(re.findall(r"[A-Z][a-z]+", t)) & random_names]
+    assert 0.35 < len(named) / len(ioi) < 0.65  # V4_RANDOM_NAME_SHARE of them
+    assert not any(re.search(r"\bHe and\b|\band He\b", t) for t in ioi)  # a common word is no name
+    copies = [gens["copy"](rng) for _ in range(400)]
+    repeats = [t for t in copies if re.fullmatch(r"(q[a-z]{2}|he)( \w+)*\. (.+)\.", t)]
+    assert 0.15 < len(repeats) / len(copies) < 0.35
+    assert all(t.split(". ")[0] + "." == t.split(". ")[1] for t in repeats)
+    # v2 text is unchanged by the new field's default: no random names, no sequences
+    v2 = training_text_generators(_v2_split(), NEUTRAL)
+    assert not any(set(re.findall(r"[A-Z][a-z]+", v2["ioi"](rng))) & random_names for _ in range(200))
 
 
 def test_v2_drops_brown_sentences_with_heldout_words_or_phrases():
@@ -185,8 +219,8 @@ def test_task_text_version_in_split_config_and_cli():
     assert "task_text" not in v1.to_json() and TaskSplit.from_json(v1.to_json()).task_text == "v1"
     v2 = _v2_split()
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
-    with pytest.raises(ValueError, match="unknown task text 'v4'; choose one of v1, v2, v3"):
-        make_split(list(NAMES), list(NOUNS), task_text="v4")
+    with pytest.raises(ValueError, match="unknown task text 'v5'; choose one of v1, v2, v3, v4"):
+        make_split(list(NAMES), list(NOUNS), task_text="v5")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model
     assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"
     assert model_config_hash(ModelTrainingConfig(task_text="v2")) != "454cf3bd8d2c8a47"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 TASKS = ("ioi", "sva", "brackets")
 # Versions of the training text: v1 made build 5 (the shipped default); v2 (core.build.tasks_v2)
 # teaches the behaviours in general form.
-TASK_TEXT_VERSIONS = ("v1", "v2", "v3")
+TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4")
 
 
 def check_task_text(version: str) -> str:
@@ -177,6 +177,9 @@ class TaskSplit:
     validation_rel_verbs: tuple[str, ...] = ()
     # which training text the generators make: one of TASK_TEXT_VERSIONS
     task_text: str = "v1"
+    # v4: the tokenizer's single-token words, less every held-out and task name (random names and
+    # repeated random word sequences; core.build.tasks_v2)
+    vocabulary_words: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         """Plain-JSON form for the build manifest (`task_text` only when not v1, so v1 manifests stay as they were)."""
@@ -190,6 +193,8 @@ class TaskSplit:
         }
         if self.task_text != "v1":
             out["task_text"] = self.task_text
+        if self.vocabulary_words:
+            out["vocabulary_words"] = list(self.vocabulary_words)
         return out
 
     @classmethod
@@ -203,6 +208,7 @@ class TaskSplit:
             train_rel_verbs=tuple(obj.get("train_rel_verbs", SVA_REL_VERBS_TRAIN)),
             validation_rel_verbs=tuple(obj.get("validation_rel_verbs", ())),
             task_text=obj.get("task_text", "v1"),
+            vocabulary_words=tuple(obj.get("vocabulary_words", ())),
         )
 
 
@@ -215,11 +221,13 @@ def make_split(
     n_validation_verbs: int = 12,
     task_text: str = "v1",
     extra_train_names: Sequence[str] = (),
+    vocabulary_words: Sequence[str] = (),
 ) -> TaskSplit:
     """Shuffle names and nouns with `seed` and hold out `heldout_frac` of each.
 
     `extra_train_names` (v3's proper nouns) join the training names after the shuffled ones, never the
-    held-out ones, so the held-out figures keep measuring person names.
+    held-out ones, so the held-out figures keep measuring person names. `vocabulary_words` (v4's
+    random names and word sequences) are kept less every name of the split and every generalisation word.
 
     Relative-clause verbs for training are `SVA_REL_VERBS_TRAIN` plus `extra_rel_verbs` (e.g. Brown's
     past-tense verbs), less the evaluation's held-out verbs and `n_validation_verbs` of the extra
@@ -236,6 +244,10 @@ def make_split(
     validation_verbs = random.Random(seed + 1).sample(extra, min(n_validation_verbs, len(extra))) if extra else []
     train_verbs = [v for v in SVA_REL_VERBS_TRAIN + tuple(extra) if v not in validation_verbs]
     extra_names = [n for n in dict.fromkeys(extra_train_names) if n not in names]
+    from core.build.generalisation import heldout_words
+
+    excluded = heldout_words() | set(names) | set(extra_names)
+    words = [w for w in dict.fromkeys(vocabulary_words) if w not in excluded]
     return TaskSplit(
         train_names=tuple(names[n_names:] + extra_names),
         heldout_names=tuple(names[:n_names]),
@@ -244,16 +256,17 @@ def make_split(
         train_rel_verbs=tuple(train_verbs),
         validation_rel_verbs=tuple(validation_verbs),
         task_text=check_task_text(task_text),
+        vocabulary_words=tuple(words),
     )
 
 
 def task_pools(version: str, package_dir=None) -> tuple[list[str], list[tuple[str, str]]]:
     """Candidate names and (singular, plural) nouns of a task-text version, before the single-token filter.
 
-    v1: `NAMES` and `NOUNS`; v2: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
+    v1: `NAMES` and `NOUNS`; v2-v4: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
     pairs from the tagged package in `package_dir`).
     """
-    if check_task_text(version) in ("v2", "v3"):
+    if check_task_text(version) != "v1":
         from core.build.tasks_v2 import v2_pools
 
         return v2_pools(package_dir)
@@ -507,9 +520,10 @@ def training_text_generators(
 
     `ioi_stage = (names, intro templates, action templates)`: IOI sentences use only the first of
     each (0 = all), the build's IOI curriculum. `split.task_text` picks the version (v2:
-    `core.build.tasks_v2`; v3 is v2's text over a larger name pool).
+    `core.build.tasks_v2`; v3 is v2's text over a larger name pool; v4 v2's text with random
+    vocabulary words as names half the time, and repeated random word sequences).
     """
-    if check_task_text(split.task_text) in ("v2", "v3"):
+    if check_task_text(split.task_text) != "v1":
         from core.build.tasks_v2 import training_text_generators_v2
 
         return training_text_generators_v2(split, sentences, ioi_stage)

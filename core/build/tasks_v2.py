@@ -218,6 +218,25 @@ def brown_proper_nouns(package_dir: Path, min_count: int = V3_MIN_PROPER_NOUN_CO
     return [w for w, n in counts.most_common() if n >= min_count and w not in held]
 
 
+# v4: the share of IOI and copy sentences whose names are random capitalised vocabulary words, and of
+# copy sentences that are a random word sequence said twice (generic induction over the whole vocabulary)
+V4_RANDOM_NAME_SHARE = 0.5
+V4_RANDOM_SEQUENCE_SHARE = 0.25
+# capitalised words are no random name when their lower-case form is among the tokenizer's first words
+# (its earliest merges, the most frequent words: "The", "He", "Then" stay what they are)
+V4_COMMON_WORDS = 500
+
+
+def vocabulary_words(tok) -> list[str]:
+    """The words a `tokenizers.Tokenizer` encodes as one token after a space (ASCII letters, two or more), in id order."""
+    out = []
+    for i in range(tok.get_vocab_size()):
+        s = tok.decode([i])
+        if s.startswith(" ") and len(s) > 2 and s[1:].isascii() and s[1:].isalpha():
+            out.append(s[1:])
+    return out
+
+
 def v2_pools(package_dir: Path | None) -> tuple[list[str], list[tuple[str, str]]]:
     """Candidate names and noun pairs of v2 (before the single-token filter): v1's, `V2_EXTRA_NAMES` and
     Brown's NN/NNS pairs, less every generalisation name and noun."""
@@ -264,10 +283,23 @@ class _V2Text:
         ] or self.sentences
         self.stage = ioi_stage
         self.actions = [(p, a) for p, acts in V2_ACTIONS.items() for a in acts]
+        # v4: capitalised vocabulary words as names, and a split whose names they are (for copy text)
+        self.words = list(split.vocabulary_words)
+        common = {w.lower() for w in self.words[:V4_COMMON_WORDS]}
+        self.random_names = [w for w in self.words if w[0].isupper() and w[1:].islower() and w.lower() not in common]
+        self.random_split = (
+            TaskSplit(tuple(self.random_names), (), split.train_nouns, split.heldout_nouns, task_text=split.task_text)
+            if len(self.random_names) >= 5
+            else None
+        )
+
+    def _random_names(self, rng: random.Random) -> bool:
+        """Whether this sentence's names are random vocabulary words (v4, after the IOI curriculum)."""
+        return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:
         n_names, n_intros, n_actions = self.stage
-        names = self.split.train_names[: n_names or None]
+        names = self.random_names if self._random_names(rng) else self.split.train_names[: n_names or None]
         a, b = rng.sample(names, 2)
         subject, indirect = (b, a) if rng.random() < 0.5 else (a, b)
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
@@ -344,7 +376,11 @@ class _V2Text:
         return f"{prefix} {opening}{inside}{closing}" + (f" {rest}." if rest else ".")
 
     def copy(self, rng: random.Random) -> str:
-        return _copy_text(rng, self.split, self.sentences)
+        if self.random_split is not None and rng.random() < V4_RANDOM_SEQUENCE_SHARE:
+            sequence = " ".join(rng.choices(self.words, k=rng.randint(4, 20)))
+            return f"{sequence}. {sequence}."
+        split = self.random_split if self._random_names(rng) else self.split
+        return _copy_text(rng, split, self.sentences)
 
     def number(self, rng: random.Random) -> str:
         return _number_text(rng, self.split)

@@ -55,6 +55,7 @@ from core.build.tasks import (
     training_text_generators,
     validation_verb_items,
 )
+from core.build.tasks_v2 import vocabulary_words
 from core.build.tokenizer import END_OF_TEXT, load_bpe, save_tokenizer, single_token_words, train_bpe
 from core.paths import BUILD_CACHE_DIR, default_paths
 
@@ -114,6 +115,7 @@ TASK_TEXT_TRAINING = {
     "v1": {},
     "v2": {"tie_embeddings": True, "steps": 4000},
     "v3": {"tie_embeddings": True, "steps": 4000},
+    "v4": {"tie_embeddings": True, "steps": 4000},
 }
 
 
@@ -258,6 +260,7 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
         all_nouns = [p for p in all_nouns if len(single_token_words(bpe, p)) == 2]
     rel_verbs = past_tense_verbs(package, cfg.min_rel_verb_count) if cfg.min_rel_verb_count else []
     extra_names = single_token_words(bpe, extra_pool)
+    words = vocabulary_words(bpe) if cfg.task_text == "v4" else []
     split = make_split(
         names,
         all_nouns,
@@ -265,6 +268,7 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
         extra_rel_verbs=rel_verbs,
         task_text=cfg.task_text,
         extra_train_names=extra_names,
+        vocabulary_words=words,
     )
     save_tokenizer(bpe, paths["tokenizer_dir"], model_max_length=cfg.n_ctx)
     t2 = _timed("tokenizer", t1)
@@ -272,6 +276,8 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     log.info("names: %d single-token of %d; held out %d", len(names), len(name_pool), len(split.heldout_names))
     if extra_pool:
         log.info("training-only names: %d single-token of %d", len(extra_names), len(extra_pool))
+    if split.vocabulary_words:
+        log.info("vocabulary words for random names and sequences: %d", len(split.vocabulary_words))
     log.info(
         "relative-clause verbs: %d for training, validation %s",
         len(split.train_rel_verbs),
