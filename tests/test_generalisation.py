@@ -219,8 +219,8 @@ def test_task_text_version_in_split_config_and_cli():
     assert "task_text" not in v1.to_json() and TaskSplit.from_json(v1.to_json()).task_text == "v1"
     v2 = _v2_split()
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
-    with pytest.raises(ValueError, match="unknown task text 'v5'; choose one of v1, v2, v3, v4"):
-        make_split(list(NAMES), list(NOUNS), task_text="v5")
+    with pytest.raises(ValueError, match="unknown task text 'v6'; choose one of v1, v2, v3, v4, v5"):
+        make_split(list(NAMES), list(NOUNS), task_text="v6")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model
     assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"
     assert model_config_hash(ModelTrainingConfig(task_text="v2")) != "454cf3bd8d2c8a47"
@@ -326,3 +326,22 @@ def test_tiny_model_learns_planted_copying_from_v2_text(tmp_path):
     after = task_accuracy(model, items)
     # seeded: 0.44 -> 1.00 (after 300 steps still 0.53: the behaviour appears between 300 and 500)
     assert before < 0.6 and after >= 0.9, (before, after)
+
+
+def test_induction_rows_repeat_a_random_segment_and_follow_their_schedule():
+    from core.build.pipeline import model_config_hash
+    from core.build.train_model import ModelTrainingConfig, induction_row, induction_share, training_config
+
+    rng = np.random.default_rng(0)
+    rows = [induction_row(rng, 128, 50, bos=0) for _ in range(200)]
+    for row in rows:
+        assert row.dtype == np.int32 and row.shape == (128,) and row[0] == 0
+        assert (row[1:] >= 1).all() and (row[1:] <= 49).all()  # every id but BOS's
+        period = next(p for p in range(8, 41) if np.array_equal(row[1 + p :], row[1 : 128 - p]))
+        assert 8 <= period <= 40
+    assert len({len(np.unique(r[1:])) for r in rows}) > 10  # segments differ in length and content
+    cfg = training_config("v5")
+    assert cfg.task_text == "v5" and cfg.tie_embeddings
+    assert [induction_share(cfg, s) for s in (0, 999, 1000, 3999, 4000)] == [0.25, 0.25, 0.08, 0.08, 0.0]
+    assert induction_share(ModelTrainingConfig(), 0) == 0.0
+    assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"  # build 5 stays up to date

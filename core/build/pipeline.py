@@ -40,7 +40,7 @@ def _config_hash(obj: dict) -> str:
 
 
 # ModelTrainingConfig fields build 5 did not have, with the value that reproduces it.
-FIELDS_AFTER_BUILD_5 = {"task_text": "v1", "tie_embeddings": False}
+FIELDS_AFTER_BUILD_5 = {"task_text": "v1", "tie_embeddings": False, "induction_rows": ()}
 
 
 def model_config_hash(cfg) -> str:

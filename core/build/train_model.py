@@ -44,6 +44,7 @@ from core.build.corpus import (
 from core.build.evaluate import language_model_loss, task_accuracy
 from core.build.tasks import (
     TASKS,
+    VOCABULARY_WORD_VERSIONS,
     TaskSplit,
     evaluation_items,
     extra_training_names,
@@ -106,6 +107,9 @@ class ModelTrainingConfig:
     task_text: str = "v1"
     # train with the unembedding tied to the embedding (W_U = W_E^T), as GPT-2 is; saved untied
     tie_embeddings: bool = False
+    # (until step, share of rows): rows of a random token segment repeated to the row's end, in place of
+    # Brown rows (`induction_row`); empty = none. Build 5 and v2-v4 never formed induction heads.
+    induction_rows: tuple[tuple[int, float], ...] = ()
 
 
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
@@ -116,6 +120,7 @@ TASK_TEXT_TRAINING = {
     "v2": {"tie_embeddings": True, "steps": 4000},
     "v3": {"tie_embeddings": True, "steps": 4000},
     "v4": {"tie_embeddings": True, "steps": 4000},
+    "v5": {"tie_embeddings": True, "steps": 4000, "induction_rows": ((1000, 0.25), (4000, 0.08))},
 }
 
 
@@ -143,6 +148,28 @@ def curriculum_stage(cfg: ModelTrainingConfig, step: int) -> tuple[int, int, int
         if step < until:
             return names, intros, actions
     return None
+
+
+def induction_share(cfg: ModelTrainingConfig, step: int) -> float:
+    """Share of the rows of `step` that are induction rows (`cfg.induction_rows`; 0 after its last step)."""
+    for until, share in cfg.induction_rows:
+        if step < until:
+            return share
+    return 0.0
+
+
+def induction_row(rng: np.random.Generator, n_ctx: int, vocab_size: int, bos: int) -> np.ndarray:
+    """BOS, then a segment of 8-40 uniformly random tokens (never BOS) repeated to `n_ctx` tokens `[n_ctx]` int32.
+
+    Predicting a repeat is possible only by copying from context, whatever the tokens: the data on which
+    small transformers form induction heads, the mechanism under IOI's name copying.
+    """
+    segment = rng.integers(0, vocab_size - 1, size=int(rng.integers(8, 41)))
+    segment += segment >= bos  # skip BOS's id
+    row = np.empty(n_ctx, dtype=np.int32)
+    row[0] = bos
+    row[1:] = np.resize(segment, n_ctx - 1)
+    return row
 
 
 def _build_rows(
@@ -188,6 +215,14 @@ def _build_rows(
     rows[brown_idx, 0] = bos
     for i, s in zip(brown_idx, starts, strict=True):
         rows[i, 1:] = brown_train_ids[s : s + cfg.n_ctx - 1]
+    # Induction rows in place of each step's first Brown rows (their own generator: other rows stay as they were).
+    if cfg.induction_rows:
+        ind_rng = np.random.default_rng(cfg.seed + 3)
+        for step in range(cfg.steps):
+            n_ind = round(induction_share(cfg, step) * cfg.batch_size)
+            in_step = brown_idx[(brown_idx >= step * cfg.batch_size) & (brown_idx < (step + 1) * cfg.batch_size)]
+            for i in in_step[:n_ind]:
+                rows[i] = induction_row(ind_rng, cfg.n_ctx, tokenizer.get_vocab_size(), bos)
     # Shuffle rows within each step's batch only, so the curriculum holds.
     for step in range(cfg.steps):
         sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
@@ -260,7 +295,7 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
         all_nouns = [p for p in all_nouns if len(single_token_words(bpe, p)) == 2]
     rel_verbs = past_tense_verbs(package, cfg.min_rel_verb_count) if cfg.min_rel_verb_count else []
     extra_names = single_token_words(bpe, extra_pool)
-    words = vocabulary_words(bpe) if cfg.task_text == "v4" else []
+    words = vocabulary_words(bpe) if cfg.task_text in VOCABULARY_WORD_VERSIONS else []
     split = make_split(
         names,
         all_nouns,
