@@ -345,3 +345,28 @@ def test_induction_rows_repeat_a_random_segment_and_follow_their_schedule():
     assert [induction_share(cfg, s) for s in (0, 999, 1000, 3999, 4000)] == [0.25, 0.25, 0.08, 0.08, 0.0]
     assert induction_share(ModelTrainingConfig(), 0) == 0.0
     assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"  # build 5 stays up to date
+
+
+def test_repeated_tokens_accuracy_scores_a_perfect_copier_one_and_a_repeater_zero():
+    from types import SimpleNamespace
+
+    from core.build.evaluate import repeated_tokens_accuracy
+
+    class Copier(torch.nn.Module):
+        """Predicts at each position the token that followed its previous occurrence (`shift` back), else itself."""
+
+        def __init__(self, shift: int | None):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.cfg = SimpleNamespace(d_vocab=50)
+            self.tokenizer = SimpleNamespace(bos_token_id=0)
+            self.shift = shift
+
+        def forward(self, tokens):
+            nxt = tokens.clone()
+            if self.shift:
+                nxt[:, self.shift :] = tokens[:, 1 : tokens.shape[1] - self.shift + 1]
+            return torch.nn.functional.one_hot(nxt, 50).float()
+
+    assert repeated_tokens_accuracy(Copier(shift=10), n=20, length=10) == 1.0
+    assert repeated_tokens_accuracy(Copier(shift=None), n=20, length=10) < 0.1  # (a token may repeat by chance)

@@ -61,3 +61,23 @@ def language_model_loss(model, windows: torch.Tensor, batch_size: int = 32) -> f
 def bits_per_character(loss_nats_per_token: float, n_tokens: int, n_characters: int) -> float:
     """Convert nats/token over a text of `n_tokens` tokens and `n_characters` characters to bits/char."""
     return loss_nats_per_token * n_tokens / n_characters / math.log(2)
+
+
+@torch.no_grad()
+def repeated_tokens_accuracy(model, n: int = 100, length: int = 10, seed: int = 0) -> float:
+    """Top-1 accuracy on the second copy of `n` random `length`-token sequences said twice, after BOS.
+
+    The copy's first token is left out (nothing announces the repeat); every later one is predictable
+    only by copying from context (an induction head), whatever the tokens. Tokens are uniform over the
+    vocabulary less BOS.
+    """
+    device = next(model.parameters()).device
+    bos = model.tokenizer.bos_token_id
+    gen = torch.Generator().manual_seed(seed)
+    seq = torch.randint(0, model.cfg.d_vocab - 1, (n, length), generator=gen)
+    seq += (seq >= bos).long()  # skip BOS's id
+    tokens = torch.cat([torch.full((n, 1), bos), seq, seq], dim=1)  # [n, 1 + 2 * length]
+    predicted = model(tokens.to(device)).argmax(-1).cpu()  # [n, 1 + 2 * length]
+    # position p predicts token p + 1; the copy's tokens after its first are 2 + length .. 2 * length
+    target = tokens[:, 2 + length :]
+    return float((predicted[:, 1 + length : -1] == target).float().mean())

@@ -90,8 +90,10 @@ def generalisation_figures(model, split: TaskSplit, sentences: list[str], n: int
 
     Bracket sets alternate open-bracket items and closed controls; `<set>_inside` is the accuracy on
     the open-bracket half alone (an always-`)` model scores 1.0 there and 0.5 on the set).
+    `copy_repeated_tokens`: top-1 accuracy on the repeat of random token sequences (in-context copying,
+    `core.build.evaluate.repeated_tokens_accuracy`).
     """
-    from core.build.evaluate import logit_differences
+    from core.build.evaluate import logit_differences, repeated_tokens_accuracy
     from core.build.generalisation import BRACKET_SETS, GENERALISATION_SETS, generalisation_items
 
     out: dict[str, float] = {}
@@ -101,6 +103,7 @@ def generalisation_figures(model, split: TaskSplit, sentences: list[str], n: int
         out[name] = round(float(right.float().mean()), 4)
         if name in BRACKET_SETS:
             out[f"{name}_inside"] = round(float(right[0::2].float().mean()), 4)
+    out["copy_repeated_tokens"] = round(repeated_tokens_accuracy(model, n=n), 4)
     return out
 
 
