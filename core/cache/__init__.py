@@ -14,10 +14,12 @@ Steps (each logs its wall time):
    neurons keep the k largest per token). After each batch, the main thread and a helper (one
    thread per core in all) keep the positive entries (`acts > 0`; raw MLP neurons thus keep GELU's
    positive part) while the model waits; at the end of a chunk they group its rows by latent and
-   write them as scratch files, and the chunk is committed in a millisecond transaction. Storage
-   runs in lock step with torch rather than beside it: see `_ChunkBuilder`.
+   write them as scratch files, and the chunk is committed in a millisecond transaction. Raw neurons
+   (about half their entries positive) are scanned transposed, so each slice comes out grouped by
+   latent and is written as one run of the chunk, with no sort. Storage runs in lock step with torch
+   rather than beside it: see `_ChunkBuilder`.
 4. Finalise each dictionary (two at a time, largest first): merge its chunks by latent ranges (a
-   linear scatter; chunks are already grouped by latent and ordered by token) into one Parquet file
+   linear scatter; chunks and their runs are already grouped by latent and ordered by token) into one Parquet file
    sorted by (latent, context, position), computing per-latent statistics from the same slices
    (`core.cache.stats`) and the output tokens (`W_dec @ W_U`, weights only). The calling thread commits
    the statistics of every dictionary finished since its last commit in one transaction and marks
