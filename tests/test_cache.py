@@ -232,7 +232,11 @@ def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, 
     import torch
 
     from core.cache import files
-    from core.cache.compute import positive_entries, positive_entries_by_latent
+    from core.cache.compute import (
+        positive_entries,
+        positive_entries_by_latent,
+        positive_entries_by_latent_on_device,
+    )
 
     rng = np.random.default_rng(rows + d_sae)
     dense = np.where(rng.random((rows, d_sae)) < density, rng.random((rows, d_sae)) + 0.01, -rng.random((rows, d_sae)))
@@ -245,6 +249,10 @@ def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, 
         positive_entries_by_latent(torch.from_numpy(dense[a:b]), row_token[a:b], d_sae)
         for a, b in zip(cuts[:-1], cuts[1:], strict=True)
     ]
+    for run, a, b in zip(runs, cuts[:-1], cuts[1:], strict=True):  # the accelerator's path, run here on the CPU
+        on_device = positive_entries_by_latent_on_device(torch.from_numpy(dense[a:b]), row_token[a:b])
+        for name in ("token", "value", "counts"):
+            np.testing.assert_array_equal(getattr(on_device, name), getattr(run, name))
     workspace = tmp_path / "w.duckdb"
     folder = files.chunk_dir(workspace, "run", 0)
     folder.mkdir(parents=True)

@@ -100,11 +100,23 @@ def positive_entries_by_latent(piece: torch.Tensor, row_token: np.ndarray, d_sae
     cost ~3x the scan per entry); the chunk's slices are written as runs (`files.write_chunk_runs`)
     and finalising merges them like chunks. `row_token` `[t]`: each row's global token index.
     """
+    if piece.device.type != "cpu":
+        return positive_entries_by_latent_on_device(piece, row_token)
     acts = piece.float().cpu().numpy().T.copy()  # [d_sae, t]
     mask = acts > 0
     counts = np.count_nonzero(mask, axis=1).astype(np.int64)
     token = np.broadcast_to(row_token, acts.shape)[mask]
     return files.ChunkPart(token, acts[mask], counts)
+
+
+def positive_entries_by_latent_on_device(piece: torch.Tensor, row_token: np.ndarray) -> files.ChunkPart:
+    """`positive_entries_by_latent` computed with torch on the piece's own device; only the entries are copied to the host."""
+    acts = piece.T.contiguous()  # [d_sae, t]
+    mask = acts > 0
+    row = mask.nonzero()[:, 1]  # row-major over [d_sae, t]: latent order, then row order
+    return files.ChunkPart(
+        row_token[row.cpu().numpy()], acts[mask].float().cpu().numpy(), mask.sum(dim=1).cpu().numpy().astype(np.int64)
+    )
 
 
 def positive_entries_on_device(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
