@@ -233,9 +233,12 @@ def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, 
 
     from core.cache import files
     from core.cache.compute import (
+        BY_LATENT_MIN_SHARE,
+        _chunk_runs,
         positive_entries,
         positive_entries_by_latent,
         positive_entries_by_latent_on_device,
+        positive_share,
     )
 
     rng = np.random.default_rng(rows + d_sae)
@@ -253,12 +256,23 @@ def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, 
         on_device = positive_entries_by_latent_on_device(torch.from_numpy(dense[a:b]), row_token[a:b])
         for name in ("token", "value", "counts"):
             np.testing.assert_array_equal(getattr(on_device, name), getattr(run, name))
+    # a chunk whose slices were scanned both ways (the choice is per slice, by its positive share)
+    mixed = []
+    for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        if k == 2:
+            mixed.append(runs[k])
+        else:
+            c, lt, v = positive_entries(torch.from_numpy(dense[a:b]), d_sae)
+            mixed.append((np.repeat(row_token[a:b], c), lt, v))
+    if rows:  # the dense case is scanned by latent, the sparse one row by row
+        assert (positive_share(torch.from_numpy(dense)) >= BY_LATENT_MIN_SHARE) == (density > 0.3)
     workspace = tmp_path / "w.duckdb"
     folder = files.chunk_dir(workspace, "run", 0)
     folder.mkdir(parents=True)
     files.write_chunk_runs(folder, 1, runs)
     files.write_chunk_part(folder, 2, whole)
-    for idx, n_runs in ((1, 3), (2, 1)):
+    files.write_chunk_runs(folder, 3, _chunk_runs(mixed, d_sae))
+    for idx, n_runs in ((1, 3), (2, 1), (3, 2)):
         readers = files.open_chunk(workspace, "run", 0, idx)
         assert len(readers) == n_runs
         token, value, counts = files.merge_latent_range(readers, 0, d_sae)
