@@ -111,7 +111,7 @@ def positive_entries_by_latent(piece: torch.Tensor, row_token: np.ndarray, d_sae
 
 # Raw-neuron slices at least this share positive are scanned by latent (`positive_entries_by_latent`), sparser
 # ones row by row and sorted. One thread, 3,072 neurons, per slice of 8 x 1,016 rows: 254 vs 109 ms at 10%
-# positive, 322 vs 194 at 20%, 366 vs 330 at 30%, 396 vs 438 at 44% (the GPT-2 fixture's random weights;
+# positive, 322 vs 194 at 20%, 366 vs 330 at 30%, 396 vs 438 at 44% (the GPT-2 fixture's random weights: ~50%;
 # the default model's neurons are 10-25% positive). docs/benchmarks.md.
 BY_LATENT_MIN_SHARE = 0.35
 
