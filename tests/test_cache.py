@@ -270,7 +270,8 @@ def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, 
     folder = files.chunk_dir(workspace, "run", 0)
     folder.mkdir(parents=True)
     files.write_chunk_runs(folder, 1, runs)
-    files.write_chunk_part(folder, 2, whole)
+    files.write_chunk_runs(folder, 2, [whole])
+    assert np.load(folder / "d002.counts.npy").shape == (d_sae,)  # one run: the layout before runs existed
     files.write_chunk_runs(folder, 3, _chunk_runs(mixed, d_sae))
     for idx, n_runs in ((1, 3), (2, 1), (3, 2)):
         readers = files.open_chunk(workspace, "run", 0, idx)
@@ -279,6 +280,27 @@ def test_dense_baseline_runs_merge_to_the_rows_of_one_sorted_chunk(rows, d_sae, 
         np.testing.assert_array_equal(counts, whole.counts)
         np.testing.assert_array_equal(token, whole.token)
         np.testing.assert_array_equal(value, whole.value)
+
+
+def test_only_dense_raw_neuron_slices_are_scanned_by_latent(tmp_path):
+    """The chunk builder picks the scan per slice: by latent for raw neurons at least BY_LATENT_MIN_SHARE
+    positive, row order for sparser raw neurons and for every other dictionary however dense."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from core.cache.compute import BY_LATENT_MIN_SHARE, _ChunkBuilder
+
+    builder = _ChunkBuilder(tmp_path, "run", {}, threads=1, max_dense_bytes=1 << 40)
+    rng = np.random.default_rng(0)
+    tokens = np.arange(100, dtype=np.uint32)
+    for kind, share, want in (("neurons", 0.5, True), ("neurons", 0.1, False), ("sae", 0.5, False)):
+        d = SimpleNamespace(id=f"{kind}{share}", d_sae=256, kind=kind)
+        piece = torch.from_numpy(np.where(rng.random((100, 256)) < share, 1.0, -1.0).astype(np.float32))
+        builder.add(d, tokens, piece)
+        assert builder.held[-1][4] is want, (kind, share)
+    assert 0.1 < BY_LATENT_MIN_SHARE < 0.5
+    builder.close()
 
 
 def test_balanced_groups_cover_every_item_once():

@@ -108,7 +108,7 @@ class ModelTrainingConfig:
     # train with the unembedding tied to the embedding (W_U = W_E^T), as GPT-2 is; saved untied
     tie_embeddings: bool = False
     # (until step, share of rows): rows of a random token segment repeated to the row's end, in place of
-    # Brown rows (`induction_row`); empty = none. Build 5 and v2-v4 never formed induction heads.
+    # Brown rows (`induction_row`); empty = none. Build 5 and v4 formed no induction head.
     induction_rows: tuple[tuple[int, float], ...] = ()
 
 
@@ -220,8 +220,8 @@ def _build_rows(
         ind_rng = np.random.default_rng(cfg.seed + 3)
         for step in range(cfg.steps):
             n_ind = round(induction_share(cfg, step) * cfg.batch_size)
-            in_step = brown_idx[(brown_idx >= step * cfg.batch_size) & (brown_idx < (step + 1) * cfg.batch_size)]
-            for i in in_step[:n_ind]:
+            lo, hi = np.searchsorted(brown_idx, [step * cfg.batch_size, (step + 1) * cfg.batch_size])  # sorted
+            for i in brown_idx[lo : min(hi, lo + n_ind)]:
                 rows[i] = induction_row(ind_rng, cfg.n_ctx, tokenizer.get_vocab_size(), bos)
     # Shuffle rows within each step's batch only, so the curriculum holds.
     for step in range(cfg.steps):

@@ -14,9 +14,9 @@ Steps (each logs its wall time):
    neurons keep the k largest per token). After each batch, the main thread and a helper (one
    thread per core in all) keep the positive entries (`acts > 0`; raw MLP neurons thus keep GELU's
    positive part) while the model waits; at the end of a chunk they group its rows by latent and
-   write them as scratch files, and the chunk is committed in a millisecond transaction. Raw neurons
-   (about half their entries positive) are scanned transposed, so each slice comes out grouped by
-   latent and is written as one run of the chunk, with no sort. Storage runs in lock step with torch
+   write them as scratch files, and the chunk is committed in a millisecond transaction. Raw-neuron
+   slices at least 35% positive are scanned transposed instead, so each comes out grouped by latent
+   and is written as one run of the chunk, with no sort (sparser ones are faster sorted). Storage runs in lock step with torch
    rather than beside it: see `_ChunkBuilder`.
 4. Finalise each dictionary (two at a time, largest first): merge its chunks by latent ranges (a
    linear scatter; chunks and their runs are already grouped by latent and ordered by token) into one Parquet file

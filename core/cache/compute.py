@@ -95,10 +95,10 @@ def positive_entries(piece, d_sae: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 def positive_entries_by_latent(piece: torch.Tensor, row_token: np.ndarray, d_sae: int) -> files.ChunkPart:
     """Positive entries of a dense slice `[t, d_sae]` already grouped by latent, in row order within a latent.
 
-    For dense baselines (raw MLP neurons keep about half their entries): scanning the transposed slice
-    yields the entries in latent order, so the chunk needs no sort by latent (`files.group_by_latent`
-    cost ~3x the scan per entry); the chunk's slices are written as runs (`files.write_chunk_runs`)
-    and finalising merges them like chunks. `row_token` `[t]`: each row's global token index.
+    For dense raw-neuron slices (`BY_LATENT_MIN_SHARE`): scanning the transposed slice yields the entries
+    in latent order, so the chunk needs no sort by latent (`files.group_by_latent`); the chunk's slices are
+    written as runs (`files.write_chunk_runs`) and finalising merges them like chunks. Slower than the
+    row-order scan and sort on sparser slices. `row_token` `[t]`: each row's global token index.
     """
     if piece.device.type != "cpu":
         return positive_entries_by_latent_on_device(piece, row_token)
@@ -280,7 +280,7 @@ class _ChunkBuilder:
         self.pool = (
             ThreadPoolExecutor(max_workers=self.threads - 1, thread_name_prefix="cache") if self.threads > 1 else None
         )
-        # (dictionary id, d_sae, row tokens, encoded slice, a raw-neuron slice: scanned by latent when dense enough)
+        # (dictionary id, d_sae, row tokens, encoded slice, whether it is scanned by latent)
         self.held: list[tuple[str, int, np.ndarray, object, bool]] = []
         self.held_bytes = 0
         self.pending: dict[str, list] = {}  # dictionary id -> extracted slices in token order (see `_rows_of`)
@@ -311,7 +311,8 @@ class _ChunkBuilder:
 
     def add(self, d: Dictionary, row_token: np.ndarray, piece) -> None:
         """One encoded slice of dictionary `d` (an `encode_slices` item, `[t, ...]`) and each of its rows' global token index `[t]`."""
-        self.held.append((d.id, d.d_sae, row_token, piece, d.kind == "neurons"))
+        by_latent = d.kind == "neurons" and positive_share(piece) >= BY_LATENT_MIN_SHARE  # once per slice
+        self.held.append((d.id, d.d_sae, row_token, piece, by_latent))
         self.held_bytes += _piece_bytes(piece)
         if self.held_bytes >= self.max_dense_bytes:
             self.flush()
@@ -329,8 +330,8 @@ class _ChunkBuilder:
 
         def extract(part: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | files.ChunkPart:
             i, a, b = part
-            _, d_sae, row_token, piece, dense_baseline = held[i]
-            if dense_baseline and positive_share(piece) >= BY_LATENT_MIN_SHARE:
+            _, d_sae, row_token, piece, by_latent = held[i]
+            if by_latent:
                 return positive_entries_by_latent(_piece_rows(piece, a, b), row_token[a:b], d_sae)
             cnt, lat, val = positive_entries(_piece_rows(piece, a, b), d_sae)
             return np.repeat(row_token[a:b], cnt), lat, val
@@ -348,10 +349,7 @@ class _ChunkBuilder:
 
         def group_and_write(rec: store.DictionaryRecord) -> int:
             runs = _chunk_runs(pending.pop(rec.id, []), rec.d_sae)
-            if len(runs) == 1:
-                files.write_chunk_part(folder, rec.index, runs[0])
-            else:
-                files.write_chunk_runs(folder, rec.index, runs)
+            files.write_chunk_runs(folder, rec.index, runs)
             return sum(len(r.value) for r in runs)
 
         costs = [float(sum(_rows_of(g) for g in pending.get(r.id, []))) for r in recs]

@@ -99,21 +99,15 @@ def begin_chunk_dir(workspace: Path, run_id: str, chunk: int) -> Path:
     return tmp
 
 
-def write_chunk_part(folder: Path, dict_idx: int, part: ChunkPart) -> int:
-    """Write one dictionary's part of a chunk into the chunk's temporary `folder`; returns bytes written.
+def write_chunk_runs(folder: Path, dict_idx: int, runs: list[ChunkPart]) -> int:
+    """Write one dictionary's part of a chunk into the chunk's temporary `folder` as `runs` one after the
+    other, each grouped by latent and later than the one before in token order; returns bytes written.
 
-    On failure the caller removes the folder (`remove_chunk`), once no other thread writes into it.
+    Counts are `[len(runs), d_sae]`, or `[d_sae]` for a single run (the layout before runs existed). The
+    runs are written as they are, without concatenating them in memory; finalising merges them like
+    chunks. On failure the caller removes the folder (`remove_chunk`), once no other thread writes into it.
     """
-    return write_chunk_runs(folder, dict_idx, [part], stacked=False)
-
-
-def write_chunk_runs(folder: Path, dict_idx: int, runs: list[ChunkPart], stacked: bool = True) -> int:
-    """Write one dictionary's part of a chunk as `runs` one after the other, each grouped by latent and
-    later than the one before in token order; counts `[len(runs), d_sae]` (or `[d_sae]` for one run
-    when not `stacked`). The runs are written as they are, without concatenating them in memory;
-    finalising merges them like chunks. Returns bytes written.
-    """
-    counts = np.stack([r.counts for r in runs]) if stacked else runs[0].counts
+    counts = runs[0].counts if len(runs) == 1 else np.stack([r.counts for r in runs])
     total = 0
     try:
         np.save(folder / f"d{dict_idx:03d}.counts.npy", counts)
@@ -178,7 +172,7 @@ def open_chunk(workspace: Path, run_id: str, chunk: int, dict_idx: int) -> list[
         raise WorkspaceError(
             f"scratch chunk {folder} is missing or damaged ({exc}); rerun the same cache command with --restart"
         ) from exc
-    runs = counts.reshape(-1, counts.shape[-1]) if counts.ndim else counts.reshape(1, -1)
+    runs = np.atleast_2d(counts)  # [runs, d_sae]
     if len(token) != len(value) or int(runs.sum()) != len(token):
         raise WorkspaceError(f"scratch chunk {folder} is inconsistent; rerun the same cache command with --restart")
     readers, start = [], 0
