@@ -40,7 +40,7 @@ def _config_hash(obj: dict) -> str:
 
 
 # ModelTrainingConfig fields build 5 did not have, with the value that reproduces it.
-FIELDS_AFTER_BUILD_5 = {"task_text": "v1", "tie_embeddings": False, "induction_rows": ()}
+FIELDS_AFTER_BUILD_5 = {"task_text": "v1", "tie_embeddings": False, "induction_rows": (), "plant_induction": False}
 
 
 def model_config_hash(cfg) -> str:
@@ -107,10 +107,15 @@ def generalisation_figures(model, split: TaskSplit, sentences: list[str], n: int
     return out
 
 
-def evaluate_default(root: Path | None = None, device: str | None = None, progress: bool = True) -> dict:
-    """The default's figures: val_loss, bits/char, task accuracies on held-out items, per-dictionary metrics."""
+def evaluate_default(
+    root: Path | None = None, device: str | None = None, progress: bool = True, dictionaries: bool = True
+) -> dict:
+    """The default's figures: val_loss, bits/char, task accuracies on held-out items, generalisation sets,
+    the best previous-token and induction heads, and per-dictionary metrics (unless `dictionaries` is False:
+    a build stopped after its model)."""
     from core.build.dictionary_metrics import dictionary_metrics
     from core.build.evaluate import bits_per_character, language_model_loss, task_accuracy
+    from core.build.induction_init import model_induction_heads
     from core.subjects.dictionaries import load_default_dictionaries, read_manifest
     from core.subjects.models import load_default_model
 
@@ -131,13 +136,14 @@ def evaluate_default(root: Path | None = None, device: str | None = None, progre
         items = evaluation_items(task, split, sentences, EVAL_ITEMS_PER_TASK)
         result[ACCURACY_KEYS[task]] = round(task_accuracy(model, items), 4)
     result["generalisation"] = generalisation_figures(model, split, sentences, EVAL_GENERALISATION_ITEMS)
-    dictionaries = load_default_dictionaries(root, device=device)
-    dict_windows = windows[:EVAL_DICTIONARY_WINDOWS]
-    rows = []
-    for d in dictionaries.values():
-        m = dictionary_metrics(model, d, dict_windows)
-        rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
-    result["dictionaries"] = rows
+    result["induction_heads"] = model_induction_heads(model)
+    if dictionaries:
+        dict_windows = windows[:EVAL_DICTIONARY_WINDOWS]
+        rows = []
+        for d in load_default_dictionaries(root, device=device).values():
+            m = dictionary_metrics(model, d, dict_windows)
+            rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()})
+        result["dictionaries"] = rows
     result["eval_items_per_task"] = EVAL_ITEMS_PER_TASK
     result["generalisation_items_per_set"] = EVAL_GENERALISATION_ITEMS
     result["eval_tokens"] = n_tokens
@@ -241,7 +247,7 @@ def _run_build(args) -> int:
 
 
 def _run_evaluate(args) -> int:
-    result = evaluate_default(Path(args.root) if args.root else None)
+    result = evaluate_default(Path(args.root) if args.root else None, dictionaries=not args.model_only)
     print(json.dumps(result))
     return 0
 
@@ -275,4 +281,9 @@ def register(sub) -> None:
     p.set_defaults(run=_run_build)
     p = sub.add_parser("evaluate-default", help="print the default's figures as one JSON line")
     p.add_argument("--root", default=None, help="folder of a default build (default: data/default)")
+    p.add_argument(
+        "--model-only",
+        action="store_true",
+        help="leave out the dictionaries' metrics (a build stopped after its model)",
+    )
     p.set_defaults(run=_run_evaluate)

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 TASKS = ("ioi", "sva", "brackets")
 # Versions of the training text: v1 made build 5 (the shipped default); v2 (core.build.tasks_v2)
 # teaches the behaviours in general form.
-TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5")
-# versions whose split keeps the tokenizer's vocabulary words (random names and sequences; v5 is v4's text)
-VOCABULARY_WORD_VERSIONS = ("v4", "v5")
+TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6")
+# versions whose split keeps the tokenizer's vocabulary words (random names and sequences; v5 and v6 are
+# v4's text, trained differently)
+VOCABULARY_WORD_VERSIONS = ("v4", "v5", "v6")
 
 
 def check_task_text(version: str) -> str:

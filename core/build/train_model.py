@@ -110,6 +110,9 @@ class ModelTrainingConfig:
     # (until step, share of rows): rows of a random token segment repeated to the row's end, in place of
     # Brown rows (`induction_row`); empty = none. Build 5 and v4 formed no induction head.
     induction_rows: tuple[tuple[int, float], ...] = ()
+    # start from a planted induction circuit (core.build.induction_init), still learned; no model of the
+    # project formed one from a GPT-2 initialisation
+    plant_induction: bool = False
 
 
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
@@ -121,6 +124,12 @@ TASK_TEXT_TRAINING = {
     "v3": {"tie_embeddings": True, "steps": 4000},
     "v4": {"tie_embeddings": True, "steps": 4000},
     "v5": {"tie_embeddings": True, "steps": 4000, "induction_rows": ((1000, 0.25), (4000, 0.08))},
+    "v6": {
+        "tie_embeddings": True,
+        "steps": 4000,
+        "induction_rows": ((1000, 0.25), (4000, 0.08)),
+        "plant_induction": True,
+    },
 }
 
 
@@ -407,6 +416,11 @@ def _new_model(cfg: ModelTrainingConfig, tokenizer) -> HookedTransformer:
         device="cpu",
     )
     model = HookedTransformer(hcfg, tokenizer=tokenizer)
+    if cfg.plant_induction:
+        from core.build.induction_init import plant_induction_circuit
+
+        bos = getattr(tokenizer, "bos_token_id", None)
+        plant_induction_circuit(model, bos=0 if bos is None else bos, seed=cfg.seed)
     if cfg.tie_embeddings:
         tie_unembedding(model)
     return model

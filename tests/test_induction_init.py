@@ -1,0 +1,90 @@
+"""The planted induction circuit: its heads attend as designed at init, and training keeps and uses them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core.build.induction_init import head_scores, model_induction_heads, plant_induction_circuit, repeated_rows
+from core.build.train_model import ModelTrainingConfig, _new_model, _optimizer
+
+
+def _tiny(plant: bool) -> ModelTrainingConfig:
+    return ModelTrainingConfig(
+        n_layers=2,
+        d_model=96,
+        n_heads=3,
+        d_mlp=192,
+        n_ctx=64,
+        vocab_size=512,
+        tie_embeddings=True,
+        plant_induction=plant,
+    )
+
+
+def _repeat_loss(model, rows: torch.Tensor, period: int) -> float:
+    """Mean loss on the tokens after the segment's first copy `[n, n_ctx]` -> float (nats)."""
+    with torch.no_grad():
+        loss = model(rows, return_type="loss", loss_per_token=True)  # [n, n_ctx - 1]
+    return float(loss[:, period + 1 :].mean())
+
+
+def test_repeated_rows_repeat_a_segment_after_bos_and_never_use_bos():
+    rows = repeated_rows(np.random.default_rng(0), 5, 40, 30, 7, bos=3)
+    assert rows.shape == (5, 40) and rows.dtype == torch.int64
+    assert (rows[:, 0] == 3).all() and not (rows[:, 1:] == 3).any()
+    assert torch.equal(rows[:, 8:], rows[:, 1:33])  # period 7
+
+
+def test_planted_heads_attend_as_designed_at_init_and_an_unplanted_model_has_none():
+    period = 11  # neither the calibration's period nor the figure's
+    rows = repeated_rows(np.random.default_rng(1), 8, 64, 512, period, bos=0)
+    planted = _new_model(_tiny(True), None)
+    plain = _new_model(_tiny(False), None)
+    got, base = head_scores(planted, rows, period), head_scores(plain, rows, period)
+    assert got["best_prev_token_head"] > 0.5 and got["best_induction_head"] > 0.2, got
+    assert base["best_prev_token_head"] < 0.15 and base["best_induction_head"] < 0.1, base
+    # evaluate-default's figure: the same scores on its own rows (period 20, the whole vocabulary)
+    figure = model_induction_heads(planted)
+    assert figure["best_prev_token_head"] > 0.5 and figure["best_induction_head"] > 0.2, figure
+    assert model_induction_heads(plain)["best_induction_head"] < 0.1
+    # the planted circuit already copies: the repeats are likelier than a uniform guess, unlike the plain model
+    uniform = math.log(511)
+    assert _repeat_loss(planted, rows, period) < uniform - 0.3 < _repeat_loss(plain, rows, period) + 0.3
+
+
+def test_training_keeps_the_planted_circuit_and_learns_to_copy():
+    torch.manual_seed(0)
+    cfg = _tiny(True)
+    model = _new_model(cfg, None)
+    optimiser = _optimizer(model, cfg)
+    rng = np.random.default_rng(2)
+    probe = repeated_rows(np.random.default_rng(3), 8, 64, 512, 13, bos=0)
+    before = _repeat_loss(model, probe, 13)
+    for _ in range(50):
+        rows = torch.cat([repeated_rows(rng, 1, 64, 512, int(p), bos=0) for p in rng.integers(8, 20, size=8)])
+        model(rows, return_type="loss").backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    after = _repeat_loss(model, probe, 13)
+    scores = head_scores(model, probe, 13)
+    assert after < 0.5 * before, (before, after)
+    # uniform attention scores about 0.07 on rows of 64 tokens
+    assert scores["best_prev_token_head"] > 0.3 and scores["best_induction_head"] > 0.2, scores
+
+
+def test_plant_refuses_a_model_too_small_and_keeps_build_5_key():
+    from core.build.pipeline import model_config_hash
+    from core.build.train_model import training_config
+
+    one_layer = _new_model(
+        ModelTrainingConfig(n_layers=1, d_model=96, n_heads=3, d_mlp=192, n_ctx=16, vocab_size=64), None
+    )
+    with pytest.raises(ValueError, match="2 layers"):
+        plant_induction_circuit(one_layer, bos=0)
+    assert model_config_hash(ModelTrainingConfig(plant_induction=False)) == "454cf3bd8d2c8a47"
+    assert training_config("v6").plant_induction and training_config("v6").induction_rows
+    assert model_config_hash(training_config("v6")) != model_config_hash(training_config("v5"))
