@@ -219,8 +219,8 @@ def test_task_text_version_in_split_config_and_cli():
     assert "task_text" not in v1.to_json() and TaskSplit.from_json(v1.to_json()).task_text == "v1"
     v2 = _v2_split()
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
-    with pytest.raises(ValueError, match="unknown task text 'v6'; choose one of v1, v2, v3, v4, v5"):
-        make_split(list(NAMES), list(NOUNS), task_text="v6")
+    with pytest.raises(ValueError, match="unknown task text 'v9'; choose one of v1, v2, v3, v4, v5, v6, v7"):
+        make_split(list(NAMES), list(NOUNS), task_text="v9")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model
     assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"
     assert model_config_hash(ModelTrainingConfig(task_text="v2")) != "454cf3bd8d2c8a47"

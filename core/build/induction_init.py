@@ -63,13 +63,14 @@ def head_scores(model: HookedTransformer, rows: torch.Tensor, period: int) -> di
 
 
 def model_induction_heads(model: HookedTransformer, seed: int = 0) -> dict[str, float]:
-    """`head_scores` of `model` on 16 rows of a random `SCORE_PERIOD`-token segment repeated, ids from the
-    whole vocabulary but BOS (`evaluate-default`'s "induction_heads")."""
+    """`head_scores` of `model` on 16 rows of a random `SCORE_PERIOD`-token segment repeated (shorter when the
+    context is), ids from the whole vocabulary but BOS (`evaluate-default`'s "induction_heads")."""
     tokenizer = model.tokenizer
     bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    period = min(SCORE_PERIOD, max(1, (model.cfg.n_ctx - 2) // 2))  # at least one repeat after the first copy
     rng = np.random.default_rng(seed)
-    rows = repeated_rows(rng, 16, model.cfg.n_ctx, model.cfg.d_vocab, SCORE_PERIOD, 0 if bos is None else bos)
-    return head_scores(model, rows.to(model.cfg.device), SCORE_PERIOD)
+    rows = repeated_rows(rng, 16, model.cfg.n_ctx, model.cfg.d_vocab, period, 0 if bos is None else bos)
+    return head_scores(model, rows.to(model.cfg.device), period)
 
 
 def _rotation_back(freq: torch.Tensor) -> torch.Tensor:

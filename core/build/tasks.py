@@ -22,9 +22,9 @@ from dataclasses import dataclass
 TASKS = ("ioi", "sva", "brackets")
 # Versions of the training text: v1 made build 5 (the shipped default); v2 (core.build.tasks_v2)
 # teaches the behaviours in general form.
-TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6")
+TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7")
 # versions whose split keeps the tokenizer's vocabulary words (random names and sequences; v5 and v6 are
-# v4's text, trained differently)
+# v4's text, trained differently; v7 is v2's text, trained as v6 with more induction rows)
 VOCABULARY_WORD_VERSIONS = ("v4", "v5", "v6")
 
 

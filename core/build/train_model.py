@@ -130,6 +130,7 @@ TASK_TEXT_TRAINING = {
         "induction_rows": ((1000, 0.25), (4000, 0.08)),
         "plant_induction": True,
     },
+    "v7": {"tie_embeddings": True, "steps": 4000, "induction_rows": ((4000, 0.2),), "plant_induction": True},
 }
 
 
@@ -495,7 +496,10 @@ def _curve_point(
     val: torch.Tensor,
     eval_sets: dict[str, list],
 ) -> dict:
-    """One learning-curve point: tokens seen, seconds since `t_start`, train and validation loss, task accuracies."""
+    """One learning-curve point: tokens seen, seconds since `t_start`, train and validation loss, task accuracies,
+    and the best previous-token and induction heads (`core.build.induction_init.model_induction_heads`)."""
+    from core.build.induction_init import model_induction_heads
+
     model.eval()
     point = {
         "step": step,
@@ -506,6 +510,7 @@ def _curve_point(
     point["val_loss"] = language_model_loss(model, val)
     for key, items in eval_sets.items():
         point[key] = task_accuracy(model, items)
+    point.update(model_induction_heads(model))
     log.info("eval %s", json.dumps(point))
     model.train()
     return point
