@@ -56,24 +56,23 @@ def test_planted_heads_attend_as_designed_at_init_and_an_unplanted_model_has_non
     assert _repeat_loss(planted, rows, period) < uniform - 0.3 < _repeat_loss(plain, rows, period) + 0.3
 
 
-def test_training_keeps_the_planted_circuit_and_learns_to_copy():
-    torch.manual_seed(0)
-    cfg = _tiny(True)
+def test_the_induction_warm_up_keeps_the_planted_circuit_and_learns_to_copy():
+    from dataclasses import replace
+
+    from core.build.train_model import induction_warmup
+
+    cfg = replace(_tiny(True), induction_warmup_steps=80, batch_size=8, warmup_steps=20)
     model = _new_model(cfg, None)
-    optimiser = _optimizer(model, cfg)
-    rng = np.random.default_rng(2)
     probe = repeated_rows(np.random.default_rng(3), 8, 64, 512, 13, bos=0)
     before = _repeat_loss(model, probe, 13)
-    for _ in range(50):
-        rows = torch.cat([repeated_rows(rng, 1, 64, 512, int(p), bos=0) for p in rng.integers(8, 20, size=8)])
-        model(rows, return_type="loss").backward()
-        optimiser.step()
-        optimiser.zero_grad()
+    report = induction_warmup(model, _optimizer(model, cfg), cfg, bos=0)
     after = _repeat_loss(model, probe, 13)
     scores = head_scores(model, probe, 13)
     assert after < 0.5 * before, (before, after)
     # uniform attention scores about 0.07 on rows of 64 tokens
     assert scores["best_prev_token_head"] > 0.3 and scores["best_induction_head"] > 0.2, scores
+    assert report["steps"] == 80 and report["repeat_loss"] < 0.5 * before, report
+    assert induction_warmup(model, _optimizer(model, cfg), replace(cfg, induction_warmup_steps=0), bos=0) == {}
 
 
 def test_plant_refuses_a_model_too_small_and_keeps_build_5_key():
@@ -87,4 +86,6 @@ def test_plant_refuses_a_model_too_small_and_keeps_build_5_key():
         plant_induction_circuit(one_layer, bos=0)
     assert model_config_hash(ModelTrainingConfig(plant_induction=False)) == "454cf3bd8d2c8a47"
     assert training_config("v6").plant_induction and training_config("v6").induction_rows
+    assert training_config("v7").induction_warmup_steps and not training_config("v6").induction_warmup_steps
+    assert model_config_hash(ModelTrainingConfig(induction_warmup_steps=0)) == "454cf3bd8d2c8a47"
     assert model_config_hash(training_config("v6")) != model_config_hash(training_config("v5"))

@@ -40,7 +40,13 @@ def _config_hash(obj: dict) -> str:
 
 
 # ModelTrainingConfig fields build 5 did not have, with the value that reproduces it.
-FIELDS_AFTER_BUILD_5 = {"task_text": "v1", "tie_embeddings": False, "induction_rows": (), "plant_induction": False}
+FIELDS_AFTER_BUILD_5 = {
+    "task_text": "v1",
+    "tie_embeddings": False,
+    "induction_rows": (),
+    "plant_induction": False,
+    "induction_warmup_steps": 0,
+}
 
 
 def model_config_hash(cfg) -> str:

@@ -113,6 +113,9 @@ class ModelTrainingConfig:
     # start from a planted induction circuit (core.build.induction_init), still learned; no model of the
     # project formed one from a GPT-2 initialisation
     plant_induction: bool = False
+    # steps on induction rows alone before the main run (the same optimiser; the learning rate warms up
+    # again after them): without them the mix took a planted induction head for other work within 200 steps
+    induction_warmup_steps: int = 0
 
 
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
@@ -130,7 +133,13 @@ TASK_TEXT_TRAINING = {
         "induction_rows": ((1000, 0.25), (4000, 0.08)),
         "plant_induction": True,
     },
-    "v7": {"tie_embeddings": True, "steps": 4000, "induction_rows": ((4000, 0.2),), "plant_induction": True},
+    "v7": {
+        "tie_embeddings": True,
+        "steps": 4000,
+        "induction_rows": ((4000, 0.2),),
+        "plant_induction": True,
+        "induction_warmup_steps": 300,
+    },
 }
 
 
@@ -362,7 +371,9 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
     timings["rows_s"] = t3 - t2
 
     model = _new_model(cfg, tokenizer)
-    curves = _train_loop(model, _optimizer(model, cfg), rows, cfg, val, eval_sets, progress, t3)
+    optimiser = _optimizer(model, cfg)
+    warmup = induction_warmup(model, optimiser, cfg, data.bpe.token_to_id(END_OF_TEXT), progress)
+    curves = _train_loop(model, optimiser, rows, cfg, val, eval_sets, progress, t3)
     t4 = _timed("train", t3)
     timings["train_s"] = t4 - t3
 
@@ -372,6 +383,7 @@ def train_default_model(out_root: Path, cfg: ModelTrainingConfig, progress: bool
     paths["learning_curves"].write_text(json.dumps(curves, indent=1))
     return {
         "model_training": asdict(cfg),
+        **({"induction_warmup": warmup} if warmup else {}),
         "task_split": data.split.to_json(),
         "corpus": data.corpus_info,
         "timings": timings,
@@ -514,6 +526,44 @@ def _curve_point(
     log.info("eval %s", json.dumps(point))
     model.train()
     return point
+
+
+def induction_warmup(
+    model: HookedTransformer, opt: torch.optim.Optimizer, cfg: ModelTrainingConfig, bos: int, progress: bool = False
+) -> dict:
+    """`cfg.induction_warmup_steps` steps on `induction_row` rows alone (seeded), the learning rate warming up
+    over `cfg.warmup_steps` and then constant. Returns the steps, the loss on a fixed batch's repeats
+    (positions after 41: every segment has been seen once) and the best previous-token and induction heads."""
+    from tqdm import tqdm
+
+    from core.build.induction_init import model_induction_heads
+
+    if not cfg.induction_warmup_steps:
+        return {}
+    rng = np.random.default_rng(cfg.seed + 4)
+    model.train()
+    for step in tqdm(range(cfg.induction_warmup_steps), desc="induction warm-up", disable=not progress):
+        batch = np.stack([induction_row(rng, cfg.n_ctx, cfg.vocab_size, bos) for _ in range(cfg.batch_size)])
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        loss = model(torch.from_numpy(batch.astype(np.int64)), return_type="loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()
+    fixed = np.random.default_rng(cfg.seed + 5)
+    probe = torch.from_numpy(np.stack([induction_row(fixed, cfg.n_ctx, cfg.vocab_size, bos) for _ in range(16)]))
+    with torch.no_grad():
+        per_token = model(probe.long(), return_type="loss", loss_per_token=True)  # [16, n_ctx - 1]
+    result = {
+        "steps": cfg.induction_warmup_steps,
+        "repeat_loss": round(float(per_token[:, 41:].mean()), 4),
+        **model_induction_heads(model),
+    }
+    model.train()
+    log.info("induction warm-up %s", json.dumps(result))
+    return result
 
 
 def _train_loop(
