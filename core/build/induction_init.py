@@ -35,14 +35,19 @@ CALIBRATION_PERIOD = 17  # segment length of the rows the induction QK is scaled
 SCORE_PERIOD = 20  # segment length of the rows `head_scores` measures on
 
 
+def repeated_segment_row(rng: np.random.Generator, n_ctx: int, vocab: int, period: int, bos: int) -> np.ndarray:
+    """`[n_ctx]` int64: `bos`, then a segment of `period` uniformly random ids (never `bos`) repeated to the end."""
+    segment = rng.integers(0, vocab - 1, size=period)
+    segment += segment >= bos  # skip BOS's id
+    row = np.empty(n_ctx, dtype=np.int64)
+    row[0] = bos
+    row[1:] = np.resize(segment, n_ctx - 1)
+    return row
+
+
 def repeated_rows(rng: np.random.Generator, n_rows: int, n_ctx: int, vocab: int, period: int, bos: int) -> torch.Tensor:
-    """`[n_rows, n_ctx]` int64 rows: `bos`, then a random `period`-token segment (never `bos`) repeated."""
-    rows = np.full((n_rows, n_ctx), bos, dtype=np.int64)
-    for row in rows:
-        segment = rng.integers(0, vocab - 1, size=period)
-        segment += segment >= bos
-        row[1:] = np.resize(segment, n_ctx - 1)
-    return torch.from_numpy(rows)
+    """`[n_rows, n_ctx]` int64 rows of `repeated_segment_row`, each its own segment."""
+    return torch.from_numpy(np.stack([repeated_segment_row(rng, n_ctx, vocab, period, bos) for _ in range(n_rows)]))
 
 
 def head_scores(model: HookedTransformer, rows: torch.Tensor, period: int) -> dict[str, float]:

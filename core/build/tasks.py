@@ -180,7 +180,7 @@ class TaskSplit:
     validation_rel_verbs: tuple[str, ...] = ()
     # which training text the generators make: one of TASK_TEXT_VERSIONS
     task_text: str = "v1"
-    # v4 and v5: the tokenizer's single-token words, less every held-out and task name (random names and
+    # v4-v6: the tokenizer's single-token words, less every held-out and task name (random names and
     # repeated random word sequences; core.build.tasks_v2)
     vocabulary_words: tuple[str, ...] = ()
 
@@ -266,7 +266,7 @@ def make_split(
 def task_pools(version: str, package_dir=None) -> tuple[list[str], list[tuple[str, str]]]:
     """Candidate names and (singular, plural) nouns of a task-text version, before the single-token filter.
 
-    v1: `NAMES` and `NOUNS`; v2-v5: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
+    v1: `NAMES` and `NOUNS`; v2-v7: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
     pairs from the tagged package in `package_dir`).
     """
     if check_task_text(version) != "v1":

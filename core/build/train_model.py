@@ -183,12 +183,10 @@ def induction_row(rng: np.random.Generator, n_ctx: int, vocab_size: int, bos: in
     Predicting a repeat is possible only by copying from context, whatever the tokens: the data on which
     small transformers form induction heads, the mechanism under IOI's name copying.
     """
-    segment = rng.integers(0, vocab_size - 1, size=int(rng.integers(8, 41)))
-    segment += segment >= bos  # skip BOS's id
-    row = np.empty(n_ctx, dtype=np.int32)
-    row[0] = bos
-    row[1:] = np.resize(segment, n_ctx - 1)
-    return row
+    from core.build.induction_init import repeated_segment_row
+
+    period = int(rng.integers(8, 41))  # drawn before the segment, as the seeded builds drew it
+    return repeated_segment_row(rng, n_ctx, vocab_size, period, bos).astype(np.int32)
 
 
 def _build_rows(
@@ -528,6 +526,16 @@ def _curve_point(
     return point
 
 
+def _training_step(model: HookedTransformer, opt: torch.optim.Optimizer, batch: torch.Tensor) -> float:
+    """One optimiser step on `batch` `[b, n_ctx]` (gradients clipped to norm 1); returns its loss."""
+    loss = model(batch, return_type="loss")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach())
+
+
 def induction_warmup(
     model: HookedTransformer, opt: torch.optim.Optimizer, cfg: ModelTrainingConfig, bos: int, progress: bool = False
 ) -> dict:
@@ -546,11 +554,7 @@ def induction_warmup(
         batch = np.stack([induction_row(rng, cfg.n_ctx, cfg.vocab_size, bos) for _ in range(cfg.batch_size)])
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        loss = model(torch.from_numpy(batch.astype(np.int64)), return_type="loss")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _training_step(model, opt, torch.from_numpy(batch.astype(np.int64)))
     model.eval()
     fixed = np.random.default_rng(cfg.seed + 5)
     probe = torch.from_numpy(np.stack([induction_row(fixed, cfg.n_ctx, cfg.vocab_size, bos) for _ in range(16)]))
@@ -592,12 +596,7 @@ def _train_loop(
         batch = torch.from_numpy(rows[step * cfg.batch_size : (step + 1) * cfg.batch_size].astype(np.int64))
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, step)
-        loss = model(batch, return_type="loss")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        value = float(loss.detach())
+        value = _training_step(model, opt, batch)
         running = value if math.isnan(running) else 0.98 * running + 0.02 * value
         bar.set_postfix(loss=f"{running:.3f}")
         if (step + 1) % 50 == 0:
