@@ -126,7 +126,7 @@ def test_v3_proper_nouns_leave_out_generalisation_names_and_join_training_names_
     assert split.train_names == plain.train_names + ("Chicago",)  # Mary is one of the names already
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8"])
 def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
     """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
     if version == "v1":
@@ -139,9 +139,8 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
         names, pool = v2_pools(None)
         split = make_split(names, pool, seed=0, task_text="v3", extra_train_names=["Chicago", "Palmer", "June"])
         sentences = NEUTRAL + CONTAMINATED
-    else:  # v4: random vocabulary words as names and sequences, generalisation words among them
-        names, pool = v2_pools(None)
-        split = _v4_split()
+    else:  # v4 and v8: random vocabulary words as names and sequences, generalisation words among them
+        split = _v4_split(version)
         sentences = NEUTRAL + CONTAMINATED
     rng = random.Random(11)
     for stage in ((0, 0, 0), (4, 1, 1), (40, 10, 8)):
@@ -156,11 +155,15 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
 _V4_WORDS = ["he"] + ["q" + a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"]
 
 
-def _v4_split() -> TaskSplit:
-    """A v4 split over v2's names and a made-up vocabulary: 677 common words, then four names and a pronoun."""
+def _v4_split(version: str = "v4") -> TaskSplit:
+    """A v4 (or v8) split over v2's names and a made-up vocabulary: 677 common words, then four names and a pronoun."""
     names, pool = v2_pools(None)
     words = _V4_WORDS + sorted(heldout_words()) + ["Chicago", "Palmer", "Tex", "He", "Mah", "Zed"] + names
-    return make_split(names, pool, seed=0, task_text="v4", vocabulary_words=words)
+    # the generalisation actions' verbs among the relative-clause verbs: v8's generic actions must skip them
+    verbs = ["whispered", "shouted", "smiled", "nodded", "complained", "chatted"]
+    return make_split(
+        names, pool, seed=0, task_text=version, vocabulary_words=words, extra_rel_verbs=verbs, n_validation_verbs=0
+    )
 
 
 def test_v4_names_some_sentences_with_random_vocabulary_words_and_repeats_random_sequences():
@@ -180,6 +183,35 @@ def test_v4_names_some_sentences_with_random_vocabulary_words_and_repeats_random
     # v2 text is unchanged by the new field's default: no random names, no sequences
     v2 = training_text_generators(_v2_split(), NEUTRAL)
     assert not any(set(re.findall(r"[A-Z][a-z]+", v2["ioi"](rng))) & random_names for _ in range(200))
+
+
+def test_v8_frames_ioi_without_template_and_answers_with_the_name_said_once():
+    """v8: half the IOI sentences after the curriculum are generic (a name-free sentence, a subordinator, the
+    pair, any training verb and preposition), three quarters are named with random words; the curriculum
+    keeps v1's templates and training names; the last word is always the name said once."""
+    from core.build.tasks_v2 import V8_PREPOSITIONS, V8_SUBORDINATORS
+
+    split = _v4_split("v8")
+    assert {"whispered", "smiled"} <= set(split.train_rel_verbs)  # so leaving them out below is v8's doing
+    gens, rng = training_text_generators(split, NEUTRAL), random.Random(5)
+    ioi = [gens["ioi"](rng) for _ in range(600)]
+    generic = [t for t in ioi if any(t.startswith(n[:-1] + " ") for n in NEUTRAL)]  # they open with a filler
+    subordinate = "|".join(re.escape(w) for w in V8_SUBORDINATORS)
+    assert all(re.search(rf"[a-z,] ({subordinate}) (both )?[A-Z]", t) for t in generic)
+    assert 0.35 < len(generic) / len(ioi) < 0.65, len(generic)
+    random_names = {"Chicago", "Palmer", "Tex", "Mah", "Zed"}
+    named = [t for t in ioi if set(re.findall(r"[A-Z][a-z]+", t)) & random_names]
+    assert 0.6 < len(named) / len(ioi) < 0.9  # V8_RANDOM_NAME_SHARE
+    endings = {t.rsplit(" ", 2)[-2] for t in generic}  # the word before the answer: the preposition
+    assert endings <= {p.split()[-1] for p in V8_PREPOSITIONS} and len(endings) >= 10, endings
+    for text in ioi:
+        words = re.findall(r"[A-Za-z]+", text)
+        assert words[:-1].count(words[-1]) == 1, text  # the answer was said once before
+    assert not any(re.search(r"\b(whispered|smiled)\b", t) for t in ioi)
+    # during the curriculum: v1's first templates and the first training names only
+    stage = training_text_generators(split, NEUTRAL, (4, 1, 1))["ioi"]
+    answers = {stage(rng).rstrip(".").rsplit(" ", 1)[1] for _ in range(100)}
+    assert answers <= set(split.train_names[:4]) and len(answers) >= 3, answers
 
 
 def test_v2_drops_brown_sentences_with_heldout_words_or_phrases():

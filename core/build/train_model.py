@@ -140,6 +140,13 @@ TASK_TEXT_TRAINING = {
         "plant_induction": True,
         "induction_warmup_steps": 300,
     },
+    "v8": {
+        "tie_embeddings": True,
+        "steps": 4000,
+        "induction_rows": ((4000, 0.2),),
+        "plant_induction": True,
+        "induction_warmup_steps": 300,
+    },
 }
 
 
