@@ -185,35 +185,6 @@ def test_v4_names_some_sentences_with_random_vocabulary_words_and_repeats_random
     assert not any(set(re.findall(r"[A-Z][a-z]+", v2["ioi"](rng))) & random_names for _ in range(200))
 
 
-def test_v8_frames_ioi_without_template_and_answers_with_the_name_said_once():
-    """v8: half the IOI sentences after the curriculum are generic (a name-free sentence, a subordinator, the
-    pair, any training verb and preposition), three quarters are named with random words; the curriculum
-    keeps v1's templates and training names; the last word is always the name said once."""
-    from core.build.tasks_v2 import V8_PREPOSITIONS, V8_SUBORDINATORS
-
-    split = _v4_split("v8")
-    assert {"whispered", "smiled"} <= set(split.train_rel_verbs)  # so leaving them out below is v8's doing
-    gens, rng = training_text_generators(split, NEUTRAL), random.Random(5)
-    ioi = [gens["ioi"](rng) for _ in range(600)]
-    generic = [t for t in ioi if any(t.startswith(n[:-1] + " ") for n in NEUTRAL)]  # they open with a filler
-    subordinate = "|".join(re.escape(w) for w in V8_SUBORDINATORS)
-    assert all(re.search(rf"[a-z,] ({subordinate}) (both )?[A-Z]", t) for t in generic)
-    assert 0.35 < len(generic) / len(ioi) < 0.65, len(generic)
-    random_names = {"Chicago", "Palmer", "Tex", "Mah", "Zed"}
-    named = [t for t in ioi if set(re.findall(r"[A-Z][a-z]+", t)) & random_names]
-    assert 0.6 < len(named) / len(ioi) < 0.9  # V8_RANDOM_NAME_SHARE
-    endings = {t.rsplit(" ", 2)[-2] for t in generic}  # the word before the answer: the preposition
-    assert endings <= {p.split()[-1] for p in V8_PREPOSITIONS} and len(endings) >= 10, endings
-    for text in ioi:
-        words = re.findall(r"[A-Za-z]+", text)
-        assert words[:-1].count(words[-1]) == 1, text  # the answer was said once before
-    assert not any(re.search(r"\b(whispered|smiled)\b", t) for t in ioi)
-    # during the curriculum: v1's first templates and the first training names only
-    stage = training_text_generators(split, NEUTRAL, (4, 1, 1))["ioi"]
-    answers = {stage(rng).rstrip(".").rsplit(" ", 1)[1] for _ in range(100)}
-    assert answers <= set(split.train_names[:4]) and len(answers) >= 3, answers
-
-
 def test_v2_drops_brown_sentences_with_heldout_words_or_phrases():
     assert clean_sentences(NEUTRAL + CONTAMINATED) == NEUTRAL
     assert set(leaks("so neither  spirit\nnor matter, At last")) == {"neither  spirit\nnor matter", "At last"}

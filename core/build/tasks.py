@@ -24,8 +24,8 @@ TASKS = ("ioi", "sva", "brackets")
 # teaches the behaviours in general form.
 TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8")
 # versions whose split keeps the tokenizer's vocabulary words (random names and sequences; v5 and v6 are
-# v4's text, trained differently; v7 is v2's text, trained as v6 with more induction rows; v8 is v4's text
-# with generic IOI frames, trained as v7)
+# v4's text, trained differently; v7 is v2's text, trained as v6 with more induction rows; v8 is v4's
+# text trained as v7)
 VOCABULARY_WORD_VERSIONS = ("v4", "v5", "v6", "v8")
 
 
@@ -525,8 +525,8 @@ def training_text_generators(
     `ioi_stage = (names, intro templates, action templates)`: IOI sentences use only the first of
     each (0 = all), the build's IOI curriculum. `split.task_text` picks the version (v2:
     `core.build.tasks_v2`; v3 is v2's text over a larger name pool; v4 v2's text with random
-    vocabulary words as names half the time, and repeated random word sequences; v8 v4's with such
-    names three quarters of the time and half of IOI in generic frames).
+    vocabulary words as names half the time, and repeated random word sequences; v5, v6 and v8 train
+    on v4's text).
     """
     if check_task_text(split.task_text) != "v1":
         from core.build.tasks_v2 import training_text_generators_v2

@@ -12,10 +12,7 @@ Selected by `python -m core build-default --task-text v2` (`ModelTrainingConfig.
   clauses, and a Brown sentence of context before.
 - **Brackets**: depth 1-3, spans of 1-60 words.
 - Copy and number frames as v1, over v2's names and nouns.
-v8 (trained as v7, from the planted induction circuit) is v4's text with three quarters of the IOI and
-copy sentences named with random vocabulary words, and half of the IOI sentences in generic frames: a
-name-free Brown sentence, a subordinator, the pair, then the subject's action of any training
-past-tense verb and any of 19 prepositions.
+v8 is v4's text trained as v7 (from the planted induction circuit, after an induction warm-up).
 Nothing in the generalisation sets (core.build.generalisation) is produced: their names and nouns
 are left out of the pools, and Brown sentences that contain one of them, or one of their frame
 phrases, are dropped before any is used as a frame, filler or span.
@@ -230,52 +227,6 @@ V4_RANDOM_SEQUENCE_SHARE = 0.25
 # (its earliest merges, the most frequent words: "The", "He", "Then" stay what they are)
 V4_COMMON_WORDS = 500
 
-# v8: IOI in frames no template fixes. The share of IOI and copy sentences named with random vocabulary
-# words (v4's 0.5 moved held-out IOI and unseen names the most when a copying model trained on; see
-# bench/ioi_finetune_probe.py), and the pieces of v8's generic frames: a name-free Brown sentence, a
-# subordinator, the pair, and an action made of any training past-tense verb and a preposition.
-V8_RANDOM_NAME_SHARE = 0.75
-V8_GENERIC_SHARE = 0.5  # of v8's IOI sentences after the curriculum
-V8_SUBORDINATORS = (
-    "when",
-    "because",
-    "after",
-    "while",
-    "since",
-    "before",
-    "until",
-    "although",
-    "as soon as",
-    "just as",
-    "even though",
-    "and then",
-)
-V8_PAIRS = ("{A} and {B}", "{A} and {B}", "both {A} and {B}", "{A} along with {B}", "{A} and a friend, {B},")
-V8_JOINS = (", so", ", and", ". Then", ". Later,", "; soon", ". Suddenly", ". For a moment", ". Finally", ", but")
-V8_PREPOSITIONS = (
-    "to",
-    "to",
-    "at",
-    "at",
-    "with",
-    "for",
-    "from",
-    "about",
-    "on",
-    "toward",
-    "into",
-    "of",
-    "behind",
-    "near",
-    "after",
-    "against",
-    "around",
-    "past",
-    "over to",
-    "back to",
-    "up to",
-)
-
 
 def vocabulary_words(tok) -> list[str]:
     """The words a `tokenizers.Tokenizer` encodes as one token after a space (ASCII letters, two or more), in id order."""
@@ -333,9 +284,6 @@ class _V2Text:
         ] or self.sentences
         self.stage = ioi_stage
         self.actions = [(p, a) for p, acts in V2_ACTIONS.items() for a in acts]
-        # v8: the training past-tense verbs, less every word of a generalisation action
-        held_verbs = {w for phrase in GEN_FRAME_PHRASES for w in _WORD.findall(phrase)}
-        self.action_verbs = [v for v in split.train_rel_verbs if v not in held_verbs] or ["saw"]
         # v4: capitalised vocabulary words as names, and a split whose names they are (for copy text)
         self.words = list(split.vocabulary_words)
         common = {w.lower() for w in self.words[:V4_COMMON_WORDS]}
@@ -347,20 +295,8 @@ class _V2Text:
         )
 
     def _random_names(self, rng: random.Random) -> bool:
-        """Whether this sentence's names are random vocabulary words (v4 and v8, after the IOI curriculum)."""
-        share = V8_RANDOM_NAME_SHARE if self.split.task_text == "v8" else V4_RANDOM_NAME_SHARE
-        return self.random_split is not None and not any(self.stage) and rng.random() < share
-
-    def _generic_ioi(self, rng: random.Random, a: str, b: str, subject: str) -> str:
-        """v8: an IOI sentence without template: a name-free Brown sentence, a subordinator, the pair and a
-        place, a join, and the subject's action of a training past-tense verb and any preposition."""
-        filler = rng.choice(self.fillers)[:-1]
-        pair = rng.choice(V8_PAIRS).format(A=a, B=b)
-        vp = rng.choice(V2_VERB_PHRASES).format(place=rng.choice(PLACES), obj=rng.choice(OBJECTS))
-        intro = f"{filler} {rng.choice(V8_SUBORDINATORS)} {pair} {vp}{rng.choice(V8_JOINS)}"
-        verb, prep = rng.choice(self.action_verbs), rng.choice(V8_PREPOSITIONS)
-        action = f"{verb} the {rng.choice(OBJECTS)} {prep}" if rng.random() < 0.5 else f"{verb} {prep}"
-        return f"{intro} {subject} {action}"
+        """Whether this sentence's names are random vocabulary words (v4-v6 and v8, after the IOI curriculum)."""
+        return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:
         n_names, n_intros, n_actions = self.stage
@@ -372,8 +308,6 @@ class _V2Text:
             intro = rng.choice(IOI_INTROS_TRAIN[: n_intros or None]).format(A=a, B=b, place=place, obj=obj)
             action = rng.choice(IOI_ACTIONS_TRAIN[: n_actions or None]).format(S=subject, obj=rng.choice(OBJECTS))
             return f"{intro}{action} {indirect}."
-        if self.split.task_text == "v8" and rng.random() < V8_GENERIC_SHARE:
-            return f"{self._generic_ioi(rng, a, b, subject)} {indirect}."
         r = rng.random()
         if r < 0.25:
             intro = rng.choice(IOI_INTROS_TRAIN).format(A=a, B=b, place=place, obj=obj)
