@@ -10,7 +10,8 @@ each), so a task text's effect on IOI can be read in minutes instead of a full b
 - `same`: the build's own task text (the control: does training longer move IOI?);
 - `random_names`: v4's text over the same split (half of IOI and copy sentences named with random
   capitalised vocabulary words);
-- `random_names_all`: the same with every IOI and copy sentence so named;
+- `random_names_all`: the same with every IOI and copy sentence so named.
+`--ioi-weight`, `--bracket-weight` and `--bracket-budgets` change the mix of any variant.
 (`random_names` over a build of v2's or v7's text is what task text v8 changes: v4's text, trained as v7.
 A first v8, with half of IOI in generic frames of any training verb and preposition, was probed as
 `v8` in commit 4c25b3a and dropped: worse than `random_names` at every point to step 400.)
@@ -37,6 +38,14 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ioi-weight", type=float, default=None, help="IOI's task weight (default: the build's)")
+    parser.add_argument(
+        "--bracket-weight", type=float, default=None, help="brackets' task weight (default: the build's)"
+    )
+    parser.add_argument(
+        "--bracket-budgets",
+        default=None,
+        help="v2 bracket budgets' weights for 12, 30 and 60 words, e.g. 0.2,0.3,0.5 (default: the text's)",
+    )
     parser.add_argument("--task-share", type=float, default=0.5)
     parser.add_argument("--induction-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=11)
@@ -82,6 +91,13 @@ def main() -> int:
     weights = dict(built["task_weights"])
     if args.ioi_weight is not None:
         weights["ioi"] = args.ioi_weight
+    if args.bracket_weight is not None:
+        weights["brackets"] = args.bracket_weight
+    if args.bracket_budgets:
+        tasks_v2.V2_BRACKET_BUDGETS = (
+            tasks_v2.V2_BRACKET_BUDGETS[0],
+            tuple(map(float, args.bracket_budgets.split(","))),
+        )
     cfg = ModelTrainingConfig(
         **{k: v for k, v in built.items() if k in ("vocab_size", "n_layers", "d_model", "n_heads", "d_mlp", "n_ctx")},
         seed=args.seed,
@@ -109,7 +125,14 @@ def main() -> int:
         "brackets_heldout": evaluation_items("brackets", split, val_sentences, 200),
         **{
             s: generalisation_items(s, split, val_sentences, 200, tokenizer=tokenizer)
-            for s in ("ioi_new_names", "ioi_new_frames", "ioi_at_actions", "sva_new_nouns")
+            for s in (
+                "ioi_new_names",
+                "ioi_new_frames",
+                "ioi_at_actions",
+                "sva_new_nouns",
+                "brackets_nested_inner_closed",
+                "brackets_long_span",
+            )
         },
     }
 
@@ -137,7 +160,7 @@ def main() -> int:
         model.eval()
         untie_unembedding(model)
         save_model(model, args.save)
-    print(json.dumps({"variant": args.variant, "lr": args.lr, "steps": args.steps, "curve": curve}))
+    print(json.dumps({"variant": args.variant, "args": {k: str(v) for k, v in vars(args).items()}, "curve": curve}))
     return 0
 
 

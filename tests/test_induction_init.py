@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -89,3 +90,9 @@ def test_plant_refuses_a_model_too_small_and_keeps_build_5_key():
     assert training_config("v7").induction_warmup_steps and not training_config("v6").induction_warmup_steps
     assert model_config_hash(ModelTrainingConfig(induction_warmup_steps=0)) == "454cf3bd8d2c8a47"
     assert model_config_hash(training_config("v6")) != model_config_hash(training_config("v5"))
+    # v8 is v4's text (vocabulary words kept in the split) trained exactly as v7
+    from core.build.tasks import VOCABULARY_WORD_VERSIONS
+
+    v7, v8 = training_config("v7"), training_config("v8")
+    assert {**asdict(v7), "task_text": "v8"} == asdict(v8) and "v8" in VOCABULARY_WORD_VERSIONS
+    assert model_config_hash(v8) != model_config_hash(v7)

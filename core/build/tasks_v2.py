@@ -167,6 +167,10 @@ _WORD = re.compile(r"[A-Za-z]+")
 _PHRASES = list(zip(GEN_FRAME_PHRASES, frame_patterns(), strict=True))
 V2_SVA_EXTRA_PREPS = "underneath alongside opposite upon throughout beyond".split()
 V2_SVA_VERBS = (("is", "are"), ("was", "were"), ("has", "have"))
+# bracket sentences: depth 1-3, and the most words a bracket's inside may take (a depth-1 inside takes a
+# uniform 1..budget words), drawn with these weights
+V2_BRACKET_DEPTHS = ((1, 2, 3), (0.5, 0.35, 0.15))
+V2_BRACKET_BUDGETS = ((12, 30, 60), (0.4, 0.3, 0.3))
 
 
 def brown_noun_pairs(package_dir: Path, min_singular: int = 10, min_plural: int = 3) -> list[tuple[str, str]]:
@@ -366,8 +370,8 @@ class _V2Text:
         return " ".join(text)
 
     def brackets(self, rng: random.Random) -> str:
-        depth = rng.choices((1, 2, 3), weights=(0.5, 0.35, 0.15))[0]
-        budget = rng.choices((12, 30, 60), weights=(0.4, 0.3, 0.3))[0]
+        depth = rng.choices(V2_BRACKET_DEPTHS[0], weights=V2_BRACKET_DEPTHS[1])[0]
+        budget = rng.choices(V2_BRACKET_BUDGETS[0], weights=V2_BRACKET_BUDGETS[1])[0]
         prefix = words_from(rng, self.sentences, rng.randint(2, 8))
         inside = self._inside(rng, budget, depth)
         opening, closing = ("(", ")") if rng.random() < 0.85 else ("[", "]")
