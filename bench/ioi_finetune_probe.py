@@ -10,7 +10,8 @@ each), so a task text's effect on IOI can be read in minutes instead of a full b
 - `same`: the build's own task text (the control: does training longer move IOI?);
 - `random_names`: v4's text over the same split (half of IOI and copy sentences named with random
   capitalised vocabulary words);
-- `random_names_all`: the same with every IOI and copy sentence so named.
+- `random_names_all`: the same with every IOI and copy sentence so named;
+- `brown_actions`: v9's text (v4's, with half of the IOI actions taken from Brown).
 `--ioi-weight`, `--bracket-weight` and `--bracket-budgets` change the mix of any variant.
 (`random_names` over a build of v2's or v7's text is what task text v8 changes: v4's text, trained as v7.
 A first v8, with half of IOI in generic frames of any training verb and preposition, was probed as
@@ -33,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
-    parser.add_argument("--variant", choices=("same", "random_names", "random_names_all"), default="same")
+    parser.add_argument(
+        "--variant", choices=("same", "random_names", "random_names_all", "brown_actions"), default="same"
+    )
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-3)

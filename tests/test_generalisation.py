@@ -126,7 +126,7 @@ def test_v3_proper_nouns_leave_out_generalisation_names_and_join_training_names_
     assert split.train_names == plain.train_names + ("Chicago",)  # Mary is one of the names already
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8", "v9"])
 def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
     """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
     if version == "v1":
@@ -139,7 +139,7 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
         names, pool = v2_pools(None)
         split = make_split(names, pool, seed=0, task_text="v3", extra_train_names=["Chicago", "Palmer", "June"])
         sentences = NEUTRAL + CONTAMINATED
-    else:  # v4 and v8: random vocabulary words as names and sequences, generalisation words among them
+    else:  # v4, v8 and v9: random vocabulary words as names and sequences, generalisation words among them
         split = _v4_split(version)
         sentences = NEUTRAL + CONTAMINATED
     rng = random.Random(11)

@@ -12,7 +12,9 @@ Selected by `python -m core build-default --task-text v2` (`ModelTrainingConfig.
   clauses, and a Brown sentence of context before.
 - **Brackets**: depth 1-3, spans of 1-60 words.
 - Copy and number frames as v1, over v2's names and nouns.
-v8 is v4's text trained as v7 (from the planted induction circuit, after an induction warm-up).
+v8 is v4's text trained as v7 (from the planted induction circuit, after an induction warm-up). v9 is
+v8 with half of the IOI actions after the curriculum taken from Brown (`brown_actions`: hundreds of verb
+phrases that end in a preposition and take a person), so that IOI is not tied to a few dozen verbs.
 Nothing in the generalisation sets (core.build.generalisation) is produced: their names and nouns
 are left out of the pools, and Brown sentences that contain one of them, or one of their frame
 phrases, are dropped before any is used as a frame, filler or span.
@@ -231,6 +233,31 @@ V4_RANDOM_SEQUENCE_SHARE = 0.25
 # (its earliest merges, the most frequent words: "The", "He", "Then" stay what they are)
 V4_COMMON_WORDS = 500
 
+# v9: IOI actions taken from Brown, "<pronoun> <up to five words> <preposition> <pronoun>" with the words and
+# preposition kept ("glanced at", "caught up with", "passed on to"), beside v2's hand-written ones
+V9_BROWN_ACTION_SHARE = 0.5
+_ACTION_PREPOSITIONS = (
+    "to|at|with|for|from|about|on|toward|towards|into|of|behind|near|after|against|beside|past|around|over|"
+    "across|upon|under|beneath|without"
+)
+_BROWN_ACTION = re.compile(
+    rf"\b(?:He|She|he|she|They|they|I|We|we) ((?:[a-z]+ ){{0,4}}?(?:{_ACTION_PREPOSITIONS})) (?:him|her|them|me|us)\b"
+)
+_PRONOUNS = frozenset("he she it they i we you him her them me us his".split())
+
+
+def brown_actions(sentences: list[str]) -> list[str]:
+    """Distinct verb phrases that end in a preposition and take a person in `sentences`: what follows a subject
+    pronoun up to a preposition and an object pronoun ("She glanced at him" -> "glanced at"), in first-seen order.
+    Phrases with another pronoun inside are left out."""
+    found: dict[str, None] = {}
+    for sentence in sentences:
+        for match in _BROWN_ACTION.finditer(sentence):
+            phrase = match.group(1)
+            if not _PRONOUNS & set(phrase.split()):
+                found.setdefault(phrase)
+    return list(found)
+
 
 def vocabulary_words(tok) -> list[str]:
     """The words a `tokenizers.Tokenizer` encodes as one token after a space (ASCII letters, two or more), in id order."""
@@ -288,6 +315,7 @@ class _V2Text:
         ] or self.sentences
         self.stage = ioi_stage
         self.actions = [(p, a) for p, acts in V2_ACTIONS.items() for a in acts]
+        self.brown_actions = brown_actions(self.sentences) if split.task_text == "v9" else []
         # v4: capitalised vocabulary words as names, and a split whose names they are (for copy text)
         self.words = list(split.vocabulary_words)
         common = {w.lower() for w in self.words[:V4_COMMON_WORDS]}
@@ -328,6 +356,8 @@ class _V2Text:
             intro = body + rng.choice(V2_CONNECTORS)
         if r < 0.25 and rng.random() < 0.5:
             action = rng.choice(IOI_ACTIONS_TRAIN).format(S=subject, obj=rng.choice(OBJECTS))
+        elif self.brown_actions and rng.random() < V9_BROWN_ACTION_SHARE:
+            action = f" {subject} {rng.choice(self.brown_actions)}"
         else:
             action = f" {subject} " + rng.choice(self.actions)[1].format(obj=rng.choice(OBJECTS))
         return f"{intro}{action} {indirect}."

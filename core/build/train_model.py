@@ -148,6 +148,7 @@ TASK_TEXT_TRAINING = {
         "induction_warmup_steps": 300,
     },
 }
+TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v8"]  # v9 changes the text only
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
