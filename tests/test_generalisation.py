@@ -185,6 +185,28 @@ def test_v4_names_some_sentences_with_random_vocabulary_words_and_repeats_random
     assert not any(set(re.findall(r"[A-Z][a-z]+", v2["ioi"](rng))) & random_names for _ in range(200))
 
 
+def test_brown_actions_keep_verb_phrases_that_take_a_person_and_v9_uses_them():
+    from core.build.tasks_v2 import brown_actions
+
+    sentences = [
+        "She glanced at him, and then she caught up with them near the gate.",
+        "He looked at her.",
+        "They had lost touch with us.",
+        "He gave it to her.",  # a pronoun inside the phrase: left out
+        "The dog ran to him.",  # no pronoun subject: left out
+        "She glanced at him again.",
+    ]
+    assert brown_actions(sentences) == ["glanced at", "caught up with", "looked at", "had lost touch with"]
+    split = _v4_split("v9")
+    gens, rng = training_text_generators(split, sentences + NEUTRAL), random.Random(2)
+    ioi = [gens["ioi"](rng) for _ in range(400)]
+    action = re.compile(r" (glanced at|caught up with|had lost touch with) [A-Z]\w*\.$")
+    found = [t for t in ioi if action.search(t)]
+    assert 0.2 < len(found) / len(ioi) < 0.6, len(found)
+    v8 = training_text_generators(_v4_split("v8"), sentences + NEUTRAL)
+    assert not any(action.search(v8["ioi"](rng)) for _ in range(400))
+
+
 def test_v2_drops_brown_sentences_with_heldout_words_or_phrases():
     assert clean_sentences(NEUTRAL + CONTAMINATED) == NEUTRAL
     assert set(leaks("so neither  spirit\nnor matter, At last")) == {"neither  spirit\nnor matter", "At last"}
