@@ -8,7 +8,9 @@ the non-repeated name A outscores the repeated B):
 - `probe_training_frame`: "Yesterday A and B went to the store. Then B gave the book to" (a training frame);
 - `probe_new_frame`: "A and B came to the store. B said hello. Everyone looked at" (in no training text);
 each with the split's training names, its vocabulary words (task texts that use them) and the
-generalisation names, single-token ones only. Last line: one JSON object.
+generalisation names, single-token ones only; and `ioi_by_frame`, IOI with the generalisation names split
+by frame: each held-out introduction with v1's training actions (60 items), each held-out action with v1's
+training introductions (40), and both training (100). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TRAINING_FRAME = "Yesterday {A} and {B} went to the store. Then {B} gave the book to"
 NEW_FRAME = "{A} and {B} came to the store. {B} said hello. Everyone looked at"
+
+
+def ioi_by_frame(model) -> dict[str, float]:
+    """IOI accuracy with single-token generalisation names, by held-out introduction and by held-out action."""
+    from core.build import generalisation as gen
+    from core.build.evaluate import task_accuracy
+    from core.build.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN
+
+    tok = model.tokenizer
+    names = [n for n in gen.GEN_NAMES if len(tok.encode(" " + n, add_special_tokens=False)) == 1]
+    rng = random.Random(0)
+    out = {}
+    for intro in gen.GEN_IOI_INTROS:
+        out[f"intro: {intro}"] = task_accuracy(
+            model, [gen._ioi(rng, names, (intro,), IOI_ACTIONS_TRAIN) for _ in range(60)]
+        )
+    for action in gen.GEN_ACTIONS_TO + gen.GEN_ACTIONS_AT + gen.GEN_ACTIONS_OTHER:
+        out[f"action:{action}"] = task_accuracy(
+            model, [gen._ioi(rng, names, IOI_INTROS_TRAIN, (action,)) for _ in range(40)]
+        )
+    both = [gen._ioi(rng, names, IOI_INTROS_TRAIN, IOI_ACTIONS_TRAIN) for _ in range(100)]
+    out["training introductions and actions"] = task_accuracy(model, both)
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def main() -> int:
@@ -62,6 +87,7 @@ def main() -> int:
     groups = {k: [n for n in v if len(token_of(n)) == 1] for k, v in groups.items()}
     for key, frame in (("probe_training_frame", TRAINING_FRAME), ("probe_new_frame", NEW_FRAME)):
         result[key] = {k: accuracy(v, frame) for k, v in groups.items() if len(v) > 1}
+    result["ioi_by_frame"] = ioi_by_frame(model)
     print(json.dumps(result))
     return 0
 
