@@ -84,7 +84,7 @@ def main() -> int:
     split = TaskSplit.from_json(manifest["task_split"])
     data = load_default_data(args.root, split)
     if args.variant != "same":
-        text = "v8" if args.variant == "v8" else "v4"
+        text = "v9" if args.variant == "brown_actions" else "v4"
         # as make_split keeps them: less every name of the split and every generalisation word
         excluded = heldout_words() | set(split.train_names) | set(split.heldout_names)
         words = tuple(w for w in vocabulary_words(data.bpe) if w not in excluded)
