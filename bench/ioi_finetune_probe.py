@@ -60,9 +60,9 @@ def main() -> int:
 
     from core.build import tasks_v2
     from core.build.evaluate import repeated_tokens_accuracy, task_accuracy
-    from core.build.generalisation import generalisation_items, heldout_words
+    from core.build.generalisation import generalisation_items
     from core.build.induction_init import model_induction_heads
-    from core.build.tasks import TaskSplit, evaluation_items
+    from core.build.tasks import TaskSplit, evaluation_items, random_name_pool
     from core.build.tasks_v2 import vocabulary_words
     from core.build.train_model import (
         ModelTrainingConfig,
@@ -85,10 +85,8 @@ def main() -> int:
     data = load_default_data(args.root, split)
     if args.variant != "same":
         text = "v9" if args.variant == "brown_actions" else "v4"
-        # as make_split keeps them: less every name of the split and every generalisation word
-        excluded = heldout_words() | set(split.train_names) | set(split.heldout_names)
-        words = tuple(w for w in vocabulary_words(data.bpe) if w not in excluded)
-        split = dataclasses.replace(split, task_text=text, vocabulary_words=words)
+        words = random_name_pool(vocabulary_words(data.bpe), split.train_names + split.heldout_names)
+        split = dataclasses.replace(split, task_text=text, vocabulary_words=tuple(words))
         if args.variant == "random_names_all":
             tasks_v2.V4_RANDOM_NAME_SHARE = 1.0
     weights = dict(built["task_weights"])

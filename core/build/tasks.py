@@ -248,10 +248,7 @@ def make_split(
     validation_verbs = random.Random(seed + 1).sample(extra, min(n_validation_verbs, len(extra))) if extra else []
     train_verbs = [v for v in SVA_REL_VERBS_TRAIN + tuple(extra) if v not in validation_verbs]
     extra_names = [n for n in dict.fromkeys(extra_train_names) if n not in names]
-    from core.build.generalisation import heldout_words
-
-    excluded = heldout_words() | set(names) | set(extra_names)
-    words = [w for w in dict.fromkeys(vocabulary_words) if w not in excluded]
+    words = random_name_pool(vocabulary_words, names + extra_names)
     return TaskSplit(
         train_names=tuple(names[n_names:] + extra_names),
         heldout_names=tuple(names[:n_names]),
@@ -262,6 +259,15 @@ def make_split(
         task_text=check_task_text(task_text),
         vocabulary_words=tuple(words),
     )
+
+
+def random_name_pool(vocabulary_words: Sequence[str], names: Sequence[str]) -> list[str]:
+    """`vocabulary_words` (deduplicated, in order) less every one of `names` and every generalisation word:
+    the words a split may use as random names and sequences, so no held-out name enters training text."""
+    from core.build.generalisation import heldout_words
+
+    excluded = heldout_words() | set(names)
+    return [w for w in dict.fromkeys(vocabulary_words) if w not in excluded]
 
 
 def task_pools(version: str, package_dir=None) -> tuple[list[str], list[tuple[str, str]]]:
