@@ -327,7 +327,7 @@ class _V2Text:
         )
 
     def _random_names(self, rng: random.Random) -> bool:
-        """Whether this sentence's names are random vocabulary words (v4-v6 and v8, after the IOI curriculum)."""
+        """Whether this sentence's names are random vocabulary words (v4-v6, v8 and v9, after the IOI curriculum)."""
         return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:

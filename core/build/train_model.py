@@ -140,15 +140,9 @@ TASK_TEXT_TRAINING = {
         "plant_induction": True,
         "induction_warmup_steps": 300,
     },
-    "v8": {
-        "tie_embeddings": True,
-        "steps": 4000,
-        "induction_rows": ((4000, 0.2),),
-        "plant_induction": True,
-        "induction_warmup_steps": 300,
-    },
 }
-TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v8"]  # v9 changes the text only
+# v8 and v9 change the text only: v4's, and v4's with IOI actions from Brown
+TASK_TEXT_TRAINING["v8"] = TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v7"]
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
