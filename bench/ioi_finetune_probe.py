@@ -11,7 +11,8 @@ each), so a task text's effect on IOI can be read in minutes instead of a full b
 - `random_names`: v4's text over the same split (half of IOI and copy sentences named with random
   capitalised vocabulary words);
 - `random_names_all`: the same with every IOI and copy sentence so named;
-- `brown_actions`: v9's text (v4's, with half of the IOI actions taken from Brown).
+- `brown_actions`: v9's text (v4's, with half of the IOI actions taken from Brown);
+- `brown_intros`: v10's text (v9's, with IOI introductions and connectors taken from Brown as well).
 `--ioi-weight`, `--bracket-weight` and `--bracket-budgets` change the mix of any variant.
 (`random_names` over a build of v2's or v7's text is what task text v8 changes: v4's text, trained as v7.
 A first v8, with half of IOI in generic frames of any training verb and preposition, was probed as
@@ -35,7 +36,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument(
-        "--variant", choices=("same", "random_names", "random_names_all", "brown_actions"), default="same"
+        "--variant",
+        choices=("same", "random_names", "random_names_all", "brown_actions", "brown_intros"),
+        default="same",
     )
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--every", type=int, default=200)
@@ -84,7 +87,7 @@ def main() -> int:
     split = TaskSplit.from_json(manifest["task_split"])
     data = load_default_data(args.root, split)
     if args.variant != "same":
-        text = "v9" if args.variant == "brown_actions" else "v4"
+        text = {"brown_actions": "v9", "brown_intros": "v10"}.get(args.variant, "v4")
         words = random_name_pool(vocabulary_words(data.bpe), split.train_names + split.heldout_names)
         split = dataclasses.replace(split, task_text=text, vocabulary_words=tuple(words))
         if args.variant == "random_names_all":

@@ -126,7 +126,7 @@ def test_v3_proper_nouns_leave_out_generalisation_names_and_join_training_names_
     assert split.train_names == plain.train_names + ("Chicago",)  # Mary is one of the names already
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8", "v9"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8", "v9", "v10"])
 def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
     """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
     if version == "v1":
@@ -139,7 +139,7 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
         names, pool = v2_pools(None)
         split = make_split(names, pool, seed=0, task_text="v3", extra_train_names=["Chicago", "Palmer", "June"])
         sentences = NEUTRAL + CONTAMINATED
-    else:  # v4, v8 and v9: random vocabulary words as names and sequences, generalisation words among them
+    else:  # v4 and v8-v10: random vocabulary words as names and sequences, generalisation words among them
         split = _v4_split(version)
         sentences = NEUTRAL + CONTAMINATED
     rng = random.Random(11)
@@ -156,7 +156,7 @@ _V4_WORDS = ["he"] + ["q" + a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in
 
 
 def _v4_split(version: str = "v4") -> TaskSplit:
-    """A v4 (v8, v9) split over v2's names and a made-up vocabulary: 677 common words, then four names and a pronoun."""
+    """A v4 (v8-v10) split over v2's names and a made-up vocabulary: 677 common words, then four names and a pronoun."""
     names, pool = v2_pools(None)
     words = _V4_WORDS + sorted(heldout_words()) + ["Chicago", "Palmer", "Tex", "He", "Mah", "Zed"] + names
     return make_split(names, pool, seed=0, task_text=version, vocabulary_words=words)
@@ -203,6 +203,53 @@ def test_brown_actions_keep_verb_phrases_that_take_a_person_and_v9_uses_them():
     assert not any(action.search(v8["ioi"](rng)) for _ in range(400))
 
 
+def test_brown_pair_intros_and_connectors_frame_ioi_in_v10_only():
+    from core.build.tasks_v2 import brown_connectors, brown_pair_intros
+
+    intros = [
+        "He turned to her again before the rain.",
+        "We were sitting together, talking.",
+        "In the dark she saw him stirring.",
+        "She took her hat off the rack.",  # a possessive "her": left out
+        "He told her that she was late.",  # a third pronoun: left out
+        "He met Jones at the door of the hall.",  # another person named: left out
+        "When he arrived at last, everyone was gone.",  # no object pronoun: left out
+    ]
+    assert brown_pair_intros(intros) == [
+        "{A} turned to {B} again before the rain",
+        "{A} and {B} were sitting together, talking",
+        "In the dark {A} saw {B} stirring",
+    ]
+    twice = [
+        "But he did not stop.",
+        "For a moment she stared at the wall.",
+        "In fact, they were late.",
+        "It rained all day, but he went out.",
+        "What he wanted was rest.",  # a question's opening: left out
+        "Then she said he was right.",  # a pronoun inside: left out
+    ]
+    once = ["Having no choice, he went home."]  # seen once: left out
+    assert sorted(brown_connectors(twice + twice + once)) == [", but", ". But", ". For a moment", ". In fact,"]
+    sentences = intros + twice + twice + NEUTRAL
+    rng = random.Random(5)
+    v10 = training_text_generators(_v4_split("v10"), sentences)
+    ioi = [v10["ioi"](rng) for _ in range(600)]
+    framed = [
+        t for t in ioi if re.match(r"[A-Z]\w* turned to [A-Z]\w* again before the rain|In the dark [A-Z]\w* saw", t)
+    ]
+    assert 0.1 < len(framed) / len(ioi) < 0.4, len(framed)  # V10_BROWN_INTRO_SHARE of the composed three quarters
+    joined = [t for t in ioi if re.search(r"(\. But|\. For a moment|\. In fact,|, but) [A-Z]\w* [a-z]", t)]
+    assert 0.2 < len(joined) / len(ioi) < 0.6, len(joined)
+    for t in framed:  # the answer is the name of the pair that is not the action's subject
+        a, b = re.findall(r"\b(?!In\b|The\b)[A-Z][a-z]+", t)[:2]
+        subject, answer = re.search(r" ([A-Z][a-z]+) [a-z ]+? ([A-Z][a-z]+)\.$", t).groups()
+        assert {subject, answer} == {a, b}, t
+    v9 = training_text_generators(_v4_split("v9"), sentences)
+    v9_ioi = [v9["ioi"](rng) for _ in range(600)]
+    brown_framed = re.compile(r"[A-Z]\w* turned to [A-Z]\w* again|In the dark [A-Z]|(For a moment|In fact,) [A-Z]")
+    assert not any(brown_framed.search(t) for t in v9_ioi)  # (v9 has the sentences as fillers and Brown actions)
+
+
 def test_v2_drops_brown_sentences_with_heldout_words_or_phrases():
     assert clean_sentences(NEUTRAL + CONTAMINATED) == NEUTRAL
     assert set(leaks("so neither  spirit\nnor matter, At last")) == {"neither  spirit\nnor matter", "At last"}
@@ -240,7 +287,9 @@ def test_task_text_version_in_split_config_and_cli():
     assert "task_text" not in v1.to_json() and TaskSplit.from_json(v1.to_json()).task_text == "v1"
     v2 = _v2_split()
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
-    with pytest.raises(ValueError, match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9$"):
+    with pytest.raises(
+        ValueError, match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10$"
+    ):
         make_split(list(NAMES), list(NOUNS), task_text="v0")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model
     assert model_config_hash(ModelTrainingConfig()) == "454cf3bd8d2c8a47"

@@ -93,6 +93,8 @@ def test_plant_refuses_a_model_too_small_and_keeps_build_5_key():
     # v8 is v4's text (vocabulary words kept in the split) trained exactly as v7
     from core.build.tasks import VOCABULARY_WORD_VERSIONS
 
-    v7, v8 = training_config("v7"), training_config("v8")
-    assert {**asdict(v7), "task_text": "v8"} == asdict(v8) and "v8" in VOCABULARY_WORD_VERSIONS
-    assert model_config_hash(v8) != model_config_hash(v7)
+    v7 = training_config("v7")
+    for version in ("v8", "v9", "v10"):  # (v9 and v10 change v8's text only)
+        other = training_config(version)
+        assert {**asdict(v7), "task_text": version} == asdict(other) and version in VOCABULARY_WORD_VERSIONS
+        assert model_config_hash(other) != model_config_hash(v7)

@@ -14,7 +14,9 @@ Selected by `python -m core build-default --task-text v2` (`ModelTrainingConfig.
 - Copy and number frames as v1, over v2's names and nouns.
 v8 is v4's text trained as v7 (from the planted induction circuit, after an induction warm-up). v9 is
 v8 with half of the IOI actions after the curriculum taken from Brown (`brown_actions`: hundreds of verb
-phrases that end in a preposition and take a person), so that IOI is not tied to a few dozen verbs.
+phrases that end in a preposition and take a person), so that IOI is not tied to a few dozen verbs. v10 is
+v9 with IOI introductions (`brown_pair_intros`: Brown sentences about two people, "He turned to her again")
+and connectors (`brown_connectors`: ". When", ". For a moment", ", but") taken from Brown as well.
 Nothing in the generalisation sets (core.build.generalisation) is produced: their names and nouns
 are left out of the pools, and Brown sentences that contain one of them, or one of their frame
 phrases, are dropped before any is used as a frame, filler or span.
@@ -259,6 +261,78 @@ def brown_actions(sentences: list[str]) -> list[str]:
     return list(found)
 
 
+# v10: IOI introductions and connectors taken from Brown beside v2's composed ones (after the curriculum)
+V10_BROWN_INTRO_SHARE = 0.3
+V10_BROWN_CONNECTOR_SHARE = 0.5
+# a connector is kept when Brown has it at least this often (drops one-off fragments such as ". Having no choice,")
+V10_MIN_CONNECTOR_COUNT = 2
+_OBJECT_HER = re.compile(
+    r"^(?:[.,;:!?]|$| (?:the|a|an|to|at|with|for|from|in|on|into|about|up|down|out|off|back|and|as|that|again|away|"
+    r"so|too|once|now|then|over|by)\b(?![-']))"
+)
+_NOT_CONNECTOR_START = frozenset(
+    "what was did could would does had why how is do can will should where who which were are has have may might must "
+    "shall whom whose this these those there".split()
+)
+_ALL_PRONOUNS = _PRONOUNS | frozenset(
+    "hers its their theirs my mine our ours your yours himself herself themselves ourselves myself yourself".split()
+)
+_LEAD_CONNECTOR = re.compile(r"^([A-Z][a-z]+(?: [a-z]+){0,3})(,?) (?:he|she|they) [a-z]")
+_MID_CONNECTOR = re.compile(r"[a-z], ((?:[a-z]+ ){0,2}[a-z]+),? (?:he|she|they) [a-z]")
+
+
+def _frame_sentences(sentences: list[str]) -> list[str]:
+    """Sentences fit to frame an IOI introduction: 5-22 words, a full stop, no quotes or braces, no capital after the
+    first word (no third person named)."""
+    return [
+        s for s in sentences if s.endswith(".") and 5 <= len(s.split()) <= 22 and not re.search(r"\s[A-Z]|[\"{}]", s)
+    ]
+
+
+def brown_pair_intros(sentences: list[str]) -> list[str]:
+    """IOI introductions from sentences about two people, as templates over {A} and {B} without the full stop.
+
+    A sentence whose only pronouns are a subject he/she and a later object him/her gives "{A} ... {B}"
+    ("He turned to her again." -> "{A} turned to {B} again"); one that starts with "We" and has no other
+    pronoun gives "{A} and {B} ..." ("We were sitting together, talking."). "her" followed by a noun
+    (a possessive) is left out."""
+    out: dict[str, None] = {}
+    for s in _frame_sentences(sentences):
+        words = re.findall(r"[A-Za-z']+", s)
+        pronouns = [w.lower() for w in words if w.lower() in _ALL_PRONOUNS]
+        if pronouns == ["we"] and s.startswith("We "):
+            out.setdefault("{A} and {B}" + s[len("We") : -1])
+        elif len(pronouns) == 2 and pronouns[0] in ("he", "she") and pronouns[1] in ("him", "her"):
+            subject = re.search(r"\b(?:He|he|She|she)\b", s)
+            obj = re.search(rf"\b{pronouns[1]}\b", s[subject.end() :])
+            if obj is None or (pronouns[1] == "her" and not _OBJECT_HER.match(s[subject.end() + obj.end() :])):
+                continue
+            at = subject.end() + obj.start()
+            text = s[: subject.start()] + "{A}" + s[subject.end() : at] + "{B}" + s[at + len(pronouns[1]) : -1]
+            out.setdefault(text)
+    return list(out)
+
+
+def brown_connectors(sentences: list[str], min_count: int = V10_MIN_CONNECTOR_COUNT) -> list[str]:
+    """Words that join a clause to one whose subject is a person, from `sentences`, as IOI connectors.
+
+    A sentence's opening words before he/she/they give ". <words>" (". When", ". For a moment", ". In fact,");
+    words after a comma and before he/she/they give ", <words>" (", but", ", and when"). Kept when seen at least
+    `min_count` times; none holds a pronoun, and none opens a question."""
+    counts: Counter[str] = Counter()
+    for s in sentences:
+        lead = _LEAD_CONNECTOR.match(s)
+        if lead:
+            words = lead.group(1).lower().split()
+            if not _ALL_PRONOUNS & set(words) and words[0] not in _NOT_CONNECTOR_START and words[-1] != "said":
+                counts[". " + lead.group(1) + lead.group(2)] += 1
+        for mid in _MID_CONNECTOR.finditer(s):
+            words = mid.group(1).split()
+            if not _ALL_PRONOUNS & set(words) and words[0] not in _NOT_CONNECTOR_START and words[-1] != "said":
+                counts[", " + mid.group(1)] += 1
+    return [c for c, n in counts.items() if n >= min_count]
+
+
 def vocabulary_words(tok) -> list[str]:
     """The words a `tokenizers.Tokenizer` encodes as one token after a space (ASCII letters, two or more), in id order."""
     out = []
@@ -315,7 +389,10 @@ class _V2Text:
         ] or self.sentences
         self.stage = ioi_stage
         self.actions = [(p, a) for p, acts in V2_ACTIONS.items() for a in acts]
-        self.brown_actions = brown_actions(self.sentences) if split.task_text == "v9" else []
+        from_brown = split.task_text in ("v9", "v10")
+        self.brown_actions = brown_actions(self.sentences) if from_brown else []
+        self.brown_intros = brown_pair_intros(self.sentences) if split.task_text == "v10" else []
+        self.brown_connectors = brown_connectors(self.sentences) if split.task_text == "v10" else []
         # v4: capitalised vocabulary words as names, and a split whose names they are (for copy text)
         self.words = list(split.vocabulary_words)
         common = {w.lower() for w in self.words[:V4_COMMON_WORDS]}
@@ -327,7 +404,7 @@ class _V2Text:
         )
 
     def _random_names(self, rng: random.Random) -> bool:
-        """Whether this sentence's names are random vocabulary words (v4-v6, v8 and v9, after the IOI curriculum)."""
+        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v10, after the IOI curriculum)."""
         return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:
@@ -343,6 +420,9 @@ class _V2Text:
         r = rng.random()
         if r < 0.25:
             intro = rng.choice(IOI_INTROS_TRAIN).format(A=a, B=b, place=place, obj=obj)
+        elif self.brown_intros and rng.random() < V10_BROWN_INTRO_SHARE:
+            body = rng.choice(self.brown_intros).format(A=a, B=b)
+            intro = body + self._connector(rng)
         else:
             if r < 0.6 or not self.they:
                 pair = rng.choice(V2_PAIRS).format(A=a, B=b)
@@ -353,7 +433,7 @@ class _V2Text:
                 body = f"{a} and {b} " + rng.choice(self.they)[:-1]
             if rng.random() < 0.3:
                 body += ". " + rng.choice(self.fillers)[:-1]
-            intro = body + rng.choice(V2_CONNECTORS)
+            intro = body + self._connector(rng)
         if r < 0.25 and rng.random() < 0.5:
             action = rng.choice(IOI_ACTIONS_TRAIN).format(S=subject, obj=rng.choice(OBJECTS))
         elif self.brown_actions and rng.random() < V9_BROWN_ACTION_SHARE:
@@ -361,6 +441,12 @@ class _V2Text:
         else:
             action = f" {subject} " + rng.choice(self.actions)[1].format(obj=rng.choice(OBJECTS))
         return f"{intro}{action} {indirect}."
+
+    def _connector(self, rng: random.Random) -> str:
+        """What joins an IOI introduction to its action: v2's, or Brown's for v10 half the time."""
+        if self.brown_connectors and rng.random() < V10_BROWN_CONNECTOR_SHARE:
+            return rng.choice(self.brown_connectors)
+        return rng.choice(V2_CONNECTORS)
 
     def sva(self, rng: random.Random) -> str:
         nouns = self.split.train_nouns

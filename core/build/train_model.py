@@ -141,8 +141,8 @@ TASK_TEXT_TRAINING = {
         "induction_warmup_steps": 300,
     },
 }
-# v8 and v9 change the text only: v4's, and v4's with IOI actions from Brown
-TASK_TEXT_TRAINING["v8"] = TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v7"]
+# v8-v10 change the text only: v4's, and v4's with IOI actions (v9) and introductions (v10) from Brown
+TASK_TEXT_TRAINING["v8"] = TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v10"] = TASK_TEXT_TRAINING["v7"]
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
