@@ -201,6 +201,10 @@ def test_brown_actions_keep_verb_phrases_that_take_a_person_and_v9_uses_them():
     assert 0.2 < len(found) / len(ioi) < 0.6, len(found)
     v8 = training_text_generators(_v4_split("v8"), sentences + NEUTRAL)
     assert not any(action.search(v8["ioi"](rng)) for _ in range(400))
+    # v11 trains v9's text (in a larger model): the same sentences from the same seed
+    v9, v11 = (training_text_generators(_v4_split(v), sentences + NEUTRAL) for v in ("v9", "v11"))
+    rng9, rng11 = random.Random(4), random.Random(4)
+    assert [v9["ioi"](rng9) for _ in range(200)] == [v11["ioi"](rng11) for _ in range(200)]
 
 
 def test_brown_pair_intros_and_connectors_frame_ioi_in_v10_only():
@@ -288,7 +292,7 @@ def test_task_text_version_in_split_config_and_cli():
     v2 = _v2_split()
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
     with pytest.raises(
-        ValueError, match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10$"
+        ValueError, match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11$"
     ):
         make_split(list(NAMES), list(NOUNS), task_text="v0")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model

@@ -98,3 +98,5 @@ def test_plant_refuses_a_model_too_small_and_keeps_build_5_key():
         other = training_config(version)
         assert {**asdict(v7), "task_text": version} == asdict(other) and version in VOCABULARY_WORD_VERSIONS
         assert model_config_hash(other) != model_config_hash(v7)
+    # v11 is v9's text in a 6-layer model
+    assert asdict(training_config("v11")) == {**asdict(v7), "task_text": "v11", "n_layers": 6}

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 TASKS = ("ioi", "sva", "brackets")
 # Versions of the training text: v1 made build 5 (the shipped default); v2 (core.build.tasks_v2)
 # teaches the behaviours in general form.
-TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10")
+TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11")
 # versions whose split keeps the tokenizer's vocabulary words (random names and sequences; v5 and v6 are
 # v4's text, trained differently; v7 is v2's text, trained as v6 with more induction rows; v8 is v4's
-# text trained as v7; v9 v8's with IOI actions from Brown; v10 v9's with IOI introductions and connectors from Brown)
-VOCABULARY_WORD_VERSIONS = ("v4", "v5", "v6", "v8", "v9", "v10")
+# text trained as v7; v9 v8's with IOI actions from Brown; v10 v9's with IOI introductions and connectors from
+# Brown; v11 is v9's text in a 6-layer model)
+VOCABULARY_WORD_VERSIONS = ("v4", "v5", "v6", "v8", "v9", "v10", "v11")
 
 
 def check_task_text(version: str) -> str:
@@ -273,7 +274,7 @@ def random_name_pool(vocabulary_words: Sequence[str], names: Sequence[str]) -> l
 def task_pools(version: str, package_dir=None) -> tuple[list[str], list[tuple[str, str]]]:
     """Candidate names and (singular, plural) nouns of a task-text version, before the single-token filter.
 
-    v1: `NAMES` and `NOUNS`; v2-v10: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
+    v1: `NAMES` and `NOUNS`; v2-v11: `core.build.tasks_v2.v2_pools` (hundreds of names, Brown's NN/NNS
     pairs from the tagged package in `package_dir`).
     """
     if check_task_text(version) != "v1":
@@ -532,7 +533,7 @@ def training_text_generators(
     each (0 = all), the build's IOI curriculum. `split.task_text` picks the version (v2:
     `core.build.tasks_v2`; v3 is v2's text over a larger name pool; v4 v2's text with random
     vocabulary words as names half the time, and repeated random word sequences; v5, v6 and v8 train
-    on v4's text; v9 adds IOI actions taken from Brown, v10 introductions and connectors too).
+    on v4's text; v9 adds IOI actions taken from Brown, v10 introductions and connectors too; v11 is v9's).
     """
     if check_task_text(split.task_text) != "v1":
         from core.build.tasks_v2 import training_text_generators_v2

@@ -238,6 +238,10 @@ V4_COMMON_WORDS = 500
 # v9: IOI actions taken from Brown, "<pronoun> <up to five words> <preposition> <pronoun>" with the words and
 # preposition kept ("glanced at", "caught up with", "passed on to"), beside v2's hand-written ones
 V9_BROWN_ACTION_SHARE = 0.5
+# the versions whose IOI takes actions (v9 on; v11 is v9's text in a larger model) and introductions and
+# connectors (v10) from Brown
+BROWN_ACTION_VERSIONS = ("v9", "v10", "v11")
+BROWN_INTRO_VERSIONS = ("v10",)
 _ACTION_PREPOSITIONS = (
     "to|at|with|for|from|about|on|toward|towards|into|of|behind|near|after|against|beside|past|around|over|"
     "across|upon|under|beneath|without"
@@ -389,10 +393,11 @@ class _V2Text:
         ] or self.sentences
         self.stage = ioi_stage
         self.actions = [(p, a) for p, acts in V2_ACTIONS.items() for a in acts]
-        from_brown = split.task_text in ("v9", "v10")
+        from_brown = split.task_text in BROWN_ACTION_VERSIONS
         self.brown_actions = brown_actions(self.sentences) if from_brown else []
-        self.brown_intros = brown_pair_intros(self.sentences) if split.task_text == "v10" else []
-        self.brown_connectors = brown_connectors(self.sentences) if split.task_text == "v10" else []
+        intros = split.task_text in BROWN_INTRO_VERSIONS
+        self.brown_intros = brown_pair_intros(self.sentences) if intros else []
+        self.brown_connectors = brown_connectors(self.sentences) if intros else []
         # v4: capitalised vocabulary words as names, and a split whose names they are (for copy text)
         self.words = list(split.vocabulary_words)
         common = {w.lower() for w in self.words[:V4_COMMON_WORDS]}

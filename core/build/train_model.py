@@ -143,6 +143,8 @@ TASK_TEXT_TRAINING = {
 }
 # v8-v10 change the text only: v4's, and v4's with IOI actions (v9) and introductions (v10) from Brown
 TASK_TEXT_TRAINING["v8"] = TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v10"] = TASK_TEXT_TRAINING["v7"]
+# v11: v9's text in a model of 6 layers instead of 4 (is the default's size what limits IOI?)
+TASK_TEXT_TRAINING["v11"] = {**TASK_TEXT_TRAINING["v7"], "n_layers": 6}
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
