@@ -13,7 +13,9 @@ each), so a task text's effect on IOI can be read in minutes instead of a full b
 - `random_names_all`: the same with every IOI and copy sentence so named;
 - `brown_actions`: v9's text (v4's, with half of the IOI actions taken from Brown);
 - `brown_intros`: v10's text (v9's, with IOI introductions and connectors taken from Brown as well).
-`--ioi-weight`, `--bracket-weight` and `--bracket-budgets` change the mix of any variant.
+`--ioi-weight`, `--bracket-weight` and `--bracket-budgets` change the mix of any variant;
+`--plant-bracket-head H` replaces layer 0's head H with `core.build.bracket_init`'s bracket head first
+(calibrated on training words), and the first point is measured after it.
 (`random_names` over a build of v2's or v7's text is what task text v8 changes: v4's text, trained as v7.
 A first v8, with half of IOI in generic frames of any training verb and preposition, was probed as
 `v8` in commit 4c25b3a and dropped: worse than `random_names` at every point to step 400.)
@@ -52,6 +54,7 @@ def main() -> int:
         default=None,
         help="v2 bracket budgets' weights for 12, 30 and 60 words, e.g. 0.2,0.3,0.5 (default: the text's)",
     )
+    parser.add_argument("--plant-bracket-head", type=int, default=None, help="layer 0's head to replace (none)")
     parser.add_argument("--task-share", type=float, default=0.5)
     parser.add_argument("--induction-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=11)
@@ -122,6 +125,11 @@ def main() -> int:
     model = load_default_model(args.root)
     tokenizer = model.tokenizer
     tie_unembedding(model)
+    if args.plant_bracket_head is not None:
+        from core.build.bracket_init import bracket_token_ids, calibration_rows, plant_bracket_head
+
+        rows_in = calibration_rows(tokenizer, data.train_sentences)
+        plant_bracket_head(model, rows_in, *bracket_token_ids(tokenizer), head=args.plant_bracket_head)
     val_sentences = data.validation_sentences
     sets = {
         "ioi_heldout": evaluation_items("ioi", split, val_sentences, 200),
@@ -136,6 +144,7 @@ def main() -> int:
                 "sva_new_nouns",
                 "brackets_nested_inner_closed",
                 "brackets_long_span",
+                "brackets_span_over_60",
             )
         },
     }
