@@ -19,6 +19,7 @@ The planted head (in a trained model, in place of one head):
 from __future__ import annotations
 
 import math
+import random
 from typing import TYPE_CHECKING
 
 import torch
@@ -85,10 +86,8 @@ def plant_bracket_head(
     scale = lead * math.sqrt(cfg.d_head) / key_gap
     attn = model.blocks[layer].attn
     with torch.no_grad():
-        for weight in (attn.W_Q[head], attn.b_Q[head], attn.W_K[head], attn.b_K[head]):
-            weight.zero_()
-        for weight in (attn.W_V[head], attn.b_V[head], attn.W_O[head]):
-            weight.zero_()
+        for weight in (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O):
+            weight[head].zero_()
         attn.b_Q[head][0] = 1.0
         attn.W_K[head][:, 0] = key * scale
         attn.b_K[head][0] = -other_key * scale
@@ -100,8 +99,6 @@ def plant_bracket_head(
 def calibration_rows(tokenizer, sentences: list[str], n: int = 64, length: int = 64, seed: int = 0) -> torch.Tensor:
     """`[n, length]` int64 rows: BOS, then "<2-6 words> (<2-10 words>) <2-10 words>." again and again from
     `sentences`' words, cut at `length` tokens (a row may end inside a bracket)."""
-    import random
-
     rng = random.Random(seed)
     words = [w for s in sentences for w in s.split() if "(" not in w and ")" not in w] or ["word"]
 

@@ -324,16 +324,18 @@ def brown_connectors(sentences: list[str], min_count: int = V10_MIN_CONNECTOR_CO
     A sentence's opening words before he/she/they give ". <words>" (". When", ". For a moment", ". In fact,");
     words after a comma and before he/she/they give ", <words>" (", but", ", and when"). Kept when seen at least
     `min_count` times; none holds a pronoun, and none opens a question."""
+
+    def joins(phrase: str) -> bool:  # no pronoun, no question's opening, no "... said"
+        words = phrase.lower().split()
+        return not _ALL_PRONOUNS & set(words) and words[0] not in _NOT_CONNECTOR_START and words[-1] != "said"
+
     counts: Counter[str] = Counter()
     for s in sentences:
         lead = _LEAD_CONNECTOR.match(s)
-        if lead:
-            words = lead.group(1).lower().split()
-            if not _ALL_PRONOUNS & set(words) and words[0] not in _NOT_CONNECTOR_START and words[-1] != "said":
-                counts[". " + lead.group(1) + lead.group(2)] += 1
+        if lead and joins(lead.group(1)):
+            counts[". " + lead.group(1) + lead.group(2)] += 1
         for mid in _MID_CONNECTOR.finditer(s):
-            words = mid.group(1).split()
-            if not _ALL_PRONOUNS & set(words) and words[0] not in _NOT_CONNECTOR_START and words[-1] != "said":
+            if joins(mid.group(1)):
                 counts[", " + mid.group(1)] += 1
     return [c for c, n in counts.items() if n >= min_count]
 
