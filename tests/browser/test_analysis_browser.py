@@ -54,6 +54,8 @@ def test_interactive_charts_toggle_draws_plotly_on_every_page_of_the_session(chr
         assert page.locator(".analysischart img").count() == 0
         # the choice holds when the researcher moves on to another page of the app
         page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Deciles").click()
+        # (the Scores page's plots can still be in the DOM right after the click: wait for the Deciles page's text)
+        page.get_by_text("activation decile", exact=False).first.wait_for(timeout=60_000)
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
         assert page.get_by_text("activation decile", exact=False).count() >= 1
         assert page.locator(".analysischart img").count() == 0
