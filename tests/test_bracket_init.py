@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
-from core.build.bracket_init import bracket_positions, plant_bracket_head
-from core.build.train_model import ModelTrainingConfig, _new_model
+from core.build.bracket_init import RESERVED_COLUMNS, bracket_positions, plant_bracket_columns, plant_bracket_head
+from core.build.train_model import ModelTrainingConfig, _new_model, _optimizer, _training_step, training_config
 
 OPEN, CLOSE, BOS = 5, 6, 0
 
@@ -86,3 +88,64 @@ def test_planting_needs_rows_with_closed_brackets():
     rows = torch.tensor([[BOS] + list(range(10, 40))])
     with pytest.raises(ValueError, match="open bracket"):
         plant_bracket_head(_model(), rows, [OPEN], [CLOSE])
+
+
+def _depth_reading(model, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer 0's head 1 at the last token: its attention to the brackets `[n]` and what it writes into the
+    residual's "depth" column `[n]`."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(rows, names_filter=lambda n: n.startswith("blocks.0.attn.hook_"))
+        written = cache["blocks.0.attn.hook_z"][:, -1, 1] @ model.blocks[0].attn.W_O[1][:, -1]  # [n]
+    pattern = cache["blocks.0.attn.hook_pattern"][:, 1, -1]  # [n, k]
+    on_brackets = (pattern * ((rows == OPEN) | (rows == CLOSE))).sum(dim=1)
+    return on_brackets, written
+
+
+def test_built_in_bracket_head_writes_open_closed_and_none_into_its_column_at_any_distance():
+    model = _model()
+    gen = torch.Generator().manual_seed(4)
+    far_open = torch.tensor([_row(gen, 75, closed=False) for _ in range(8)])
+    assert float(_depth_reading(model, far_open)[0].mean()) < 0.1  # before: no head singles brackets out
+    plant_bracket_columns(model, [OPEN], [CLOSE], head=1)
+    near_open = torch.tensor([_row(gen, 11, closed=False) for _ in range(8)])
+    far_closed = torch.tensor([_row(gen, 75, closed=True) for _ in range(8)])
+    no_bracket = torch.tensor([[BOS] + _random_tokens(gen, 79) for _ in range(8)])
+    attention_far, open_far = _depth_reading(model, far_open)
+    attention_near, open_near = _depth_reading(model, near_open)
+    _, closed_far = _depth_reading(model, far_closed)
+    attention_none, none = _depth_reading(model, no_bracket)
+    assert float(attention_far.min()) > 0.95 and float(attention_near.min()) > 0.95
+    assert float(open_far.min()) > 0.8 and float(open_near.min()) > 0.8  # an open bracket writes about 1
+    assert float(closed_far.abs().max()) < 0.25 and float(none.abs().max()) < 0.05
+    assert float(attention_none.max()) == 0.0
+
+
+def test_built_in_bracket_head_survives_training_while_the_rest_learns():
+    model = _model().train()
+    frozen = plant_bracket_columns(model, [OPEN], [CLOSE], head=1)
+    model.frozen_weights = frozen
+    kept = [value.clone() for _, _, value in frozen.slices]
+    other_head = model.blocks[0].attn.W_Q[2].detach().clone()
+    cfg = ModelTrainingConfig(n_layers=2, d_model=96, n_heads=3, d_mlp=192, n_ctx=80, vocab_size=512)
+    optimiser = _optimizer(model, cfg)
+    batch = torch.tensor([_row(torch.Generator().manual_seed(i), 75, closed=i % 2 == 0) for i in range(8)])
+    for _ in range(5):
+        _training_step(model, optimiser, batch)
+    for (param, index, _), value in zip(frozen.slices, kept, strict=True):
+        assert torch.equal(param.detach()[index], value)
+    assert not torch.allclose(model.blocks[0].attn.W_Q[2], other_head)  # the rest of the model trained
+    assert int(model.embed.W_E[:, -RESERVED_COLUMNS:].count_nonzero()) == 4  # 2 tokens x (bracket, sign)
+    attention, depth = _depth_reading(model.eval(), batch)
+    assert float(attention.min()) > 0.95 and float(depth[1::2].min()) > 0.8  # odd rows: still open
+    assert float(depth[::2].abs().max()) < 0.25  # even rows: closed
+
+
+def test_v12_is_v11_with_a_built_in_bracket_head_which_needs_the_tokenizer():
+    assert asdict(training_config("v12")) == {
+        **asdict(training_config("v11")),
+        "task_text": "v12",
+        "plant_bracket_head": True,
+    }
+    cfg = ModelTrainingConfig(n_layers=2, d_model=96, n_heads=3, d_mlp=192, n_ctx=80, vocab_size=512)
+    with pytest.raises(ValueError, match="tokenizer"):
+        _new_model(ModelTrainingConfig(**{**asdict(cfg), "plant_bracket_head": True}), None)

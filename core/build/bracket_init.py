@@ -14,12 +14,25 @@ The planted head (in a trained model, in place of one head):
 - W_O writes that into the residual direction the model already reads as "inside a bracket" (the mean
   difference of the next layer's input inside and after a closed bracket on `rows`), `gain` times the size
   of that difference, so the layers after it use the head before any training.
+
+Planted in a trained model, training wears the head's gain away within a few hundred steps
+(docs/default-model.md). `plant_bracket_columns` instead builds one into a fresh model and keeps it fixed:
+- three residual columns at the end of the stream are reserved: the embedding writes A into column
+  "bracket" for every bracket token and +-A into column "sign" for "(" / ")" (0 for every other token);
+  the third, "depth", is written by the head alone. The bracket tokens' whole embedding rows, the three
+  columns of every other row and of the positional embedding, and layer 0's LayerNorm there are fixed;
+- the head (layer 0, `head`) has a constant query and keys that read column "bracket", scaled so a bracket
+  key leads a mean other key by `lead` at init; its value reads column "sign" and it writes into "depth":
+  (opens - closes) / (opens + closes) of the context, times a gain that makes an open bracket write 1;
+- `FrozenWeights.restore`, called after every optimiser step, puts all of that back, so the rest of the
+  model learns to read a head that stays what it was built to be.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -94,6 +107,78 @@ def plant_bracket_head(
         attn.W_V[head][:, 0] = value
         attn.b_V[head][0] = -float(middle @ value)
         attn.W_O[head][0] = inside * (gain / half_gap)
+
+
+RESERVED_COLUMNS = 3  # "bracket", "sign" and "depth", the last three residual columns
+BUILD_LEAD = 12.0  # a bracket key's lead at init: the rest of the embedding grows in training, lowering it
+EMBED_SHARE = 1.0  # A / the mean norm of an embedding row at init
+
+
+@dataclass
+class FrozenWeights:
+    """Slices of a model's parameters kept at the values they had when planted (`restore` after each step)."""
+
+    slices: list[tuple[torch.nn.Parameter, tuple, torch.Tensor]] = field(default_factory=list)
+
+    def keep(self, param: torch.nn.Parameter, index: tuple) -> None:
+        """Keep `param[index]` at its current value."""
+        self.slices.append((param, index, param.detach()[index].clone()))
+
+    def restore(self) -> None:
+        """Write every kept slice back (in place, without autograd)."""
+        with torch.no_grad():
+            for param, index, value in self.slices:
+                param[index] = value
+
+
+def plant_bracket_columns(
+    model: HookedTransformer, open_ids: list[int], close_ids: list[int], head: int = 1, lead: float = BUILD_LEAD
+) -> FrozenWeights:
+    """Build the module docstring's fixed bracket head into a fresh `model` (in place): layer 0's `head`
+    and the last `RESERVED_COLUMNS` residual columns. Returns what must be restored after each step."""
+    cfg = model.cfg
+    if not open_ids or not close_ids:
+        raise ValueError("a bracket head needs single-token open and close brackets")
+    bracket_col, sign_col, depth_col = range(cfg.d_model - RESERVED_COLUMNS, cfg.d_model)
+    reserved = slice(cfg.d_model - RESERVED_COLUMNS, cfg.d_model)
+    brackets = open_ids + close_ids
+    embed, attn, ln = model.embed.W_E, model.blocks[0].attn, model.blocks[0].ln1
+    with torch.no_grad():
+        size = EMBED_SHARE * float(embed.norm(dim=1).mean())
+        # bracket rows of one mean and norm, so "(" and ")" weigh alike after LayerNorm
+        rows = embed[brackets] - embed[brackets].mean(dim=1, keepdim=True)
+        embed[brackets] = rows * (size / rows.norm(dim=1, keepdim=True))
+        embed[:, reserved] = 0.0
+        embed[brackets, bracket_col] = size
+        embed[open_ids, sign_col] = size
+        embed[close_ids, sign_col] = -size
+        model.pos_embed.W_pos[:, reserved] = 0.0
+        ln.w[reserved] = 1.0
+        ln.b[reserved] = 0.0
+        # what layer 0's head reads of every token (at the mean position), after LayerNorm
+        normalized = ln(embed[:, None, :] + model.pos_embed.W_pos.mean(0))[:, 0]  # [d_vocab, d_model]
+        is_bracket = torch.zeros(cfg.d_vocab, dtype=torch.bool)
+        is_bracket[brackets] = True
+        other_key = float(normalized[~is_bracket, bracket_col].mean())
+        key_gap = float(normalized[is_bracket, bracket_col].mean()) - other_key
+        open_value = float(normalized[open_ids, sign_col].mean())
+        scale = lead * math.sqrt(cfg.d_head) / key_gap
+        for weight in (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O):
+            weight[head].zero_()
+        attn.b_Q[head][0] = 1.0
+        attn.W_K[head][bracket_col, 0] = scale
+        attn.b_K[head][0] = -other_key * scale
+        attn.W_V[head][sign_col, 0] = 1.0
+        attn.W_O[head][0, depth_col] = 1.0 / open_value
+    frozen = FrozenWeights()
+    frozen.keep(embed, (brackets,))
+    frozen.keep(embed, (slice(None), reserved))
+    frozen.keep(model.pos_embed.W_pos, (slice(None), reserved))
+    frozen.keep(ln.w, (reserved,))
+    frozen.keep(ln.b, (reserved,))
+    for weight in (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O):
+        frozen.keep(weight, (head,))
+    return frozen
 
 
 def calibration_rows(tokenizer, sentences: list[str], n: int = 64, length: int = 64, seed: int = 0) -> torch.Tensor:

@@ -46,6 +46,7 @@ FIELDS_AFTER_BUILD_5 = {
     "induction_rows": (),
     "plant_induction": False,
     "induction_warmup_steps": 0,
+    "plant_bracket_head": False,
 }
 
 

@@ -241,7 +241,7 @@ V4_COMMON_WORDS = 500
 V9_BROWN_ACTION_SHARE = 0.5
 # the versions whose IOI takes actions (v9 on; v11 is v9's text in a larger model) and introductions and
 # connectors (v10) from Brown
-BROWN_ACTION_VERSIONS = ("v9", "v10", "v11")
+BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12")
 BROWN_INTRO_VERSIONS = ("v10",)
 _ACTION_PREPOSITIONS = (
     "to|at|with|for|from|about|on|toward|towards|into|of|behind|near|after|against|beside|past|around|over|"

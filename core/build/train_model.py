@@ -116,6 +116,9 @@ class ModelTrainingConfig:
     # steps on induction rows alone before the main run (the same optimiser; the learning rate warms up
     # again after them): without them the mix took a planted induction head for other work within 200 steps
     induction_warmup_steps: int = 0
+    # start with a fixed bracket head in layer 0, head 1, reading and writing reserved residual columns
+    # (core.build.bracket_init.plant_bracket_columns): one planted in a trained model was trained away
+    plant_bracket_head: bool = False
 
 
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
@@ -145,6 +148,8 @@ TASK_TEXT_TRAINING = {
 TASK_TEXT_TRAINING["v8"] = TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v10"] = TASK_TEXT_TRAINING["v7"]
 # v11: v9's text in a model of 6 layers instead of 4 (is the default's size what limits IOI?)
 TASK_TEXT_TRAINING["v11"] = {**TASK_TEXT_TRAINING["v7"], "n_layers": 6}
+# v12: v11 with a fixed bracket head built in from the start
+TASK_TEXT_TRAINING["v12"] = {**TASK_TEXT_TRAINING["v11"], "plant_bracket_head": True}
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
@@ -436,6 +441,13 @@ def _new_model(cfg: ModelTrainingConfig, tokenizer) -> HookedTransformer:
 
         bos = getattr(tokenizer, "bos_token_id", None)
         plant_induction_circuit(model, bos=0 if bos is None else bos, seed=cfg.seed)
+    if cfg.plant_bracket_head:
+        from core.build.bracket_init import bracket_token_ids, plant_bracket_columns
+
+        if tokenizer is None:
+            raise ValueError("a planted bracket head needs the tokenizer's bracket tokens")
+        # kept on the model: `_training_step` restores it after every optimiser step
+        model.frozen_weights = plant_bracket_columns(model, *bracket_token_ids(tokenizer))
     if cfg.tie_embeddings:
         tie_unembedding(model)
     return model
@@ -531,12 +543,16 @@ def _curve_point(
 
 
 def _training_step(model: HookedTransformer, opt: torch.optim.Optimizer, batch: torch.Tensor) -> float:
-    """One optimiser step on `batch` `[b, n_ctx]` (gradients clipped to norm 1); returns its loss."""
+    """One optimiser step on `batch` `[b, n_ctx]` (gradients clipped to norm 1); returns its loss. Weights
+    planted fixed (`model.frozen_weights`, a `core.build.bracket_init.FrozenWeights`) are put back after it."""
     loss = model(batch, return_type="loss")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
+    frozen = getattr(model, "frozen_weights", None)
+    if frozen is not None:
+        frozen.restore()
     return float(loss.detach())
 
 
