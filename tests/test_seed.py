@@ -261,3 +261,28 @@ def test_the_stored_conventions_table_is_still_current_in_the_seed(seeded, tmp_p
     rows = delphi_metrics._stored_rows(shipped)
     assert rows is not None, "the seed's stored conventions table reads as stale: the Scores page would compute it"
     assert delphi_metrics._frame(rows).equals(delphi_metrics.conventions_table(shipped))
+
+
+def test_a_seed_built_outside_data_default_leaves_out_explanations_instead_of_using_the_shipped_model(
+    seeded, tmp_path, caplog
+):
+    """The explain step resolves the model and dictionaries by name ('default' = data/default); a root elsewhere
+    (`build-default --out DIR`) would mix the shipped model into the random-latent baseline (a 6-layer build
+    crashed on it). The step is left out, with a warning that says why; the other steps still run."""
+    import logging
+
+    from core.build.seed import build_seed, read_seed_manifest
+    from core.paths import DEFAULT_DIR
+
+    root, seed = _copy_root(seeded, tmp_path)
+    shutil.rmtree(seed)
+    with caplog.at_level(logging.WARNING, logger="core.build.seed"):
+        report = build_seed(
+            root=root,
+            steps=("cache", "explain", "write"),
+            workspace=tmp_path / "build" / "ws.duckdb",
+            params=tiny_cache.default_params(),
+        )
+    assert report["steps"] == ["cache"] and "explain" in report["skipped"]
+    assert str(root) in report["skipped"]["explain"] and str(DEFAULT_DIR) in caplog.text
+    assert read_seed_manifest(seed)["steps"] == ["cache"]

@@ -432,6 +432,13 @@ def build_seed(
             ensure_default_workspace(progress, path=workspace, root=root, params=params)
             done_steps.append("cache")
         elif step == "explain":
+            if root is not None and Path(root).resolve() != DEFAULT_DIR.resolve():
+                # the autointerp engine resolves "default" by name (data/default): elsewhere it would mix the
+                # shipped model and dictionaries into this build's baselines
+                why = f"explanations resolve the model by name, so they are made only for {DEFAULT_DIR}, not {root}"
+                log.warning("seed step explain left out: %s", why)
+                report.setdefault("skipped", {})["explain"] = why
+                continue
             ensure_default_explanations(workspace, progress, stages=("fast",))
             done_steps.append("explain:fast")
         elif step == "circuits":
