@@ -4,11 +4,13 @@
 
 For the model stage of a default build at ROOT (`build-default --out ROOT`, stopped after its model):
 - `by_span`: for one bracket open over 4-55 words (validation text, 40 items each), the accuracy of `)`
-  over `.` at the end and the attention of the head that attends most to the "(" from there;
+  over `.` at the end and the attention of the head that attends most to the "(" from there; for a build
+  with a bracket head built in (v12, `plant_bracket_columns`), also that head's attention on the brackets,
+  what it writes into its "depth" column and the accuracy with its output zeroed;
 - `planted`: the bracket generalisation sets and the held-out figures before and after replacing each
   head of layer 0 but the first (the planted previous-token head of v6 on) with
   `core.build.bracket_init`'s bracket head, without any training (`--items` items each).
-Last line: one JSON object.
+`--spans-only` stops after `by_span`. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--spans-only", action="store_true", help="only the accuracy by span")
     args = parser.parse_args()
 
     import torch
 
-    from core.build.bracket_init import bracket_token_ids, calibration_rows, plant_bracket_head
+    from core.build.bracket_init import BUILT_IN_HEAD, bracket_token_ids, calibration_rows, plant_bracket_head
     from core.build.evaluate import task_accuracy
     from core.build.generalisation import generalisation_items, words_from
     from core.build.tasks import TaskSplit, evaluation_items
@@ -49,22 +52,41 @@ def main() -> int:
     opens, closes = bracket_token_ids(tok)
     close_id, dot_id = tok.encode(")", add_special_tokens=False)[0], tok.encode(".", add_special_tokens=False)[0]
     sentences = data.validation_sentences
+    built_in = read_manifest(args.root)["model_training"].get("plant_bracket_head", False)
+    bracket_ids = torch.tensor(opens + closes)
+
+    def zero_built_in_head(z: torch.Tensor, hook) -> torch.Tensor:
+        z[:, :, BUILT_IN_HEAD] = 0.0  # [batch, pos, heads, d_head]
+        return z
 
     rng = random.Random(0)
     by_span = {}
     for span in SPANS:
-        right, attention, tokens = [], [], []
+        right, zeroed, attention, tokens, on_brackets, depth = [], [], [], [], [], []
         for _ in range(40):
             text = f"{words_from(rng, sentences, rng.randint(2, 4))} ({words_from(rng, sentences, span)}"
             ids = ([tok.bos_token_id] + tok.encode(text, add_special_tokens=False))[: model.cfg.n_ctx]
+            row = torch.tensor([ids])
             with torch.no_grad():
-                logits, cache = model.run_with_cache(torch.tensor([ids]), names_filter=lambda n: n.endswith("pattern"))
+                logits, cache = model.run_with_cache(
+                    row, names_filter=lambda n: n.endswith("pattern") or n == "blocks.0.attn.hook_z"
+                )
             right.append(float(logits[0, -1, close_id] > logits[0, -1, dot_id]))
             at = next(i for i, t in enumerate(ids) if t in opens)
             layers = [cache[f"blocks.{layer}.attn.hook_pattern"][0, :, -1, at] for layer in range(model.cfg.n_layers)]
             attention.append(torch.stack(layers))  # [layers, heads]
             tokens.append(len(ids))
+            if built_in:
+                pattern = cache["blocks.0.attn.hook_pattern"][0, BUILT_IN_HEAD, -1]  # [k]
+                on_brackets.append(float(pattern[torch.isin(row[0], bracket_ids)].sum()))
+                z = cache["blocks.0.attn.hook_z"][0, -1, BUILT_IN_HEAD]  # [d_head]
+                depth.append(float(z @ model.blocks[0].attn.W_O[BUILT_IN_HEAD][:, -1]))
+                with torch.no_grad():
+                    cut = model.run_with_hooks(row, fwd_hooks=[("blocks.0.attn.hook_z", zero_built_in_head)])
+                zeroed.append(float(cut[0, -1, close_id] > cut[0, -1, dot_id]))
         mean = torch.stack(attention).mean(0)
+        if built_in:
+            mean[0, BUILT_IN_HEAD] = -1.0  # the best head of the model's own
         layer, head = divmod(int(mean.argmax()), mean.shape[1])
         by_span[span] = {
             "accuracy": round(sum(right) / len(right), 3),
@@ -72,6 +94,12 @@ def main() -> int:
             "best_head": f"L{layer}H{head}",
             "attention_to_open": round(float(mean.max()), 3),
         }
+        if built_in:
+            by_span[span] |= {
+                "built_in_attention_to_brackets": round(sum(on_brackets) / len(on_brackets), 3),
+                "built_in_depth_written": round(sum(depth) / len(depth), 3),
+                "accuracy_built_in_zeroed": round(sum(zeroed) / len(zeroed), 3),
+            }
         print(span, json.dumps(by_span[span]), flush=True)
 
     def figures() -> dict[str, float]:
@@ -82,6 +110,9 @@ def main() -> int:
             out[f"{task}_heldout"] = task_accuracy(model, evaluation_items(task, split, sentences, args.items))
         return {k: round(v, 3) for k, v in out.items()}
 
+    if args.spans_only:
+        print(json.dumps({"by_span": by_span}))
+        return 0
     planted = {"before": figures()}
     print("before", json.dumps(planted["before"]), flush=True)
     rows = calibration_rows(tok, data.train_sentences)

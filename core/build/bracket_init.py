@@ -110,6 +110,7 @@ def plant_bracket_head(
 
 
 RESERVED_COLUMNS = 3  # "bracket", "sign" and "depth", the last three residual columns
+BUILT_IN_HEAD = 1  # layer 0's head `plant_bracket_columns` builds in (head 0: the planted previous-token head)
 BUILD_LEAD = 12.0  # a bracket key's lead at init: the rest of the embedding grows in training, lowering it
 EMBED_SHARE = 1.0  # A / the mean norm of an embedding row at init
 
@@ -132,7 +133,11 @@ class FrozenWeights:
 
 
 def plant_bracket_columns(
-    model: HookedTransformer, open_ids: list[int], close_ids: list[int], head: int = 1, lead: float = BUILD_LEAD
+    model: HookedTransformer,
+    open_ids: list[int],
+    close_ids: list[int],
+    head: int = BUILT_IN_HEAD,
+    lead: float = BUILD_LEAD,
 ) -> FrozenWeights:
     """Build the module docstring's fixed bracket head into a fresh `model` (in place): layer 0's `head`
     and the last `RESERVED_COLUMNS` residual columns. Returns what must be restored after each step."""
