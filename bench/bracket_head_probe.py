@@ -10,7 +10,9 @@ For the model stage of a default build at ROOT (`build-default --out ROOT`, stop
 - `planted`: the bracket generalisation sets and the held-out figures before and after replacing each
   head of layer 0 but the first (the planted previous-token head of v6 on) with
   `core.build.bracket_init`'s bracket head, without any training (`--items` items each).
-`--spans-only` stops after `by_span`. Last line: one JSON object.
+- `built_in_gains` (a build with a built-in head, `--built-in-gains 0,1,4,16`): the same figures with that
+  head's output multiplied by each gain, without any training: do the layers above read it at all?
+`--spans-only` stops after `by_span` (and `built_in_gains`). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--spans-only", action="store_true", help="only the accuracy by span")
+    parser.add_argument("--built-in-gains", default="", help="comma-separated gains for a built-in head's output")
     args = parser.parse_args()
 
     import torch
@@ -110,8 +113,19 @@ def main() -> int:
             out[f"{task}_heldout"] = task_accuracy(model, evaluation_items(task, split, sentences, args.items))
         return {k: round(v, 3) for k, v in out.items()}
 
+    result: dict = {"by_span": by_span}
+    if built_in and args.built_in_gains:
+        written = model.blocks[0].attn.W_O[BUILT_IN_HEAD].detach().clone()  # [d_head, d_model]
+        result["built_in_gains"] = {}
+        for gain in (float(g) for g in args.built_in_gains.split(",")):
+            with torch.no_grad():
+                model.blocks[0].attn.W_O[BUILT_IN_HEAD] = written * gain
+            result["built_in_gains"][gain] = figures()
+            print(f"gain {gain}", json.dumps(result["built_in_gains"][gain]), flush=True)
+        with torch.no_grad():
+            model.blocks[0].attn.W_O[BUILT_IN_HEAD] = written
     if args.spans_only:
-        print(json.dumps({"by_span": by_span}))
+        print(json.dumps(result))
         return 0
     planted = {"before": figures()}
     print("before", json.dumps(planted["before"]), flush=True)
@@ -121,7 +135,7 @@ def main() -> int:
         plant_bracket_head(model, rows, opens, closes, layer=0, head=head)
         planted[f"L0H{head}"] = figures()
         print(f"L0H{head}", json.dumps(planted[f"L0H{head}"]), flush=True)
-    print(json.dumps({"by_span": by_span, "planted": planted}))
+    print(json.dumps(result | {"planted": planted}))
     return 0
 
 
