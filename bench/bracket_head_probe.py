@@ -48,14 +48,15 @@ def main() -> int:
     from core.subjects.models import load_default_model
 
     torch.set_num_threads(2)
-    split = TaskSplit.from_json(read_manifest(args.root)["task_split"])
+    manifest = read_manifest(args.root)
+    split = TaskSplit.from_json(manifest["task_split"])
     data = load_default_data(args.root, split)
     model = load_default_model(args.root).eval()
     tok = model.tokenizer
     opens, closes = bracket_token_ids(tok)
     close_id, dot_id = tok.encode(")", add_special_tokens=False)[0], tok.encode(".", add_special_tokens=False)[0]
     sentences = data.validation_sentences
-    built_in = read_manifest(args.root)["model_training"].get("plant_bracket_head", False)
+    built_in = manifest["model_training"].get("plant_bracket_head", False)
     bracket_ids = torch.tensor(opens + closes)
 
     def zero_built_in_head(z: torch.Tensor, hook) -> torch.Tensor:

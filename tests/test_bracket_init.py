@@ -7,7 +7,13 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from core.build.bracket_init import RESERVED_COLUMNS, bracket_positions, plant_bracket_columns, plant_bracket_head
+from core.build.bracket_init import (
+    BUILT_IN_HEAD,
+    RESERVED_COLUMNS,
+    bracket_positions,
+    plant_bracket_columns,
+    plant_bracket_head,
+)
 from core.build.train_model import ModelTrainingConfig, _new_model, _optimizer, _training_step, training_config
 
 OPEN, CLOSE, BOS = 5, 6, 0
@@ -91,12 +97,13 @@ def test_planting_needs_rows_with_closed_brackets():
 
 
 def _depth_reading(model, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer 0's head 1 at the last token: its attention to the brackets `[n]` and what it writes into the
-    residual's "depth" column `[n]`."""
+    """Layer 0's built-in head at the last token: its attention to the brackets `[n]` and what it writes into
+    the residual's "depth" column `[n]`."""
     with torch.no_grad():
         _, cache = model.run_with_cache(rows, names_filter=lambda n: n.startswith("blocks.0.attn.hook_"))
-        written = cache["blocks.0.attn.hook_z"][:, -1, 1] @ model.blocks[0].attn.W_O[1][:, -1]  # [n]
-    pattern = cache["blocks.0.attn.hook_pattern"][:, 1, -1]  # [n, k]
+        z = cache["blocks.0.attn.hook_z"][:, -1, BUILT_IN_HEAD]  # [n, d_head]
+        written = z @ model.blocks[0].attn.W_O[BUILT_IN_HEAD][:, -1]  # [n]
+    pattern = cache["blocks.0.attn.hook_pattern"][:, BUILT_IN_HEAD, -1]  # [n, k]
     on_brackets = (pattern * ((rows == OPEN) | (rows == CLOSE))).sum(dim=1)
     return on_brackets, written
 
@@ -106,7 +113,7 @@ def test_built_in_bracket_head_writes_open_closed_and_none_into_its_column_at_an
     gen = torch.Generator().manual_seed(4)
     far_open = torch.tensor([_row(gen, 75, closed=False) for _ in range(8)])
     assert float(_depth_reading(model, far_open)[0].mean()) < 0.1  # before: no head singles brackets out
-    plant_bracket_columns(model, [OPEN], [CLOSE], head=1)
+    plant_bracket_columns(model, [OPEN], [CLOSE])
     near_open = torch.tensor([_row(gen, 11, closed=False) for _ in range(8)])
     far_closed = torch.tensor([_row(gen, 75, closed=True) for _ in range(8)])
     no_bracket = torch.tensor([[BOS] + _random_tokens(gen, 79) for _ in range(8)])
@@ -122,7 +129,7 @@ def test_built_in_bracket_head_writes_open_closed_and_none_into_its_column_at_an
 
 def test_built_in_bracket_head_survives_training_while_the_rest_learns():
     model = _model().train()
-    frozen = plant_bracket_columns(model, [OPEN], [CLOSE], head=1)
+    frozen = plant_bracket_columns(model, [OPEN], [CLOSE])
     model.frozen_weights = frozen
     kept = [value.clone() for _, _, value in frozen.slices]
     other_head = model.blocks[0].attn.W_Q[2].detach().clone()

@@ -44,6 +44,12 @@ BRACKET_LEAD = 10.0  # attention-score lead of a bracket key over the mean other
 BRACKET_GAIN = 2.0  # planted output / the model's own inside-minus-after difference (measured best of 1, 2, 4)
 
 
+def _head_weights(attn) -> tuple[torch.nn.Parameter, ...]:
+    """An attention block's seven per-head parameters (`[n_heads, ...]` each): indexing one by a head gives that
+    head's share."""
+    return (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O)
+
+
 def bracket_positions(rows: torch.Tensor, open_ids: list[int], close_ids: list[int]) -> dict[str, torch.Tensor]:
     """Boolean masks `[n, ctx]` over `rows` `[n, ctx]`: "open" and "close" tokens, "other" tokens (not the
     first), "inside" (after an open bracket that is not closed yet) and "after" (depth 0 after a close)."""
@@ -99,7 +105,7 @@ def plant_bracket_head(
     scale = lead * math.sqrt(cfg.d_head) / key_gap
     attn = model.blocks[layer].attn
     with torch.no_grad():
-        for weight in (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O):
+        for weight in _head_weights(attn):
             weight[head].zero_()
         attn.b_Q[head][0] = 1.0
         attn.W_K[head][:, 0] = key * scale
@@ -168,7 +174,7 @@ def plant_bracket_columns(
         key_gap = float(normalized[is_bracket, bracket_col].mean()) - other_key
         open_value = float(normalized[open_ids, sign_col].mean())
         scale = lead * math.sqrt(cfg.d_head) / key_gap
-        for weight in (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O):
+        for weight in _head_weights(attn):
             weight[head].zero_()
         attn.b_Q[head][0] = 1.0
         attn.W_K[head][bracket_col, 0] = scale
@@ -181,7 +187,7 @@ def plant_bracket_columns(
     frozen.keep(model.pos_embed.W_pos, (slice(None), reserved))
     frozen.keep(ln.w, (reserved,))
     frozen.keep(ln.b, (reserved,))
-    for weight in (attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O):
+    for weight in _head_weights(attn):
         frozen.keep(weight, (head,))
     return frozen
 
