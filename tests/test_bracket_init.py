@@ -156,3 +156,20 @@ def test_v12_is_v11_with_a_built_in_bracket_head_which_needs_the_tokenizer():
     cfg = ModelTrainingConfig(n_layers=2, d_model=96, n_heads=3, d_mlp=192, n_ctx=80, vocab_size=512)
     with pytest.raises(ValueError, match="tokenizer"):
         _new_model(ModelTrainingConfig(**{**asdict(cfg), "plant_bracket_head": True}), None)
+
+
+def test_v13_is_v12_with_a_built_in_head_that_writes_its_gain():
+    assert asdict(training_config("v13")) == {
+        **asdict(training_config("v12")),
+        "task_text": "v13",
+        "bracket_head_gain": 16.0,
+    }
+    gen = torch.Generator().manual_seed(5)
+    near_open = torch.tensor([_row(gen, 11, closed=False) for _ in range(8)])
+    written = {}
+    for gain in (1.0, 16.0):
+        model = _model()
+        plant_bracket_columns(model, [OPEN], [CLOSE], gain=gain)
+        written[gain] = _depth_reading(model, near_open)[1]
+    assert float(written[1.0].min()) > 0.8
+    assert torch.allclose(written[16.0], 16 * written[1.0], rtol=1e-4)

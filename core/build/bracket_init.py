@@ -23,7 +23,8 @@ Planted in a trained model, training wears the head's gain away within a few hun
   columns of every other row and of the positional embedding, and layer 0's LayerNorm there are fixed;
 - the head (layer 0, `head`) has a constant query and keys that read column "bracket", scaled so a bracket
   key leads a mean other key by `lead` at init; its value reads column "sign" and it writes into "depth":
-  (opens - closes) / (opens + closes) of the context, times a gain that makes an open bracket write 1;
+  (opens - closes) / (opens + closes) of the context, times a gain that makes an open bracket write `gain`
+  (1 in v12; 16 in v13: v12's head, written 16 times larger after training, was read far more);
 - `FrozenWeights.restore`, called after every optimiser step, puts all of that back, so the rest of the
   model learns to read a head that stays what it was built to be.
 """
@@ -144,9 +145,11 @@ def plant_bracket_columns(
     close_ids: list[int],
     head: int = BUILT_IN_HEAD,
     lead: float = BUILD_LEAD,
+    gain: float = 1.0,
 ) -> FrozenWeights:
     """Build the module docstring's fixed bracket head into a fresh `model` (in place): layer 0's `head`
-    and the last `RESERVED_COLUMNS` residual columns. Returns what must be restored after each step."""
+    and the last `RESERVED_COLUMNS` residual columns; an open bracket writes `gain` into "depth". Returns
+    what must be restored after each step."""
     cfg = model.cfg
     if not open_ids or not close_ids:
         raise ValueError("a bracket head needs single-token open and close brackets")
@@ -180,7 +183,7 @@ def plant_bracket_columns(
         attn.W_K[head][bracket_col, 0] = scale
         attn.b_K[head][0] = -other_key * scale
         attn.W_V[head][sign_col, 0] = 1.0
-        attn.W_O[head][0, depth_col] = 1.0 / open_value
+        attn.W_O[head][0, depth_col] = gain / open_value
     frozen = FrozenWeights()
     frozen.keep(embed, (brackets,))
     frozen.keep(embed, (slice(None), reserved))

@@ -47,6 +47,7 @@ FIELDS_AFTER_BUILD_5 = {
     "plant_induction": False,
     "induction_warmup_steps": 0,
     "plant_bracket_head": False,
+    "bracket_head_gain": 1.0,
 }
 
 

@@ -16,8 +16,8 @@ v8 is v4's text trained as v7 (from the planted induction circuit, after an indu
 v8 with half of the IOI actions after the curriculum taken from Brown (`brown_actions`: hundreds of verb
 phrases that end in a preposition and take a person), so that IOI is not tied to a few dozen verbs. v10 is
 v9 with IOI introductions (`brown_pair_intros`: Brown sentences about two people, "He turned to her again")
-and connectors (`brown_connectors`: ". When", ". For a moment", ", but") taken from Brown as well; v11 and v12
-are v9's text (their builds train a 6-layer model, v12's with a fixed bracket head).
+and connectors (`brown_connectors`: ". When", ". For a moment", ", but") taken from Brown as well; v11-v13
+are v9's text (their builds train a 6-layer model, v12's and v13's with a fixed bracket head).
 Nothing in the generalisation sets (core.build.generalisation) is produced: their names and nouns
 are left out of the pools, and Brown sentences that contain one of them, or one of their frame
 phrases, are dropped before any is used as a frame, filler or span.
@@ -239,9 +239,9 @@ V4_COMMON_WORDS = 500
 # v9: IOI actions taken from Brown, "<pronoun> <up to five words> <preposition> <pronoun>" with the words and
 # preposition kept ("glanced at", "caught up with", "passed on to"), beside v2's hand-written ones
 V9_BROWN_ACTION_SHARE = 0.5
-# the versions whose IOI takes actions (v9 on; v11 and v12 are v9's text in a larger model) and introductions and
+# the versions whose IOI takes actions (v9 on; v11-v13 are v9's text in a larger model) and introductions and
 # connectors (v10) from Brown
-BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12")
+BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12", "v13")
 BROWN_INTRO_VERSIONS = ("v10",)
 _ACTION_PREPOSITIONS = (
     "to|at|with|for|from|about|on|toward|towards|into|of|behind|near|after|against|beside|past|around|over|"
@@ -412,7 +412,7 @@ class _V2Text:
         )
 
     def _random_names(self, rng: random.Random) -> bool:
-        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v12, after the IOI curriculum)."""
+        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v13, after the IOI curriculum)."""
         return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:

@@ -119,6 +119,8 @@ class ModelTrainingConfig:
     # start with a fixed bracket head in layer 0, head 1, reading and writing reserved residual columns
     # (core.build.bracket_init.plant_bracket_columns): one planted in a trained model was trained away
     plant_bracket_head: bool = False
+    # what the built-in bracket head writes into its "depth" column inside an open bracket
+    bracket_head_gain: float = 1.0
 
 
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
@@ -150,6 +152,8 @@ TASK_TEXT_TRAINING["v8"] = TASK_TEXT_TRAINING["v9"] = TASK_TEXT_TRAINING["v10"] 
 TASK_TEXT_TRAINING["v11"] = {**TASK_TEXT_TRAINING["v7"], "n_layers": 6}
 # v12: v11 with a fixed bracket head built in from the start
 TASK_TEXT_TRAINING["v12"] = {**TASK_TEXT_TRAINING["v11"], "plant_bracket_head": True}
+# v13: v12 with the bracket head's write 16 times larger (v12's, so scaled after training, was read far more)
+TASK_TEXT_TRAINING["v13"] = {**TASK_TEXT_TRAINING["v12"], "bracket_head_gain": 16.0}
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
@@ -447,7 +451,7 @@ def _new_model(cfg: ModelTrainingConfig, tokenizer) -> HookedTransformer:
         if tokenizer is None:
             raise ValueError("a planted bracket head needs the tokenizer's bracket tokens")
         # kept on the model: `_training_step` restores it after every optimiser step
-        model.frozen_weights = plant_bracket_columns(model, *bracket_token_ids(tokenizer))
+        model.frozen_weights = plant_bracket_columns(model, *bracket_token_ids(tokenizer), gain=cfg.bracket_head_gain)
     if cfg.tie_embeddings:
         tie_unembedding(model)
     return model
