@@ -10,6 +10,8 @@ import copy
 import hashlib
 import random
 import re
+from collections import Counter
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ from core.build.generalisation import (
 )
 from core.build.tasks import NAMES, NOUNS, TaskSplit, make_split, task_pools, training_text_generators
 from core.build.tasks_v2 import V2_EXTRA_NAMES, brown_noun_pairs, brown_proper_nouns, clean_sentences, v2_pools
+from core.build.train_model import ModelTrainingConfig, training_config
 
 NEUTRAL = [
     "The jury said that the election was conducted well and fairly in every district of the city.",
@@ -126,7 +129,7 @@ def test_v3_proper_nouns_leave_out_generalisation_names_and_join_training_names_
     assert split.train_names == plain.train_names + ("Chicago",)  # Mary is one of the names already
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8", "v9", "v10"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v8", "v9", "v10", "v14"])
 def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
     """5,000 sentences of every generator of each version, and every curriculum stage's IOI."""
     if version == "v1":
@@ -139,7 +142,7 @@ def test_no_heldout_name_noun_or_frame_occurs_in_training_text(version):
         names, pool = v2_pools(None)
         split = make_split(names, pool, seed=0, task_text="v3", extra_train_names=["Chicago", "Palmer", "June"])
         sentences = NEUTRAL + CONTAMINATED
-    else:  # v4 and v8-v10: random vocabulary words as names and sequences, generalisation words among them
+    else:  # v4, v8-v10 and v14: random vocabulary words as names and sequences, generalisation words among them
         split = _v4_split(version)
         sentences = NEUTRAL + CONTAMINATED
     rng = random.Random(11)
@@ -205,6 +208,42 @@ def test_brown_actions_keep_verb_phrases_that_take_a_person_and_v9_uses_them():
     v9, v11 = (training_text_generators(_v4_split(v), sentences + NEUTRAL) for v in ("v9", "v11"))
     rng9, rng11 = random.Random(4), random.Random(4)
     assert [v9["ioi"](rng9) for _ in range(200)] == [v11["ioi"](rng11) for _ in range(200)]
+
+
+def test_random_connectors_are_words_of_the_sentences_in_two_shapes():
+    from core.build.tasks_v2 import connector_words, random_connector
+
+    words = connector_words(["He saw her by the quiet river.", "They ran, rather fast, to the old mill's door."])
+    assert words == ["saw", "by", "the", "quiet", "river", "ran", "rather", "fast", "to", "old", "door"]
+    rng = random.Random(0)
+    shapes = Counter()
+    for _ in range(400):
+        text = random_connector(rng, words)
+        full_stop = re.fullmatch(r"\. ([A-Z][a-z]+)((?: [a-z]+){0,2}),?", text)
+        comma = re.fullmatch(r", ([a-z]+(?: [a-z]+)?),?", text)
+        assert full_stop or comma, text
+        picked = (full_stop.group(1).lower() + full_stop.group(2)) if full_stop else comma.group(1)
+        assert set(picked.split()) <= set(words), text
+        shapes[(bool(full_stop), text.endswith(","))] += 1
+    assert len(shapes) == 4 and min(shapes.values()) > 60, shapes
+
+
+def test_v14_joins_half_the_composed_introductions_to_the_subject_by_random_words(monkeypatch):
+    from core.build import tasks_v2
+
+    monkeypatch.setattr(tasks_v2, "random_connector", lambda rng, words: " ~joined~")
+    v14 = training_text_generators(_v4_split("v14"), NEUTRAL)
+    rng = random.Random(6)
+    ioi = [v14["ioi"](rng) for _ in range(600)]
+    joined = [t for t in ioi if "~joined~" in t]
+    assert 0.2 < len(joined) / len(ioi) < 0.5, len(joined)  # V14_RANDOM_CONNECTOR_SHARE of the composed 3/4
+    for t in joined:  # the action's subject follows the connector; the answer is the pair's other name
+        intro, action = t.split(" ~joined~ ")
+        subject, answer = action.split()[0], action.split()[-1].rstrip(".")
+        assert subject != answer and {subject, answer} <= set(re.findall(r"\w+", intro)), t
+    v9 = training_text_generators(_v4_split("v9"), NEUTRAL)
+    assert not any("~joined~" in v9["ioi"](rng) for _ in range(600))
+    assert training_config("v14") == ModelTrainingConfig(**{**asdict(training_config("v13")), "task_text": "v14"})
 
 
 def test_brown_pair_intros_and_connectors_frame_ioi_in_v10_only():
@@ -293,7 +332,7 @@ def test_task_text_version_in_split_config_and_cli():
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
     with pytest.raises(
         ValueError,
-        match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13$",
+        match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14$",
     ):
         make_split(list(NAMES), list(NOUNS), task_text="v0")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model

@@ -17,7 +17,11 @@ v8 with half of the IOI actions after the curriculum taken from Brown (`brown_ac
 phrases that end in a preposition and take a person), so that IOI is not tied to a few dozen verbs. v10 is
 v9 with IOI introductions (`brown_pair_intros`: Brown sentences about two people, "He turned to her again")
 and connectors (`brown_connectors`: ". When", ". For a moment", ", but") taken from Brown as well; v11-v13
-are v9's text (their builds train a 6-layer model, v12's and v13's with a fixed bracket head).
+are v9's text (their builds train a 6-layer model, v12's and v13's with a fixed bracket head). v14 is v9's
+text with half of the composed introductions joined to the action by random words (`random_connector`:
+". Quiet river open," or ", rather fast") instead of v2's connectors: v12 found the action's subject by the
+connector before it (IOI 0.85-0.91 after ", " or ". Then", 0.46-0.55 after ", so" or ". One morning"), so
+v14's subject can be told only by being one of the pair again.
 Nothing in the generalisation sets (core.build.generalisation) is produced: their names and nouns
 are left out of the pools, and Brown sentences that contain one of them, or one of their frame
 phrases, are dropped before any is used as a frame, filler or span.
@@ -239,10 +243,13 @@ V4_COMMON_WORDS = 500
 # v9: IOI actions taken from Brown, "<pronoun> <up to five words> <preposition> <pronoun>" with the words and
 # preposition kept ("glanced at", "caught up with", "passed on to"), beside v2's hand-written ones
 V9_BROWN_ACTION_SHARE = 0.5
-# the versions whose IOI takes actions (v9 on; v11-v13 are v9's text in a larger model) and introductions and
+# the versions whose IOI takes actions (v9 on; v11-v14 are v9's text in a larger model) and introductions and
 # connectors (v10) from Brown
-BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12", "v13")
+BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12", "v13", "v14")
 BROWN_INTRO_VERSIONS = ("v10",)
+# v14: connectors of random words, so that no word before the action's subject marks it
+RANDOM_CONNECTOR_VERSIONS = ("v14",)
+V14_RANDOM_CONNECTOR_SHARE = 0.5
 _ACTION_PREPOSITIONS = (
     "to|at|with|for|from|about|on|toward|towards|into|of|behind|near|after|against|beside|past|around|over|"
     "across|upon|under|beneath|without"
@@ -340,6 +347,24 @@ def brown_connectors(sentences: list[str], min_count: int = V10_MIN_CONNECTOR_CO
     return [c for c, n in counts.items() if n >= min_count]
 
 
+def connector_words(sentences: list[str]) -> list[str]:
+    """Lower-case words of `sentences` (letters only, no pronoun), each once, in order of first use: v14's
+    random connectors."""
+    words = (w for s in sentences for w in re.findall(r"(?<![\w'-])[a-z]+(?![\w'-])", s))
+    return [w for w in dict.fromkeys(words) if w not in _ALL_PRONOUNS]
+
+
+def random_connector(rng: random.Random, words: list[str]) -> str:
+    """What joins an IOI introduction to its action in v14: ". " and 1-3 random `words` (the first capitalised),
+    or ", " and 1-2 of them, a comma after either half the time (". Quiet river open,", ", rather fast")."""
+    if rng.random() < 0.5:
+        picked = [rng.choice(words) for _ in range(rng.randint(1, 3))]
+        text = ". " + " ".join([picked[0].capitalize(), *picked[1:]])
+    else:
+        text = ", " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 2)))
+    return text + ("," if rng.random() < 0.5 else "")
+
+
 def vocabulary_words(tok) -> list[str]:
     """The words a `tokenizers.Tokenizer` encodes as one token after a space (ASCII letters, two or more), in id order."""
     out = []
@@ -401,6 +426,8 @@ class _V2Text:
         intros = split.task_text in BROWN_INTRO_VERSIONS
         self.brown_intros = brown_pair_intros(self.sentences) if intros else []
         self.brown_connectors = brown_connectors(self.sentences) if intros else []
+        random_connectors = split.task_text in RANDOM_CONNECTOR_VERSIONS
+        self.connector_words = connector_words(self.fillers) if random_connectors else []
         # v4: capitalised vocabulary words as names, and a split whose names they are (for copy text)
         self.words = list(split.vocabulary_words)
         common = {w.lower() for w in self.words[:V4_COMMON_WORDS]}
@@ -412,7 +439,7 @@ class _V2Text:
         )
 
     def _random_names(self, rng: random.Random) -> bool:
-        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v13, after the IOI curriculum)."""
+        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v14, after the IOI curriculum)."""
         return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:
@@ -451,7 +478,10 @@ class _V2Text:
         return f"{intro}{action} {indirect}."
 
     def _connector(self, rng: random.Random) -> str:
-        """What joins an IOI introduction to its action: v2's, or Brown's for v10 half the time."""
+        """What joins an IOI introduction to its action: v2's, or Brown's for v10 half the time, or random
+        words for v14 half the time."""
+        if self.connector_words and rng.random() < V14_RANDOM_CONNECTOR_SHARE:
+            return random_connector(rng, self.connector_words)
         if self.brown_connectors and rng.random() < V10_BROWN_CONNECTOR_SHARE:
             return rng.choice(self.brown_connectors)
         return rng.choice(V2_CONNECTORS)

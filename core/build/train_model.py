@@ -154,6 +154,8 @@ TASK_TEXT_TRAINING["v11"] = {**TASK_TEXT_TRAINING["v7"], "n_layers": 6}
 TASK_TEXT_TRAINING["v12"] = {**TASK_TEXT_TRAINING["v11"], "plant_bracket_head": True}
 # v13: v12 with the bracket head's write 16 times larger (v12's, so scaled after training, was read far more)
 TASK_TEXT_TRAINING["v13"] = {**TASK_TEXT_TRAINING["v12"], "bracket_head_gain": 16.0}
+# v14: v13's model on v9's text with random connectors in IOI (core.build.tasks_v2.random_connector)
+TASK_TEXT_TRAINING["v14"] = TASK_TEXT_TRAINING["v13"]
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
