@@ -15,6 +15,8 @@ data/default/
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,9 +27,35 @@ BUILD_CACHE_DIR = DATA_DIR / "_build"  # scratch space of the build (git-ignored
 REBUILD_COMMAND = "python -m core build-default"
 
 
+# set by `default_root_at` for the whole process (threads included: the autointerp engine loads models in workers)
+_default_root_override: list[Path] = []
+
+
+def default_root() -> Path:
+    """Where the model and dictionaries named "default" are read from: `data/default`, or the root that
+    `default_root_at` set around the caller."""
+    return _default_root_override[-1] if _default_root_override else DEFAULT_DIR
+
+
+def is_shipped_default(root: Path) -> bool:
+    """Whether `root` is `data/default` itself."""
+    return Path(root).resolve() == DEFAULT_DIR.resolve()
+
+
+@contextmanager
+def default_root_at(root: Path | None) -> Iterator[None]:
+    """Within the block, resolve "default" (model, dictionaries, corpus, manifest) under `root` (None:
+    `data/default`): a build written elsewhere (`build-default --out DIR`) is explained with its own model."""
+    _default_root_override.append(Path(root) if root is not None else DEFAULT_DIR)
+    try:
+        yield
+    finally:
+        _default_root_override.pop()
+
+
 def default_paths(root: Path | None = None) -> dict[str, Path]:
-    """Paths of the default's artifacts under `root` (default `data/default`)."""
-    root = root or DEFAULT_DIR
+    """Paths of the default's artifacts under `root` (default: `default_root()`, i.e. `data/default`)."""
+    root = root or default_root()
     return {
         "root": root,
         "manifest": root / "manifest.json",

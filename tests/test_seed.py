@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests import tiny_cache
 
@@ -263,26 +264,28 @@ def test_the_stored_conventions_table_is_still_current_in_the_seed(seeded, tmp_p
     assert delphi_metrics._frame(rows).equals(delphi_metrics.conventions_table(shipped))
 
 
-def test_a_seed_built_outside_data_default_leaves_out_explanations_instead_of_using_the_shipped_model(
-    seeded, tmp_path, caplog
-):
-    """The explain step resolves the model and dictionaries by name ('default' = data/default); a root elsewhere
-    (`build-default --out DIR`) would mix the shipped model into the random-latent baseline (a 6-layer build
-    crashed on it). The step is left out, with a warning that says why; the other steps still run."""
-    import logging
-
+def test_a_seed_built_outside_data_default_is_explained_with_its_own_model(seeded, tmp_path):
+    """The explain step resolves the model and dictionaries by the name "default"; for a root elsewhere
+    (`build-default --out DIR`) it must read that root's, not data/default's (a 6-layer build crashed on the
+    shipped 4-layer model's hooks; a 4-layer one would have mixed it into its random-latent baseline)."""
+    from core.autointerp.scorers import surprisal
     from core.build.seed import build_seed, read_seed_manifest
-    from core.paths import DEFAULT_DIR
+    from core.paths import DEFAULT_DIR, default_root
+    from core.subjects.models import load_default_model
 
     root, seed = _copy_root(seeded, tmp_path)
     shutil.rmtree(seed)
-    with caplog.at_level(logging.WARNING, logger="core.build.seed"):
-        report = build_seed(
-            root=root,
-            steps=("cache", "explain", "write"),
-            workspace=tmp_path / "build" / "ws.duckdb",
-            params=tiny_cache.default_params(),
-        )
-    assert report["steps"] == ["cache"] and "explain" in report["skipped"]
-    assert str(root) in report["skipped"]["explain"] and str(DEFAULT_DIR) in caplog.text
-    assert read_seed_manifest(seed)["steps"] == ["cache"]
+    report = build_seed(
+        root=root,
+        steps=("cache", "explain", "write"),
+        workspace=tmp_path / "build" / "ws.duckdb",
+        params=tiny_cache.default_params(),
+    )
+    assert report["steps"] == ["cache", "explain:fast"] and "skipped" not in report
+    assert read_seed_manifest(seed)["steps"] == ["cache", "explain:fast"]
+    assert default_root() == DEFAULT_DIR  # the root is data/default again after the step
+    # the model the baselines ran is this root's (held under its own name), not the shipped one
+    used = surprisal._LMS[f"lm:default@{root.resolve()}"]
+    own = load_default_model(root)
+    assert used.cfg.d_model == own.cfg.d_model and used.cfg.n_layers == own.cfg.n_layers
+    assert torch.equal(used.W_E, own.W_E)

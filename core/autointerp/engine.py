@@ -52,6 +52,7 @@ from core.autointerp.random_latents import RANDOM_LATENT_SEED, RandomLatents, bu
 from core.autointerp.scorers import ALL_SCORERS, LLM_CAPABLE, SCORERS, make_scorer
 from core.autointerp.scorers.base import Outcome, Scorer, ScoreTask, ScoringEnv, failed_outcome
 from core.errors import UserError
+from core.paths import default_root
 from core.progress import Progress
 from core.store.explanations import ExplanationRecord
 
@@ -269,7 +270,7 @@ _RANDOM_LATENTS_MEMO_SIZE = 64
 
 def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, tokens) -> _RandomSource:
     """Random latents shaped like `real`'s dictionary. Memoised in this process on everything they depend on
-    (the model, the dictionary's hooks, the cached tokens, the firing rate, n, the seed), so explain and
+    (the model and the root "default" resolves under, the dictionary's hooks, the cached tokens, the firing rate, n, the seed), so explain and
     score runs of several strategies in one process run the subject model over the corpus once per dictionary."""
     import hashlib
 
@@ -278,7 +279,13 @@ def _random_source(workspace: Path, real: _RealSource, model_name: str, n: int, 
     rec = real.dl.record
     toks = np.ascontiguousarray(tokens.tokens)
     args = (rec.id, rec.hook_in, rec.hook_out, rec.d_out, freq, n, RANDOM_LATENT_SEED)
-    key = (model_name, *args, toks.shape, hashlib.blake2b(toks.tobytes(), digest_size=16).hexdigest())
+    key = (
+        model_name,
+        str(default_root()),
+        *args,
+        toks.shape,
+        hashlib.blake2b(toks.tobytes(), digest_size=16).hexdigest(),
+    )
     if key in _RANDOM_LATENTS_MEMO:
         return _RandomSource(_RANDOM_LATENTS_MEMO[key], real)
     rl = build_random_latents(subject_model(model_name), tokens.tokens, *args)

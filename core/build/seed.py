@@ -36,7 +36,7 @@ from pathlib import Path
 
 from core import store
 from core.cache.plan import CacheParams
-from core.paths import BUILD_CACHE_DIR, DEFAULT_DIR, PROJECT_ROOT
+from core.paths import BUILD_CACHE_DIR, DEFAULT_DIR, PROJECT_ROOT, default_root_at
 from core.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -432,14 +432,9 @@ def build_seed(
             ensure_default_workspace(progress, path=workspace, root=root, params=params)
             done_steps.append("cache")
         elif step == "explain":
-            if root is not None and Path(root).resolve() != DEFAULT_DIR.resolve():
-                # the autointerp engine resolves "default" by name (data/default): elsewhere it would mix the
-                # shipped model and dictionaries into this build's baselines
-                why = f"explanations resolve the model by name, so they are made only for {DEFAULT_DIR}, not {root}"
-                log.warning("seed step explain left out: %s", why)
-                report.setdefault("skipped", {})["explain"] = why
-                continue
-            ensure_default_explanations(workspace, progress, stages=("fast",))
+            # the autointerp engine resolves the model and dictionaries by the name "default": under `root`
+            with default_root_at(root):
+                ensure_default_explanations(workspace, progress, stages=("fast",))
             done_steps.append("explain:fast")
         elif step == "circuits":
             report["circuits"] = _example_circuits(workspace, root)

@@ -31,6 +31,17 @@ MAX_PREFIX_TOKENS = 48
 _LMS: dict[str, object] = {}
 
 
+def _lm_key(name: str) -> str:
+    """`lm:<name>`; the default read from another root than `data/default` (`core.paths.default_root_at`) is
+    `lm:default@<root>`, so a build elsewhere never gets the shipped model from this memo, nor the reverse."""
+    from core.paths import default_root, is_shipped_default
+
+    name = name.removeprefix("lm:")
+    if name == "default" and not is_shipped_default(default_root()):
+        return f"lm:default@{default_root().resolve()}"
+    return f"lm:{name}"
+
+
 def register_lm(name: str, model) -> None:
     """Make `model` (a HookedTransformer with a tokenizer) available as `lm:<name>` (tests, notebooks)."""
     _LMS[f"lm:{name.removeprefix('lm:')}"] = model
@@ -40,18 +51,18 @@ def subject_dtype(name: str) -> dict:
     """`{"dtype": "bfloat16"}` (say) when the `lm:` model registered as `name` computes in another dtype than
     float32, else `{}`: merged into the params of scorers that run it, so a score records the precision it was
     made in and a float32 score's id stays what it was."""
-    model = _LMS.get(f"lm:{name.removeprefix('lm:')}")
+    model = _LMS.get(_lm_key(name))
     dtype = str(getattr(getattr(model, "cfg", None), "dtype", "float32")).removeprefix("torch.")
     return {} if dtype == "float32" else {"dtype": dtype}
 
 
 def load_lm(name: str):
     """A causal LM by `lm:` name (`lm:default`, `lm:gpt2`, or one given to `register_lm`), loaded once per process, in eval mode."""
-    key = f"lm:{name.removeprefix('lm:')}"
+    key = _lm_key(name)
     if key not in _LMS:
         from core.subjects.models import load_model
 
-        model = load_model(key.removeprefix("lm:"), device="cpu")
+        model = load_model(name.removeprefix("lm:"), device="cpu")
         model.eval()
         _LMS[key] = model
     return _LMS[key]
