@@ -332,7 +332,7 @@ def test_task_text_version_in_split_config_and_cli():
     assert TaskSplit.from_json(v2.to_json()) == v2 and v2.to_json()["task_text"] == "v2"
     with pytest.raises(
         ValueError,
-        match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14$",
+        match="unknown task text 'v0'; choose one of v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15$",
     ):
         make_split(list(NAMES), list(NOUNS), task_text="v0")
     # build 5's manifest key: a v1 build stays up to date, a v2 build retrains the model

@@ -216,8 +216,10 @@ def calibration_rows(tokenizer, sentences: list[str], n: int = 64, length: int =
 def bracket_token_ids(tokenizer) -> tuple[list[int], list[int]]:
     """Single-token ids of "(" and " (" and of ")" and " )" in `tokenizer` (those that are one token)."""
 
+    from core.subjects.tokens import continuation_ids
+
     def single(texts: tuple[str, ...]) -> list[int]:
-        ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        ids = [continuation_ids(tokenizer, t) for t in texts]
         return sorted({i[0] for i in ids if len(i) == 1})
 
     return single(("(", " (")), single((")", " )"))

@@ -48,6 +48,7 @@ FIELDS_AFTER_BUILD_5 = {
     "induction_warmup_steps": 0,
     "plant_bracket_head": False,
     "bracket_head_gain": 1.0,
+    "prefix_space": False,
 }
 
 

@@ -21,7 +21,7 @@ are v9's text (their builds train a 6-layer model, v12's and v13's with a fixed 
 text with half of the composed introductions joined to the action by random words (`random_connector`:
 ". Quiet river open," or ", rather fast") instead of v2's connectors: v12 found the action's subject by the
 connector before it (IOI 0.85-0.91 after ", " or ". Then", 0.46-0.55 after ", so" or ". One morning"), so
-v14's subject can be told only by being one of the pair again.
+v14's subject can be told only by being one of the pair again. v15 is v14's text (its tokenizer differs).
 Nothing in the generalisation sets (core.build.generalisation) is produced: their names and nouns
 are left out of the pools, and Brown sentences that contain one of them, or one of their frame
 phrases, are dropped before any is used as a frame, filler or span.
@@ -243,12 +243,12 @@ V4_COMMON_WORDS = 500
 # v9: IOI actions taken from Brown, "<pronoun> <up to five words> <preposition> <pronoun>" with the words and
 # preposition kept ("glanced at", "caught up with", "passed on to"), beside v2's hand-written ones
 V9_BROWN_ACTION_SHARE = 0.5
-# the versions whose IOI takes actions (v9 on; v11-v14 are v9's text in a larger model) and introductions and
+# the versions whose IOI takes actions (v9 on; v11-v15 are v9's text in a larger model) and introductions and
 # connectors (v10) from Brown
-BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12", "v13", "v14")
+BROWN_ACTION_VERSIONS = ("v9", "v10", "v11", "v12", "v13", "v14", "v15")
 BROWN_INTRO_VERSIONS = ("v10",)
 # v14: connectors of random words, so that no word before the action's subject marks it
-RANDOM_CONNECTOR_VERSIONS = ("v14",)
+RANDOM_CONNECTOR_VERSIONS = ("v14", "v15")
 V14_RANDOM_CONNECTOR_SHARE = 0.5
 _ACTION_PREPOSITIONS = (
     "to|at|with|for|from|about|on|toward|towards|into|of|behind|near|after|against|beside|past|around|over|"
@@ -439,7 +439,7 @@ class _V2Text:
         )
 
     def _random_names(self, rng: random.Random) -> bool:
-        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v14, after the IOI curriculum)."""
+        """Whether this sentence's names are random vocabulary words (v4-v6 and v8-v15, after the IOI curriculum)."""
         return self.random_split is not None and not any(self.stage) and rng.random() < V4_RANDOM_NAME_SHARE
 
     def ioi(self, rng: random.Random) -> str:

@@ -57,7 +57,14 @@ from core.build.tasks import (
     validation_verb_items,
 )
 from core.build.tasks_v2 import vocabulary_words
-from core.build.tokenizer import END_OF_TEXT, load_bpe, save_tokenizer, single_token_words, train_bpe
+from core.build.tokenizer import (
+    END_OF_TEXT,
+    add_prefix_space,
+    load_bpe,
+    save_tokenizer,
+    single_token_words,
+    train_bpe,
+)
 from core.paths import BUILD_CACHE_DIR, default_paths
 
 if TYPE_CHECKING:
@@ -121,6 +128,8 @@ class ModelTrainingConfig:
     plant_bracket_head: bool = False
     # what the built-in bracket head writes into its "depth" column inside an open bracket
     bracket_head_gain: float = 1.0
+    # the tokenizer puts a space before a text's first word (core.build.tokenizer.add_prefix_space)
+    prefix_space: bool = False
 
 
 # What a build with each task text changes from the fields' defaults (v1's are build 5's run). v2 ties the
@@ -156,6 +165,9 @@ TASK_TEXT_TRAINING["v12"] = {**TASK_TEXT_TRAINING["v11"], "plant_bracket_head": 
 TASK_TEXT_TRAINING["v13"] = {**TASK_TEXT_TRAINING["v12"], "bracket_head_gain": 16.0}
 # v14: v13's model on v9's text with random connectors in IOI (core.build.tasks_v2.random_connector)
 TASK_TEXT_TRAINING["v14"] = TASK_TEXT_TRAINING["v13"]
+# v15: v14 with a tokenizer that puts a space before a text's first word, so a prompt's first name is the
+# token that name is everywhere else
+TASK_TEXT_TRAINING["v15"] = {**TASK_TEXT_TRAINING["v14"], "prefix_space": True}
 
 
 def training_config(task_text: str) -> ModelTrainingConfig:
@@ -322,6 +334,8 @@ def prepare_default_data(cfg: ModelTrainingConfig, out_root: Path, timings: dict
     tokenizer_text = [d.text for d in train_docs] + _task_text_sample(provisional, train_sentences, 60_000, cfg.seed)
     tokenizer_text += tokenizer_only_text(cfg.task_text)
     bpe = train_bpe(tokenizer_text, cfg.vocab_size)
+    if cfg.prefix_space:  # after training: the vocabulary is the same as without
+        add_prefix_space(bpe)
     names = single_token_words(bpe, name_pool)
     if cfg.task_text != "v1":  # v1's nouns were chosen by hand; v2's come from Brown's tags
         all_nouns = [p for p in all_nouns if len(single_token_words(bpe, p)) == 2]
