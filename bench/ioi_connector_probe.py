@@ -10,8 +10,10 @@ connector (", so", ". One morning"). With the generalisation names and v1's trai
 - `training_connector`: each body joined by v1's connectors ",", ". Then" and ", and" instead (mean of the three);
 - `training_body`: v1's "When {A} and {B} went to the {place}" joined by each held-out connector;
 - `leading_space`: the introductions that open with a name, with a space before it (a name at the very start
-  of a prompt is another token than the same name after a space, which is also the answer's).
-Last line: one JSON object with the four, per introduction, and their means.
+  of a prompt is another token than the same name after a space, which is also the answer's);
+- `held_out_by_first_word`: `evaluate-default`'s held-out IOI items (1,000) by the prompt's first word: the
+  answer's name, the repeated name, or no name; and all of them with a space before the prompt.
+Last line: one JSON object with these, per introduction, and their means.
 """
 
 from __future__ import annotations
@@ -46,6 +48,29 @@ def accuracy(model, names: list[str], intro: str, n: int, prefix: str = "") -> f
     return round(task_accuracy(model, items), 3)
 
 
+def held_out_by_first_word(model, root: Path) -> dict[str, float]:
+    """Held-out IOI accuracy by the prompt's first word, and with a space before every prompt."""
+    from core.build.evaluate import logit_differences
+    from core.build.pipeline import EVAL_ITEMS_PER_TASK, validation_data
+    from core.build.tasks import TaskItem, TaskSplit, evaluation_items
+    from core.subjects.dictionaries import read_manifest
+
+    split = TaskSplit.from_json(read_manifest(root)["task_split"])
+    _, sentences, _ = validation_data(root)
+    items = evaluation_items("ioi", split, sentences, EVAL_ITEMS_PER_TASK)
+    right = (logit_differences(model, items) > 0).tolist()
+    groups: dict[str, list[bool]] = {"answer's name first": [], "repeated name first": [], "no name first": []}
+    for item, ok in zip(items, right, strict=True):
+        first = item.prompt.split()[0].strip(",")
+        key = {item.correct.strip(): "answer's name first", item.incorrect.strip(): "repeated name first"}
+        groups[key.get(first, "no name first")].append(ok)
+    out = {f"{k} ({len(v)})": round(sum(v) / len(v), 3) for k, v in groups.items() if v}
+    out["all"] = round(sum(right) / len(right), 3)
+    spaced = [TaskItem(it.task, " " + it.prompt, it.correct, it.incorrect) for it in items]
+    out["all, a space first"] = round(float((logit_differences(model, spaced) > 0).float().mean()), 3)
+    return out
+
+
 def main() -> int:
     import torch
 
@@ -72,7 +97,9 @@ def main() -> int:
             result["leading_space"][intro] = accuracy(model, names, intro, args.items, prefix=" ")
         print(intro, {k: v.get(intro, v.get(connector)) for k, v in result.items()}, flush=True)
     means = {f"mean_{k}": round(sum(v.values()) / len(v), 3) for k, v in result.items()}
-    print(json.dumps({**result, **means}))
+    by_first_word = held_out_by_first_word(model, args.root)
+    print("held-out IOI by first word", by_first_word, flush=True)
+    print(json.dumps({**result, **means, "held_out_by_first_word": by_first_word}))
     return 0
 
 

@@ -284,8 +284,9 @@ def register(sub) -> None:
         choices=list(TASK_TEXT_VERSIONS),
         default=None,
         help="training text version: v1 (build 5's); v2 teaches the behaviours in general form (many frames, every "
-        "IOI preposition, hundreds of names, Brown's noun pairs, brackets of depth 1-3 and 1-60 words); v3-v11 are "
-        "measured variants of v2 (docs/default-model.md; v6-v11 start from a planted induction circuit); default: the "
+        "IOI preposition, hundreds of names, Brown's noun pairs, brackets of depth 1-3 and 1-60 words); v3-v15 are "
+        "measured variants of v2 (docs/default-model.md; v6-v15 start from a planted induction circuit, v12-v15 "
+        "with a fixed bracket head, v15 with a tokenizer that spaces a text's first word); default: the "
         "version the built model in --out was trained on, v1 if none",
     )
     p.set_defaults(run=_run_build)
