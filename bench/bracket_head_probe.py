@@ -46,6 +46,7 @@ def main() -> int:
     from core.build.train_model import load_default_data
     from core.subjects.dictionaries import read_manifest
     from core.subjects.models import load_default_model
+    from core.subjects.tokens import single_token_id
 
     torch.set_num_threads(2)
     manifest = read_manifest(args.root)
@@ -54,7 +55,7 @@ def main() -> int:
     model = load_default_model(args.root).eval()
     tok = model.tokenizer
     opens, closes = bracket_token_ids(tok)
-    close_id, dot_id = tok.encode(")", add_special_tokens=False)[0], tok.encode(".", add_special_tokens=False)[0]
+    close_id, dot_id = single_token_id(tok, ")"), single_token_id(tok, ".")
     sentences = data.validation_sentences
     built_in = manifest["model_training"].get("plant_bracket_head", False)
     bracket_ids = torch.tensor(opens + closes)

@@ -85,7 +85,7 @@ def main() -> int:
     model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)
     model.set_use_attn_result(True)
     tok = model.tokenizer
-    names = [n for n in gen.GEN_NAMES if len(tok.encode(" " + n, add_special_tokens=False)) == 1]
+    names = gen.single_token_names(tok)
     frames = {"training introductions": IOI_INTROS_TRAIN} | {intro: (intro,) for intro in gen.GEN_IOI_INTROS}
     result = {}
     for label, intros in frames.items():

@@ -84,7 +84,7 @@ def main() -> int:
     torch.set_grad_enabled(False)
     model = load_default_model(args.root)
     tok = model.tokenizer
-    names = [n for n in gen.GEN_NAMES if len(tok.encode(" " + n, add_special_tokens=False)) == 1]
+    names = gen.single_token_names(tok)
     result: dict[str, dict[str, float]] = {"held_out": {}, "training_connector": {}, "training_body": {}}
     result["leading_space"] = {}
     for intro in gen.GEN_IOI_INTROS:

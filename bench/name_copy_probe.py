@@ -33,7 +33,7 @@ def ioi_by_frame(model) -> dict[str, float]:
     from core.build.tasks import IOI_ACTIONS_TRAIN, IOI_INTROS_TRAIN
 
     tok = model.tokenizer
-    names = [n for n in gen.GEN_NAMES if len(tok.encode(" " + n, add_special_tokens=False)) == 1]
+    names = gen.single_token_names(tok)
     rng = random.Random(0)
     out = {}
     for intro in gen.GEN_IOI_INTROS:

@@ -203,6 +203,11 @@ def _single_tokens(tokenizer, words: Iterable[str]) -> set[str]:
     return {w for w in words if len(tokenizer.encode(" " + w, add_special_tokens=False)) == 1}
 
 
+def single_token_names(tokenizer) -> list[str]:
+    """The generalisation names that `tokenizer` encodes as one token after a space, in `GEN_NAMES` order."""
+    return sorted(_single_tokens(tokenizer, GEN_NAMES), key=GEN_NAMES.index)
+
+
 def _ioi(rng: random.Random, names: list[str], intros: tuple[str, ...], actions: tuple[str, ...]) -> TaskItem:
     a, b = rng.sample(names, 2)
     subject, indirect = (b, a) if rng.random() < 0.5 else (a, b)
@@ -280,7 +285,7 @@ def generalisation_items(
         raise ValueError(f"unknown generalisation set {set_name!r}; choose one of {', '.join(GENERALISATION_SETS)}")
     rng = random.Random(f"{seed}:{set_name}")
     if set_name.startswith("ioi"):
-        names = sorted(_single_tokens(tokenizer, GEN_NAMES), key=GEN_NAMES.index)
+        names = single_token_names(tokenizer)
         if len(names) < 2:
             raise ValueError("fewer than two held-out names are single tokens of this tokenizer")
         intros, actions = {

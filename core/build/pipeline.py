@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from core.build.tasks import TASK_TEXT_VERSIONS, TASKS, TaskSplit, check_task_text, evaluation_items
-from core.paths import DEFAULT_DIR, REBUILD_COMMAND, default_paths
+from core.paths import DEFAULT_DIR, REBUILD_COMMAND, default_paths, is_shipped_default
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _build_seed(out_root: Path, steps: tuple[str, ...] | None) -> dict:
     from core.build.seed import SEED_STEPS, build_seed
 
     log.info("stage 3: the seed workspace")
-    root = None if Path(out_root).resolve() == DEFAULT_DIR.resolve() else Path(out_root)
+    root = None if is_shipped_default(out_root) else Path(out_root)
     return build_seed(root=root, seed_dir=Path(out_root) / "seed", steps=steps or SEED_STEPS)
 
 

@@ -26,7 +26,9 @@ TASK_TEXT_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10
 # versions whose split keeps the tokenizer's vocabulary words (random names and sequences; v5 and v6 are
 # v4's text, trained differently; v7 is v2's text, trained as v6 with more induction rows; v8 is v4's
 # text trained as v7; v9 v8's with IOI actions from Brown; v10 v9's with IOI introductions and connectors from
-# Brown; v11 is v9's text in a 6-layer model; v12 v11's with a fixed bracket head from the start, v13 v12's with that head's write 16 times larger, v14 v13's with random connectors in IOI, v15 v14's with a space before a text's first word)
+# Brown; v11 is v9's text in a 6-layer model; v12 v11's with a fixed bracket head from the start; v13 v12's
+# with that head's write 16 times larger; v14 v13's with random connectors in IOI; v15 v14's with a space
+# before a text's first word)
 VOCABULARY_WORD_VERSIONS = ("v4", "v5", "v6", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15")
 
 

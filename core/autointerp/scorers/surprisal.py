@@ -36,9 +36,9 @@ def _lm_key(name: str) -> str:
     `lm:default@<root>`, so a build elsewhere never gets the shipped model from this memo, nor the reverse."""
     from core.paths import default_root, is_shipped_default
 
-    name = name.removeprefix("lm:")
-    if name == "default" and not is_shipped_default(default_root()):
-        return f"lm:default@{default_root().resolve()}"
+    name, root = name.removeprefix("lm:"), default_root()
+    if name == "default" and not is_shipped_default(root):
+        return f"lm:default@{root.resolve()}"
     return f"lm:{name}"
 
 
